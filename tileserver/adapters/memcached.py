@@ -1,0 +1,180 @@
+"""Memcached tile cache over aiomcache's connection pool.
+
+The commands are written here on aiomcache's pooled connections rather than through
+`aiomcache.Client`, for two reasons: `set_many` pipelines every `set` of a metatile in
+one write and one read (one round trip instead of 64), and a command interrupted by a
+timeout or a cancellation must never return its connection to the pool with an
+unread answer on it (the next command would read a stale value). Any failure marks
+the connection broken, so the pool closes it.
+
+Keys are spread over several servers by consistent hashing. Every failure is raised
+as `CacheUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+
+from aiomcache.pool import Connection, MemcachePool
+
+from tileserver.config import MemcachedConfig
+from tileserver.errors import CacheUnavailable
+from tileserver.hashring import HashRing
+
+
+class _Broken(Exception):
+    """Marks a pooled connection as unusable."""
+
+
+class _Server:
+    def __init__(self, host: str, port: int, pool_size: int) -> None:
+        self.address = f"{host}:{port}"
+        self.pool = MemcachePool(host, port, minsize=1, maxsize=pool_size)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        conn = await self.pool.acquire()
+        try:
+            yield conn
+        except BaseException:
+            # Unread replies may be left on the wire: never reuse this connection.
+            conn.reader.set_exception(_Broken(self.address))
+            raise
+        finally:
+            self.pool.release(conn)
+
+
+async def _read_line(conn: Connection) -> bytes:
+    line = await conn.reader.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionResetError("memcached closed the connection")
+    return line
+
+
+class MemcachedCache:
+    name = "memcached"
+
+    def __init__(self, config: MemcachedConfig) -> None:
+        self._timeout = config.timeout
+        servers = [_Server(host, port, config.pool_size) for host, port in config.servers]
+        self._ring = HashRing([(s.address, s) for s in servers])
+
+    @property
+    def addresses(self) -> list[str]:
+        return [s.address for s in self._ring.nodes]
+
+    @asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TimeoutError as exc:
+            raise CacheUnavailable(f"memcached {what}: no answer in {self._timeout:g} s") from exc
+        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+            raise CacheUnavailable(f"memcached {what}: {exc or type(exc).__name__}") from exc
+
+    def _by_server(self, keys: Sequence[str]) -> dict[_Server, list[str]]:
+        groups: dict[_Server, list[str]] = defaultdict(list)
+        for key in keys:
+            groups[self._ring.node_for(key)].append(key)
+        return groups
+
+    async def ping(self) -> list[str]:
+        """Addresses of the servers that answer `version`."""
+        alive = []
+        for server in self._ring.nodes:
+            try:
+                async with self._guard("version"), server.connection() as conn:
+                    conn.writer.write(b"version\r\n")
+                    if (await _read_line(conn)).startswith(b"VERSION "):
+                        alive.append(server.address)
+            except CacheUnavailable:
+                continue
+        return alive
+
+    async def _get_from(self, server: _Server, keys: list[str]) -> dict[str, bytes]:
+        wanted = set(keys)
+        found: dict[str, bytes] = {}
+        async with server.connection() as conn:
+            conn.writer.write(b"get " + " ".join(dict.fromkeys(keys)).encode() + b"\r\n")
+            while True:
+                line = await _read_line(conn)
+                if line == b"END\r\n":
+                    return found
+                terms = line.split()
+                if len(terms) < 4 or terms[0] != b"VALUE":
+                    raise ValueError(f"unexpected reply {line[:80]!r}")
+                key, length = terms[1].decode(), int(terms[3])
+                value = await conn.reader.readexactly(length + 2)
+                if key not in wanted:
+                    raise ValueError(f"reply for a key not asked for: {key[:80]!r}")
+                found[key] = value[:-2]
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if not keys:
+            return {}
+        async with self._guard("get"):
+            parts = await asyncio.gather(
+                *(self._get_from(server, group) for server, group in self._by_server(keys).items())
+            )
+        found: dict[str, bytes] = {}
+        for part in parts:
+            found.update(part)
+        return found
+
+    async def _set_on(
+        self, server: _Server, items: Mapping[str, bytes], keys: list[str], ttl: int
+    ) -> None:
+        payload = bytearray()
+        for key in keys:
+            value = items[key]
+            payload += f"set {key} 0 {ttl} {len(value)}\r\n".encode()
+            payload += value
+            payload += b"\r\n"
+        async with server.connection() as conn:
+            conn.writer.write(bytes(payload))
+            await conn.writer.drain()
+            failures = []
+            for key in keys:
+                reply = await _read_line(conn)
+                if reply != b"STORED\r\n":
+                    failures.append(f"{key}: {reply.strip().decode(errors='replace')}")
+            if failures and len(failures) == len(keys):
+                raise ValueError(f"set refused: {failures[0]}")
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: int) -> None:
+        if not items:
+            return
+        async with self._guard("set"):
+            await asyncio.gather(
+                *(
+                    self._set_on(server, items, group, ttl)
+                    for server, group in self._by_server(list(items)).items()
+                )
+            )
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        server = self._ring.node_for(key)
+        async with self._guard("add"), server.connection() as conn:
+            conn.writer.write(f"add {key} 0 {ttl} {len(value)}\r\n".encode() + value + b"\r\n")
+            reply = await _read_line(conn)
+            if reply == b"STORED\r\n":
+                return True
+            if reply == b"NOT_STORED\r\n":
+                return False
+            raise ValueError(f"add: unexpected reply {reply[:80]!r}")
+
+    async def delete(self, key: str) -> None:
+        server = self._ring.node_for(key)
+        async with self._guard("delete"), server.connection() as conn:
+            conn.writer.write(f"delete {key}\r\n".encode())
+            reply = await _read_line(conn)
+            if reply not in (b"DELETED\r\n", b"NOT_FOUND\r\n"):
+                raise ValueError(f"delete: unexpected reply {reply[:80]!r}")
+
+    async def close(self) -> None:
+        for server in self._ring.nodes:
+            await server.pool.clear()

@@ -1,0 +1,78 @@
+"""The embedded tile cache: an in-process LRU bounded in bytes, with per-item expiry."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+
+
+class MemoryCache:
+    """Same semantics as Memcached (TTL, add), for a single process and no daemon."""
+
+    name = "memory"
+
+    def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def _live(self, key: str, now: float) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires_at, value = item
+        if expires_at <= now:
+            self._remove(key)
+            return None
+        self._items.move_to_end(key)
+        return value
+
+    def _remove(self, key: str) -> None:
+        _, value = self._items.pop(key)
+        self._bytes -= len(value) + len(key)
+
+    def _store(self, key: str, value: bytes, ttl: int, now: float) -> None:
+        if key in self._items:
+            self._remove(key)
+        size = len(value) + len(key)
+        if size > self._max_bytes:
+            return
+        self._items[key] = (now + ttl, value)
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            self._remove(next(iter(self._items)))
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        now = self._clock()
+        found = {}
+        for key in keys:
+            value = self._live(key, now)
+            if value is not None:
+                found[key] = value
+        return found
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: int) -> None:
+        now = self._clock()
+        for key, value in items.items():
+            self._store(key, value, ttl, now)
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        now = self._clock()
+        if self._live(key, now) is not None:
+            return False
+        self._store(key, value, ttl, now)
+        return True
+
+    async def delete(self, key: str) -> None:
+        if key in self._items:
+            self._remove(key)
+
+    async def close(self) -> None:
+        self._items.clear()
+        self._bytes = 0

@@ -1,0 +1,188 @@
+"""The `tileserver` command: serve, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from tileserver.config import Config
+from tileserver.config_loader import load_config
+from tileserver.errors import ConfigError
+
+log = logging.getLogger("tileserver.server")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"tileserver: invalid configuration {path}:", file=sys.stderr)
+        for message in exc.messages:
+            print(f"  {message}", file=sys.stderr)
+        return None
+
+
+def check_mapfiles(config: Config) -> list[str]:
+    """Initialisation stage of the validation: every Mapnik file loads."""
+    from tileserver.adapters.mapnik_worker import MapSpec, load_map
+
+    errors = []
+    for layer in config.layers.values():
+        if layer.type == "mapnik" and layer.mapfile is not None:
+            try:
+                load_map(MapSpec(layer.name, str(layer.mapfile), layer.grid.srs))
+            except Exception as exc:
+                errors.append(f"layers.{layer.name}.mapfile: Mapnik cannot load it: {exc}")
+    return errors
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    errors = check_mapfiles(config)
+    if errors:
+        print(f"tileserver: invalid configuration {args.config}:", file=sys.stderr)
+        for message in errors:
+            print(f"  {message}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.config}: OK ({len(config.layers)} layer(s): {', '.join(config.layers)}; "
+        f"{len(config.grids)} grid(s): {', '.join(config.grids)})"
+    )
+    return 0
+
+
+def _run_server(config: Config, host: str, port: int, reuse_port: bool, processes: int) -> int:
+    from aiohttp import web
+
+    from tileserver.web.app import create_app
+
+    loop: asyncio.AbstractEventLoop
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+
+    app = create_app(config, render_processes=processes)
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+    def announce(_: str) -> None:
+        log.warning(
+            "serving WMTS on http://%s:%d/wmts/1.0.0/WMTSCapabilities.xml; demo page http://%s:%d/",
+            shown_host, port, shown_host, port,
+        )  # fmt: skip
+
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            reuse_port=reuse_port or None,
+            loop=loop,
+            print=announce,
+            access_log=logging.getLogger("tileserver.access"),
+            access_log_format='%a "%r" %s %b %Tf "%{X-Tile-Source}o"',
+            shutdown_timeout=10.0,
+        )
+    except ConfigError as exc:
+        print("tileserver: cannot start:", file=sys.stderr)
+        for message in exc.messages:
+            print(f"  {message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"tileserver: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_workers(args: argparse.Namespace, workers: int, processes: int) -> int:
+    """A master that starts `workers` server processes sharing the port (SO_REUSEPORT)."""
+    command = [
+        sys.executable, "-m", "tileserver", "serve", "--config", args.config,
+        "--host", args.host_value, "--port", str(args.port_value), "--workers", "1",
+        "--reuse-port", "--render-processes", str(processes),
+    ]  # fmt: skip
+    children = [subprocess.Popen(command) for _ in range(workers)]
+    stopping = False
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    while any(child.poll() is None for child in children):
+        failed = [c for c in children if c.poll() not in (None, 0)]
+        if failed and not stopping:
+            log.error("a server process exited with %s: stopping the others", failed[0].returncode)
+            status = failed[0].returncode or 1
+            forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return status or max((c.returncode or 0) for c in children)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    args.host_value = args.host or config.server.host
+    args.port_value = args.port if args.port is not None else config.server.port
+    workers = args.workers or config.server.workers
+    from tileserver.web.app import default_render_processes
+
+    processes = args.render_processes or default_render_processes(config, workers)
+    if workers > 1:
+        if args.port_value == 0:
+            print("tileserver: --workers > 1 needs a fixed --port", file=sys.stderr)
+            return 2
+        return _run_workers(args, workers, processes)
+    return _run_server(config, args.host_value, args.port_value, args.reuse_port, processes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tileserver", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the WMTS server")
+    serve.add_argument("--config", required=True, help="YAML file, or a Mako template (*.mako)")
+    serve.add_argument("--host", help="address to listen on (default: server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    serve.add_argument("--workers", type=int, help="server processes sharing the port")
+    serve.add_argument("--render-processes", type=int, help="Mapnik processes per server process")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate a configuration and its Mapnik files")
+    check.add_argument("config", help="YAML file, or a Mako template (*.mako)")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    result: int = args.func(args)
+    return result

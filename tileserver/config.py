@@ -1,0 +1,784 @@
+"""Configuration models and their validation.
+
+`parse_config` turns the plain data of a YAML document into frozen dataclasses, in
+stages as MapProxy does: types and required keys of every section first, then the
+cross-references between sections (grids, caches, layers). Each stage reports every
+mistake it finds, each message naming its YAML path, before the next stage runs.
+Nothing here reads files except to check that a Mapnik file is readable.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tileserver.crs import crs_info
+from tileserver.errors import ConfigError
+from tileserver.grid import Grid
+from tileserver.types import BBox
+
+T = TypeVar("T")
+
+# Names that appear in URLs and cache keys.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:+\-]+$")
+_WMTS_PARAMETERS = {
+    "service",
+    "request",
+    "version",
+    "layer",
+    "style",
+    "format",
+    "tilematrixset",
+    "tilematrix",
+    "tilerow",
+    "tilecol",
+    "i",
+    "j",
+    "infoformat",
+}
+
+FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
+DEFAULT_OUTPUT_FORMAT = {"png": "png", "jpeg": "jpeg85", "jpg": "jpeg85"}
+LAYER_TYPES = ("mapnik",)
+FUTURE_LAYER_TYPES = ("wms",)
+CACHE_TYPES = ("filesystem", "s3", "mbtiles")
+
+
+@dataclass(frozen=True, slots=True)
+class Dimension:
+    name: str
+    values: tuple[str, ...]
+    default: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmptyTile:
+    """A tile recognised as empty by its size in bytes and a hash of its bytes."""
+
+    size: int
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Layer:
+    name: str
+    type: str
+    title: str
+    grid: Grid
+    bbox: BBox  # in the grid's CRS
+    mapfile: Path | None
+    meta: bool
+    meta_size: int
+    meta_buffer: int
+    mime_type: str
+    extension: str
+    output_format: str  # the renderer's encoder name, e.g. Mapnik's 'png', 'png32', 'jpeg85'
+    wmts_style: str
+    dimensions: tuple[Dimension, ...]
+    expires_hours: float
+    min_resolution_seed: float | None
+    cache: str | None
+    abstract: str = ""
+    empty_tile_detection: EmptyTile | None = None
+    empty_metatile_detection: EmptyTile | None = None
+
+    @property
+    def ttl_seconds(self) -> int:
+        """Memcached TTL and HTTP max-age."""
+        return max(1, round(self.expires_hours * 3600))
+
+    @property
+    def effective_meta_size(self) -> int:
+        return self.meta_size if self.meta else 1
+
+    def is_on_demand(self, z: int) -> bool:
+        """True where level z is finer than the pre-generated levels."""
+        if self.min_resolution_seed is None:
+            return True
+        return self.grid.resolutions[z] < self.min_resolution_seed
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """A tile store declared under `caches` (served from in a later release)."""
+
+    name: str
+    type: str
+    folder: str = ""
+    bucket: str = ""
+    region: str = ""
+    endpoint_url: str = ""
+    filename: str = ""
+    cache_control: str = ""
+    http_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MemcachedConfig:
+    servers: tuple[tuple[str, int], ...]
+    prefix: str = "tileserver/"
+    timeout: float = 1.0  # seconds per Memcached round trip
+    pool_size: int = 8  # connections per server
+    retry_interval: float = 2.0  # seconds to skip Memcached after a failure
+    lock_timeout: float = 60.0  # TTL of the render lock of a metatile
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    render_processes: int | None = None  # default: cores / workers
+    url: str | None = None  # public base URL for Capabilities; default from each request
+    memory_cache_mb: int = 256  # the embedded cache used when Memcached is absent
+    render_timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    default_cache: str | None = None
+    default_layers: tuple[str, ...] = ()
+    number_process: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    title: str = "tileserver"
+    abstract: str = ""
+    keywords: tuple[str, ...] = ()
+    fees: str = "none"
+    access_constraints: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    name: str = ""
+    url: str = ""
+    contact_name: str = ""
+    contact_position: str = ""
+    phone_voice: str = ""
+    phone_fax: str = ""
+    delivery_point: str = ""
+    city: str = ""
+    area: str = ""
+    postal_code: str = ""
+    country: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    grids: Mapping[str, Grid]
+    caches: Mapping[str, CacheConfig]
+    layers: Mapping[str, Layer]
+    generation: Generation = Generation()
+    server: ServerConfig = ServerConfig()
+    memcached: MemcachedConfig | None = None
+    metadata: Metadata = Metadata()
+    provider: Provider = Provider()
+    source: Path | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+# --- the small validating reader ----------------------------------------------------------
+
+_MISSING: Any = object()
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.messages.append(f"{path}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.messages:
+            raise ConfigError(self.messages)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+class _Section:
+    """Reads one YAML mapping, recording a message per wrong or missing key."""
+
+    def __init__(
+        self,
+        path: str,
+        data: Any,
+        errors: _Errors,
+        origin: Mapping[str, str] | None = None,
+    ) -> None:
+        self.path = path
+        self.errors = errors
+        self.origin = origin or {}
+        self.ok = isinstance(data, dict)
+        if not self.ok:
+            errors.add(path, f"expected a mapping, got {_describe(data)}")
+        self.data: dict[str, Any] = data if self.ok else {}
+        self.seen: set[str] = set()
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, message: str) -> None:
+        suffix = f" (set in {self.origin[key]})" if key in self.origin else ""
+        self.errors.add(self.where(key), message + suffix)
+
+    def _get(self, key: str, default: Any, check: Callable[[Any], T | None], what: str) -> Any:
+        self.seen.add(key)
+        if key not in self.data:
+            if default is _MISSING:
+                self.errors.add(self.where(key), "missing required key")
+                return None
+            return default
+        value = self.data[key]
+        checked = check(value)
+        if checked is None:
+            self.error(key, f"expected {what}, got {_describe(value)}")
+            return None
+        return checked
+
+    def text(self, key: str, default: Any = _MISSING) -> Any:
+        def check(v: Any) -> str | None:
+            if isinstance(v, str):
+                return v
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                return str(v)
+            return None
+
+        return self._get(key, default, check, "a string")
+
+    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> Any:
+        value = self._get(key, default, lambda v: v if type(v) is int else None, "an integer")
+        if value is not None and value is not default and minimum is not None and value < minimum:
+            self.error(key, f"must be at least {minimum}, got {value}")
+            return None
+        return value
+
+    def number(self, key: str, default: Any = _MISSING, positive: bool = False) -> Any:
+        value = self._get(
+            key,
+            default,
+            lambda v: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None,
+            "a number",
+        )
+        if value is not None and value is not default and positive and value <= 0:
+            self.error(key, f"must be greater than 0, got {value:g}")
+            return None
+        return value
+
+    def flag(self, key: str, default: Any = _MISSING) -> Any:
+        return self._get(
+            key, default, lambda v: v if isinstance(v, bool) else None, "true or false"
+        )
+
+    def numbers(self, key: str, default: Any = _MISSING) -> Any:
+        def check(v: Any) -> tuple[float, ...] | None:
+            if not isinstance(v, list) or not v:
+                return None
+            if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+                return None
+            return tuple(float(x) for x in v)
+
+        return self._get(key, default, check, "a non-empty list of numbers")
+
+    def texts(self, key: str, default: Any = _MISSING) -> Any:
+        def check(v: Any) -> tuple[str, ...] | None:
+            if isinstance(v, str):
+                return (v,)
+            if isinstance(v, list) and all(isinstance(x, str | int | float) for x in v):
+                return tuple(str(x) for x in v)
+            return None
+
+        return self._get(key, default, check, "a list of strings")
+
+    def section(self, key: str, required: bool = False) -> _Section | None:
+        self.seen.add(key)
+        if key not in self.data or self.data[key] is None:
+            if required:
+                self.errors.add(self.where(key), "missing required section")
+            return None
+        return _Section(self.where(key), self.data[key], self.errors)
+
+    def raw(self, key: str) -> Any:
+        self.seen.add(key)
+        return self.data.get(key)
+
+    def finish(self) -> None:
+        """Reports the keys that no reader asked for (typos, unsupported options)."""
+        for key in self.data:
+            if key in self.seen:
+                continue
+            hint = difflib.get_close_matches(str(key), sorted(self.seen), n=1)
+            did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
+            self.error(
+                str(key),
+                f"unknown key{did_you_mean} (allowed: {', '.join(sorted(self.seen))})",
+            )
+
+
+def _items(section: _Section | None) -> Iterator[tuple[str, Any]]:
+    if section is None or not section.ok:
+        return
+    for name, value in section.data.items():
+        section.seen.add(name)
+        yield str(name), value
+
+
+def _check_name(errors: _Errors, path: str, name: str) -> bool:
+    if not _NAME_RE.match(name):
+        errors.add(path, f"invalid name {name!r}: use letters, digits, '_', '-' and '.'")
+        return False
+    return True
+
+
+def _bbox(section: _Section, key: str, default: Any = _MISSING) -> BBox | None:
+    values = section.numbers(key, default)
+    if values is None or values is default:
+        return values
+    if len(values) != 4:
+        section.error(key, f"expected 4 numbers [minx, miny, maxx, maxy], got {len(values)}")
+        return None
+    try:
+        return BBox(*values)
+    except ValueError:
+        section.error(key, f"minx must be < maxx and miny < maxy, got {list(values)}")
+        return None
+
+
+# --- sections ------------------------------------------------------------------------------
+
+
+def _parse_grid(name: str, s: _Section) -> Grid | None:
+    resolutions = s.numbers("resolutions")
+    bbox = _bbox(s, "bbox")
+    srs = s.text("srs")
+    tile_size = s.integer("tile_size", 256, minimum=1)
+    matrix_identifier = s.text("matrix_identifier", "zoom")
+    unit = s.text("unit", None)
+    s.finish()
+    ok = True
+    if resolutions is not None:
+        if any(r <= 0 for r in resolutions):
+            s.error("resolutions", "resolutions must be greater than 0")
+            ok = False
+        elif any(a <= b for a, b in itertools.pairwise(resolutions)):
+            s.error("resolutions", "resolutions must be sorted from the largest to the smallest")
+            ok = False
+    if matrix_identifier not in (None, "zoom", "resolution"):
+        s.error("matrix_identifier", f"expected 'zoom' or 'resolution', got {matrix_identifier!r}")
+        ok = False
+    info = None
+    if srs is not None:
+        try:
+            info = crs_info(srs)
+        except ValueError:
+            s.error("srs", f"unknown CRS {srs!r} (expected e.g. 'EPSG:3857')")
+    if unit is not None and info is not None:
+        expected = "degrees" if info.meters_per_unit != 1.0 else "m"
+        if unit not in (expected, "degree" if expected == "degrees" else "meters"):
+            s.error("unit", f"{srs} is in {expected}, not {unit!r}")
+            ok = False
+    if not ok or bbox is None or info is None or None in (resolutions, srs, tile_size):
+        return None
+    return Grid(
+        name=name,
+        srs=srs,
+        bbox=bbox,
+        resolutions=resolutions,
+        tile_size=tile_size,
+        matrix_identifier=matrix_identifier,
+        meters_per_unit=info.meters_per_unit,
+        yx_axis_order=info.yx_axis_order,
+        crs_urn=info.urn,
+    )
+
+
+def _parse_cache(name: str, s: _Section) -> CacheConfig | None:
+    kind = s.text("type")
+    if kind is None:
+        s.finish()
+        return None
+    if kind not in CACHE_TYPES:
+        s.error("type", f"unknown cache type {kind!r} (supported: {', '.join(CACHE_TYPES)})")
+        return None
+    values: dict[str, Any] = {"name": name, "type": kind}
+    if kind == "filesystem":
+        values["folder"] = s.text("folder")
+    elif kind == "s3":
+        values["bucket"] = s.text("bucket")
+        values["folder"] = s.text("folder", "")
+        values["region"] = s.text("region", "")
+        values["endpoint_url"] = s.text("endpoint_url", "")
+        values["cache_control"] = s.text("cache_control", "")
+    else:
+        values["filename"] = s.text("filename")
+    values["http_url"] = s.text("http_url", "")
+    s.finish()
+    if None in values.values():
+        return None
+    return CacheConfig(**values)
+
+
+def _parse_memcached(s: _Section) -> MemcachedConfig | None:
+    servers_raw = s.texts("servers")
+    prefix = s.text("prefix", "tileserver/")
+    timeout = s.number("timeout", 1.0, positive=True)
+    pool_size = s.integer("pool_size", 8, minimum=1)
+    retry_interval = s.number("retry_interval", 2.0, positive=True)
+    lock_timeout = s.number("lock_timeout", 60.0, positive=True)
+    s.finish()
+    servers: list[tuple[str, int]] = []
+    for i, text in enumerate(servers_raw or ()):
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            s.errors.add(f"{s.where('servers')}[{i}]", f"expected 'host:port', got {text!r}")
+            continue
+        servers.append((host.strip("[]"), int(port)))
+    if prefix is not None and (len(prefix) > 100 or not _VALUE_RE.match(prefix.replace("/", "_"))):
+        s.error("prefix", "must be at most 100 letters, digits or '_-.:/' characters")
+        return None
+    if not servers or None in (timeout, pool_size, retry_interval, lock_timeout, prefix):
+        return None
+    return MemcachedConfig(
+        servers=tuple(servers),
+        prefix=prefix,
+        timeout=timeout,
+        pool_size=pool_size,
+        retry_interval=retry_interval,
+        lock_timeout=lock_timeout,
+    )
+
+
+def _parse_server(s: _Section | None) -> ServerConfig | None:
+    if s is None:
+        return ServerConfig()
+    values = {
+        "host": s.text("host", "127.0.0.1"),
+        "port": s.integer("port", 8080, minimum=0),
+        "workers": s.integer("workers", 1, minimum=1),
+        "render_processes": s.integer("render_processes", None, minimum=1),
+        "url": s.text("url", None),
+        "memory_cache_mb": s.integer("memory_cache_mb", 256, minimum=1),
+        "render_timeout": s.number("render_timeout", 60.0, positive=True),
+    }
+    s.finish()
+    if values["port"] is not None and values["port"] > 65535:
+        s.error("port", f"must be at most 65535, got {values['port']}")
+        return None
+    if values["url"] is not None and not re.match(r"^https?://", values["url"]):
+        s.error("url", f"expected an http:// or https:// URL, got {values['url']!r}")
+        return None
+    required = ("host", "port", "workers", "memory_cache_mb", "render_timeout")
+    if any(values[k] is None for k in required):
+        return None
+    return ServerConfig(**values)
+
+
+def _parse_metadata(s: _Section | None) -> Metadata:
+    if s is None:
+        return Metadata()
+    metadata = Metadata(
+        title=s.text("title", "tileserver"),
+        abstract=s.text("abstract", ""),
+        keywords=s.texts("keywords", ()),
+        fees=s.text("fees", "none"),
+        access_constraints=s.text("access_constraints", "none"),
+    )
+    s.raw("servicetype")  # TileCloud-chain writes it; WMTS says "OGC WMTS" anyway
+    s.finish()
+    return metadata
+
+
+def _parse_provider(s: _Section | None) -> Provider:
+    if s is None:
+        return Provider()
+    values: dict[str, Any] = {"name": s.text("name", ""), "url": s.text("url", "")}
+    contact = s.section("contact")
+    if contact is not None:
+        values["contact_name"] = contact.text("name", "")
+        values["contact_position"] = contact.text("position", "")
+        info = contact.section("info")
+        if info is not None:
+            phone = info.section("phone")
+            if phone is not None:
+                values["phone_voice"] = phone.text("voice", "")
+                values["phone_fax"] = phone.text("fax", "")
+                phone.finish()
+            address = info.section("address")
+            if address is not None:
+                for key, field_name in (
+                    ("delivery", "delivery_point"),
+                    ("city", "city"),
+                    ("area", "area"),
+                    ("postal_code", "postal_code"),
+                    ("country", "country"),
+                    ("email", "email"),
+                ):
+                    values[field_name] = address.text(key, "")
+                address.finish()
+            info.finish()
+        contact.finish()
+    s.finish()
+    return Provider(**{k: ("" if v is None else v) for k, v in values.items()})
+
+
+def _parse_generation(s: _Section | None) -> Generation:
+    if s is None:
+        return Generation()
+    generation = Generation(
+        default_cache=s.text("default_cache", None),
+        default_layers=s.texts("default_layers", ()) or (),
+        number_process=s.integer("number_process", None, minimum=1),
+    )
+    s.finish()
+    return generation
+
+
+def _parse_empty(s: _Section | None) -> EmptyTile | None:
+    if s is None:
+        return None
+    size = s.integer("size", minimum=0)
+    digest = s.text("hash")
+    s.finish()
+    if size is None or digest is None:
+        return None
+    return EmptyTile(size=size, hash=digest)
+
+
+def _parse_dimensions(s: _Section, key: str) -> tuple[Dimension, ...] | None:
+    raw = s.raw(key)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        s.error(key, f"expected a list of dimensions, got {_describe(raw)}")
+        return None
+    dimensions: list[Dimension] = []
+    ok = True
+    for i, item in enumerate(raw):
+        d = _Section(f"{s.where(key)}[{i}]", item, s.errors)
+        name = d.text("name")
+        values = d.texts("values")
+        default = d.text("default")
+        d.finish()
+        if None in (name, values, default):
+            ok = False
+            continue
+        if not _NAME_RE.match(name) or name.lower() in _WMTS_PARAMETERS:
+            d.error("name", f"invalid dimension name {name!r}")
+            ok = False
+            continue
+        bad = [v for v in values if not _VALUE_RE.match(v)]
+        if bad:
+            d.error("values", f"invalid value {bad[0]!r}: use letters, digits and '_.:+-'")
+            ok = False
+            continue
+        if default not in values:
+            d.error("default", f"{default!r} is not one of the values {list(values)}")
+            ok = False
+            continue
+        dimensions.append(Dimension(name=name, values=values, default=default))
+    names = [d.name.lower() for d in dimensions]
+    if len(set(names)) != len(names):
+        s.error(key, "dimension names must be unique")
+        return None
+    return tuple(dimensions) if ok else None
+
+
+def _parse_layer(
+    name: str,
+    s: _Section,
+    grids: Mapping[str, Grid],
+    caches: Mapping[str, CacheConfig],
+    base_dir: Path,
+    default_cache: str | None,
+) -> Layer | None:
+    kind = s.text("type")
+    if kind is not None and kind not in LAYER_TYPES:
+        later = " (not supported yet)" if kind in FUTURE_LAYER_TYPES else ""
+        s.error("type", f"unknown layer type {kind!r}{later} (supported: {', '.join(LAYER_TYPES)})")
+        kind = None
+    title = s.text("title", name)
+    abstract = s.text("abstract", "")
+    grid_name = s.text("grid")
+    grid: Grid | None = None
+    if grid_name is not None:
+        grid = grids.get(grid_name)
+        if grid is None:
+            s.error("grid", f"unknown grid {grid_name!r} (defined: {', '.join(grids) or 'none'})")
+    bbox = _bbox(s, "bbox", None)
+    mapfile_raw = s.text("mapfile") if kind == "mapnik" else s.text("mapfile", None)
+    meta = s.flag("meta", True)
+    meta_size = s.integer("meta_size", 8, minimum=1)
+    meta_buffer = s.integer("meta_buffer", 32, minimum=0)
+    mime_type = s.text("mime_type", None)
+    extension = s.text("extension", "png")
+    output_format = s.text("output_format", None)
+    wmts_style = s.text("wmts_style", "default")
+    dimensions = _parse_dimensions(s, "dimensions")
+    expires = s.number("expires", 4.0, positive=True)
+    min_resolution_seed = s.number("min_resolution_seed", None, positive=True)
+    cache = s.text("cache", default_cache)
+    empty_tile = _parse_empty(s.section("empty_tile_detection"))
+    empty_meta = _parse_empty(s.section("empty_metatile_detection"))
+    s.finish()
+
+    ok = True
+    if extension is not None and extension not in FORMATS:
+        s.error("extension", f"unsupported extension {extension!r} (supported: png, jpeg)")
+        ok = False
+    elif extension is not None:
+        expected = FORMATS[extension]
+        if mime_type is None:
+            mime_type = expected
+        elif mime_type != expected:
+            s.error("mime_type", f"{mime_type!r} does not match extension {extension!r}")
+            ok = False
+        if output_format is None:
+            output_format = DEFAULT_OUTPUT_FORMAT[extension]
+    if wmts_style is not None and not _NAME_RE.match(wmts_style):
+        s.error("wmts_style", f"invalid style name {wmts_style!r}")
+        ok = False
+    if cache is not None and cache not in caches:
+        s.error("cache", f"unknown cache {cache!r} (defined: {', '.join(caches) or 'none'})")
+        ok = False
+    if grid is not None and bbox is not None and not bbox.intersects(grid.bbox):
+        s.error("bbox", f"{list(bbox.as_tuple())} is outside grid {grid.name!r}")
+        ok = False
+    if grid is not None and meta_buffer is not None and meta_buffer > 4 * grid.tile_size:
+        s.error("meta_buffer", f"at most {4 * grid.tile_size} pixels, got {meta_buffer}")
+        ok = False
+    mapfile: Path | None = None
+    if mapfile_raw is not None:
+        mapfile = Path(os.path.expanduser(mapfile_raw))
+        if not mapfile.is_absolute():
+            mapfile = base_dir / mapfile
+        if not mapfile.is_file() or not os.access(mapfile, os.R_OK):
+            reason = "no such file" if not mapfile.exists() else "not a readable file"
+            s.error("mapfile", f"cannot read Mapnik file '{mapfile}': {reason}")
+            ok = False
+    required = (kind, title, grid, meta, meta_size, meta_buffer, mime_type, extension)
+    more = (output_format, wmts_style, dimensions, expires)
+    if not ok or grid is None or dimensions is None or any(v is None for v in (*required, *more)):
+        return None
+    return Layer(
+        name=name,
+        type=kind,
+        title=title,
+        abstract=abstract,
+        grid=grid,
+        bbox=bbox or grid.bbox,
+        mapfile=mapfile,
+        meta=meta,
+        meta_size=meta_size,
+        meta_buffer=meta_buffer,
+        mime_type=mime_type,
+        extension=extension,
+        output_format=output_format,
+        wmts_style=wmts_style,
+        dimensions=dimensions,
+        expires_hours=expires,
+        min_resolution_seed=min_resolution_seed,
+        cache=cache,
+        empty_tile_detection=empty_tile,
+        empty_metatile_detection=empty_meta,
+    )
+
+
+def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Config:
+    """Validates a parsed YAML document; raises ConfigError listing every mistake."""
+    errors = _Errors()
+    root = _Section("", data, errors)
+    errors.raise_if_any()
+
+    # Stage 1: every section on its own (types, required keys, unknown keys).
+    grids: dict[str, Grid] = {}
+    for name, value in _items(root.section("grids", required=True)):
+        if _check_name(errors, f"grids.{name}", name):
+            grid = _parse_grid(name, _Section(f"grids.{name}", value, errors))
+            if grid is not None:
+                grids[name] = grid
+    caches: dict[str, CacheConfig] = {}
+    for name, value in _items(root.section("caches")):
+        if _check_name(errors, f"caches.{name}", name):
+            cache = _parse_cache(name, _Section(f"caches.{name}", value, errors))
+            if cache is not None:
+                caches[name] = cache
+    generation = _parse_generation(root.section("generation"))
+    server = _parse_server(root.section("server"))
+    memcached_section = root.section("memcached")
+    memcached = _parse_memcached(memcached_section) if memcached_section else None
+    metadata = _parse_metadata(root.section("metadata"))
+    provider = _parse_provider(root.section("provider"))
+    layer_default = root.section("layer_default")
+    layers_section = root.section("layers", required=True)
+    root.finish()
+    errors.raise_if_any()
+
+    # Stage 2: references between sections, and the layers (which reference the rest).
+    if generation.default_cache is not None and generation.default_cache not in caches:
+        errors.add(
+            "generation.default_cache",
+            f"unknown cache {generation.default_cache!r} (defined: {', '.join(caches) or 'none'})",
+        )
+    defaults = layer_default.data if layer_default is not None and layer_default.ok else {}
+    layers: dict[str, Layer] = {}
+    for name, value in _items(layers_section):
+        path = f"layers.{name}"
+        if not _check_name(errors, path, name):
+            continue
+        if value is not None and not isinstance(value, dict):
+            errors.add(path, f"expected a mapping, got {_describe(value)}")
+            continue
+        merged = {**defaults, **(value or {})}
+        origin = {k: "layer_default" for k in defaults if k not in (value or {})}
+        layer = _parse_layer(
+            name,
+            _Section(path, merged, errors, origin),
+            grids,
+            caches,
+            base_dir,
+            generation.default_cache,
+        )
+        if layer is not None:
+            layers[name] = layer
+    if layers_section is not None and layers_section.ok and not layers_section.data:
+        errors.add("layers", "no layer defined")
+    for i, name in enumerate(generation.default_layers):
+        if name not in layers and (layers_section is None or name not in layers_section.data):
+            errors.add(
+                f"generation.default_layers[{i}]",
+                f"unknown layer {name!r} (defined: {', '.join(layers) or 'none'})",
+            )
+    errors.raise_if_any()
+    assert server is not None  # stage 1 would have raised
+    return Config(
+        grids=grids,
+        caches=caches,
+        layers=layers,
+        generation=generation,
+        server=server,
+        memcached=memcached,
+        metadata=metadata,
+        provider=provider,
+        source=source,
+        raw=data,
+    )

@@ -1,0 +1,55 @@
+"""CRS facts the grids and Capabilities need, read from pyproj's EPSG database."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError
+
+from tileserver.types import BBox
+
+_EARTH_RADIUS_M = 6378137.0
+
+
+@dataclass(frozen=True, slots=True)
+class CRSInfo:
+    urn: str  # e.g. urn:ogc:def:crs:EPSG::3857
+    meters_per_unit: float
+    yx_axis_order: bool  # first axis is northing or latitude
+
+
+@lru_cache(maxsize=64)
+def crs_info(srs: str) -> CRSInfo:
+    """Facts about an 'EPSG:nnnn' code; ValueError with pyproj's reason when unknown."""
+    try:
+        crs = CRS.from_user_input(srs)
+    except CRSError as exc:
+        raise ValueError(str(exc)) from exc
+    axes = crs.axis_info
+    if not axes:
+        raise ValueError(f"{srs} has no axes")
+    unit = axes[0].unit_name.lower()
+    if unit in {"degree", "degrees"}:
+        meters_per_unit = 2 * math.pi * _EARTH_RADIUS_M / 360
+    else:
+        meters_per_unit = axes[0].unit_conversion_factor
+    direction = axes[0].direction.lower()
+    auth = crs.to_authority()
+    urn = f"urn:ogc:def:crs:{auth[0]}::{auth[1]}" if auth else srs
+    return CRSInfo(
+        urn=urn, meters_per_unit=meters_per_unit, yx_axis_order=direction in {"north", "south"}
+    )
+
+
+@lru_cache(maxsize=64)
+def _to_wgs84(srs: str) -> Transformer:
+    return Transformer.from_crs(srs, "EPSG:4326", always_xy=True)
+
+
+def bbox_to_wgs84(bbox: BBox, srs: str) -> BBox:
+    """The lon/lat box around bbox, densified so curved edges are covered."""
+    minx, miny, maxx, maxy = _to_wgs84(srs).transform_bounds(*bbox.as_tuple(), densify_pts=21)
+    return BBox(max(minx, -180.0), max(miny, -90.0), min(maxx, 180.0), min(maxy, 90.0))

@@ -1,0 +1,64 @@
+"""The package's exceptions: one root, one subclass per kind of failure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TileServerError(Exception):
+    """Root of every error tileserver raises on purpose."""
+
+
+class ConfigError(TileServerError):
+    """The configuration is invalid; each message names the YAML path at fault."""
+
+    def __init__(self, messages: Sequence[str]) -> None:
+        self.messages = list(messages)
+        super().__init__("\n".join(self.messages))
+
+
+class CacheUnavailable(TileServerError):
+    """A tile cache (Memcached...) could not be reached or answered wrongly."""
+
+
+class RenderError(TileServerError):
+    """A renderer failed to produce a metatile."""
+
+
+class OWSException(TileServerError):
+    """An OGC OWS 1.1 exception, answered to the client as an ExceptionReport.
+
+    `status` is the HTTP status of the report (WMTS 1.0.0, table 28).
+    """
+
+    def __init__(self, code: str, text: str, locator: str | None = None, status: int = 400) -> None:
+        self.code = code
+        self.text = text
+        self.locator = locator
+        self.status = status
+        super().__init__(f"{code}: {text}")
+
+
+def missing_parameter(name: str) -> OWSException:
+    return OWSException("MissingParameterValue", f"Missing parameter: {name}", name.lower())
+
+
+def invalid_parameter(name: str, text: str) -> OWSException:
+    return OWSException("InvalidParameterValue", text, name.lower())
+
+
+def tile_out_of_range(name: str, text: str) -> OWSException:
+    return OWSException("TileOutOfRange", text, name.lower())
+
+
+def operation_not_supported(operation: str) -> OWSException:
+    return OWSException(
+        "OperationNotSupported",
+        f"Operation not supported: {operation}",
+        "request",
+        status=501,
+    )
+
+
+def not_found(text: str) -> OWSException:
+    return OWSException("NotFound", text, None, status=404)

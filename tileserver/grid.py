@@ -1,0 +1,177 @@
+"""Tile-matrix math: tile <-> bbox, scale denominators, matrix sizes and limits, metatiles.
+
+Pure functions over frozen dataclasses; no I/O. Conventions follow OGC WMTS 1.0.0
+(07-057r7, 6.1): rows grow downwards from the top-left corner, the standardized
+rendering pixel is 0.28 mm.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tileserver.types import BBox, Limits, TileCoord
+
+PIXEL_SIZE_M = 0.00028
+"""WMTS 'standardized rendering pixel size' in metres (07-057r7, 6.1.1)."""
+
+# Tolerance, in tiles, for floating-point noise when a bbox edge falls on a tile edge.
+_EPSILON = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """A tile matrix set: one CRS, a bbox whose top-left corner is the origin, resolutions."""
+
+    name: str
+    srs: str
+    bbox: BBox
+    resolutions: tuple[float, ...]
+    tile_size: int = 256
+    matrix_identifier: str = "zoom"  # or "resolution", as in TileCloud-chain
+    meters_per_unit: float = 1.0
+    yx_axis_order: bool = False  # True where the CRS lists northing/latitude first
+    crs_urn: str = ""
+    _ids: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for z in range(len(self.resolutions)):
+            self._ids[self.matrix_id(z)] = z
+
+    # --- identifiers -------------------------------------------------------------------
+
+    def matrix_id(self, z: int) -> str:
+        """The TileMatrix identifier of level z."""
+        if self.matrix_identifier == "resolution":
+            return format_resolution(self.resolutions[z])
+        return str(z)
+
+    def zoom_of(self, matrix_id: str) -> int | None:
+        """The level of a TileMatrix identifier, None when the grid has no such matrix."""
+        return self._ids.get(matrix_id)
+
+    # --- matrix geometry ---------------------------------------------------------------
+
+    def tile_span(self, z: int) -> float:
+        """Width (= height) of one tile of level z, in CRS units."""
+        return self.resolutions[z] * self.tile_size
+
+    def matrix_size(self, z: int) -> tuple[int, int]:
+        """(MatrixWidth, MatrixHeight): tiles needed to cover the grid bbox at level z."""
+        span = self.tile_span(z)
+        width = max(1, math.ceil((self.bbox.maxx - self.bbox.minx) / span - _EPSILON))
+        height = max(1, math.ceil((self.bbox.maxy - self.bbox.miny) / span - _EPSILON))
+        return width, height
+
+    def scale_denominator(self, z: int) -> float:
+        """ScaleDenominator of level z with the 0.28 mm pixel."""
+        return self.resolutions[z] * self.meters_per_unit / PIXEL_SIZE_M
+
+    def tile_bbox(self, coord: TileCoord) -> BBox:
+        span = self.tile_span(coord.z)
+        minx = self.bbox.minx + coord.col * span
+        maxy = self.bbox.maxy - coord.row * span
+        return BBox(minx, maxy - span, minx + span, maxy)
+
+    def contains(self, coord: TileCoord) -> bool:
+        if not 0 <= coord.z < len(self.resolutions):
+            return False
+        width, height = self.matrix_size(coord.z)
+        return 0 <= coord.row < height and 0 <= coord.col < width
+
+    def limits(self, z: int, bbox: BBox | None = None) -> Limits:
+        """Rows and columns of level z whose tiles intersect bbox (default: the whole matrix)."""
+        width, height = self.matrix_size(z)
+        if bbox is None:
+            return Limits(0, height - 1, 0, width - 1)
+        span = self.tile_span(z)
+        min_col = math.floor((bbox.minx - self.bbox.minx) / span + _EPSILON)
+        max_col = math.ceil((bbox.maxx - self.bbox.minx) / span - _EPSILON) - 1
+        min_row = math.floor((self.bbox.maxy - bbox.maxy) / span + _EPSILON)
+        max_row = math.ceil((self.bbox.maxy - bbox.miny) / span - _EPSILON) - 1
+        return Limits(
+            min_row=_clamp(min_row, 0, height - 1),
+            max_row=_clamp(max_row, 0, height - 1),
+            min_col=_clamp(min_col, 0, width - 1),
+            max_col=_clamp(max_col, 0, width - 1),
+        )
+
+    def top_left_corner(self) -> tuple[float, float]:
+        """TopLeftCorner in the CRS's own axis order (lat/lon for EPSG:4326)."""
+        if self.yx_axis_order:
+            return (self.bbox.maxy, self.bbox.minx)
+        return (self.bbox.minx, self.bbox.maxy)
+
+
+@dataclass(frozen=True, slots=True)
+class CutTile:
+    """Where one tile lies inside a rendered metatile image (pixel offset of its top-left)."""
+
+    coord: TileCoord
+    x: int
+    y: int
+
+
+@dataclass(frozen=True, slots=True)
+class Metatile:
+    """A block of meta_size x meta_size tiles rendered at once, plus a pixel buffer.
+
+    The block is clipped at the matrix edge, and so is the buffer: nothing is
+    rendered outside the grid's extent.
+    """
+
+    z: int
+    row: int  # top row of the block
+    col: int  # left column of the block
+    rows: int
+    cols: int
+    bbox: BBox  # extent of the rendered image, buffer included
+    width: int  # rendered image size in pixels, buffer included
+    height: int
+    tiles: tuple[CutTile, ...]
+
+
+def metatile_for(grid: Grid, coord: TileCoord, meta_size: int, meta_buffer: int) -> Metatile:
+    """The metatile holding coord (meta_size 1 gives a single tile with its buffer)."""
+    width, height = grid.matrix_size(coord.z)
+    row0 = coord.row - coord.row % meta_size
+    col0 = coord.col - coord.col % meta_size
+    rows = min(meta_size, height - row0)
+    cols = min(meta_size, width - col0)
+    ts = grid.tile_size
+    res = grid.resolutions[coord.z]
+    buf_left = meta_buffer if col0 > 0 else 0
+    buf_top = meta_buffer if row0 > 0 else 0
+    buf_right = meta_buffer if col0 + cols < width else 0
+    buf_bottom = meta_buffer if row0 + rows < height else 0
+    block = grid.tile_bbox(TileCoord(coord.z, row0, col0))
+    minx = block.minx - buf_left * res
+    maxy = block.maxy + buf_top * res
+    maxx = block.minx + (cols * ts + buf_right) * res
+    miny = block.maxy - (rows * ts + buf_bottom) * res
+    tiles = tuple(
+        CutTile(TileCoord(coord.z, row0 + r, col0 + c), buf_left + c * ts, buf_top + r * ts)
+        for r in range(rows)
+        for c in range(cols)
+    )
+    return Metatile(
+        z=coord.z,
+        row=row0,
+        col=col0,
+        rows=rows,
+        cols=cols,
+        bbox=BBox(minx, miny, maxx, maxy),
+        width=cols * ts + buf_left + buf_right,
+        height=rows * ts + buf_top + buf_bottom,
+        tiles=tiles,
+    )
+
+
+def format_resolution(resolution: float) -> str:
+    """A resolution as a TileMatrix identifier: shortest exact decimal, no trailing '.0'."""
+    text = repr(float(resolution))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))

@@ -1,0 +1,110 @@
+"""Keeps serving while the tile cache is down: misses instead of errors, one log per outage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from tileserver.errors import CacheUnavailable
+from tileserver.protocols import TileCache
+
+log = logging.getLogger("tileserver.cache")
+
+
+class ResilientCache:
+    """Wraps a TileCache: a failure turns into a miss (get), a no-op (set, delete) or a
+    granted lock (add), and the cache is left alone for `retry_interval` seconds so
+    requests do not each wait for a timeout. Logs once when an outage starts and once
+    when it ends.
+    """
+
+    def __init__(
+        self,
+        cache: TileCache,
+        retry_interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = cache
+        self.name = cache.name
+        self._retry_interval = retry_interval
+        self._clock = clock
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self.failures = 0
+
+    @property
+    def available(self) -> bool:
+        return self._down_since is None
+
+    def _skip(self) -> bool:
+        return self._down_since is not None and self._clock() < self._retry_at
+
+    def _failed(self, exc: CacheUnavailable) -> None:
+        self.failures += 1
+        now = self._clock()
+        if self._down_since is None:
+            self._down_since = now
+            log.warning(
+                "%s unavailable (%s): serving without it, retrying every %g s",
+                self.name,
+                exc,
+                self._retry_interval,
+            )
+        self._retry_at = now + self._retry_interval
+
+    def _succeeded(self) -> None:
+        if self._down_since is not None:
+            log.warning(
+                "%s is back after %.1f s: caching tiles again",
+                self.name,
+                self._clock() - self._down_since,
+            )
+            self._down_since = None
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if self._skip():
+            return {}
+        try:
+            found = await self.inner.get_many(keys)
+        except CacheUnavailable as exc:
+            self._failed(exc)
+            return {}
+        self._succeeded()
+        return found
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: int) -> bool:
+        """True when stored."""
+        if self._skip():
+            return False
+        try:
+            await self.inner.set_many(items, ttl)
+        except CacheUnavailable as exc:
+            self._failed(exc)
+            return False
+        self._succeeded()
+        return True
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        if self._skip():
+            return True
+        try:
+            added = await self.inner.add(key, value, ttl)
+        except CacheUnavailable as exc:
+            self._failed(exc)
+            return True
+        self._succeeded()
+        return added
+
+    async def delete(self, key: str) -> None:
+        if self._skip():
+            return
+        try:
+            await self.inner.delete(key)
+        except CacheUnavailable as exc:
+            self._failed(exc)
+            return
+        self._succeeded()
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -1,0 +1,155 @@
+"""Tile serving: cache, then one render per metatile, cut tiles written back in one round.
+
+A metatile is rendered at most once at a time: within a process, requests for any of
+its tiles share one render task; across processes and hosts, the render is guarded by
+a lock taken with the cache's atomic `add` (with a TTL, so a crashed holder does not
+block it forever), and the cache is checked again once the lock is held. Waiters
+poll the cache with `asyncio.sleep`, never blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tileserver.config import Layer
+from tileserver.grid import Metatile, metatile_for
+from tileserver.keys import layer_key_part, metatile_lock_key, tile_key
+from tileserver.protocols import Renderer
+from tileserver.services.resilient_cache import ResilientCache
+from tileserver.tile_request import TileRequest
+from tileserver.types import TileCoord
+
+log = logging.getLogger("tileserver.render")
+
+_POLL_FIRST = 0.02  # seconds; a metatile render takes 50 ms and more
+_POLL_MAX = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    data: bytes
+    source: str  # memcached | memory | render | coalesced
+
+
+@dataclass(frozen=True, slots=True)
+class _Produced:
+    tiles: Mapping[TileCoord, bytes]
+    source: str
+
+
+class TileService:
+    def __init__(
+        self,
+        cache: ResilientCache,
+        renderer: Renderer,
+        key_prefix: str,
+        lock_timeout: float = 60.0,
+    ) -> None:
+        self.cache = cache
+        self.renderer = renderer
+        self.key_prefix = key_prefix
+        self.lock_timeout = lock_timeout
+        self.counters: Counter[str] = Counter()
+        self._inflight: dict[tuple[str, int, int, int], asyncio.Task[_Produced]] = {}
+
+    async def get_tile(self, request: TileRequest) -> Tile:
+        layer, coord = request.layer, request.coord
+        part = layer_key_part(layer.name, request.style, request.dimensions, layer.grid.name)
+        key = tile_key(self.key_prefix, part, coord)
+        found = await self.cache.get_many([key])
+        if key in found:
+            self.counters["hit"] += 1
+            return Tile(found[key], self.cache.name)
+
+        metatile = metatile_for(
+            grid=layer.grid,
+            coord=coord,
+            meta_size=layer.effective_meta_size,
+            meta_buffer=layer.meta_buffer,
+        )
+        dimensions = dict(zip((d.name for d in layer.dimensions), request.dimensions, strict=True))
+        task_key = (part, metatile.z, metatile.row, metatile.col)
+        task = self._inflight.get(task_key)
+        first = task is None
+        if task is None:
+            task = asyncio.create_task(self._produce(request, part, metatile, dimensions))
+            self._inflight[task_key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(task_key, None))
+        else:
+            self.counters["coalesced"] += 1
+        # shield: a client that goes away must not cancel a render others wait for.
+        produced = await asyncio.shield(task)
+        data = produced.tiles.get(coord)
+        if data is None:
+            # The render task answered from the cache with only its own tile.
+            found = await self.cache.get_many([key])
+            if key not in found:
+                produced = await self._produce(request, part, metatile, dimensions)
+                data = produced.tiles[coord]
+            else:
+                data = found[key]
+            return Tile(data, self.cache.name)
+        return Tile(data, produced.source if first else "coalesced")
+
+    async def _produce(
+        self,
+        request: TileRequest,
+        part: str,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+    ) -> _Produced:
+        layer, coord = request.layer, request.coord
+        key = tile_key(self.key_prefix, part, coord)
+        lock = metatile_lock_key(self.key_prefix, part, metatile.z, metatile.row, metatile.col)
+        lock_ttl = max(1, round(self.lock_timeout))
+        deadline = time.monotonic() + self.lock_timeout
+        delay = _POLL_FIRST
+        while True:
+            if await self.cache.add(lock, b"1", lock_ttl):
+                try:
+                    # Rendered elsewhere between our miss and the lock?
+                    found = await self.cache.get_many([key])
+                    if key in found:
+                        self.counters["hit_after_lock"] += 1
+                        return _Produced({coord: found[key]}, self.cache.name)
+                    return await self._render(layer, part, metatile, dimensions)
+                finally:
+                    await self.cache.delete(lock)
+            # Another process or host renders this metatile: wait for its tiles.
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, _POLL_MAX)
+            found = await self.cache.get_many([key, lock])
+            if key in found:
+                self.counters["hit_after_wait"] += 1
+                return _Produced({coord: found[key]}, self.cache.name)
+            if lock in found and time.monotonic() > deadline:
+                log.warning(
+                    "lock %s held for more than %g s: rendering anyway", lock, self.lock_timeout
+                )
+                return await self._render(layer, part, metatile, dimensions)
+            # Lock gone without the tile (render failed, cache flushed): try to take it.
+
+    async def _render(
+        self, layer: Layer, part: str, metatile: Metatile, dimensions: Mapping[str, str]
+    ) -> _Produced:
+        start = time.perf_counter()
+        tiles = await self.renderer.render(layer, metatile, dimensions)
+        elapsed = time.perf_counter() - start
+        self.counters["render"] += 1
+        log.info(
+            "rendered metatile %s matrix=%s row=%d col=%d tiles=%d in %.0f ms",
+            part,
+            layer.grid.matrix_id(metatile.z),
+            metatile.row,
+            metatile.col,
+            len(tiles),
+            elapsed * 1000,
+        )
+        items = {tile_key(self.key_prefix, part, coord): data for coord, data in tiles.items()}
+        await self.cache.set_many(items, layer.ttl_seconds)
+        return _Produced(tiles, "render")

@@ -1,0 +1,55 @@
+"""Small value objects shared by every layer of the package."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """An axis-aligned box in a CRS's easting/northing (x/y) order."""
+
+    minx: float
+    miny: float
+    maxx: float
+    maxy: float
+
+    def __post_init__(self) -> None:
+        if not (self.minx < self.maxx and self.miny < self.maxy):
+            raise ValueError(f"empty or inverted bbox {self.as_tuple()}")
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.minx, self.miny, self.maxx, self.maxy)
+
+    def intersects(self, other: BBox) -> bool:
+        return (
+            self.minx < other.maxx
+            and other.minx < self.maxx
+            and self.miny < other.maxy
+            and other.miny < self.maxy
+        )
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TileCoord:
+    """A tile of a tile matrix: zoom index, row (from the top) and column (from the left)."""
+
+    z: int
+    row: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.z}/{self.row}/{self.col}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Inclusive row/column range of a tile matrix (a WMTS TileMatrixLimits)."""
+
+    min_row: int
+    max_row: int
+    min_col: int
+    max_col: int
+
+    def contains(self, row: int, col: int) -> bool:
+        return self.min_row <= row <= self.max_row and self.min_col <= col <= self.max_col

@@ -1,0 +1,199 @@
+"""The HTTP face: WMTS KVP and REST endpoints, the demo page; composes the backends."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import formatdate
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from tileserver.adapters.mapnik_renderer import MapnikRenderer
+from tileserver.adapters.memcached import MemcachedCache
+from tileserver.adapters.memory_cache import MemoryCache
+from tileserver.config import Config
+from tileserver.errors import OWSException, RenderError
+from tileserver.ows import CONTENT_TYPE as OWS_CONTENT_TYPE
+from tileserver.ows import exception_report
+from tileserver.protocols import Renderer, TileCache
+from tileserver.services.capabilities import CapabilitiesService
+from tileserver.services.resilient_cache import ResilientCache
+from tileserver.services.tiles import Tile, TileService
+from tileserver.tile_request import TileRequest
+from tileserver.wmts import CapabilitiesRequest, normalize_kvp, parse_kvp, parse_rest
+
+log = logging.getLogger("tileserver.server")
+
+CONFIG = web.AppKey("config", Config)
+TILES = web.AppKey("tiles", TileService)
+CAPABILITIES = web.AppKey("capabilities", CapabilitiesService)
+
+_CORS = {"Access-Control-Allow-Origin": "*"}
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("tileserver").joinpath("static")))
+
+
+async def open_tile_cache(config: Config) -> tuple[TileCache, str]:
+    """Memcached when configured and reachable, else the embedded LRU; and why."""
+    memory = MemoryCache(config.server.memory_cache_mb * 1024 * 1024)
+    embedded = f"embedded in-process LRU cache ({config.server.memory_cache_mb} MB)"
+    if config.memcached is None:
+        return memory, f"{embedded}: no memcached section in the config"
+    memcached = MemcachedCache(config.memcached)
+    alive = await memcached.ping()
+    if not alive:
+        await memcached.close()
+        servers = ", ".join(memcached.addresses)
+        return memory, f"{embedded}: memcached {servers} not reachable at start-up"
+    return memcached, f"memcached {', '.join(memcached.addresses)}"
+
+
+def default_render_processes(config: Config, workers: int) -> int:
+    if config.server.render_processes:
+        return config.server.render_processes
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def create_app(
+    config: Config,
+    *,
+    render_processes: int | None = None,
+    tile_cache: TileCache | None = None,
+    renderer: Renderer | None = None,
+) -> web.Application:
+    """Builds the application; backends open in its cleanup context, not here."""
+    app = web.Application(middlewares=[_errors], handler_args={"max_field_size": 8190})
+    app[CONFIG] = config
+    app[CAPABILITIES] = CapabilitiesService(config)
+
+    async def backends(app: web.Application) -> AsyncIterator[None]:
+        cache, why = (tile_cache, tile_cache.name) if tile_cache else await open_tile_cache(config)
+        log.warning("tile cache: %s", why)
+        started: Renderer
+        if renderer is None:
+            processes = render_processes or default_render_processes(config, 1)
+            mapnik = MapnikRenderer(
+                list(config.layers.values()), processes, config.server.render_timeout
+            )
+            try:
+                await mapnik.start()
+            except BaseException:
+                await cache.close()
+                raise
+            log.warning("render pool: %d Mapnik process(es)", processes)
+            started = mapnik
+        else:
+            started = renderer
+        retry = config.memcached.retry_interval if config.memcached else 2.0
+        lock_timeout = config.memcached.lock_timeout if config.memcached else 60.0
+        prefix = config.memcached.prefix if config.memcached else "tileserver/"
+        app[TILES] = TileService(ResilientCache(cache, retry), started, prefix, lock_timeout)
+        yield
+        await started.close()
+        await cache.close()
+
+    app.cleanup_ctx.append(backends)
+    app.router.add_get("/", _index)
+    app.router.add_get("/wmts", _kvp)
+    app.router.add_get("/wmts/", _kvp)
+    app.router.add_get("/wmts/1.0.0/WMTSCapabilities.xml", _capabilities)
+    app.router.add_get("/wmts/1.0.0/{path:.*}", _rest)
+    app.router.add_static("/static/", static_dir(), follow_symlinks=False)
+    return app
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except OWSException as exc:
+        return _ows_response(exc)
+    except RenderError as exc:
+        log.error("render failed for %s: %s", request.path_qs[:300], exc)
+        return _ows_response(
+            OWSException("NoApplicableCode", f"Rendering failed: {exc}", None, status=503)
+        )
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("internal error on %s", request.path_qs[:300])
+        return _ows_response(OWSException("NoApplicableCode", "Internal error", None, 500))
+
+
+def _ows_response(exc: OWSException) -> web.Response:
+    return web.Response(
+        body=exception_report(exc),
+        status=exc.status,
+        content_type=OWS_CONTENT_TYPE,
+        charset="utf-8",
+        headers=_CORS,
+    )
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(static_dir() / "index.html")
+
+
+def _base_url(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+async def _capabilities(request: web.Request) -> web.Response:
+    body = request.app[CAPABILITIES].document(_base_url(request))
+    return web.Response(
+        body=body,
+        content_type="application/xml",
+        charset="utf-8",
+        headers={**_CORS, "Cache-Control": "public, max-age=300"},
+    )
+
+
+async def _kvp(request: web.Request) -> web.Response:
+    params = normalize_kvp(list(request.query.items()))
+    parsed = parse_kvp(request.app[CONFIG], params)
+    if isinstance(parsed, CapabilitiesRequest):
+        return await _capabilities(request)
+    return await _tile(request, parsed)
+
+
+async def _rest(request: web.Request) -> web.Response:
+    parsed = parse_rest(request.app[CONFIG], request.match_info["path"])
+    return await _tile(request, parsed)
+
+
+def _etag(data: bytes) -> str:
+    return '"' + hashlib.blake2b(data, digest_size=10).hexdigest() + '"'
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    candidates = [c.strip().removeprefix("W/") for c in if_none_match.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+async def _tile(request: web.Request, tile_request: TileRequest) -> web.Response:
+    tile: Tile = await request.app[TILES].get_tile(tile_request)
+    ttl = tile_request.layer.ttl_seconds
+    etag = _etag(tile.data)
+    headers = {
+        **_CORS,
+        "Cache-Control": f"public, max-age={ttl}",
+        "Expires": formatdate(time.time() + ttl, usegmt=True),
+        "ETag": etag,
+        "X-Tile-Source": tile.source,
+    }
+    inm = request.headers.get("If-None-Match")
+    if inm is not None and _matches(inm, etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=tile.data, content_type=tile_request.layer.mime_type, headers=headers)
