@@ -118,6 +118,12 @@
         <TileMatrixSetLimits>
 % for z in range(len(layer.grid.resolutions)):
 <% limits = layer.grid.limits(z, layer.bbox) %>\
+<%doc>
+  The WMTS 1.0.0 schema types MaxTileRow and MaxTileCol as xs:positiveInteger, so limits
+  whose last row or column is 0 cannot be written validly: such levels are left out
+  (clients then see the layer from the first level it does not start in row or column 0).
+</%doc>\
+% if limits.max_row > 0 and limits.max_col > 0:
           <TileMatrixLimits>
             <TileMatrix>${layer.grid.matrix_id(z) | x}</TileMatrix>
             <MinTileRow>${limits.min_row}</MinTileRow>
@@ -125,6 +131,7 @@
             <MinTileCol>${limits.min_col}</MinTileCol>
             <MaxTileCol>${limits.max_col}</MaxTileCol>
           </TileMatrixLimits>
+% endif
 % endfor
         </TileMatrixSetLimits>
       </TileMatrixSetLink>

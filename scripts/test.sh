@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing (Debian daemons, the Python venv),
+# then runs the linters, the type checker and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-system-deps.sh memcached
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -U pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/ruff check tileserver tests benchmarks
+.venv/bin/ruff format --check tileserver tests benchmarks
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"

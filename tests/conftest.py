@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemons import Memcached
+from tests.support.server import TileServer
+
+
+@pytest.fixture
+def memcached() -> Iterator[Memcached]:
+    """A private memcached for one test (tests kill, flush and restart it)."""
+    daemon = Memcached()
+    daemon.start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def tileserver(tmp_path: Path) -> Iterator[Callable[..., TileServer]]:
+    """Starts real `tileserver serve` processes; stops them after the test."""
+    started: list[TileServer] = []
+
+    def start(config: dict[str, Any], workers: int = 1, render_processes: int = 1) -> TileServer:
+        server = TileServer(config, tmp_path, workers, render_processes)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

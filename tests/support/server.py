@@ -1,0 +1,123 @@
+"""A real `tileserver serve` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.daemons import free_port, wait_port
+
+ROOT = Path(__file__).resolve().parents[2]
+STYLE = ROOT / "config" / "styles" / "osm.xml"
+
+
+def demo_config(memcached: str | None, **layer_overrides: Any) -> dict[str, Any]:
+    """The demo configuration, pointed at a given memcached (None: the embedded cache)."""
+    data: dict[str, Any] = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    data["layer_default"]["mapfile"] = str(STYLE)
+    data.pop("caches")
+    data.pop("generation")
+    if memcached is None:
+        data.pop("memcached")
+    else:
+        data["memcached"] = {"servers": [memcached], "prefix": "test/", "retry_interval": 0.5}
+    for name, overrides in layer_overrides.items():
+        data["layers"].setdefault(name, {}).update(overrides)
+    return data
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def fetch(url: str, headers: dict[str, str] | None = None, timeout: float = 30) -> Response:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return Response(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        e.close()
+        return Response(e.code, {k.lower(): v for k, v in e.headers.items()}, body)
+
+
+class TileServer:
+    def __init__(self, config: dict[str, Any], workdir: Path, workers: int = 1,
+                 render_processes: int = 1) -> None:  # fmt: skip
+        self.config_path = workdir / "config.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.log_path = workdir / f"tileserver-{time.monotonic_ns()}.log"
+        self.port = free_port()
+        self.workers = workers
+        self.render_processes = render_processes
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tileserver",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+                "--render-processes",
+                str(self.render_processes),
+            ],  # fmt: skip
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        if not wait_port(self.port, timeout, self.proc):
+            self.stop()
+            raise RuntimeError(f"tileserver did not start:\n{self.log()}")
+        while time.monotonic() < deadline:
+            if fetch(self.base + "/wmts/1.0.0/WMTSCapabilities.xml").status == 200:
+                if self.log().count("render pool:") >= self.workers:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"tileserver did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def renders(self) -> int:
+        return self.log().count("rendered metatile")
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
+        return fetch(self.base + path, headers)
+
+    def stop(self) -> int | None:
+        code = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            code = self.proc.returncode
+            self.proc = None
+            self._log.close()
+        return code
