@@ -83,7 +83,7 @@ class TileServer:
                 str(self.workers),
                 "--render-processes",
                 str(self.render_processes),
-            ],  # fmt: skip
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -92,9 +92,9 @@ class TileServer:
             self.stop()
             raise RuntimeError(f"tileserver did not start:\n{self.log()}")
         while time.monotonic() < deadline:
-            if fetch(self.base + "/wmts/1.0.0/WMTSCapabilities.xml").status == 200:
-                if self.log().count("render pool:") >= self.workers:
-                    return
+            capabilities = fetch(self.base + "/wmts/1.0.0/WMTSCapabilities.xml")
+            if capabilities.status == 200 and self.log().count("render pool:") >= self.workers:
+                return
             time.sleep(0.1)
         raise RuntimeError(f"tileserver did not become ready:\n{self.log()}")
 
