@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from tests.support.daemons import free_port, wait_port
+from tileserver.config_loader import render_text
 
 ROOT = Path(__file__).resolve().parents[2]
 STYLE = ROOT / "config" / "styles" / "osm.xml"
@@ -21,7 +22,8 @@ STYLE = ROOT / "config" / "styles" / "osm.xml"
 
 def demo_config(memcached: str | None, **layer_overrides: Any) -> dict[str, Any]:
     """The demo configuration, pointed at a given memcached (None: the embedded cache)."""
-    data: dict[str, Any] = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    text = render_text(ROOT / "config" / "demo.yaml.mako", environ={})
+    data: dict[str, Any] = yaml.safe_load(text)
     data["layer_default"]["mapfile"] = str(STYLE)
     data.pop("caches")
     data.pop("generation")
@@ -56,7 +58,7 @@ class TileServer:
     def __init__(self, config: dict[str, Any], workdir: Path, workers: int = 1,
                  render_processes: int = 1) -> None:  # fmt: skip
         self.config_path = workdir / "config.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = workdir / f"tileserver-{time.monotonic_ns()}.log"
         self.port = free_port()
         self.workers = workers

@@ -1,6 +1,8 @@
-# Demo configuration: Monaco (OpenStreetMap, ODbL) rendered on demand with Mapnik.
-# Run it with:  tileserver serve --config config/demo.yaml
-# Vocabulary from TileCloud-chain: grids, caches, layer_default, layers, generation.
+## Demo configuration: Monaco (OpenStreetMap, ODbL) rendered on demand with Mapnik.
+## Run it with:  tileserver serve --config config/demo.yaml.mako
+## A Mako template (lines starting with ## are Mako comments): ${env.get(...)} reads the
+## environment, so the same file serves on a laptop and in docker-compose.
+## Vocabulary from TileCloud-chain: grids, caches, layer_default, layers, generation.
 
 grids:
   # Web Mercator, the GoogleMapsCompatible resolutions (zoom 0 to 20).
@@ -25,11 +27,12 @@ grids:
 caches:
   local:
     type: filesystem
-    folder: /var/tmp/tileserver-tiles
+    folder: ${env.get("TILESERVER_TILES", "/var/tmp/tileserver-tiles")}
 
 # Where Memcached is absent, tileserver falls back to an in-process cache by itself.
+# MEMCACHED_SERVERS: comma-separated host:port list.
 memcached:
-  servers: ["127.0.0.1:11211"]
+  servers: [${", ".join('"%s"' % s.strip() for s in env.get("MEMCACHED_SERVERS", "127.0.0.1:11211").split(","))}]
   prefix: "demo/"
 
 layer_default:
@@ -58,8 +61,8 @@ generation:
   default_layers: [osm, osm_lv95]
 
 server:
-  host: 127.0.0.1
-  port: 8080
+  host: ${env.get("TILESERVER_HOST", "127.0.0.1")}
+  port: ${env.get("TILESERVER_PORT", "8080")}
 
 metadata:
   title: tileserver demo
