@@ -310,13 +310,20 @@ class _Section:
 
         return self._get(key, default, check, "a list of strings")
 
+    def child_origin(self, key: str, data: Any) -> dict[str, str]:
+        """Where the keys of a nested mapping came from (all from layer_default, or none)."""
+        if key not in self.origin or not isinstance(data, dict):
+            return {}
+        return {str(k): self.origin[key] for k in data}
+
     def section(self, key: str, required: bool = False) -> _Section | None:
         self.seen.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
                 self.errors.add(self.where(key), "missing required section")
             return None
-        return _Section(self.where(key), self.data[key], self.errors)
+        data = self.data[key]
+        return _Section(self.where(key), data, self.errors, self.child_origin(key, data))
 
     def raw(self, key: str) -> Any:
         self.seen.add(key)
@@ -574,7 +581,7 @@ def _parse_dimensions(s: _Section, key: str) -> tuple[Dimension, ...] | None:
     dimensions: list[Dimension] = []
     ok = True
     for i, item in enumerate(raw):
-        d = _Section(f"{s.where(key)}[{i}]", item, s.errors)
+        d = _Section(f"{s.where(key)}[{i}]", item, s.errors, s.child_origin(key, item))
         name = d.text("name")
         values = d.texts("values")
         default = d.text("default")
@@ -636,7 +643,8 @@ def _parse_layer(
     dimensions = _parse_dimensions(s, "dimensions")
     expires = s.number("expires", 4.0, positive=True)
     min_resolution_seed = s.number("min_resolution_seed", None, positive=True)
-    cache = s.text("cache", default_cache)
+    # An unknown generation.default_cache is reported once, at its own path.
+    cache = s.text("cache", default_cache if default_cache in caches else None)
     empty_tile = _parse_empty(s.section("empty_tile_detection"))
     empty_meta = _parse_empty(s.section("empty_metatile_detection"))
     s.finish()

@@ -19,7 +19,7 @@ MAX_KEY_BYTES = 250
 def _bounded(key: str, prefix: str) -> str:
     if len(key.encode()) <= MAX_KEY_BYTES:
         return key
-    return f"{prefix}sha1/{hashlib.sha1(key.encode()).hexdigest()}"
+    return f"{prefix}#sha1/{hashlib.sha1(key.encode()).hexdigest()}"
 
 
 def layer_key_part(layer: str, style: str, dimensions: Sequence[str], matrix_set: str) -> str:
@@ -32,5 +32,9 @@ def tile_key(prefix: str, layer_part: str, coord: TileCoord) -> str:
 
 
 def metatile_lock_key(prefix: str, layer_part: str, z: int, row: int, col: int) -> str:
-    """Key of the render lock of the metatile whose top-left tile is (z, row, col)."""
-    return _bounded(f"{prefix}lock/{layer_part}/{z}/{row}/{col}", prefix)
+    """Key of the render lock of the metatile whose top-left tile is (z, row, col).
+
+    '#' appears in no layer, style or dimension value (config validation), so a lock key
+    can never be the key of a tile.
+    """
+    return _bounded(f"{prefix}#lock/{layer_part}/{z}/{row}/{col}", prefix)

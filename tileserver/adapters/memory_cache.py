@@ -43,7 +43,8 @@ class MemoryCache:
         size = len(value) + len(key)
         if size > self._max_bytes:
             return
-        self._items[key] = (now + ttl, value)
+        # As in Memcached, a TTL of 0 means no expiry.
+        self._items[key] = (now + ttl if ttl > 0 else float("inf"), value)
         self._bytes += size
         while self._bytes > self._max_bytes:
             self._remove(next(iter(self._items)))
