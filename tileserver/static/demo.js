@@ -202,6 +202,11 @@
     options.urls = options.urls.map(absoluteTemplate);
     options.attributions = ATTRIBUTION;
     options.attributionsCollapsible = false;
+    // No tile fade-in. OpenLayers' default 250 ms fade draws a freshly loaded
+    // tile at opacity 0 and raises it frame by frame, by the clock. Headless
+    // screenshots (chromium --virtual-time-budget) freeze that clock once the
+    // budget is spent, so every tile stayed invisible: grey map, 200 tiles.
+    options.transition = 0;
 
     var source = new ol.source.WMTS(options);
     var stats = (tileStats = { loaded: 0, failed: 0 });
