@@ -171,6 +171,7 @@ def test_fifty_concurrent_requests_on_one_cold_metatile_render_once(
     if workers == 2:
         pids = set(re.findall(r"\[(\d+)\] INFO tileserver.access", server.log()))
         assert len(pids) == 2, "both server processes should have taken requests"
+    assert server.stop() == 0, "SIGTERM should end the server cleanly"
 
 
 def test_flush_all_then_renders_again_and_stores(

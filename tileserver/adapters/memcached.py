@@ -178,3 +178,6 @@ class MemcachedCache:
     async def close(self) -> None:
         for server in self._ring.nodes:
             await server.pool.clear()
+        # The pool closes transports without waiting; let their close callbacks run
+        # before the loop may stop.
+        await asyncio.sleep(0)

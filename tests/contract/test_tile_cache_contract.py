@@ -1,0 +1,154 @@
+"""One contract every TileCache backend passes: the embedded LRU and Memcached."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from tests.support.daemons import Memcached, free_port
+from tileserver.adapters.memcached import MemcachedCache
+from tileserver.adapters.memory_cache import MemoryCache
+from tileserver.config import MemcachedConfig
+from tileserver.errors import CacheUnavailable
+from tileserver.protocols import TileCache
+
+
+@pytest.fixture(scope="module")
+def daemons() -> Iterator[list[Memcached]]:
+    started = [Memcached(), Memcached()]
+    for daemon in started:
+        daemon.start()
+    yield started
+    for daemon in started:
+        daemon.stop()
+
+
+@pytest.fixture(params=["memory", "memcached", "memcached-x2"])
+async def cache(
+    request: pytest.FixtureRequest, daemons: list[Memcached]
+) -> AsyncIterator[TileCache]:
+    backend: TileCache
+    if request.param == "memory":
+        backend = MemoryCache(64 * 1024 * 1024)
+    else:
+        used = daemons[:1] if request.param == "memcached" else daemons
+        for daemon in used:
+            daemon.flush_all()
+        servers = tuple(("127.0.0.1", d.port) for d in used)
+        backend = MemcachedCache(MemcachedConfig(servers=servers, prefix="c/"))
+    yield backend
+    await backend.close()
+
+
+def tiles(n: int, size: int = 5000) -> dict[str, bytes]:
+    return {f"c/layer/default/g/17/{i}/{i * 7}": os.urandom(size) for i in range(n)}
+
+
+async def test_set_many_then_get_many_returns_every_value(cache: TileCache) -> None:
+    items = tiles(64)
+    await cache.set_many(items, ttl=60)
+    assert await cache.get_many(list(items)) == items
+
+
+async def test_missing_keys_are_absent(cache: TileCache) -> None:
+    items = tiles(3)
+    await cache.set_many(items, ttl=60)
+    keys = [*items, "c/nothing/here"]
+    found = await cache.get_many(keys)
+    assert set(found) == set(items)
+    assert await cache.get_many([]) == {}
+
+
+async def test_binary_values_survive_byte_for_byte(cache: TileCache) -> None:
+    value = b"\r\nEND\r\nVALUE x 0 1\r\n\x00\xff" * 100
+    await cache.set_many({"c/binary": value, "c/empty": b""}, ttl=60)
+    assert await cache.get_many(["c/binary", "c/empty"]) == {"c/binary": value, "c/empty": b""}
+
+
+async def test_add_is_a_lock(cache: TileCache) -> None:
+    assert await cache.add("c/#lock/a", b"1", ttl=60) is True
+    assert await cache.add("c/#lock/a", b"1", ttl=60) is False
+    await cache.delete("c/#lock/a")
+    assert await cache.add("c/#lock/a", b"1", ttl=60) is True
+
+
+async def test_only_one_of_many_concurrent_adds_wins(cache: TileCache) -> None:
+    results = await asyncio.gather(*(cache.add("c/#lock/race", b"1", 60) for _ in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_values_expire_after_their_ttl(cache: TileCache) -> None:
+    if isinstance(cache, MemoryCache):
+        # The embedded cache is driven by a clock; check it with a fake one.
+        now = [0.0]
+        cache = MemoryCache(1024 * 1024, clock=lambda: now[0])
+        await cache.set_many({"c/short": b"x"}, ttl=1)
+        now[0] = 2.0
+    else:
+        await cache.set_many({"c/short": b"x"}, ttl=1)
+        await asyncio.sleep(2.1)
+    assert await cache.get_many(["c/short"]) == {}
+    assert await cache.add("c/short", b"y", ttl=60) is True
+
+
+async def test_delete_of_a_missing_key_is_fine(cache: TileCache) -> None:
+    await cache.delete("c/never/set")
+    assert await cache.get_many(["c/never/set"]) == {}
+
+
+async def test_keys_spread_over_two_memcached_servers(daemons: list[Memcached]) -> None:
+    for daemon in daemons:
+        daemon.flush_all()
+    servers = tuple(("127.0.0.1", d.port) for d in daemons)
+    cache = MemcachedCache(MemcachedConfig(servers=servers, prefix="c/"))
+    items = tiles(64, size=100)
+    await cache.set_many(items, ttl=60)
+    # Which daemon holds each key (curr_items would still count flushed items).
+    counts = [sum(1 for key in items if d.get(key) is not None) for d in daemons]
+    assert sum(counts) == 64
+    assert min(counts) >= 10, counts
+    assert await cache.get_many(list(items)) == items
+    await cache.close()
+
+
+async def test_dead_memcached_raises_cache_unavailable() -> None:
+    cache = MemcachedCache(MemcachedConfig(servers=(("127.0.0.1", free_port()),), timeout=0.5))
+    with pytest.raises(CacheUnavailable):
+        await cache.get_many(["c/a"])
+    with pytest.raises(CacheUnavailable):
+        await cache.set_many({"c/a": b"1"}, ttl=60)
+    with pytest.raises(CacheUnavailable):
+        await cache.add("c/a", b"1", ttl=60)
+    assert await cache.ping() == []
+    await cache.close()
+
+
+async def test_a_timed_out_command_never_desynchronises_the_connection() -> None:
+    """A frozen memcached times out; afterwards every key reads back its own value."""
+    daemon = Memcached()
+    daemon.start()
+    try:
+        cache = MemcachedCache(
+            MemcachedConfig(servers=(("127.0.0.1", daemon.port),), timeout=0.3, pool_size=2)
+        )
+        items = {f"c/k{i}": f"value-{i}".encode() * 50 for i in range(20)}
+        await cache.set_many(items, ttl=60)
+        assert daemon.proc is not None
+        os.kill(daemon.proc.pid, signal.SIGSTOP)
+        try:
+            for key in list(items)[:4]:
+                with pytest.raises(CacheUnavailable):
+                    await cache.get_many([key])
+        finally:
+            os.kill(daemon.proc.pid, signal.SIGCONT)
+        # The replies to the timed-out gets arrive now; they must not be read as answers.
+        await asyncio.sleep(0.2)
+        for key, value in items.items():
+            assert await cache.get_many([key]) == {key: value}
+        await cache.close()
+    finally:
+        daemon.stop()
