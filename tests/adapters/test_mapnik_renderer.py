@@ -1,0 +1,131 @@
+"""The Mapnik adapter: real render processes, metatiles cut in the workers, variables."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tileserver.adapters.mapnik_renderer import MapnikRenderer
+from tileserver.config import Layer, parse_config
+from tileserver.errors import ConfigError, RenderError
+from tileserver.grid import metatile_for
+from tileserver.types import TileCoord
+
+ROOT = Path(__file__).resolve().parents[2]
+SEA = ROOT / "config" / "data" / "sea.geojson"
+
+# Draws Monaco's sea only when the dimension SHOW is 'yes' (a Mapnik @variable).
+STYLE = f"""<Map srs="epsg:3857" background-color="#ffffff">
+  <Style name="sea"><Rule><Filter>@SHOW = 'yes'</Filter>
+    <PolygonSymbolizer fill="#0000ff"/></Rule></Style>
+  <Layer name="sea" srs="epsg:3857"><StyleName>sea</StyleName>
+    <Datasource><Parameter name="type">geojson</Parameter>
+      <Parameter name="file">{SEA}</Parameter></Datasource></Layer>
+</Map>
+"""
+
+# z15 tile well inside Monaco's territorial waters, south-east of the port.
+SEA_TILE = TileCoord(15, 11948, 17061)
+
+
+def layer(tmp_path: Path, style: str = STYLE, **extra: object) -> Layer:
+    mapfile = tmp_path / "style.xml"
+    mapfile.write_text(style)
+    merc = 20037508.342789244
+    config = parse_config(
+        {
+            "grids": {
+                "g": {
+                    "srs": "EPSG:3857",
+                    "bbox": [-merc, -merc, merc, merc],
+                    "resolutions": [156543.03392804097 / 2**z for z in range(20)],
+                }
+            },
+            "layers": {
+                "sea": {
+                    "type": "mapnik",
+                    "mapfile": str(mapfile),
+                    "grid": "g",
+                    "meta_size": 4,
+                    "meta_buffer": 16,
+                    "dimensions": [{"name": "SHOW", "values": ["yes", "no"], "default": "yes"}],
+                    **extra,
+                }
+            },
+        },
+        tmp_path,
+    )
+    return config.layers["sea"]
+
+
+def colours(data: bytes) -> set[tuple[int, int, int]]:
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    assert image.size == (256, 256)
+    return {colour for _, colour in image.getcolors(65536) or []}
+
+
+async def test_metatile_is_cut_into_encoded_tiles_and_variables_reach_mapnik(
+    tmp_path: Path,
+) -> None:
+    sea = layer(tmp_path)
+    renderer = MapnikRenderer([sea], processes=1)
+    await renderer.start()
+    try:
+        metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
+        shown = await renderer.render(sea, metatile, {"SHOW": "yes"})
+        assert set(shown) == {cut.coord for cut in metatile.tiles}
+        assert len(shown) == 16
+        assert colours(shown[SEA_TILE]) == {(0, 0, 255)}
+        hidden = await renderer.render(sea, metatile, {"SHOW": "no"})
+        assert colours(hidden[SEA_TILE]) == {(255, 255, 255)}
+    finally:
+        await renderer.close()
+
+
+async def test_jpeg_output(tmp_path: Path) -> None:
+    sea = layer(tmp_path, extension="jpeg", mime_type="image/jpeg")
+    renderer = MapnikRenderer([sea], processes=1)
+    await renderer.start()
+    try:
+        tiles = await renderer.render(sea, metatile_for(sea.grid, SEA_TILE, 4, 16), {"SHOW": "yes"})
+        data = tiles[SEA_TILE]
+        assert data[:3] == b"\xff\xd8\xff"
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        r, g, b = image.getpixel((128, 128))
+        assert b > 200 and r < 40 and g < 40
+    finally:
+        await renderer.close()
+
+
+async def test_a_style_mapnik_cannot_load_is_a_config_error_naming_the_layer(
+    tmp_path: Path,
+) -> None:
+    broken = layer(tmp_path, style="<Map><Layer name='x'><StyleName>missing</StyleName>")
+    renderer = MapnikRenderer([broken], processes=1)
+    with pytest.raises(ConfigError, match=r"layers\.sea\.mapfile: Mapnik cannot load it"):
+        await renderer.start()
+
+
+async def test_a_killed_render_process_is_replaced(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    sea = layer(tmp_path)
+    renderer = MapnikRenderer([sea], processes=1)
+    await renderer.start()
+    try:
+        metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
+        await renderer.render(sea, metatile, {"SHOW": "yes"})
+        pool = renderer._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the executor's worker processes
+            os.kill(pid, signal.SIGKILL)
+        tiles = await renderer.render(sea, metatile, {"SHOW": "yes"})
+        assert colours(tiles[SEA_TILE]) == {(0, 0, 255)}
+    finally:
+        await renderer.close()
+    with pytest.raises(RenderError):
+        await renderer.render(sea, metatile, {"SHOW": "yes"})
