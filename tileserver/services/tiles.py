@@ -86,14 +86,10 @@ class TileService:
         produced = await asyncio.shield(task)
         data = produced.tiles.get(coord)
         if data is None:
-            # The render task answered from the cache with only its own tile.
-            found = await self.cache.get_many([key])
-            if key not in found:
-                produced = await self._produce(request, part, metatile, dimensions)
-                data = produced.tiles[coord]
-            else:
-                data = found[key]
-            return Tile(data, self.cache.name)
+            # The shared task found its own tile in the cache, not ours: look ours up
+            # (and render it, should it be gone) under the same lock discipline.
+            produced = await self._produce(request, part, metatile, dimensions)
+            return Tile(produced.tiles[coord], produced.source)
         return Tile(data, produced.source if first else "coalesced")
 
     async def _produce(

@@ -1,0 +1,159 @@
+"""TileService with the embedded cache and a counting fake renderer: one render per
+metatile within a process and across processes sharing a cache, lock timeouts, failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from tileserver.adapters.memory_cache import MemoryCache
+from tileserver.config import Layer, parse_config
+from tileserver.errors import RenderError
+from tileserver.grid import Metatile
+from tileserver.keys import layer_key_part, metatile_lock_key
+from tileserver.services.resilient_cache import ResilientCache
+from tileserver.services.tiles import TileService
+from tileserver.tile_request import TileRequest
+from tileserver.types import TileCoord
+
+
+class FakeRenderer:
+    """Returns the coordinates as tile bytes, after a delay; counts renders."""
+
+    def __init__(self, delay: float = 0.05, fail: bool = False) -> None:
+        self.delay = delay
+        self.fail = fail
+        self.renders = 0
+
+    async def render(
+        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
+    ) -> dict[TileCoord, bytes]:
+        self.renders += 1
+        await asyncio.sleep(self.delay)
+        if self.fail:
+            raise RenderError("boom")
+        return {t.coord: f"{t.coord}|{dict(dimensions)}".encode() for t in metatile.tiles}
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def layer(tmp_path: Path) -> Layer:
+    style = tmp_path / "style.xml"
+    style.write_text("<Map/>")
+    merc = 20037508.342789244
+    config = parse_config(
+        {
+            "grids": {
+                "g": {
+                    "srs": "EPSG:3857",
+                    "bbox": [-merc, -merc, merc, merc],
+                    "resolutions": [156543.03392804097 / 2**z for z in range(20)],
+                }
+            },
+            "layers": {
+                "l": {
+                    "type": "mapnik",
+                    "mapfile": str(style),
+                    "grid": "g",
+                    "dimensions": [{"name": "D", "values": ["a", "b"], "default": "a"}],
+                }
+            },
+        },
+        tmp_path,
+    )
+    return config.layers["l"]
+
+
+def request(layer: Layer, row: int, col: int, dim: str = "a") -> TileRequest:
+    return TileRequest(layer, "default", (dim,), TileCoord(17, row, col))
+
+
+def service(cache: MemoryCache, renderer: FakeRenderer, lock_timeout: float = 5) -> TileService:
+    return TileService(ResilientCache(cache), renderer, "p/", lock_timeout)
+
+
+async def test_concurrent_requests_in_one_process_share_one_render(layer: Layer) -> None:
+    renderer = FakeRenderer()
+    svc = service(MemoryCache(10**8), renderer)
+    tiles = await asyncio.gather(
+        *(svc.get_tile(request(layer, 47784 + i % 8, 68240 + i // 8)) for i in range(64))
+    )
+    assert renderer.renders == 1
+    assert [t.source for t in tiles].count("render") == 1
+    assert {t.source for t in tiles} == {"render", "coalesced"}
+    for i, tile in enumerate(tiles):
+        assert tile.data.startswith(f"17/{47784 + i % 8}/{68240 + i // 8}|".encode())
+    again = await svc.get_tile(request(layer, 47790, 68245))
+    assert again.source == "memory"
+    assert renderer.renders == 1
+
+
+async def test_dimension_values_are_rendered_and_cached_apart(layer: Layer) -> None:
+    renderer = FakeRenderer()
+    svc = service(MemoryCache(10**8), renderer)
+    a = await svc.get_tile(request(layer, 47784, 68240, "a"))
+    b = await svc.get_tile(request(layer, 47784, 68240, "b"))
+    assert renderer.renders == 2
+    assert a.data.endswith(b"{'D': 'a'}") and b.data.endswith(b"{'D': 'b'}")
+
+
+async def test_two_processes_sharing_a_cache_render_a_metatile_once(layer: Layer) -> None:
+    shared = MemoryCache(10**8)  # stands for Memcached, seen by both "processes"
+    first, second = FakeRenderer(delay=0.2), FakeRenderer(delay=0.2)
+    one, two = service(shared, first), service(shared, second)
+    tiles = await asyncio.gather(
+        one.get_tile(request(layer, 47784, 68240)),
+        two.get_tile(request(layer, 47785, 68241)),
+    )
+    assert first.renders + second.renders == 1
+    assert sorted(t.source for t in tiles) == ["memory", "render"]
+    assert tiles[1].data.startswith(b"17/47785/68241|")
+
+
+async def test_a_lock_left_by_a_dead_holder_is_ignored_after_lock_timeout(layer: Layer) -> None:
+    cache = MemoryCache(10**8)
+    part = layer_key_part("l", "default", ("a",), "g")
+    await cache.add(metatile_lock_key("p/", part, 17, 47784, 68240), b"1", ttl=3600)
+    renderer = FakeRenderer(delay=0)
+    svc = service(cache, renderer, lock_timeout=0.3)
+    started = asyncio.get_running_loop().time()
+    tile = await svc.get_tile(request(layer, 47784, 68240))
+    waited = asyncio.get_running_loop().time() - started
+    assert tile.source == "render"
+    assert renderer.renders == 1
+    assert 0.3 <= waited < 2
+
+
+async def test_a_failed_render_reaches_every_waiter_and_releases_the_lock(layer: Layer) -> None:
+    cache = MemoryCache(10**8)
+    renderer = FakeRenderer(fail=True)
+    svc = service(cache, renderer)
+    results = await asyncio.gather(
+        *(svc.get_tile(request(layer, 47784, 68240 + i)) for i in range(5)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, RenderError) for r in results)
+    assert renderer.renders == 1
+    renderer.fail = False
+    tile = await svc.get_tile(request(layer, 47784, 68240))
+    assert tile.source == "render"
+    assert renderer.renders == 2
+
+
+async def test_a_client_that_goes_away_does_not_cancel_the_shared_render(layer: Layer) -> None:
+    renderer = FakeRenderer(delay=0.2)
+    svc = service(MemoryCache(10**8), renderer)
+    impatient = asyncio.create_task(svc.get_tile(request(layer, 47784, 68240)))
+    await asyncio.sleep(0.05)
+    patient = asyncio.create_task(svc.get_tile(request(layer, 47784, 68241)))
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    tile = await patient
+    assert tile.data.startswith(b"17/47784/68241|")
+    assert renderer.renders == 1
+    assert (await svc.get_tile(request(layer, 47784, 68240))).source == "memory"
