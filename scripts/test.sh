@@ -12,7 +12,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 
-.venv/bin/ruff check tileserver tests benchmarks
-.venv/bin/ruff format --check tileserver tests benchmarks
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
