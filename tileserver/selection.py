@@ -1,0 +1,126 @@
+"""Which tiles and metatiles a generation covers: zoom specs, bboxes, geometries, tile lists.
+
+Pure functions over grids; geometries are shapely objects in the grid's CRS.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from shapely import box as shapely_box
+from shapely.geometry.base import BaseGeometry
+from shapely.prepared import prep
+
+from tileserver.grid import Grid
+from tileserver.types import BBox, TileCoord
+
+_ZOOM_PART = re.compile(r"^\s*(\d{1,3})\s*(?:-\s*(\d{1,3})\s*)?$")
+_TILE_LINE = re.compile(r"^\s*(\d{1,3})\s*/\s*(\d{1,12})\s*/\s*(\d{1,12})\s*$")
+
+
+def parse_zooms(spec: str, levels: int) -> tuple[int, ...]:
+    """'5', '2-8', '2,4,7' (or mixes: '2-4,9') -> sorted levels; ValueError names the problem."""
+    zooms: set[int] = set()
+    for part in spec.split(","):
+        match = _ZOOM_PART.match(part)
+        if match is None:
+            raise ValueError(f"invalid zoom {part.strip()!r}: use 5, 2-8 or 2,4,7")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if low > high:
+            raise ValueError(f"invalid zoom range {part.strip()!r}: {low} > {high}")
+        if high >= levels:
+            raise ValueError(f"zoom {high} does not exist: the grid has levels 0 to {levels - 1}")
+        zooms.update(range(low, high + 1))
+    return tuple(sorted(zooms))
+
+
+def parse_tile(text: str) -> TileCoord:
+    """'z/x/y' (x = column, y = row, as osm2pgsql's expire lists write them)."""
+    match = _TILE_LINE.match(text)
+    if match is None:
+        raise ValueError(f"invalid tile {text.strip()!r}: expected z/x/y")
+    z, x, y = (int(g) for g in match.groups())
+    return TileCoord(z, y, x)
+
+
+def read_tile_list(lines: Iterable[str]) -> list[TileCoord]:
+    """Tiles of a z/x/y file; blank lines and '#' comments are skipped."""
+    tiles = []
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0]
+        if not text.strip():
+            continue
+        try:
+            tiles.append(parse_tile(text))
+        except ValueError as exc:
+            raise ValueError(f"line {number}: {exc}") from None
+    return tiles
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MetatileRef:
+    """A metatile by its level and the row/column of its top-left tile."""
+
+    z: int
+    row: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.z}/{self.row}/{self.col}"
+
+
+def metatile_ref(coord: TileCoord, meta_size: int) -> MetatileRef:
+    return MetatileRef(
+        coord.z, coord.row - coord.row % meta_size, coord.col - coord.col % meta_size
+    )
+
+
+def metatiles_in_bbox(grid: Grid, z: int, bbox: BBox, meta_size: int) -> Iterator[MetatileRef]:
+    """Metatiles of level z holding at least one tile that intersects bbox, row by row."""
+    limits = grid.limits(z, bbox)
+    row = limits.min_row - limits.min_row % meta_size
+    while row <= limits.max_row:
+        col = limits.min_col - limits.min_col % meta_size
+        while col <= limits.max_col:
+            yield MetatileRef(z, row, col)
+            col += meta_size
+        row += meta_size
+
+
+def metatile_bbox(grid: Grid, ref: MetatileRef, meta_size: int) -> BBox:
+    """Extent of the metatile's tiles (no buffer), clipped at the matrix edge."""
+    width, height = grid.matrix_size(ref.z)
+    span = grid.tile_span(ref.z)
+    rows = min(meta_size, height - ref.row)
+    cols = min(meta_size, width - ref.col)
+    minx = grid.bbox.minx + ref.col * span
+    maxy = grid.bbox.maxy - ref.row * span
+    return BBox(minx, maxy - rows * span, minx + cols * span, maxy)
+
+
+def metatiles_in_geometry(
+    grid: Grid, z: int, geometry: BaseGeometry, meta_size: int, bbox: BBox | None = None
+) -> Iterator[MetatileRef]:
+    """Metatiles of level z that intersect geometry (and bbox, when given)."""
+    minx, miny, maxx, maxy = geometry.bounds
+    if not (minx < maxx or miny < maxy):
+        # A point or a degenerate shape: grow it by a hair so it has a box.
+        pad = grid.resolutions[z] / 2
+        minx, miny, maxx, maxy = minx - pad, miny - pad, maxx + pad, maxy + pad
+    area = BBox(minx, miny, maxx, maxy)
+    if bbox is not None:
+        if not area.intersects(bbox):
+            return
+        area = BBox(
+            max(area.minx, bbox.minx),
+            max(area.miny, bbox.miny),
+            min(area.maxx, bbox.maxx),
+            min(area.maxy, bbox.maxy),
+        )
+    prepared = prep(geometry)
+    for ref in metatiles_in_bbox(grid, z, area, meta_size):
+        if prepared.intersects(shapely_box(*metatile_bbox(grid, ref, meta_size).as_tuple())):
+            yield ref
