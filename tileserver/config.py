@@ -14,7 +14,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -184,7 +184,6 @@ class Config:
     metadata: Metadata = Metadata()
     provider: Provider = Provider()
     source: Path | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 # --- the small validating reader ----------------------------------------------------------
@@ -788,5 +787,4 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         metadata=metadata,
         provider=provider,
         source=source,
-        raw=data,
     )

@@ -168,7 +168,8 @@ def metatile_for(grid: Grid, coord: TileCoord, meta_size: int, meta_buffer: int)
 
 
 def format_resolution(resolution: float) -> str:
-    """A resolution as a TileMatrix identifier: shortest exact decimal, no trailing '.0'."""
+    """A number as the shortest text that reads back exactly, without a trailing '.0'
+    (TileMatrix identifiers, and every number written in Capabilities)."""
     text = repr(float(resolution))
     return text[:-2] if text.endswith(".0") else text
 

@@ -10,13 +10,8 @@ from mako.template import Template
 from tileserver.config import Config, Layer
 from tileserver.crs import bbox_to_wgs84
 from tileserver.grid import Grid
+from tileserver.grid import format_resolution as _num
 from tileserver.types import BBox
-
-
-def _num(value: float) -> str:
-    """Shortest exact decimal text of a number, without a trailing '.0'."""
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
 
 
 def _corner(grid: Grid, x: float, y: float) -> str:
