@@ -21,6 +21,10 @@ class CacheUnavailable(TileServerError):
     """A tile cache (Memcached...) could not be reached or answered wrongly."""
 
 
+class StoreUnavailable(TileServerError):
+    """A tile store (folder, S3...) could not be reached or answered wrongly."""
+
+
 class RenderError(TileServerError):
     """A renderer failed to produce a metatile."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from tileserver.config import Layer
@@ -41,5 +41,36 @@ class Renderer(Protocol):
     async def render(
         self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
     ) -> dict[TileCoord, bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class TileStore(Protocol):
+    """Pre-generated tiles by path (see `store_layout.tile_path`), relative to the store's root.
+
+    Every method may raise `StoreUnavailable`; a path that would leave the root raises
+    `ValueError` (a programming error, never an outage). `open` before any other call.
+    """
+
+    async def open(self) -> None: ...
+
+    async def get(self, path: str) -> bytes | None:
+        """The tile's bytes, None when there is no tile at that path."""
+        ...
+
+    async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:
+        """Writes every tile, concurrently; a reader sees either the old or the new bytes."""
+        ...
+
+    async def delete_many(self, paths: Iterable[str]) -> None:
+        """Deletes the tiles; paths without a tile are fine."""
+        ...
+
+    async def exists(self, path: str) -> bool: ...
+
+    def list_paths(self, prefix: str) -> AsyncIterator[str]:
+        """The path of every tile that starts with `prefix` (a plain string prefix, as in
+        S3), in no particular order."""
+        ...
 
     async def close(self) -> None: ...

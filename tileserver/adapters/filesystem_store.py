@@ -1,0 +1,180 @@
+"""Tile store in a folder, laid out as TileCloud-chain writes it.
+
+Every file operation runs in a worker thread, so a slow disk never blocks the event loop.
+A tile is written to a temporary file beside its final name and then renamed over it
+(`os.replace` is atomic on POSIX): a reader sees the old tile or the new one, never part
+of one, and a crash leaves at most a temporary file, whose name (`.{name}.{random}.tmp`)
+no tile path can have. Every failure is raised as `StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import secrets
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
+from contextlib import suppress
+from pathlib import Path
+
+from tileserver.errors import StoreUnavailable
+from tileserver.store_layout import check_path, check_prefix
+
+# Reading a path through a missing directory, or a directory itself, finds no tile.
+_MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+_LIST_BATCH = 1000  # paths listed per trip to a worker thread
+
+
+def is_temporary(name: str) -> bool:
+    """True for the name of a file a write in progress (or a crash) left."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+class FilesystemStore:
+    """Tiles under `root`; `fsync` makes each write durable before it is renamed."""
+
+    def __init__(self, root: str | os.PathLike[str], fsync: bool = False) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+
+    def __repr__(self) -> str:
+        return f"FilesystemStore({str(self.root)!r})"
+
+    def _file(self, path: str) -> Path:
+        return self.root.joinpath(*check_path(path).split("/"))
+
+    def _unavailable(self, what: str, path: str, exc: OSError) -> StoreUnavailable:
+        reason = exc.strerror or type(exc).__name__
+        return StoreUnavailable(f"{self.root}: {what} {path!r}: {reason}")
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def get(self, path: str) -> bytes | None:
+        file = self._file(path)
+        try:
+            return await asyncio.to_thread(file.read_bytes)
+        except _MISSING:
+            return None
+        except OSError as exc:
+            raise self._unavailable("read", path, exc) from exc
+
+    async def exists(self, path: str) -> bool:
+        file = self._file(path)
+        try:
+            return await asyncio.to_thread(file.is_file)
+        except OSError as exc:
+            raise self._unavailable("stat", path, exc) from exc
+
+    async def list_paths(self, prefix: str) -> AsyncIterator[str]:
+        check_prefix(prefix)
+        # Walk only the deepest directory the prefix names; filter on its partial last part.
+        directory = prefix.rpartition("/")[0]
+        walker = self._walk(directory, prefix)
+        try:
+            while True:
+                try:
+                    batch = await asyncio.to_thread(_take, walker, _LIST_BATCH)
+                except OSError as exc:
+                    raise self._unavailable("list", prefix, exc) from exc
+                for path in batch:
+                    yield path
+                if len(batch) < _LIST_BATCH:
+                    return
+        finally:
+            # A cancelled listing may leave the walk running in its thread: let it end there.
+            if inspect.getgeneratorstate(walker) != inspect.GEN_RUNNING:
+                walker.close()
+
+    def _walk(self, directory: str, prefix: str) -> Generator[str, None, None]:
+        top = self.root.joinpath(*directory.split("/")) if directory else self.root
+
+        def fail(exc: OSError) -> None:
+            if not isinstance(exc, _MISSING):
+                raise exc
+
+        for current, dirs, files in os.walk(top, onerror=fail):
+            base = Path(current).relative_to(self.root).as_posix()
+            base = "" if base == "." else base + "/"
+            # Skip the subdirectories that cannot hold a path with the prefix.
+            dirs[:] = [d for d in dirs if _may_start(base + d + "/", prefix)]
+            for name in files:
+                path = base + name
+                if path.startswith(prefix) and not is_temporary(name):
+                    yield path
+
+    # --- writes -----------------------------------------------------------------------
+
+    async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:
+        files = {path: self._file(path) for path in items}  # every path checked first
+        # Wait for every write, failed or not: a thread cannot be cancelled, and none may
+        # still be writing once put_many has returned.
+        results = await asyncio.gather(
+            *(asyncio.to_thread(self._write, files[path], data) for path, data in items.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, OSError):
+                raise self._unavailable("write", str(result.filename), result) from result
+            if isinstance(result, BaseException):
+                raise result
+
+    def _write(self, file: Path, data: bytes) -> None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = file.with_name(f".{file.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            # os.open rather than tempfile.mkstemp: the tile gets the usual 0o666 & ~umask
+            # mode, readable by a web server that serves the folder directly.
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            with open(fd, "wb") as out:
+                out.write(data)
+                if self.fsync:
+                    out.flush()
+                    os.fsync(out.fileno())
+            os.replace(temporary, file)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(temporary)
+            raise
+        if self.fsync:
+            _fsync_directory(file.parent)
+
+    async def delete_many(self, paths: Iterable[str]) -> None:
+        files = [self._file(path) for path in paths]
+        try:
+            await asyncio.to_thread(_unlink_all, files)
+        except OSError as exc:
+            raise self._unavailable("delete", str(exc.filename), exc) from exc
+
+
+def _may_start(directory: str, prefix: str) -> bool:
+    """True when a path under `directory` (ending with '/') may start with `prefix`."""
+    return directory.startswith(prefix) or prefix.startswith(directory)
+
+
+def _take(paths: Iterator[str], count: int) -> list[str]:
+    batch: list[str] = []
+    for path in paths:
+        batch.append(path)
+        if len(batch) == count:
+            break
+    return batch
+
+
+def _unlink_all(files: list[Path]) -> None:
+    for file in files:
+        with suppress(*_MISSING):
+            file.unlink()
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
