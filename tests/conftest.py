@@ -24,8 +24,13 @@ def tileserver(tmp_path: Path) -> Iterator[Callable[..., TileServer]]:
     """Starts real `tileserver serve` processes; stops them after the test."""
     started: list[TileServer] = []
 
-    def start(config: dict[str, Any], workers: int = 1, render_processes: int = 1) -> TileServer:
-        server = TileServer(config, tmp_path, workers, render_processes)
+    def start(
+        config: dict[str, Any],
+        workers: int = 1,
+        render_processes: int = 1,
+        env: dict[str, str] | None = None,
+    ) -> TileServer:
+        server = TileServer(config, tmp_path, workers, render_processes, env)
         started.append(server)
         server.start()
         return server

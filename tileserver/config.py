@@ -48,7 +48,8 @@ FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 DEFAULT_OUTPUT_FORMAT = {"png": "png", "jpeg": "jpeg85", "jpg": "jpeg85"}
 LAYER_TYPES = ("mapnik",)
 FUTURE_LAYER_TYPES = ("wms",)
-CACHE_TYPES = ("filesystem", "s3", "mbtiles")
+CACHE_TYPES = ("filesystem", "s3")
+MISSING_TILE = ("render", "no_content", "transparent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class Layer:
     min_resolution_seed: float | None
     cache: str | None
     abstract: str = ""
+    missing_tile: str = "render"  # a pre-generated level's tile absent from the store
     empty_tile_detection: EmptyTile | None = None
     empty_metatile_detection: EmptyTile | None = None
 
@@ -99,8 +101,9 @@ class Layer:
         return self.meta_size if self.meta else 1
 
     def is_on_demand(self, z: int) -> bool:
-        """True where level z is finer than the pre-generated levels."""
-        if self.min_resolution_seed is None:
+        """True where level z is rendered on demand: finer than min_resolution_seed, or
+        any level of a layer without a tile store."""
+        if self.min_resolution_seed is None or self.cache is None:
             return True
         return self.grid.resolutions[z] < self.min_resolution_seed
 
@@ -115,7 +118,6 @@ class CacheConfig:
     bucket: str = ""
     region: str = ""
     endpoint_url: str = ""
-    filename: str = ""
     cache_control: str = ""
     http_url: str = ""
 
@@ -429,14 +431,12 @@ def _parse_cache(name: str, s: _Section) -> CacheConfig | None:
     values: dict[str, Any] = {"name": name, "type": kind}
     if kind == "filesystem":
         values["folder"] = s.text("folder")
-    elif kind == "s3":
+    else:
         values["bucket"] = s.text("bucket")
         values["folder"] = s.text("folder", "")
         values["region"] = s.text("region", "")
         values["endpoint_url"] = s.text("endpoint_url", "")
         values["cache_control"] = s.text("cache_control", "")
-    else:
-        values["filename"] = s.text("filename")
     values["http_url"] = s.text("http_url", "")
     s.finish()
     if None in values.values():
@@ -642,6 +642,7 @@ def _parse_layer(
     dimensions = _parse_dimensions(s, "dimensions")
     expires = s.number("expires", 4.0, positive=True)
     min_resolution_seed = s.number("min_resolution_seed", None, positive=True)
+    missing_tile = s.text("missing_tile", "render")
     # An unknown generation.default_cache is reported once, at its own path.
     cache = s.text("cache", default_cache if default_cache in caches else None)
     empty_tile = _parse_empty(s.section("empty_tile_detection"))
@@ -661,6 +662,9 @@ def _parse_layer(
             ok = False
         if output_format is None:
             output_format = DEFAULT_OUTPUT_FORMAT[extension]
+    if missing_tile is not None and missing_tile not in MISSING_TILE:
+        s.error("missing_tile", f"expected one of {', '.join(MISSING_TILE)}, got {missing_tile!r}")
+        ok = False
     if wmts_style is not None and not _NAME_RE.match(wmts_style):
         s.error("wmts_style", f"invalid style name {wmts_style!r}")
         ok = False
@@ -683,7 +687,7 @@ def _parse_layer(
             s.error("mapfile", f"cannot read Mapnik file '{mapfile}': {reason}")
             ok = False
     required = (kind, title, grid, meta, meta_size, meta_buffer, mime_type, extension)
-    more = (output_format, wmts_style, dimensions, expires)
+    more = (output_format, wmts_style, dimensions, expires, missing_tile)
     if not ok or grid is None or dimensions is None or any(v is None for v in (*required, *more)):
         return None
     return Layer(
@@ -705,6 +709,7 @@ def _parse_layer(
         expires_hours=expires,
         min_resolution_seed=min_resolution_seed,
         cache=cache,
+        missing_tile=missing_tile,
         empty_tile_detection=empty_tile,
         empty_metatile_detection=empty_meta,
     )

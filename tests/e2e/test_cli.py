@@ -128,6 +128,11 @@ MISTAKES: list[tuple[str, Change, str]] = [
         "memcached.servers[0]: expected 'host:port', got 'localhost'",
     ),
     (
+        "unknown answer for a missing pre-generated tile",
+        _set("layers.osm.missing_tile", "404"),
+        "layers.osm.missing_tile: expected one of render, no_content, transparent, got '404'",
+    ),
+    (
         "unknown layer type",
         _set("layers.osm.type", "tms"),
         "layers.osm.type: unknown layer type 'tms' (supported: mapnik)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -56,7 +57,8 @@ def fetch(url: str, headers: dict[str, str] | None = None, timeout: float = 30) 
 
 class TileServer:
     def __init__(self, config: dict[str, Any], workdir: Path, workers: int = 1,
-                 render_processes: int = 1) -> None:  # fmt: skip
+                 render_processes: int = 1, env: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.env = {**os.environ, **(env or {})}
         self.config_path = workdir / "config.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = workdir / f"tileserver-{time.monotonic_ns()}.log"
@@ -88,6 +90,7 @@ class TileServer:
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env=self.env,
         )
         deadline = time.monotonic() + timeout
         if not wait_port(self.port, timeout, self.proc):

@@ -16,11 +16,13 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from tileserver.blank import transparent_tile
 from tileserver.config import Layer
 from tileserver.grid import Metatile, metatile_for
 from tileserver.keys import layer_key_part, metatile_lock_key, tile_key
-from tileserver.protocols import Renderer
+from tileserver.protocols import Renderer, TileStore
 from tileserver.services.resilient_cache import ResilientCache
+from tileserver.store_layout import tile_path
 from tileserver.tile_request import TileRequest
 from tileserver.types import TileCoord
 
@@ -32,8 +34,8 @@ _POLL_MAX = 0.25
 
 @dataclass(frozen=True, slots=True)
 class Tile:
-    data: bytes
-    source: str  # memcached | memory | render | coalesced
+    data: bytes | None  # None: no content (a missing pre-generated tile, missing_tile: no_content)
+    source: str  # memcached | memory | render | coalesced | store | missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +51,48 @@ class TileService:
         renderer: Renderer,
         key_prefix: str,
         lock_timeout: float = 60.0,
+        stores: Mapping[str, TileStore] | None = None,
     ) -> None:
         self.cache = cache
         self.renderer = renderer
+        self.stores = dict(stores or {})
         self.key_prefix = key_prefix
         self.lock_timeout = lock_timeout
         self.counters: Counter[str] = Counter()
         self._inflight: dict[tuple[str, int, int, int], asyncio.Task[_Produced]] = {}
 
     async def get_tile(self, request: TileRequest) -> Tile:
+        layer = request.layer
+        store = self.stores.get(layer.cache or "")
+        if store is not None and not layer.is_on_demand(request.coord.z):
+            tile = await self._from_store(store, request)
+            if tile is not None:
+                return tile
+        return await self._on_demand(request)
+
+    async def _from_store(self, store: TileStore, request: TileRequest) -> Tile | None:
+        """A pre-generated tile; None where the layer renders missing ones on demand.
+
+        StoreUnavailable goes up: the HTTP face answers it with a 503.
+        """
+        layer, coord, grid = request.layer, request.coord, request.layer.grid
+        matrix = grid.matrix_id(coord.z)
+        path = tile_path(
+            "", layer.name, request.style, request.dimensions, grid.name, matrix,
+            coord.row, coord.col, layer.extension,
+        )  # fmt: skip
+        data = await store.get(path)
+        if data is not None:
+            self.counters["store"] += 1
+            return Tile(data, "store")
+        self.counters["store_miss"] += 1
+        if layer.missing_tile == "no_content":
+            return Tile(None, "missing")
+        if layer.missing_tile == "transparent":
+            return Tile(transparent_tile(layer.mime_type, grid.tile_size), "missing")
+        return None
+
+    async def _on_demand(self, request: TileRequest) -> Tile:
         layer, coord = request.layer, request.coord
         part = layer_key_part(layer.name, request.style, request.dimensions, layer.grid.name)
         key = tile_key(self.key_prefix, part, coord)

@@ -6,7 +6,8 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from email.utils import formatdate
 from importlib import resources
 from pathlib import Path
@@ -16,11 +17,12 @@ from aiohttp import web
 from tileserver.adapters.mapnik_renderer import MapnikRenderer
 from tileserver.adapters.memcached import MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
+from tileserver.adapters.stores import store_for
 from tileserver.config import Config
-from tileserver.errors import OWSException, RenderError
+from tileserver.errors import OWSException, RenderError, StoreUnavailable
 from tileserver.ows import CONTENT_TYPE as OWS_CONTENT_TYPE
 from tileserver.ows import exception_report
-from tileserver.protocols import Renderer, TileCache
+from tileserver.protocols import Renderer, TileCache, TileStore
 from tileserver.services.capabilities import CapabilitiesService
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import Tile, TileService
@@ -55,6 +57,24 @@ async def open_tile_cache(config: Config) -> tuple[TileCache, str]:
     return memcached, f"memcached {', '.join(memcached.addresses)}"
 
 
+async def open_stores(config: Config, stack: AsyncExitStack) -> dict[str, TileStore]:
+    """The tile stores that serve the pre-generated levels of some layer, each closed
+    with the stack."""
+    names = {
+        layer.cache
+        for layer in config.layers.values()
+        if layer.cache is not None and layer.min_resolution_seed is not None
+    }
+    stores: dict[str, TileStore] = {}
+    for name in sorted(names):
+        store = store_for(config.caches[name])
+        await store.open()
+        stack.push_async_callback(store.close)
+        log.warning("tile store %r: %r (pre-generated levels)", name, store)
+        stores[name] = store
+    return stores
+
+
 def default_render_processes(config: Config, workers: int) -> int:
     if config.server.render_processes:
         return config.server.render_processes
@@ -67,6 +87,7 @@ def create_app(
     render_processes: int | None = None,
     tile_cache: TileCache | None = None,
     renderer: Renderer | None = None,
+    tile_stores: Mapping[str, TileStore] | None = None,
 ) -> web.Application:
     """Builds the application; backends open in its cleanup context, not here."""
     app = web.Application(middlewares=[_errors], handler_args={"max_field_size": 8190})
@@ -74,30 +95,36 @@ def create_app(
     app[CAPABILITIES] = CapabilitiesService(config)
 
     async def backends(app: web.Application) -> AsyncIterator[None]:
-        cache, why = (tile_cache, tile_cache.name) if tile_cache else await open_tile_cache(config)
-        log.warning("tile cache: %s", why)
-        started: Renderer
-        if renderer is None:
-            processes = render_processes or default_render_processes(config, 1)
-            mapnik = MapnikRenderer(
-                list(config.layers.values()), processes, config.server.render_timeout
-            )
-            try:
-                await mapnik.start()
-            except BaseException:
-                await cache.close()
-                raise
-            log.warning("render pool: %d Mapnik process(es)", processes)
-            started = mapnik
-        else:
+        async with AsyncExitStack() as stack:
+            if tile_cache is None:
+                cache, why = await open_tile_cache(config)
+            else:
+                cache, why = tile_cache, tile_cache.name
+            stack.push_async_callback(cache.close)
+            log.warning("tile cache: %s", why)
             started = renderer
-        retry = config.memcached.retry_interval if config.memcached else 2.0
-        lock_timeout = config.memcached.lock_timeout if config.memcached else 60.0
-        prefix = config.memcached.prefix if config.memcached else "tileserver/"
-        app[TILES] = TileService(ResilientCache(cache, retry), started, prefix, lock_timeout)
-        yield
-        await started.close()
-        await cache.close()
+            if started is None:
+                processes = render_processes or default_render_processes(config, 1)
+                mapnik = MapnikRenderer(
+                    list(config.layers.values()), processes, config.server.render_timeout
+                )
+                await mapnik.start()
+                log.warning("render pool: %d Mapnik process(es)", processes)
+                started = mapnik
+            stack.push_async_callback(started.close)
+            if tile_stores is None:
+                stores = await open_stores(config, stack)
+            else:
+                stores = dict(tile_stores)
+            memcached = config.memcached
+            app[TILES] = TileService(
+                ResilientCache(cache, memcached.retry_interval if memcached else 2.0),
+                started,
+                memcached.prefix if memcached else "tileserver/",
+                memcached.lock_timeout if memcached else 60.0,
+                stores,
+            )
+            yield
 
     app.cleanup_ctx.append(backends)
     app.router.add_get("/", _index)
@@ -124,6 +151,11 @@ async def _errors(
         log.error("render failed for %s: %s", request.path_qs[:300], exc)
         return _ows_response(
             OWSException("NoApplicableCode", f"Rendering failed: {exc}", None, status=503)
+        )
+    except StoreUnavailable as exc:
+        log.error("tile store failed for %s: %s", request.path_qs[:300], exc)
+        return _ows_response(
+            OWSException("NoApplicableCode", "The tile store is unavailable", None, status=503)
         )
     except web.HTTPException:
         raise
@@ -185,6 +217,12 @@ def _matches(if_none_match: str, etag: str) -> bool:
 async def _tile(request: web.Request, tile_request: TileRequest) -> web.Response:
     tile: Tile = await request.app[TILES].get_tile(tile_request)
     ttl = tile_request.layer.ttl_seconds
+    if tile.data is None:
+        # A pre-generated tile that is not in the store (TileCloud-chain's answer).
+        return web.Response(
+            status=204, headers={**_CORS, "Cache-Control": f"public, max-age={ttl}",
+                                 "X-Tile-Source": tile.source},
+        )  # fmt: skip
     etag = _etag(tile.data)
     headers = {
         **_CORS,
