@@ -1,4 +1,4 @@
-"""The `tileserver` command: serve, check-config."""
+"""The `tileserver` command: serve, check-config, generate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from tileserver import generate_cli
 from tileserver.config import Config
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError
@@ -178,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration and its Mapnik files")
     check.add_argument("config", help="YAML file, or a Mako template (*.mako)")
     check.set_defaults(func=cmd_check_config)
+
+    generate = sub.add_parser(
+        "generate",
+        help="pre-generate tiles into a tile store (the same as generate_tiles)",
+        description=generate_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    generate_cli.add_arguments(generate)
+    generate.set_defaults(func=generate_cli.run, prog_name="tileserver generate")
     return parser
 
 

@@ -1,0 +1,844 @@
+"""The `generate_tiles` command (also `tileserver generate`): pre-generates the coarse
+levels of layers into their tile stores, TileCloud-chain's command of the same name.
+
+    generate_tiles --config tileserver.yaml --layer roads --zoom 0-12
+    generate_tiles --config tileserver.yaml --layer roads --get-hash 12/2140/1443
+
+A run records each finished metatile in a state file; interrupted (Ctrl-C, or killed),
+the same command run again resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import shapely
+from shapely.errors import ShapelyError
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from tileserver.config import Config, EmptyTile, Layer
+from tileserver.config_loader import load_config
+from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
+from tileserver.errors import ConfigError, TileServerError
+from tileserver.grid import format_resolution
+from tileserver.protocols import TileStore
+from tileserver.selection import (
+    MetatileRef,
+    metatile_bbox,
+    metatile_ref,
+    metatiles_in_bbox,
+    metatiles_in_geometry,
+    parse_tile,
+    parse_zooms,
+    read_tile_list,
+)
+from tileserver.services.generation import (
+    GenerationStats,
+    MetatileOutcome,
+    TileFilter,
+    TileGenerator,
+    metatile_of,
+    tile_line,
+    tiles_in_bbox,
+    tiles_in_geometry,
+    unique_metatiles,
+    wanted_tiles,
+)
+from tileserver.store_layout import parse_tile_path, tile_prefix
+from tileserver.types import BBox, TileCoord
+
+log = logging.getLogger("tileserver.generate")
+
+ERROR_FILE = "generate_tiles-errors.txt"
+PLAIN_PROGRESS_EVERY = 5.0  # seconds between two progress lines when not on a terminal
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+_DELETE_BATCH = 64  # tiles read at once by --delete-empty
+
+
+class CommandError(Exception):
+    """A problem with the command line or with the settings it needs; `status` is the
+    exit status (1: configuration, 2: an option's value)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", required=True, help="YAML file, or a Mako template (*.mako)"
+    )
+    # The short options are TileCloud-chain's.
+    parser.add_argument(
+        "-l",
+        "--layer",
+        action="append",
+        metavar="NAME",
+        help="layer to generate, repeatable (default: generation.default_layers)",
+    )
+    parser.add_argument(
+        "--cache",
+        metavar="NAME",
+        help="tile store (default: the layer's, generation.default_cache)",
+    )
+    parser.add_argument(
+        "-z",
+        "--zoom",
+        metavar="LEVELS",
+        help="levels: 5, 2-8 or 2,4,7 (default: the pre-generated levels, those whose "
+        "resolution is at least the layer's min_resolution_seed)",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "-b",
+        "--bbox",
+        metavar="MINX,MINY,MAXX,MAXY",
+        help="in the grid's CRS (default: the layer's); --bbox=-5,... when it starts with '-'",
+    )
+    where.add_argument(
+        "--geom",
+        metavar="FILE",
+        help="GeoJSON or WKT in the grid's CRS: only the tiles that intersect it",
+    )
+    where.add_argument(
+        "--tiles",
+        metavar="FILE",
+        help="z/x/y lines (an expire list, an error file): regenerate the metatiles holding them",
+    )
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument(
+        "--get-hash",
+        metavar="Z/X/Y",
+        help="render a uniform tile (plain sea or land) and print its empty_tile_detection",
+    )
+    action.add_argument(
+        "--get-bbox", metavar="Z/X/Y", help="print the bbox of a tile and of its metatile"
+    )
+    action.add_argument(
+        "--delete-empty",
+        action="store_true",
+        help="delete the stored tiles that match the layer's empty_tile_detection",
+    )
+    action.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the metatiles and tiles that would be generated, render nothing",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="Mapnik render processes (default: generation.number_process, else the cores)",
+    )
+    parser.add_argument(
+        "--error-file",
+        metavar="FILE",
+        default=ERROR_FILE,
+        help=f"where failed metatiles are appended as z/x/y lines (default: {ERROR_FILE})",
+    )
+    parser.add_argument(
+        "--state-file",
+        metavar="FILE",
+        help="resume file (default: .generate_tiles-<hash of the selection>.state here)",
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress, only the summary and errors"
+    )
+    # Its own dest: `tileserver -v generate` sets the top-level `verbose`.
+    verbosity.add_argument(
+        "-v", "--verbose", dest="generate_verbose", action="store_true", help="debug logging"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate_tiles",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(prog_name="generate_tiles")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `generate_tiles` console script."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs a parsed `generate_tiles` / `tileserver generate` command; the exit status."""
+    prog = getattr(args, "prog_name", "generate_tiles")
+    verbose = args.generate_verbose or getattr(args, "verbose", False)
+    level = logging.DEBUG if verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_config_errors(prog, args.config, exc.messages)
+        return 1
+    try:
+        command = Command(config, args, prog)
+        return command.run()
+    except ConfigError as exc:  # a Mapnik file that does not load
+        _print_config_errors(prog, args.config, exc.messages)
+        return 1
+    except CommandError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _print_config_errors(prog: str, path: str, messages: Sequence[str]) -> None:
+    # The style of `tileserver check-config`.
+    print(f"{prog}: invalid configuration {path}:", file=sys.stderr)
+    for message in messages:
+        print(f"  {message}", file=sys.stderr)
+
+
+# --- what the command line selects ---------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    """--bbox, --geom or --tiles, read once for every layer; `key` identifies it for the
+    state file's name."""
+
+    bbox: BBox | None = None
+    geometry: BaseGeometry | None = None
+    tiles: list[TileCoord] | None = None
+    key: str = ""
+
+    @property
+    def explicit(self) -> bool:
+        return self.bbox is not None or self.geometry is not None or self.tiles is not None
+
+
+@dataclass
+class LayerJob:
+    """One layer's part of the run: its store, levels, metatiles and wanted tiles."""
+
+    layer: Layer
+    cache: str
+    zooms: tuple[int, ...]
+    metatiles: list[MetatileRef]
+    wanted: TileFilter
+    tiles: int | None = None  # wanted tiles, counted on demand (see `count_tiles`)
+
+    def count_tiles(self) -> int:
+        if self.tiles is None:
+            self.tiles = sum(len(wanted_tiles(self.layer, r, self.wanted)) for r in self.metatiles)
+        return self.tiles
+
+
+def parse_bbox(text: str) -> BBox:
+    parts = text.replace(" ", "").split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError(f"expected 4 numbers, got {len(parts)}")
+        return BBox(*(float(p) for p in parts))
+    except ValueError as exc:
+        raise CommandError(f"--bbox {text!r}: {exc} (minx,miny,maxx,maxy)", 2) from None
+
+
+def read_geometry(path: str) -> tuple[BaseGeometry, bytes]:
+    """A GeoJSON (geometry, Feature or FeatureCollection) or WKT file; and its bytes."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"--geom {path}: cannot read it: {exc.strerror}", 2) from None
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        if text.startswith("{"):
+            data: Any = json.loads(text)
+            if data.get("type") == "FeatureCollection":
+                shapes = [shape(f["geometry"]) for f in data.get("features", [])]
+                geometry = shapely.union_all(shapes) if shapes else shapely.GeometryCollection()
+            elif data.get("type") == "Feature":
+                geometry = shape(data["geometry"])
+            else:
+                geometry = shape(data)
+        else:
+            geometry = shapely.from_wkt(text)
+    except (ValueError, KeyError, TypeError, AttributeError, ShapelyError) as exc:
+        raise CommandError(f"--geom {path}: not a GeoJSON or WKT geometry: {exc}", 2) from None
+    if geometry is None or geometry.is_empty:
+        raise CommandError(f"--geom {path}: the geometry is empty", 2)
+    return geometry, raw
+
+
+def read_selection(args: argparse.Namespace) -> Selection:
+    if args.bbox is not None:
+        bbox = parse_bbox(args.bbox)
+        return Selection(bbox=bbox, key="bbox " + ",".join(map(repr, bbox.as_tuple())))
+    if args.geom is not None:
+        geometry, raw = read_geometry(args.geom)
+        return Selection(geometry=geometry, key="geom " + hashlib.sha1(raw).hexdigest())
+    if args.tiles is not None:
+        if Path(args.tiles).resolve() == Path(args.error_file).resolve():
+            raise CommandError(
+                f"--tiles {args.tiles} is also the error file, which this run appends to: "
+                f"move it aside first (mv {args.tiles} {args.tiles}.retry)",
+                2,
+            )
+        try:
+            raw = Path(args.tiles).read_bytes()
+            tiles = read_tile_list(raw.decode("utf-8").splitlines())
+        except OSError as exc:
+            raise CommandError(f"--tiles {args.tiles}: cannot read it: {exc.strerror}", 2) from None
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise CommandError(f"--tiles {args.tiles}: {exc}", 2) from None
+        return Selection(tiles=tiles, key="tiles " + hashlib.sha1(raw).hexdigest())
+    return Selection()
+
+
+def format_zooms(zooms: Sequence[int]) -> str:
+    """(2, 3, 4, 7) -> '2-4,7'."""
+    parts: list[str] = []
+    start = previous = None
+    for z in [*zooms, None]:
+        if previous is not None and z == previous + 1:
+            previous = z
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = z
+    return ",".join(parts)
+
+
+def _bbox_text(bbox: BBox) -> str:
+    return ",".join(format_resolution(v) for v in bbox.as_tuple())
+
+
+def _intersection(a: BBox, b: BBox) -> BBox | None:
+    if not a.intersects(b):
+        return None
+    return BBox(max(a.minx, b.minx), max(a.miny, b.miny), min(a.maxx, b.maxx), min(a.maxy, b.maxy))
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Control:
+    """What a Ctrl-C changes while the generation runs."""
+
+    stopping: bool = False
+    current: TileGenerator | None = None
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+class Command:
+    """One `generate_tiles` invocation over a loaded configuration."""
+
+    def __init__(self, config: Config, args: argparse.Namespace, prog: str) -> None:
+        self.config = config
+        self.args = args
+        self.prog = prog
+        self.out: TextIO = sys.stdout
+        self.err: TextIO = sys.stderr
+
+    def info(self, message: str) -> None:
+        if not self.args.quiet:
+            print(f"{self.prog}: {message}", file=self.err)
+
+    # --- settings ---------------------------------------------------------------------
+
+    def layers(self) -> list[Layer]:
+        names = list(self.args.layer or self.config.generation.default_layers)
+        if not names:
+            raise CommandError(
+                "no layer to generate: pass --layer NAME or set generation.default_layers "
+                f"(layers: {', '.join(self.config.layers)})"
+            )
+        unknown = [n for n in names if n not in self.config.layers]
+        if unknown:
+            raise CommandError(
+                f"--layer: unknown layer {unknown[0]!r} (defined: {', '.join(self.config.layers)})",
+                2,
+            )
+        return [self.config.layers[n] for n in dict.fromkeys(names)]
+
+    def one_layer(self, option: str) -> Layer:
+        layers = self.layers()
+        if len(layers) != 1:
+            names = ", ".join(layer.name for layer in layers)
+            raise CommandError(f"{option} works on one layer: pass --layer (one of {names})", 2)
+        return layers[0]
+
+    def cache_of(self, layer: Layer) -> str:
+        name: str | None = self.args.cache or layer.cache
+        if name is None:
+            raise CommandError(
+                f"layer {layer.name!r} has no tile store: pass --cache NAME, or set "
+                f"layers.{layer.name}.cache or generation.default_cache "
+                f"(caches: {', '.join(self.config.caches) or 'none'})"
+            )
+        if name not in self.config.caches:
+            defined = ", ".join(self.config.caches) or "none"
+            raise CommandError(f"--cache: unknown cache {name!r} (defined: {defined})", 2)
+        return name
+
+    def zooms_of(self, layer: Layer, selection: Selection) -> tuple[int, ...]:
+        levels = len(layer.grid.resolutions)
+        if self.args.zoom is not None:
+            try:
+                return parse_zooms(self.args.zoom, levels)
+            except ValueError as exc:
+                raise CommandError(f"--zoom {self.args.zoom!r}: {exc}", 2) from None
+        if selection.tiles is not None:
+            return tuple(sorted({t.z for t in selection.tiles}))
+        seed = layer.min_resolution_seed
+        if seed is None:
+            raise CommandError(
+                f"no level to generate for layer {layer.name!r}: pass --zoom, or set "
+                f"layers.{layer.name}.min_resolution_seed (levels whose resolution is at "
+                "least it are pre-generated)"
+            )
+        zooms = tuple(z for z, r in enumerate(layer.grid.resolutions) if r >= seed)
+        if not zooms:
+            raise CommandError(
+                f"layers.{layer.name}.min_resolution_seed {seed:g} is finer than every "
+                f"level of grid {layer.grid.name!r}: nothing is pre-generated"
+            )
+        return zooms
+
+    def job(self, layer: Layer, selection: Selection, cache: str) -> LayerJob:
+        grid, meta_size = layer.grid, layer.effective_meta_size
+        zooms = self.zooms_of(layer, selection)
+        bbox = layer.bbox
+        if selection.bbox is not None:
+            clipped = _intersection(selection.bbox, layer.bbox)
+            if clipped is None:
+                raise CommandError(
+                    f"--bbox {_bbox_text(selection.bbox)} does not intersect layer "
+                    f"{layer.name!r}'s bbox {_bbox_text(layer.bbox)} ({grid.srs})",
+                    2,
+                )
+            bbox = clipped
+        wanted = tiles_in_bbox(grid, bbox)
+        metatiles: list[MetatileRef] = []
+        if selection.geometry is not None:
+            geometry = selection.geometry
+            minx, miny, maxx, maxy = geometry.bounds
+            if not (
+                minx <= bbox.maxx and bbox.minx <= maxx and miny <= bbox.maxy and bbox.miny <= maxy
+            ):
+                raise CommandError(
+                    f"--geom {self.args.geom}: the geometry does not reach layer "
+                    f"{layer.name!r}'s bbox {_bbox_text(bbox)}: its coordinates must be in "
+                    f"the grid's CRS, {grid.srs}",
+                    2,
+                )
+            wanted = tiles_in_geometry(grid, geometry, bbox)
+            for z in zooms:
+                metatiles.extend(metatiles_in_geometry(grid, z, geometry, meta_size, bbox))
+        elif selection.tiles is not None:
+            outside = [t for t in selection.tiles if not grid.contains(t)]
+            if outside:
+                raise CommandError(
+                    f"--tiles {self.args.tiles}: tile {outside[0].z}/{outside[0].col}/"
+                    f"{outside[0].row} is outside grid {grid.name!r}",
+                    2,
+                )
+            chosen = {metatile_ref(t, meta_size) for t in selection.tiles if t.z in zooms}
+            in_bbox = wanted
+
+            def in_chosen(coord: TileCoord) -> bool:
+                return in_bbox(coord) and metatile_ref(coord, meta_size) in chosen
+
+            wanted = in_chosen
+            metatiles = [
+                r
+                for r in unique_metatiles(chosen)
+                if any(wanted(t) for t in wanted_tiles(layer, r, None))
+            ]
+        else:
+            for z in zooms:
+                metatiles.extend(metatiles_in_bbox(grid, z, bbox, meta_size))
+        return LayerJob(layer, cache, zooms, metatiles, wanted)
+
+    def jobs(self, selection: Selection) -> list[LayerJob]:
+        return [self.job(layer, selection, self.cache_of(layer)) for layer in self.layers()]
+
+    def state_file(self, jobs: Sequence[LayerJob], selection: Selection) -> Path:
+        if self.args.state_file:
+            return Path(self.args.state_file).resolve()
+        digest = hashlib.sha1()
+        for job in jobs:
+            layer = job.layer
+            dims = ",".join(f"{d.name}={d.default}" for d in layer.dimensions)
+            digest.update(
+                f"{layer.name} {job.cache} {layer.effective_meta_size} {dims} "
+                f"{format_zooms(job.zooms)}\n".encode()
+            )
+        digest.update(selection.key.encode())
+        return Path.cwd() / f".generate_tiles-{digest.hexdigest()[:12]}.state"
+
+    def processes(self) -> int:
+        processes: int | None = self.args.processes or self.config.generation.number_process
+        if processes is not None and processes < 1:
+            raise CommandError(f"--processes must be at least 1, got {processes}", 2)
+        return processes or os.cpu_count() or 1
+
+    # --- actions ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        args = self.args
+        if args.get_bbox:
+            return self.get_bbox()
+        if args.get_hash:
+            return asyncio.run(self.get_hash())
+        selection = read_selection(args)
+        jobs = self.jobs(selection)
+        if args.dry_run:
+            return self.dry_run(jobs)
+        if args.delete_empty:
+            return asyncio.run(self.delete_empty(jobs, selection))
+        state_file = self.state_file(jobs, selection)
+        error_file = Path(args.error_file).resolve()
+        processes = self.processes()
+        for job in jobs:
+            self.describe(job)
+        resuming = state_file.exists()
+        self.info(f"state file {state_file}{' (resuming)' if resuming else ''}")
+        if resuming:
+            self.remove_stale_temporaries(jobs)
+        return asyncio.run(self.generate(jobs, state_file, error_file, processes))
+
+    def remove_stale_temporaries(self, jobs: Sequence[LayerJob]) -> None:
+        """Removes the temporary files a killed run left in a folder store (a write in
+        progress when it died), under the levels this run writes."""
+        from tileserver.adapters.filesystem_store import is_temporary
+
+        removed = 0
+        for job in jobs:
+            cache = self.config.caches[job.cache]
+            if cache.type != "filesystem":
+                continue
+            layer, grid = job.layer, job.layer.grid
+            dimension_values = tuple(d.default for d in layer.dimensions)
+            for z in job.zooms:
+                prefix = tile_prefix(
+                    "", layer.name, layer.wmts_style, dimension_values, grid.name,
+                    grid.matrix_id(z),
+                )  # fmt: skip
+                for folder, _, names in os.walk(Path(cache.folder) / prefix):
+                    for name in names:
+                        if is_temporary(name):
+                            Path(folder, name).unlink(missing_ok=True)
+                            removed += 1
+        if removed:
+            self.info(f"removed {removed} temporary file(s) left by the interrupted run")
+
+    def tile_arg(self, layer: Layer, option: str, text: str) -> TileCoord:
+        try:
+            coord = parse_tile(text)
+        except ValueError as exc:
+            raise CommandError(f"{option}: {exc}", 2) from None
+        if not layer.grid.contains(coord):
+            raise CommandError(
+                f"{option} {text}: no such tile in grid {layer.grid.name!r} "
+                f"(levels 0 to {len(layer.grid.resolutions) - 1})",
+                2,
+            )
+        return coord
+
+    def get_bbox(self) -> int:
+        layer = self.one_layer("--get-bbox")
+        coord = self.tile_arg(layer, "--get-bbox", self.args.get_bbox)
+        meta_size = layer.effective_meta_size
+        ref = metatile_ref(coord, meta_size)
+        metatile = metatile_of(layer, ref)
+        grid = layer.grid
+        last = metatile.tiles[-1].coord
+        print(f"tile {self.args.get_bbox.strip()} ({grid.srs}):", file=self.out)
+        print(f"  bbox: {_bbox_text(grid.tile_bbox(coord))}", file=self.out)
+        print(
+            f"metatile {tile_line(ref)} to {last.z}/{last.col}/{last.row} "
+            f"({metatile.cols}x{metatile.rows} tiles):",
+            file=self.out,
+        )
+        print(f"  bbox: {_bbox_text(metatile_bbox(grid, ref, meta_size))}", file=self.out)
+        print(f"  rendered with its buffer: {_bbox_text(metatile.bbox)}", file=self.out)
+        return 0
+
+    async def get_hash(self) -> int:
+        from tileserver.adapters.mapnik_renderer import MapnikRenderer
+
+        layer = self.one_layer("--get-hash")
+        text = self.args.get_hash.strip()
+        coord = self.tile_arg(layer, "--get-hash", text)
+        renderer = MapnikRenderer([layer], 1, self.config.server.render_timeout)
+        await renderer.start()
+        try:
+            metatile = metatile_of(layer, metatile_ref(coord, layer.effective_meta_size))
+            dimensions = {d.name: d.default for d in layer.dimensions}
+            try:
+                tiles = await renderer.render(layer, metatile, dimensions)
+            except TileServerError as exc:
+                raise CommandError(f"--get-hash {text}: cannot render it: {exc}") from None
+        finally:
+            await renderer.close()
+        data = tiles[coord]
+        colours = colour_count(data)
+        if colours != 1:
+            raise CommandError(
+                f"tile {text} is not uniform ({colours} colours): pick a tile of plain sea or land"
+            )
+        detected = signature(data)
+        self.info(f"tile {text} of layer {layer.name!r} is uniform, {detected.size} bytes")
+        print(f"    # layers.{layer.name}, from tile {text}:", file=self.out)
+        print(detection_yaml(detected), end="", file=self.out)
+        return 0
+
+    def dry_run(self, jobs: Sequence[LayerJob]) -> int:
+        total_metatiles = total_tiles = 0
+        for job in jobs:
+            layer = job.layer
+            print(
+                f"layer {layer.name} -> cache {job.cache}, grid {layer.grid.name}, "
+                f"zooms {format_zooms(job.zooms)}:",
+                file=self.out,
+            )
+            for z in job.zooms:
+                refs = [r for r in job.metatiles if r.z == z]
+                tiles = sum(len(wanted_tiles(layer, r, job.wanted)) for r in refs)
+                print(f"  zoom {z}: {len(refs)} metatiles, {tiles} tiles", file=self.out)
+                total_metatiles += len(refs)
+                total_tiles += tiles
+        print(f"total: {total_metatiles} metatiles, {total_tiles} tiles", file=self.out)
+        return 0
+
+    async def delete_empty(self, jobs: Sequence[LayerJob], selection: Selection) -> int:
+        from tileserver.adapters.stores import store_for
+
+        for job in jobs:
+            if job.layer.empty_tile_detection is None:
+                raise CommandError(
+                    f"--delete-empty: layers.{job.layer.name}.empty_tile_detection is not "
+                    "set (get it with --get-hash Z/X/Y on a tile of plain sea or land)"
+                )
+        checked = deleted = 0
+        for job in jobs:
+            layer, grid = job.layer, job.layer.grid
+            detection = layer.empty_tile_detection
+            assert detection is not None  # checked above
+            store = store_for(self.config.caches[job.cache])
+            await store.open()
+            try:
+                for z in job.zooms:
+                    prefix = tile_prefix(
+                        "", layer.name, layer.wmts_style,
+                        tuple(d.default for d in layer.dimensions), grid.name, grid.matrix_id(z),
+                    )  # fmt: skip
+                    batch: list[str] = []
+                    async for path in store.list_paths(prefix):
+                        parsed = parse_tile_path("", path)
+                        if parsed is None or parsed.extension != layer.extension:
+                            continue
+                        if selection.explicit and not job.wanted(
+                            TileCoord(z, parsed.row, parsed.col)
+                        ):
+                            continue
+                        batch.append(path)
+                        if len(batch) == _DELETE_BATCH:
+                            deleted += await _delete_if_empty(store, batch, detection)
+                            checked += len(batch)
+                            batch = []
+                    deleted += await _delete_if_empty(store, batch, detection)
+                    checked += len(batch)
+            finally:
+                await store.close()
+        print(f"deleted: {deleted} empty tiles of {checked} checked", file=self.out)
+        return 0
+
+    async def generate(
+        self, jobs: Sequence[LayerJob], state_file: Path, error_file: Path, processes: int
+    ) -> int:
+        """Renders every job's metatiles into its store; the exit status."""
+        from tileserver.adapters.mapnik_renderer import MapnikRenderer
+        from tileserver.adapters.stores import store_for
+
+        renderer = MapnikRenderer(
+            [j.layer for j in jobs], processes, self.config.server.render_timeout
+        )
+        await renderer.start()
+        stores: dict[str, TileStore] = {}
+        control = _Control()
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+
+        def on_signal() -> None:
+            if control.stopping:
+                if main_task is not None:
+                    main_task.cancel()  # a second Ctrl-C: stop now
+                return
+            control.stopping = True
+            self.info("stopping: finishing the metatiles in flight (Ctrl-C again to stop now)")
+            if control.current is not None:
+                control.current.stop()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        progress = _ProgressDisplay(self, jobs)
+        try:
+            for job in jobs:
+                if job.cache not in stores:
+                    store = store_for(self.config.caches[job.cache])
+                    await store.open()
+                    stores[job.cache] = store
+            for job in jobs:
+                if control.stopping:
+                    control.stats.interrupted = True
+                    break
+                generator = TileGenerator(
+                    job.layer,
+                    renderer,
+                    stores[job.cache],
+                    wanted=job.wanted,
+                    concurrency=processes + 1,
+                    error_file=error_file,
+                    state_file=state_file,
+                    progress=progress.update,
+                )
+                control.current = generator
+                progress.start(job)
+                control.stats.add(await generator.run(job.metatiles))
+                control.current = None
+        except asyncio.CancelledError:
+            if main_task is not None:
+                main_task.uncancel()
+            control.stats.interrupted = True
+            control.stats.finished = time.monotonic()
+        finally:
+            progress.close()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            for store in stores.values():
+                await store.close()
+            await renderer.close()
+
+        stats = control.stats
+        print(stats.summary(), file=self.out)
+        if stats.failed:
+            print(
+                f"{self.prog}: {stats.failed} metatile(s) failed, listed in {error_file}: "
+                f"replay them with --tiles (move the file aside first)",
+                file=self.err,
+            )
+        if stats.interrupted:
+            print("interrupted: run the same command again to resume", file=self.err)
+            return EXIT_INTERRUPTED
+        await asyncio.to_thread(state_file.unlink, missing_ok=True)
+        return 1 if stats.failed else 0
+
+    def describe(self, job: LayerJob) -> None:
+        layer = job.layer
+        seed = layer.min_resolution_seed
+        on_demand = [z for z in job.zooms if seed is None or layer.grid.resolutions[z] < seed]
+        if on_demand:
+            why = (
+                "it has no min_resolution_seed"
+                if seed is None
+                else "finer than min_resolution_seed"
+            )
+            log.warning(
+                "layer %s: the server renders levels %s on demand (%s) and does not read them "
+                "from the store",
+                layer.name,
+                format_zooms(on_demand),
+                why,
+            )
+        self.info(
+            f"layer {layer.name} -> cache {job.cache}, zooms {format_zooms(job.zooms)}: "
+            f"{len(job.metatiles)} metatiles"
+        )
+
+
+async def _delete_if_empty(store: TileStore, paths: list[str], detection: EmptyTile) -> int:
+    """Deletes those of paths whose tile matches detection; how many."""
+    if not paths:
+        return 0
+    found = await asyncio.gather(*(store.get(p) for p in paths))
+    empty = [
+        p
+        for p, data in zip(paths, found, strict=True)
+        if data is not None and is_empty(data, detection)
+    ]
+    if empty:
+        await store.delete_many(empty)
+    return len(empty)
+
+
+class _ProgressDisplay:
+    """A tqdm bar of tiles on a terminal; elsewhere a plain line every few seconds."""
+
+    def __init__(self, command: Command, jobs: Sequence[LayerJob]) -> None:
+        self.command = command
+        self.quiet = bool(command.args.quiet)
+        self.terminal = command.err.isatty()
+        self.bar: Any = None
+        self.total_metatiles = 0
+        self.layer = ""
+        self.last_line = time.monotonic()
+        if not self.quiet and self.terminal:
+            from tqdm import tqdm
+
+            total = sum(job.count_tiles() for job in jobs)
+            self.bar = tqdm(total=total, unit="tile", file=command.err, dynamic_ncols=True)
+
+    def start(self, job: LayerJob) -> None:
+        self.layer = job.layer.name
+        self.total_metatiles = len(job.metatiles)
+        if self.bar is not None:
+            self.bar.set_description(job.layer.name)
+
+    def update(self, outcome: MetatileOutcome, stats: GenerationStats) -> None:
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.update(outcome.tiles)
+            if stats.failed:
+                self.bar.set_postfix(failed=stats.failed, refresh=False)
+            return
+        now = time.monotonic()
+        if now - self.last_line >= PLAIN_PROGRESS_EVERY:
+            self.last_line = now
+            finished = stats.done + stats.skipped + stats.failed
+            print(
+                f"{self.command.prog}: {self.layer}: {finished}/{self.total_metatiles} metatiles, "
+                f"{stats.tiles_written + stats.empty_dropped} tiles, "
+                f"{stats.tiles_per_second:.1f} tiles/s",
+                file=self.command.err,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,356 @@
+"""Pre-generation of tiles into a tile store (TileCloud-chain's `generate_tiles`).
+
+`TileGenerator` renders a list of metatiles with a Renderer, keeps the tiles a filter
+wants (those inside the requested bbox or geometry), drops the empty ones (deleting
+them from the store, where an older run may have put them) and writes the others with
+one `put_many` per metatile. A metatile that still fails after its retries is appended
+to an error file as a `z/x/y` line (`selection.read_tile_list` reads it back, so
+`--tiles errorfile` replays it) and the run goes on.
+
+Resume: once a metatile's tiles are written, a line naming it is appended to a state
+file; a later run given the same state file skips the metatiles listed there. Stores
+write atomically, so a run killed at any point leaves whole tiles only, and running it
+again finishes the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from shapely import box as shapely_box
+from shapely.geometry.base import BaseGeometry
+from shapely.prepared import prep
+
+from tileserver.config import Layer
+from tileserver.empty_tiles import is_empty
+from tileserver.errors import TileServerError
+from tileserver.grid import Grid, Metatile, metatile_for
+from tileserver.protocols import Renderer, TileStore
+from tileserver.selection import MetatileRef, metatile_ref, parse_tile
+from tileserver.store_layout import tile_path
+from tileserver.types import BBox, Limits, TileCoord
+
+log = logging.getLogger("tileserver.generate")
+
+TileFilter = Callable[[TileCoord], bool]
+"""True for the tiles of a rendered metatile that the run writes."""
+
+
+# --- which tiles of a metatile are wanted ---------------------------------------------------
+
+
+def tiles_in_bbox(grid: Grid, bbox: BBox) -> TileFilter:
+    """Tiles that intersect bbox (the per-level TileMatrixLimits of bbox)."""
+    limits: dict[int, Limits] = {}
+
+    def wanted(coord: TileCoord) -> bool:
+        level = limits.get(coord.z)
+        if level is None:
+            level = limits[coord.z] = grid.limits(coord.z, bbox)
+        return level.contains(coord.row, coord.col)
+
+    return wanted
+
+
+def tiles_in_geometry(grid: Grid, geometry: BaseGeometry, bbox: BBox) -> TileFilter:
+    """Tiles that intersect both geometry and bbox."""
+    in_bbox = tiles_in_bbox(grid, bbox)
+    prepared = prep(geometry)
+
+    def wanted(coord: TileCoord) -> bool:
+        return in_bbox(coord) and bool(
+            prepared.intersects(shapely_box(*grid.tile_bbox(coord).as_tuple()))
+        )
+
+    return wanted
+
+
+def metatile_of(layer: Layer, ref: MetatileRef) -> Metatile:
+    """The metatile to render for ref, with the layer's size and buffer."""
+    coord = TileCoord(ref.z, ref.row, ref.col)
+    return metatile_for(layer.grid, coord, layer.effective_meta_size, layer.meta_buffer)
+
+
+def wanted_tiles(layer: Layer, ref: MetatileRef, wanted: TileFilter | None) -> list[TileCoord]:
+    """The tiles of ref's metatile that a run with the filter `wanted` writes."""
+    coords = [t.coord for t in metatile_of(layer, ref).tiles]
+    return coords if wanted is None else [c for c in coords if wanted(c)]
+
+
+# --- state and error files -----------------------------------------------------------------
+
+
+def tile_line(ref: MetatileRef) -> str:
+    """A metatile as the `z/x/y` of its top-left tile (x = column, y = row), the form of
+    tile lists, error files and log messages."""
+    return f"{ref.z}/{ref.col}/{ref.row}"
+
+
+_STATE_LINE = re.compile(r"^(\S+) (\d+/\d+/\d+)$")
+_PARTIAL = " (partial line, ignored)\n"
+
+
+def read_state(path: Path, layer: Layer) -> set[MetatileRef]:
+    """The metatiles of `layer` a state file records as finished.
+
+    Lines are `{layer} z/x/y`. A run killed while appending may leave a partial last line
+    (`l 5/20/1` of `l 5/20/10`): it does not count, and `close_partial_line` marks it so
+    that lines appended after it stay whole.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return set()
+    done: set[MetatileRef] = set()
+    meta_size = layer.effective_meta_size
+    for line in text.split("\n")[:-1]:  # the last part is '' or a partial line
+        match = _STATE_LINE.match(line)
+        if match is None:
+            if not line.endswith(_PARTIAL.rstrip("\n")):
+                log.warning("%s: ignoring the line %r", path, line)
+            continue
+        if match.group(1) == layer.name:
+            done.add(metatile_ref(parse_tile(match.group(2)), meta_size))
+    return done
+
+
+def close_partial_line(path: Path) -> None:
+    """Ends a partial last line of a state file with a mark that makes it invalid."""
+    try:
+        with path.open("rb") as state:
+            state.seek(0, os.SEEK_END)
+            if state.tell() == 0:
+                return
+            state.seek(-1, os.SEEK_END)
+            last = state.read(1)
+    except FileNotFoundError:
+        return
+    if last != b"\n":
+        _append(path, _PARTIAL)
+
+
+def _append(path: Path, text: str) -> None:
+    # One write per line, flushed at close: a kill leaves whole lines, or a last partial one.
+    with path.open("a", encoding="utf-8") as out:
+        out.write(text)
+
+
+# --- the generator -------------------------------------------------------------------------
+
+
+@dataclass
+class GenerationStats:
+    """Counters of a run; `tiles_per_second` counts the tiles written and dropped."""
+
+    metatiles: int = 0  # in the run's list, resumed ones included
+    done: int = 0
+    skipped: int = 0  # finished by an earlier run (the state file)
+    failed: int = 0
+    tiles_written: int = 0
+    empty_dropped: int = 0
+    interrupted: bool = False
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished if self.finished is not None else time.monotonic()
+        return end - self.started
+
+    @property
+    def tiles_per_second(self) -> float:
+        elapsed = self.elapsed
+        return (self.tiles_written + self.empty_dropped) / elapsed if elapsed > 0 else 0.0
+
+    def add(self, other: GenerationStats) -> None:
+        """Adds another run's counters (the layers of one command); keeps this start."""
+        self.metatiles += other.metatiles
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.tiles_written += other.tiles_written
+        self.empty_dropped += other.empty_dropped
+        self.interrupted = self.interrupted or other.interrupted
+        self.finished = other.finished
+
+    def summary(self) -> str:
+        return (
+            f"generated: {self.done} metatiles, {self.tiles_written} tiles written, "
+            f"{self.empty_dropped} empty dropped, {self.failed} failed, {self.skipped} resumed, "
+            f"{self.elapsed:.1f} s, {self.tiles_per_second:.1f} tiles/s"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MetatileOutcome:
+    """What became of one metatile: 'done', 'skipped' (resumed) or 'failed'; `tiles` is
+    the number of wanted tiles it holds (written + dropped, when done)."""
+
+    ref: MetatileRef
+    status: Literal["done", "skipped", "failed"]
+    tiles: int
+
+
+Progress = Callable[[MetatileOutcome, GenerationStats], None]
+
+
+class TileGenerator:
+    """Renders metatiles of one layer into its store; see the module docstring.
+
+    `concurrency` metatiles are in flight at once (the render processes plus one, so a
+    process never waits for the next job); a failed metatile is tried `retries` more
+    times, `backoff` seconds apart, doubling.
+    """
+
+    def __init__(
+        self,
+        layer: Layer,
+        renderer: Renderer,
+        store: TileStore,
+        *,
+        dimensions: Mapping[str, str] | None = None,
+        wanted: TileFilter | None = None,
+        concurrency: int = 2,
+        retries: int = 2,
+        backoff: float = 0.5,
+        error_file: Path | None = None,
+        state_file: Path | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.layer = layer
+        self.renderer = renderer
+        self.store = store
+        self.dimensions = dict(
+            dimensions if dimensions is not None else {d.name: d.default for d in layer.dimensions}
+        )
+        self.wanted = wanted
+        self.concurrency = max(1, concurrency)
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.error_file = error_file
+        self.state_file = state_file
+        self.progress = progress
+        self._stopping = False
+        self._dimension_values = tuple(self.dimensions[d.name] for d in layer.dimensions)
+
+    def tile_path(self, coord: TileCoord) -> str:
+        """Where a tile of the layer goes in the store."""
+        layer, grid = self.layer, self.layer.grid
+        return tile_path(
+            "", layer.name, layer.wmts_style, self._dimension_values, grid.name,
+            grid.matrix_id(coord.z), coord.row, coord.col, layer.extension,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stops taking new metatiles; those in flight finish and are recorded."""
+        self._stopping = True
+
+    async def run(self, metatiles: Sequence[MetatileRef]) -> GenerationStats:
+        stats = GenerationStats(metatiles=len(metatiles))
+        finished: set[MetatileRef] = set()
+        if self.state_file is not None:
+            await asyncio.to_thread(close_partial_line, self.state_file)
+            finished = await asyncio.to_thread(read_state, self.state_file, self.layer)
+        todo = []
+        for ref in metatiles:
+            if ref in finished:
+                stats.skipped += 1
+                self._report(MetatileOutcome(ref, "skipped", self._count(ref)), stats)
+            else:
+                todo.append(ref)
+        pending = iter(todo)
+
+        async def worker() -> None:
+            for ref in pending:  # shared by the workers: each takes the next one
+                await self._generate(ref, stats)
+                if self._stopping:
+                    return
+
+        try:
+            if not self._stopping:
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(min(self.concurrency, len(todo))):
+                        group.create_task(worker())
+        finally:
+            stats.finished = time.monotonic()
+        stats.interrupted = stats.done + stats.failed < len(todo)
+        return stats
+
+    def _count(self, ref: MetatileRef) -> int:
+        return len(wanted_tiles(self.layer, ref, self.wanted))
+
+    def _report(self, outcome: MetatileOutcome, stats: GenerationStats) -> None:
+        if self.progress is not None:
+            self.progress(outcome, stats)
+
+    async def _generate(self, ref: MetatileRef, stats: GenerationStats) -> None:
+        metatile = metatile_of(self.layer, ref)
+        rendered: dict[TileCoord, bytes] | None = None
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                if rendered is None:
+                    rendered = await self.renderer.render(self.layer, metatile, self.dimensions)
+                written, dropped = await self._write(metatile, rendered)
+                break
+            except TileServerError as exc:  # RenderError, StoreUnavailable
+                reason = f"{type(exc).__name__}: {exc}"
+                where = f"{self.layer.name} metatile {tile_line(ref)}"
+                if attempt < attempts:
+                    log.warning("%s (try %d/%d): %s", where, attempt, attempts, reason)
+                    await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                log.error("%s failed after %d tries: %s", where, attempts, reason)
+                await self._record_failure(ref, reason)
+                stats.failed += 1
+                self._report(MetatileOutcome(ref, "failed", self._count(ref)), stats)
+                return
+        if self.state_file is not None:
+            line = f"{self.layer.name} {tile_line(ref)}\n"
+            await asyncio.to_thread(_append, self.state_file, line)
+        stats.done += 1
+        stats.tiles_written += written
+        stats.empty_dropped += dropped
+        self._report(MetatileOutcome(ref, "done", written + dropped), stats)
+
+    async def _write(
+        self, metatile: Metatile, rendered: Mapping[TileCoord, bytes]
+    ) -> tuple[int, int]:
+        """Writes the wanted tiles, deletes the empty ones; (written, dropped)."""
+        detection = self.layer.empty_tile_detection
+        items: dict[str, bytes] = {}
+        empty: list[str] = []
+        for cut in metatile.tiles:
+            coord = cut.coord
+            if self.wanted is not None and not self.wanted(coord):
+                continue
+            data = rendered[coord]
+            if is_empty(data, detection):
+                empty.append(self.tile_path(coord))
+            else:
+                items[self.tile_path(coord)] = data
+        if empty:
+            await self.store.delete_many(empty)
+        if items:
+            await self.store.put_many(items, self.layer.mime_type)
+        return len(items), len(empty)
+
+    async def _record_failure(self, ref: MetatileRef, reason: str) -> None:
+        if self.error_file is None:
+            return
+        reason = " ".join(reason.split())  # one line
+        line = f"{tile_line(ref)}  # {self.layer.name}: {reason}\n"
+        await asyncio.to_thread(_append, self.error_file, line)
+
+
+def unique_metatiles(refs: Iterable[MetatileRef]) -> list[MetatileRef]:
+    """refs without repeats, by level, row and column."""
+    return sorted(set(refs))
