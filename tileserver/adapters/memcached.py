@@ -32,7 +32,9 @@ class _Broken(Exception):
 class _Server:
     def __init__(self, host: str, port: int, pool_size: int) -> None:
         self.address = f"{host}:{port}"
-        self.pool = MemcachePool(host, port, minsize=1, maxsize=pool_size)
+        # aiomcache opens connections only up to minsize: ask for all of them, or every
+        # request would queue on a single connection.
+        self.pool = MemcachePool(host, port, minsize=pool_size, maxsize=pool_size)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
