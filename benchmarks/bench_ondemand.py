@@ -1,0 +1,986 @@
+"""On-demand serving benchmark: Memcached hits, cold metatile renders, one cold tile.
+
+Starts its own memcached and `tileserver serve` on free loopback ports, then measures
+
+  hits    the 200-tile warm set (40 z15 + 160 z16 tiles nearest Monaco's centre), fetched
+          twice, then `wrk -t2 -c32 -d10s` cycling through those URLs: req/s, p50/p99,
+          non-2xx, renders during the run (must be 0)
+  cold    flush, then the 847 z17+z18 tiles over Monaco's land (20 distinct 8x8
+          metatiles) with 8 concurrent keep-alive connections: tiles/s, p50/p99, renders
+          (must be 20), every answer HTTP 200 with a PNG signature; repeated, median shown
+  single  N times: flush, then one tile of a cold metatile with no other load: p50/p99,
+          and the render time the server logged, so latency minus render time is known
+
+and the same phases for each `--peer` over the same tiles, in the same run, printing
+tileserver ÷ peer ratios (absolute figures drift on a shared machine; ratios less so).
+The tile lists are those of the peers' tools/tiles.py (`warm`, `cold`).
+
+  .venv/bin/python benchmarks/bench_ondemand.py --workers 1
+  .venv/bin/python benchmarks/bench_ondemand.py --workers 2 --peer mapcache --peer mapproxy-mapnik
+  .venv/bin/python benchmarks/bench_ondemand.py --memcached 127.0.0.1:11211 --serve --port 8090
+
+A table goes to stdout; JSON and logs to benchmarks/out/ondemand-<time>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DEMO_CONFIGS = (ROOT / "config" / "demo.yaml", ROOT / "config" / "demo.yaml.mako")
+WRK_SCRIPT = HERE / "wrk_paths.lua"
+OUT_DIR = HERE / "out"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PEERS_RUN_DIR = Path(os.environ.get("PEERS_RUN_DIR", "/tmp/peers-run"))
+
+TILESERVER_PATH = "/wmts/1.0.0/osm/default/epsg3857/{z}/{y}/{x}.png"
+RENDER_LINE = "rendered metatile"
+RENDER_MS = re.compile(r" in (\d+(?:\.\d+)?) ms")
+
+# The peers' tools/tiles.py: Monaco's centre and land bbox (lon, lat).
+CENTER = (7.4246, 43.7384)
+LAND_BBOX = (7.4090, 43.7240, 7.4400, 43.7520)
+# The demo layer's bbox stops short of the warm set's outer tiles (they would be 400
+# TileOutOfRange); the benchmark layer covers the whole warm set (EPSG:3857 metres).
+BENCH_LAYER_BBOX = [821500, 5420000, 831500, 5430000]
+# z17 over Monte-Carlo, in a metatile with buildings, roads and labels (as in the e2e tests).
+SINGLE_TILE = (17, 68240, 47790)  # z, x (column), y (row)
+
+
+# --- tile lists (same definitions as the peers' tools/tiles.py) --------------------------
+
+
+def tile_xy(lon: float, lat: float, z: int) -> tuple[float, float]:
+    n = 2**z
+    x = (lon + 180.0) / 360.0 * n
+    y = (1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n
+    return x, y
+
+
+def nearest(z: int, count: int) -> list[tuple[int, int, int]]:
+    """The `count` tiles of zoom z whose centres are nearest Monaco's centre."""
+    cx, cy = tile_xy(*CENTER, z)
+    r = int(math.sqrt(count)) + 3
+    candidates = [
+        (x, y)
+        for x in range(int(cx) - r, int(cx) + r + 1)
+        for y in range(int(cy) - r, int(cy) + r + 1)
+    ]
+    candidates.sort(key=lambda t: ((t[0] + 0.5 - cx) ** 2 + (t[1] + 0.5 - cy) ** 2, t))
+    return [(z, x, y) for x, y in candidates[:count]]
+
+
+def covering(z: int, bbox: tuple[float, float, float, float]) -> list[tuple[int, int, int]]:
+    x0, y1 = tile_xy(bbox[0], bbox[1], z)
+    x1, y0 = tile_xy(bbox[2], bbox[3], z)
+    return [(z, x, y) for x in range(int(x0), int(x1) + 1) for y in range(int(y0), int(y1) + 1)]
+
+
+def warm_tiles() -> list[tuple[int, int, int]]:
+    return nearest(15, 40) + nearest(16, 160)
+
+
+def cold_tiles() -> list[tuple[int, int, int]]:
+    return covering(17, LAND_BBOX) + covering(18, LAND_BBOX)
+
+
+def metatiles(tiles: Sequence[tuple[int, int, int]], size: int = 8) -> int:
+    return len({(z, x // size, y // size) for z, x, y in tiles})
+
+
+def expand(template: str, tiles: Sequence[tuple[int, int, int]]) -> list[str]:
+    return [
+        template.replace("{z}", str(z)).replace("{x}", str(x)).replace("{y}", str(y))
+        for z, x, y in tiles
+    ]
+
+
+# --- small helpers -----------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank on the sorted list, as the peers' tools/fetch.py computes it."""
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(p / 100.0 * len(sorted_values)))]
+
+
+def rounded(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return user + nice + system + irq + softirq, sum(fields)
+
+
+def cpu_busy_pct(before: tuple[int, int], after: tuple[int, int]) -> int:
+    return round(100 * (after[0] - before[0]) / max(1, after[1] - before[1]))
+
+
+def git_revision() -> str | None:
+    """HEAD of the checkout measured, with "+dirty" when tileserver/ has local edits."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "tileserver"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def memcached_command(address: str, line: str) -> str:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(line.encode() + b"\r\n")
+        data = b""
+        while not data.endswith((b"END\r\n", b"OK\r\n", b"ERROR\r\n")):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode(errors="replace")
+
+
+def flush_memcached(address: str) -> None:
+    reply = memcached_command(address, "flush_all").strip()
+    if reply != "OK":
+        raise RuntimeError(f"memcached {address} flush_all answered {reply!r}")
+
+
+# --- daemons we start ------------------------------------------------------------------
+
+
+class Memcached:
+    """A private memcached on 127.0.0.1:<free port>."""
+
+    def __init__(self, memory_mb: int = 256) -> None:
+        binary = shutil.which("memcached") or "/usr/bin/memcached"
+        if not Path(binary).exists():
+            raise SystemExit("memcached is not installed: apt-get install -y memcached")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        args = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
+                "-m", str(memory_mb), "-t", "2"]  # fmt: skip
+        if os.geteuid() == 0:
+            args += ["-u", "root"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_port(self.port, 10, self.proc):
+            self.stop()
+            raise RuntimeError(f"memcached did not start on port {self.port}")
+        log(f"memcached pid {self.proc.pid} on {self.address}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def bench_config(memcached: str) -> dict[str, Any]:
+    """The demo configuration on one memcached, with a layer bbox covering the warm set."""
+    demo = next((p for p in DEMO_CONFIGS if p.exists()), None)
+    if demo is None:
+        raise SystemExit(f"no demo configuration: {' or '.join(map(str, DEMO_CONFIGS))}")
+    if demo.suffix == ".mako":
+        from tileserver.config_loader import render_text
+
+        text = render_text(demo, environ={})  # the template's defaults
+    else:
+        text = demo.read_text()
+    data: dict[str, Any] = yaml.safe_load(text)
+    mapfile = Path(data["layer_default"]["mapfile"])
+    data["layer_default"]["mapfile"] = str((demo.parent / mapfile).resolve())
+    data.pop("caches", None)
+    data.pop("generation", None)
+    data["memcached"] = {"servers": [memcached], "prefix": "bench/"}
+    data["layers"]["osm"]["bbox"] = BENCH_LAYER_BBOX
+    return data
+
+
+class TileServer:
+    """`tileserver serve` on 127.0.0.1:<port>, stderr (with the render log) to a file."""
+
+    def __init__(
+        self,
+        memcached: str,
+        workdir: Path,
+        port: int,
+        workers: int,
+        render_processes: int | None,
+    ) -> None:
+        self.config_path = workdir / "tileserver.yaml"
+        self.config_path.write_text(yaml.safe_dump(bench_config(memcached), sort_keys=False))
+        self.log_path = workdir / "tileserver.log"
+        self.port = port
+        self.workers = workers
+        command = [sys.executable, "-m", "tileserver", "serve", "--config", str(self.config_path),
+                   "--port", str(port), "--workers", str(workers)]  # fmt: skip
+        if render_processes:
+            command += ["--render-processes", str(render_processes)]
+        self.command = command
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        log(f"tileserver pid {self.proc.pid} on port {port}, log {self.log_path}")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        if not wait_port(self.port, timeout, self.proc):
+            raise RuntimeError(f"tileserver did not start:\n{self.log_text()[-3000:]}")
+        url = self.base + "/wmts/1.0.0/WMTSCapabilities.xml"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            text = self.log_text()
+            if text.count("render pool:") >= self.workers and _get_status(url) == 200:
+                caches = re.findall(r"tile cache: (.*)", text)
+                if not all(c.startswith("memcached") for c in caches):
+                    raise RuntimeError(f"tileserver is not on memcached: {caches}")
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"tileserver did not become ready:\n{self.log_text()[-3000:]}")
+
+    def worker_pids(self) -> list[int]:
+        """The processes that serve HTTP: the children of the master, or the master itself."""
+        if self.workers == 1:
+            return [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def _get_status(url: str) -> int | None:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            r.read()
+            return int(r.status)
+    except OSError:
+        return None
+
+
+# --- what is measured: servers, their flush, their render log -----------------------------
+
+
+@dataclass(frozen=True)
+class RenderLog:
+    """Upstream renders read from a log: lines containing `needle`, duration in ms."""
+
+    path: Path
+    needle: str
+    duration_ms: Callable[[str], float | None]
+    what: str
+
+    def matching(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        needle = self.needle.lower()
+        with self.path.open(errors="replace") as f:
+            return [line for line in f if needle in line.lower()]
+
+
+def _tileserver_ms(line: str) -> float | None:
+    m = RENDER_MS.search(line)
+    return float(m.group(1)) if m else None
+
+
+def _last_field(scale: float) -> Callable[[str], float | None]:
+    def parse(line: str) -> float | None:
+        try:
+            return float(line.split()[-1]) * scale
+        except (ValueError, IndexError):
+            return None
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    template: str  # a URL with {z} {x} {y}; y counts rows from the top (XYZ, WMTS)
+    flush: Callable[[], None]
+    flush_desc: str
+    renders: RenderLog | None
+
+    @property
+    def base(self) -> str:
+        m = re.match(r"https?://[^/]+", self.template)
+        if m is None:
+            raise SystemExit(f"{self.name}: not an http URL template: {self.template}")
+        return m.group(0)
+
+
+def _wms_getmaps() -> RenderLog:
+    return RenderLog(
+        PEERS_RUN_DIR / "logs" / "wms-access.log",
+        "request=getmap",
+        _last_field(1e-3),  # apache %D, microseconds
+        "MapServer GetMaps (apache %D)",
+    )
+
+
+def _rmtree(path: Path) -> Callable[[], None]:
+    return lambda: shutil.rmtree(path, ignore_errors=True)
+
+
+def peer_presets() -> dict[str, tuple[str, str, RenderLog]]:
+    """name -> (template, flush spec, render log) for the peers of /work/shared/peers."""
+    cache = PEERS_RUN_DIR / "mapproxy" / "cache"
+    mapproxy = "http://127.0.0.1:8083/wmts/{layer}/GoogleMapsCompatible/{{z}}/{{x}}/{{y}}.png"
+    return {
+        "mapcache": (
+            "http://127.0.0.1:8082/mapcache/wmts/1.0.0/osm/default/GoogleMapsCompatible/"
+            "{z}/{y}/{x}.png",
+            "127.0.0.1:11211",
+            _wms_getmaps(),
+        ),
+        "mapproxy-mapnik": (
+            mapproxy.format(layer="osm"),
+            f"rmtree:{cache / 'osm_mapnik_cache_EPSG3857'}",
+            RenderLog(
+                PEERS_RUN_DIR / "logs" / "mapproxy-source.log",
+                " API ",
+                _last_field(1.0),
+                "MapProxy Mapnik renders (source log)",
+            ),
+        ),
+        "mapproxy-wms": (
+            mapproxy.format(layer="osm_wms"),
+            f"rmtree:{cache / 'osm_wms_cache_EPSG3857'}",
+            _wms_getmaps(),
+        ),
+    }
+
+
+def make_flush(spec: str) -> tuple[Callable[[], None], str]:
+    """HOST:PORT = memcached flush_all; rmtree:DIR; none; anything else = a shell command."""
+    if spec == "none":
+        return (lambda: None), "none"
+    if spec.startswith("rmtree:"):
+        path = Path(spec.removeprefix("rmtree:"))
+        return _rmtree(path), f"rm -rf {path}"
+    if re.fullmatch(r"[\w.\-]+:\d+", spec):
+        return (lambda: flush_memcached(spec)), f"memcached flush_all on {spec}"
+
+    def run() -> None:
+        subprocess.run(spec, shell=True, check=True)
+
+    return run, spec
+
+
+def parse_peers(args: argparse.Namespace) -> list[Target]:
+    presets = peer_presets()
+    flushes = dict(_pair(v, "--peer-flush") for v in args.peer_flush)
+    targets = []
+    for value in args.peer:
+        name, _, template = value.partition("=")
+        render_log: RenderLog | None = None
+        flush_spec = "127.0.0.1:11211"
+        if name in presets:
+            preset_template, flush_spec, render_log = presets[name]
+            template = template or preset_template
+        elif not template:
+            raise SystemExit(
+                f"--peer {name}: give NAME=URL_TEMPLATE or one of {', '.join(presets)}"
+            )
+        flush, desc = make_flush(flushes.get(name, flush_spec))
+        targets.append(Target(name, template, flush, desc, render_log))
+    return targets
+
+
+def _pair(value: str, option: str) -> tuple[str, str]:
+    name, sep, rest = value.partition("=")
+    if not sep:
+        raise SystemExit(f"{option} {value}: expected NAME=VALUE")
+    return name, rest
+
+
+# --- HTTP client -----------------------------------------------------------------------
+
+
+@dataclass
+class FetchResult:
+    n: int
+    ok: int
+    errors: int
+    elapsed_s: float
+    latencies_ms: list[float]
+    bytes: int
+    sources: Counter[str]
+    first_error: str | None
+
+    def summary(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+        return {
+            "n": self.n,
+            "ok": self.ok,
+            "errors": self.errors,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "tiles_per_s": round(self.n / self.elapsed_s, 1) if self.elapsed_s else None,
+            "p50_ms": rounded(percentile(lat, 50)),
+            "p90_ms": rounded(percentile(lat, 90)),
+            "p99_ms": rounded(percentile(lat, 99)),
+            "max_ms": rounded(percentile(lat, 100)),
+            "bytes": self.bytes,
+            "x_tile_source": dict(self.sources),
+            "first_error": self.first_error,
+        }
+
+
+async def _fetch_all(urls: Sequence[str], concurrency: int) -> FetchResult:
+    """GET every URL with `concurrency` keep-alive connections; the list order is kept."""
+    result = FetchResult(len(urls), 0, 0, 0.0, [], 0, Counter(), None)
+    next_index = 0
+    timeout = aiohttp.ClientTimeout(total=300)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal next_index
+        while next_index < len(urls):
+            url = urls[next_index]
+            next_index += 1
+            error = None
+            start = time.perf_counter()
+            try:
+                async with session.get(url) as response:
+                    body = await response.read()
+                    result.sources[response.headers.get("X-Tile-Source", "-")] += 1
+                    if response.status != 200 or not body.startswith(PNG_SIGNATURE):
+                        error = f"{url} -> HTTP {response.status} {body[:120]!r}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error, body = f"{url} -> {type(exc).__name__}: {exc}", b""
+            result.latencies_ms.append((time.perf_counter() - start) * 1000)
+            if error:
+                result.errors += 1
+                result.first_error = result.first_error or error
+            else:
+                result.ok += 1
+                result.bytes += len(body)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+def fetch_all(urls: Sequence[str], concurrency: int) -> FetchResult:
+    return asyncio.run(_fetch_all(urls, concurrency))
+
+
+async def _fetch_one_each(urls: Sequence[str], before_each: Callable[[], None]) -> FetchResult:
+    """One request at a time on one keep-alive connection, `before_each` run before each."""
+    result = FetchResult(len(urls), 0, 0, 0.0, [], 0, Counter(), None)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        for url in urls:
+            before_each()
+            start = time.perf_counter()
+            async with session.get(url) as response:
+                body = await response.read()
+            result.latencies_ms.append((time.perf_counter() - start) * 1000)
+            result.sources[response.headers.get("X-Tile-Source", "-")] += 1
+            if response.status == 200 and body.startswith(PNG_SIGNATURE):
+                result.ok += 1
+            else:
+                result.errors += 1
+    return result
+
+
+# --- phases ------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    wrk_threads: int
+    wrk_conn: int
+    wrk_duration: str
+    cold_conc: int
+    cold_repeats: int
+    single_repeats: int
+    single_tile: tuple[int, int, int]
+    pause: float
+    run_dir: Path
+
+
+def render_ms_since(render_log: RenderLog | None, before: int) -> tuple[int | None, list[float]]:
+    if render_log is None:
+        return None, []
+    lines = render_log.matching()[before:]
+    durations = [d for d in map(render_log.duration_ms, lines) if d is not None]
+    return len(lines), durations
+
+
+def render_count(render_log: RenderLog | None) -> int:
+    return len(render_log.matching()) if render_log else 0
+
+
+def run_hits(target: Target, s: Settings) -> dict[str, Any]:
+    urls = expand(target.template, warm_tiles())
+    fill = fetch_all(urls, s.cold_conc)
+    check = fetch_all(urls, s.cold_conc)
+    if check.errors:
+        log(f"{target.name}: warm set has errors: {check.first_error}")
+    paths_file = s.run_dir / f"{target.name}.warm.paths"
+    paths_file.write_text("".join(u.removeprefix(target.base) + "\n" for u in urls))
+    time.sleep(s.pause)
+    command = ["wrk", f"-t{s.wrk_threads}", f"-c{s.wrk_conn}", f"-d{s.wrk_duration}",
+               "--timeout", "10s", "-s", str(WRK_SCRIPT), target.base]  # fmt: skip
+    r0, c0 = render_count(target.renders), cpu_times()
+    wrk = subprocess.run(
+        command,
+        env={**os.environ, "WRK_PATHS": str(paths_file)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    c1 = cpu_times()
+    renders, _ = render_ms_since(target.renders, r0)
+    (s.run_dir / f"{target.name}.wrk.txt").write_text(wrk.stdout + wrk.stderr)
+    stats: dict[str, Any] = {}
+    non2xx = 0
+    for line in wrk.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            stats = json.loads(line.removeprefix("WRKJSON "))
+        elif "Non-2xx or 3xx responses:" in line:
+            non2xx = int(line.rsplit(":", 1)[1])
+    if not stats:
+        raise RuntimeError(f"{target.name}: no result from wrk:\n{wrk.stdout}\n{wrk.stderr}")
+    socket_errors = sum(stats[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
+    return {
+        "command": f"WRK_PATHS={paths_file} " + " ".join(command),
+        "warm_fill": fill.summary(),
+        "warm_check": check.summary(),
+        "rps": stats["rps"],
+        "p50_ms": stats["p50_ms"],
+        "p90_ms": stats["p90_ms"],
+        "p99_ms": stats["p99_ms"],
+        "max_ms": stats["max_ms"],
+        "requests": stats["requests"],
+        "non2xx": non2xx,
+        "socket_errors": socket_errors,
+        "renders": renders,
+        "cpu_pct": cpu_busy_pct(c0, c1),
+        "wrk": stats,
+    }
+
+
+def run_cold(target: Target, s: Settings) -> dict[str, Any]:
+    urls = expand(target.template, cold_tiles())
+    target.flush()
+    time.sleep(s.pause)
+    r0, c0 = render_count(target.renders), cpu_times()
+    fetched = fetch_all(urls, s.cold_conc)
+    c1 = cpu_times()
+    renders, durations = render_ms_since(target.renders, r0)
+    result = fetched.summary()
+    result.update(
+        cpu_pct=cpu_busy_pct(c0, c1),
+        renders=renders,
+        render_ms_mean=rounded(sum(durations) / len(durations)) if durations else None,
+        render_ms_max=rounded(max(durations)) if durations else None,
+    )
+    return result
+
+
+def run_single(target: Target, s: Settings) -> dict[str, Any]:
+    """One tile of a cold metatile, after a flush, with nothing else in flight."""
+    url = expand(target.template, [s.single_tile])[0]
+    latencies: list[float] = []
+    render_ms: list[float | None] = []
+    renders_seen: list[int | None] = []
+    sources: Counter[str] = Counter()
+    errors = 0
+    for _ in range(s.single_repeats):
+        r0 = render_count(target.renders)
+
+        def flush_and_pause() -> None:
+            target.flush()
+            time.sleep(s.pause)
+
+        one = asyncio.run(_fetch_one_each([url], flush_and_pause))
+        # the render line is written before the answer is sent; give a log buffer a moment
+        time.sleep(0.05)
+        renders, durations = render_ms_since(target.renders, r0)
+        latencies += one.latencies_ms
+        sources.update(one.sources)
+        errors += one.errors
+        renders_seen.append(renders)
+        render_ms.append(durations[0] if len(durations) == 1 else None)
+    lat = sorted(latencies)
+    known = [r for r in render_ms if r is not None]
+    overhead = sorted(t - r for t, r in zip(latencies, render_ms, strict=True) if r is not None)
+    return {
+        "url": url,
+        "repeats": s.single_repeats,
+        "errors": errors,
+        "x_tile_source": dict(sources),
+        "renders_per_request": renders_seen,
+        "latencies_ms": [round(v, 1) for v in latencies],
+        "render_ms": render_ms,
+        "p50_ms": rounded(percentile(lat, 50)),
+        "p99_ms": rounded(percentile(lat, 99)),
+        "render_ms_p50": rounded(percentile(sorted(known), 50)),
+        "render_ms_p99": rounded(percentile(sorted(known), 99)),
+        "minus_render_p50_ms": rounded(percentile(overhead, 50)),
+        "minus_render_p99_ms": rounded(percentile(overhead, 99)),
+    }
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    head = (
+        "| server | hit req/s | hit p50/p99 ms | hit non-2xx / socket err | hit renders | hit CPU% "
+        "| cold tiles/s (median; runs) | cold p50/p99 ms | cold renders per run (min) "
+        "| cold errors | render ms mean/max | 1 cold tile p50/p99 ms | its render p50/p99 ms "
+        "| minus render p50/p99 ms |"
+    )
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for name, r in results.items():
+        h, c, one = r.get("hits") or {}, r.get("cold") or {}, r.get("single") or {}
+        runs = r.get("cold_runs", [])
+        lines.append(
+            f"| {name} | {_fmt(h.get('rps'), 0)} | {_fmt(h.get('p50_ms'))}/{_fmt(h.get('p99_ms'))} "
+            f"| {_fmt(h.get('non2xx'))} / {_fmt(h.get('socket_errors'))} "
+            f"| {_fmt(h.get('renders'))} "
+            f"| {_fmt(h.get('cpu_pct'))} "
+            f"| {_fmt(c.get('tiles_per_s'), 0)}; "
+            + "/".join(_fmt(x["tiles_per_s"], 0) for x in runs)
+            + f" | {_fmt(c.get('p50_ms'), 0)}/{_fmt(c.get('p99_ms'), 0)} "
+            f"| {'/'.join(_fmt(x['renders']) for x in runs)} ({r.get('cold_min_metatiles', '-')}) "
+            f"| {sum(x['errors'] for x in runs) if runs else '-'} "
+            f"| {_fmt(c.get('render_ms_mean'), 0)}/{_fmt(c.get('render_ms_max'), 0)} "
+            f"| {_fmt(one.get('p50_ms'))}/{_fmt(one.get('p99_ms'))} "
+            f"| {_fmt(one.get('render_ms_p50'), 0)}/{_fmt(one.get('render_ms_p99'), 0)} "
+            f"| {_fmt(one.get('minus_render_p50_ms'))}/{_fmt(one.get('minus_render_p99_ms'))} |"
+        )
+    return "\n".join(lines)
+
+
+def ratios(results: dict[str, dict[str, Any]], ours: str) -> dict[str, dict[str, float | None]]:
+    """tileserver ÷ peer: >1 means tileserver is faster (latency: >1 means slower)."""
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    mine = results[ours]
+    out = {}
+    for name, r in results.items():
+        if name == ours:
+            continue
+        out[name] = {
+            "hit_rps": div((mine.get("hits") or {}).get("rps"), (r.get("hits") or {}).get("rps")),
+            "cold_tiles_per_s": div(
+                (mine.get("cold") or {}).get("tiles_per_s"),
+                (r.get("cold") or {}).get("tiles_per_s"),
+            ),
+            "single_cold_p50_latency": div(
+                (mine.get("single") or {}).get("p50_ms"), (r.get("single") or {}).get("p50_ms")
+            ),
+        }
+    return out
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "peers: NAME (preset: mapcache, mapproxy-mapnik, mapproxy-wms, from "
+            "/work/shared/peers) or NAME=URL_TEMPLATE with {z} {x} {y}; a peer without a "
+            "--peer-flush is flushed with memcached flush_all on 127.0.0.1:11211."
+        ),
+    )
+    ap.add_argument("--workers", type=int, default=1, help="tileserver --workers (default 1)")
+    ap.add_argument("--render-processes", type=int, help="tileserver --render-processes")
+    ap.add_argument("--port", type=int, help="tileserver port (default: a free one)")
+    ap.add_argument(
+        "--memcached", help="use this memcached HOST:PORT (e.g. the peers' 127.0.0.1:11211)"
+    )
+    ap.add_argument("--peer", action="append", default=[], help="NAME or NAME=URL_TEMPLATE")
+    ap.add_argument(
+        "--peer-flush",
+        action="append",
+        default=[],
+        help="NAME=HOST:PORT (memcached flush_all), NAME=rmtree:DIR, NAME=none or NAME=SHELL_CMD",
+    )
+    ap.add_argument("--phases", default="hits,cold,single", help="comma list (default: all)")
+    ap.add_argument("--wrk-threads", type=int, default=2)
+    ap.add_argument("--wrk-conn", type=int, default=32)
+    ap.add_argument("--wrk-duration", default="10s")
+    ap.add_argument("--cold-conc", type=int, default=8)
+    ap.add_argument("--cold-repeats", type=int, default=3, help="median shown (default 3)")
+    ap.add_argument("--single-repeats", type=int, default=15)
+    ap.add_argument(
+        "--single-tile",
+        default="{}/{}/{}".format(*SINGLE_TILE),
+        help="Z/X/Y of the one cold tile (default %(default)s, y = row from the top)",
+    )
+    ap.add_argument("--pause", type=float, default=2.0, help="seconds after each flush")
+    ap.add_argument(
+        "--serve",
+        action="store_true",
+        help="only start memcached (unless --memcached) and tileserver, print where, and wait "
+        "for Ctrl-C or SIGTERM (for the peers' bench.sh)",
+    )
+    ap.add_argument("--out", type=Path, default=OUT_DIR, help="default benchmarks/out")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    unknown = phases - {"hits", "cold", "single"}
+    if unknown:
+        raise SystemExit(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    if "hits" in phases and not args.serve and shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    z, x, y = (int(v) for v in args.single_tile.split("/"))
+    peers = parse_peers(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = args.out / f"ondemand-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(
+        args.wrk_threads, args.wrk_conn, args.wrk_duration, args.cold_conc, args.cold_repeats,
+        args.single_repeats, (z, x, y), args.pause, run_dir,
+    )  # fmt: skip
+
+    memcached: Memcached | None = None
+    server: TileServer | None = None
+    with sigterm_as_interrupt():
+        try:
+            if args.memcached:
+                address = args.memcached
+            else:
+                memcached = Memcached()
+                address = memcached.address
+            port = args.port or free_port()
+            server = TileServer(address, run_dir, port, args.workers, args.render_processes)
+            server.wait_ready()
+            log(f"tileserver ready: workers {args.workers}, pids {server.worker_pids()}")
+            if args.serve:
+                print(f"tileserver {server.base}{TILESERVER_PATH}", flush=True)
+                print(f"log {server.log_path}", flush=True)
+                print(f"memcached {address}", flush=True)
+                print(f"revision {git_revision()}", flush=True)
+                print(f"pids master {server.proc.pid} workers {server.worker_pids()}", flush=True)
+                while server.proc.poll() is None:
+                    time.sleep(1)
+                return 1
+            flush, flush_desc = make_flush(address)
+            ours = Target(
+                "tileserver",
+                server.base + TILESERVER_PATH,
+                flush,
+                flush_desc,
+                RenderLog(server.log_path, RENDER_LINE, _tileserver_ms, "tileserver log"),
+            )
+            return run_all(args, settings, [ours, *peers], server, address)
+        except KeyboardInterrupt:
+            log("interrupted")
+            return 130
+        finally:
+            if server is not None:
+                server.stop()
+                log("tileserver stopped")
+            if memcached is not None:
+                memcached.stop()
+                log("memcached stopped")
+
+
+def run_all(
+    args: argparse.Namespace,
+    s: Settings,
+    targets: list[Target],
+    server: TileServer,
+    memcached: str,
+) -> int:
+    phases = {p.strip() for p in args.phases.split(",")}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_before = loadavg()
+    revision = git_revision()
+    results: dict[str, dict[str, Any]] = {
+        t.name: {
+            "template": t.template,
+            "flush": t.flush_desc,
+            "render_counter": t.renders.what if t.renders else None,
+            "cold_min_metatiles": metatiles(cold_tiles()),
+        }
+        for t in targets
+    }
+    for t in targets:  # probe: one warm tile answers
+        status = _get_status(expand(t.template, warm_tiles()[:1])[0])
+        if status != 200:
+            raise SystemExit(f"{t.name}: probe request answered {status}")
+    if "hits" in phases:
+        for t in targets:
+            log(f"hits: {t.name}")
+            results[t.name]["hits"] = run_hits(t, s)
+    if "cold" in phases:
+        for rep in range(s.cold_repeats):
+            for t in targets:  # interleaved, so that drift hits every server alike
+                log(f"cold {rep + 1}/{s.cold_repeats}: {t.name}")
+                results[t.name].setdefault("cold_runs", []).append(run_cold(t, s))
+        for t in targets:
+            runs = results[t.name]["cold_runs"]
+            results[t.name]["cold"] = sorted(runs, key=lambda r: r["tiles_per_s"])[len(runs) // 2]
+    if "single" in phases:
+        for t in targets:
+            log(f"single cold tile x{s.single_repeats}: {t.name}")
+            results[t.name]["single"] = run_single(t, s)
+
+    ratio_table = ratios(results, "tileserver") if len(targets) > 1 else {}
+    report: dict[str, Any] = {
+        "started_utc": started,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "tileserver": {
+            "revision": revision,
+            "command": " ".join(server.command),
+            "workers": args.workers,
+            "render_processes": args.render_processes,
+            "memcached": memcached,
+            "log": str(server.log_path),
+        },
+        "settings": {
+            "wrk": f"-t{s.wrk_threads} -c{s.wrk_conn} -d{s.wrk_duration}",
+            "cold_concurrency": s.cold_conc,
+            "cold_repeats": s.cold_repeats,
+            "single_repeats": s.single_repeats,
+            "single_tile_zxy": list(s.single_tile),
+            "pause_s": s.pause,
+            "warm_tiles": len(warm_tiles()),
+            "cold_tiles": len(cold_tiles()),
+        },
+        "results": results,
+        "ratios_tileserver_over_peer": ratio_table,
+    }
+    (s.run_dir / "result.json").write_text(json.dumps(report, indent=1) + "\n")
+
+    print(f"\n{report['command']}")
+    print(f"{started} .. {report['finished_utc']}; load {load_before} -> {loadavg()}; "
+          f"tileserver --workers {args.workers} --render-processes "
+          f"{args.render_processes or 'default'}; memcached {memcached}; "
+          f"revision {revision}\n")  # fmt: skip
+    print(table(results))
+    for name, r in ratio_table.items():
+        print(
+            f"tileserver ÷ {name}: hit req/s {_fmt(r['hit_rps'], 2)}, "
+            f"cold tiles/s {_fmt(r['cold_tiles_per_s'], 2)}, "
+            f"one-cold-tile p50 latency {_fmt(r['single_cold_p50_latency'], 2)}"
+        )
+    print(f"\nJSON and logs: {s.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
