@@ -49,6 +49,10 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # the daemons helpers are shared with the tests
+
+from tests.support.daemons import Memcached, free_port, wait_port  # noqa: E402
+
 DEMO_CONFIGS = (ROOT / "config" / "demo.yaml", ROOT / "config" / "demo.yaml.mako")
 WRK_SCRIPT = HERE / "wrk_paths.lua"
 OUT_DIR = HERE / "out"
@@ -135,25 +139,6 @@ def rounded(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 def cpu_times() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -207,35 +192,6 @@ def flush_memcached(address: str) -> None:
 
 
 # --- daemons we start ------------------------------------------------------------------
-
-
-class Memcached:
-    """A private memcached on 127.0.0.1:<free port>."""
-
-    def __init__(self, memory_mb: int = 256) -> None:
-        binary = shutil.which("memcached") or "/usr/bin/memcached"
-        if not Path(binary).exists():
-            raise SystemExit("memcached is not installed: apt-get install -y memcached")
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        args = [binary, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
-                "-m", str(memory_mb), "-t", "2"]  # fmt: skip
-        if os.geteuid() == 0:
-            args += ["-u", "root"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if not wait_port(self.port, 10, self.proc):
-            self.stop()
-            raise RuntimeError(f"memcached did not start on port {self.port}")
-        log(f"memcached pid {self.proc.pid} on {self.address}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def bench_config(memcached: str) -> dict[str, Any]:
@@ -854,8 +810,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.memcached:
                 address = args.memcached
             else:
-                memcached = Memcached()
+                memcached = Memcached(memory_mb=256)
+                memcached.start()
                 address = memcached.address
+                log(f"memcached pid {memcached.proc.pid if memcached.proc else '?'} on {address}")
             port = args.port or free_port()
             server = TileServer(address, run_dir, port, args.workers, args.render_processes)
             server.wait_ready()
