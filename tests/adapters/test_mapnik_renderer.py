@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.support.configs import single_layer
 from tileserver.adapters.mapnik_renderer import MapnikRenderer
-from tileserver.config import Layer, parse_config
+from tileserver.config import Layer
 from tileserver.errors import ConfigError, RenderError
 from tileserver.grid import metatile_for
 from tileserver.types import TileCoord
@@ -32,33 +33,15 @@ SEA_TILE = TileCoord(15, 11948, 17061)
 
 
 def layer(tmp_path: Path, style: str = STYLE, **extra: object) -> Layer:
-    mapfile = tmp_path / "style.xml"
-    mapfile.write_text(style)
-    merc = 20037508.342789244
-    config = parse_config(
-        {
-            "grids": {
-                "g": {
-                    "srs": "EPSG:3857",
-                    "bbox": [-merc, -merc, merc, merc],
-                    "resolutions": [156543.03392804097 / 2**z for z in range(20)],
-                }
-            },
-            "layers": {
-                "sea": {
-                    "type": "mapnik",
-                    "mapfile": str(mapfile),
-                    "grid": "g",
-                    "meta_size": 4,
-                    "meta_buffer": 16,
-                    "dimensions": [{"name": "SHOW", "values": ["yes", "no"], "default": "yes"}],
-                    **extra,
-                }
-            },
-        },
+    return single_layer(
         tmp_path,
+        style,
+        name="sea",
+        meta_size=4,
+        meta_buffer=16,
+        dimensions=[{"name": "SHOW", "values": ["yes", "no"], "default": "yes"}],
+        **extra,
     )
-    return config.layers["sea"]
 
 
 def colours(data: bytes) -> set[tuple[int, int, int]]:

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from shapely import MultiPolygon, box
 
+from tests.support.configs import single_layer
 from tileserver.adapters.filesystem_store import FilesystemStore
-from tileserver.config import Layer, parse_config
+from tileserver.config import Layer
 from tileserver.empty_tiles import signature
 from tileserver.errors import RenderError, StoreUnavailable
 from tileserver.grid import Metatile
@@ -111,32 +112,13 @@ class CountingStore(FilesystemStore):
 
 
 def make_layer(tmp_path: Path, **options: object) -> Layer:
-    style = tmp_path / "style.xml"
-    style.write_text("<Map/>")
-    merc = 20037508.342789244
-    config = parse_config(
-        {
-            "grids": {
-                "g": {
-                    "srs": "EPSG:3857",
-                    "bbox": [-merc, -merc, merc, merc],
-                    "resolutions": [156543.03392804097 / 2**z for z in range(10)],
-                }
-            },
-            "layers": {
-                "l": {
-                    "type": "mapnik",
-                    "mapfile": str(style),
-                    "grid": "g",
-                    "meta_size": 2,
-                    "dimensions": [{"name": "D", "values": ["a", "b"], "default": "b"}],
-                    **options,
-                }
-            },
-        },
+    return single_layer(
         tmp_path,
+        levels=10,
+        meta_size=2,
+        dimensions=[{"name": "D", "values": ["a", "b"], "default": "b"}],
+        **options,
     )
-    return config.layers["l"]
 
 
 @pytest.fixture

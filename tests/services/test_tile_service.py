@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.configs import single_layer
 from tileserver.adapters.memory_cache import MemoryCache
-from tileserver.config import Layer, parse_config
+from tileserver.config import Layer
 from tileserver.errors import RenderError
 from tileserver.grid import Metatile
 from tileserver.keys import layer_key_part, metatile_lock_key
@@ -43,30 +44,7 @@ class FakeRenderer:
 
 @pytest.fixture
 def layer(tmp_path: Path) -> Layer:
-    style = tmp_path / "style.xml"
-    style.write_text("<Map/>")
-    merc = 20037508.342789244
-    config = parse_config(
-        {
-            "grids": {
-                "g": {
-                    "srs": "EPSG:3857",
-                    "bbox": [-merc, -merc, merc, merc],
-                    "resolutions": [156543.03392804097 / 2**z for z in range(20)],
-                }
-            },
-            "layers": {
-                "l": {
-                    "type": "mapnik",
-                    "mapfile": str(style),
-                    "grid": "g",
-                    "dimensions": [{"name": "D", "values": ["a", "b"], "default": "a"}],
-                }
-            },
-        },
-        tmp_path,
-    )
-    return config.layers["l"]
+    return single_layer(tmp_path, dimensions=[{"name": "D", "values": ["a", "b"], "default": "a"}])
 
 
 def request(layer: Layer, row: int, col: int, dim: str = "a") -> TileRequest:
