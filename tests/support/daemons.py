@@ -30,6 +30,18 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = 
     return False
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; for processes the tests started."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def find_binary(name: str, package: str) -> str:
     """The path of a daemon binary; a clear failure (never a skip) when it is missing."""
     path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
@@ -67,13 +79,7 @@ class Memcached:
             raise RuntimeError(f"memcached did not start on port {self.port}: {err}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         if self.proc is not None and self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None

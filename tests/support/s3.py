@@ -21,7 +21,7 @@ from typing import Any
 
 import botocore.session
 
-from tests.support.daemons import wait_port
+from tests.support.daemons import stop_process, wait_port
 
 ACCESS_KEY = "tileserver-tests"
 SECRET_KEY = "tileserver-tests-secret"
@@ -193,13 +193,7 @@ class SeaweedS3:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         self._remove_grpc_sockets()
         if self._dir is not None:
