@@ -3,16 +3,22 @@ levels of layers into their tile stores, TileCloud-chain's command of the same n
 
     generate_tiles --config tileserver.yaml --layer roads --zoom 0-12
     generate_tiles --config tileserver.yaml --layer roads --get-hash 12/2140/1443
+    generate_tiles --config tileserver.yaml --layer roads --geom changed.geojson --update
 
 A run records each finished metatile in a state file; interrupted (Ctrl-C, or killed),
 the same command run again resumes where it stopped.
+
+After a data update, --update regenerates the pre-generated levels inside the area, then
+deletes from Memcached the tiles of the on-demand levels there.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -32,7 +38,7 @@ from shapely.geometry.base import BaseGeometry
 from tileserver.config import Config, EmptyTile, Layer
 from tileserver.config_loader import load_config
 from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
-from tileserver.errors import ConfigError, TileServerError
+from tileserver.errors import CacheUnavailable, ConfigError, TileServerError
 from tileserver.grid import format_resolution
 from tileserver.protocols import TileStore
 from tileserver.selection import (
@@ -52,10 +58,17 @@ from tileserver.services.generation import (
     TileGenerator,
     metatile_of,
     tile_line,
+    tiles_area,
     tiles_in_bbox,
     tiles_in_geometry,
     unique_metatiles,
     wanted_tiles,
+)
+from tileserver.services.invalidation import (
+    Invalidation,
+    InvalidationStats,
+    clip_to_layer,
+    delete_keys,
 )
 from tileserver.store_layout import parse_tile_path, tile_prefix
 from tileserver.types import BBox, TileCoord
@@ -66,6 +79,7 @@ ERROR_FILE = "generate_tiles-errors.txt"
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between two progress lines when not on a terminal
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 _DELETE_BATCH = 64  # tiles read at once by --delete-empty
+MAX_INVALIDATE = 5_000_000  # default of --max-invalidate
 
 
 class CommandError(Exception):
@@ -138,7 +152,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     action.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the metatiles and tiles that would be generated, render nothing",
+        help="print the metatiles and tiles that would be generated (and, with --update, "
+        "invalidated), change nothing",
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="after a data update inside --geom, --bbox or --tiles: regenerate the "
+        "pre-generated levels there, then delete the on-demand levels' tiles there from "
+        "Memcached (with --zoom: only those of these levels)",
+    )
+    parser.add_argument(
+        "--max-invalidate",
+        type=int,
+        metavar="N",
+        default=MAX_INVALIDATE,
+        help="--update refuses to delete more than N cached tiles: flush Memcached "
+        f"instead (default: {MAX_INVALIDATE})",
     )
     parser.add_argument(
         "--processes",
@@ -403,13 +433,15 @@ class Command:
             raise CommandError(f"--cache: unknown cache {name!r} (defined: {defined})", 2)
         return name
 
+    def zoom_option(self, layer: Layer) -> tuple[int, ...]:
+        try:
+            return parse_zooms(self.args.zoom, len(layer.grid.resolutions))
+        except ValueError as exc:
+            raise CommandError(f"--zoom {self.args.zoom!r}: {exc}", 2) from None
+
     def zooms_of(self, layer: Layer, selection: Selection) -> tuple[int, ...]:
-        levels = len(layer.grid.resolutions)
         if self.args.zoom is not None:
-            try:
-                return parse_zooms(self.args.zoom, levels)
-            except ValueError as exc:
-                raise CommandError(f"--zoom {self.args.zoom!r}: {exc}", 2) from None
+            return self.zoom_option(layer)
         if selection.tiles is not None:
             return tuple(sorted({t.z for t in selection.tiles}))
         seed = layer.min_resolution_seed
@@ -427,9 +459,16 @@ class Command:
             )
         return zooms
 
-    def job(self, layer: Layer, selection: Selection, cache: str) -> LayerJob:
+    def job(
+        self,
+        layer: Layer,
+        selection: Selection,
+        cache: str,
+        zooms: tuple[int, ...] | None = None,
+    ) -> LayerJob:
         grid, meta_size = layer.grid, layer.effective_meta_size
-        zooms = self.zooms_of(layer, selection)
+        if zooms is None:
+            zooms = self.zooms_of(layer, selection)
         bbox = layer.bbox
         if selection.bbox is not None:
             clipped = _intersection(selection.bbox, layer.bbox)
@@ -509,16 +548,28 @@ class Command:
 
     def run(self) -> int:
         args = self.args
+        if args.update:
+            for option, value in (("--get-bbox", args.get_bbox), ("--get-hash", args.get_hash),
+                                  ("--delete-empty", args.delete_empty)):  # fmt: skip
+                if value:
+                    raise CommandError(f"--update cannot be combined with {option}", 2)
         if args.get_bbox:
             return self.get_bbox()
         if args.get_hash:
             return asyncio.run(self.get_hash())
         selection = read_selection(args)
+        if args.update:
+            return self.update(selection)
         jobs = self.jobs(selection)
         if args.dry_run:
             return self.dry_run(jobs)
         if args.delete_empty:
             return asyncio.run(self.delete_empty(jobs, selection))
+        return self.generate_jobs(jobs, selection)
+
+    def generate_jobs(self, jobs: Sequence[LayerJob], selection: Selection) -> int:
+        """Renders the jobs into their stores, resuming from the state file; the exit status."""
+        args = self.args
         state_file = self.state_file(jobs, selection)
         error_file = Path(args.error_file).resolve()
         processes = self.processes()
@@ -632,6 +683,210 @@ class Command:
                 total_metatiles += len(refs)
                 total_tiles += tiles
         print(f"total: {total_metatiles} metatiles, {total_tiles} tiles", file=self.out)
+        return 0
+
+    # --- --update: regenerate, then invalidate ------------------------------------------
+
+    def update(self, selection: Selection) -> int:
+        """--update: regenerates the pre-generated levels inside the selection, then deletes
+        the tiles of the on-demand levels there from Memcached; the exit status."""
+        args = self.args
+        memcached = self.config.memcached
+        if not selection.explicit:
+            raise CommandError(
+                "--update needs --geom, --bbox or --tiles: without one it would invalidate "
+                f"every cached tile. To drop them all, flush Memcached instead: {self.flush_hint()}"
+                " (tileserver renders them again on demand)",
+                2,
+            )
+        if args.max_invalidate < 0:
+            raise CommandError(f"--max-invalidate must be at least 0, got {args.max_invalidate}", 2)
+        jobs: list[LayerJob] = []
+        invalidations: list[Invalidation] = []
+        for layer in self.layers():
+            area_selection, area = self.update_area(layer, selection)
+            stored, on_demand = self.update_zooms(layer)
+            if stored:
+                jobs.append(self.job(layer, area_selection, self.cache_of(layer), stored))
+            if on_demand:
+                prefix = memcached.prefix if memcached is not None else ""
+                invalidations.append(Invalidation(layer, on_demand, area, prefix))
+        # Per invalidation, (metatiles, tiles) by level.
+        counts = [{z: inv.count(z) for z in inv.zooms} for inv in invalidations]
+        to_invalidate = sum(tiles for levels in counts for _, tiles in levels.values())
+        if memcached is None and to_invalidate:
+            self.warn_in_process_caches(invalidations)
+        too_many = memcached is not None and to_invalidate > args.max_invalidate
+        levels = format_zooms(sorted({z for inv in invalidations for z in inv.zooms}))
+        if args.dry_run:
+            self.dry_run(jobs)
+            self.dry_run_invalidation(invalidations, counts, too_many)
+            return 0
+        if too_many:
+            raise CommandError(
+                f"--update would invalidate {to_invalidate} cached tiles at levels {levels}, "
+                f"more than --max-invalidate {args.max_invalidate}: flush Memcached instead "
+                f"({self.flush_hint()}; tileserver renders them again on demand), or raise "
+                "--max-invalidate"
+            )
+        status = 0
+        if any(job.metatiles for job in jobs):
+            # Its own state file: the metatiles of an --update differ from a plain run's.
+            status = self.generate_jobs(
+                jobs, dataclasses.replace(selection, key=selection.key + " update")
+            )
+            if status == EXIT_INTERRUPTED:
+                return status
+        else:
+            self.info("no pre-generated level to regenerate")
+        if memcached is None or not invalidations:
+            return status
+        return max(status, asyncio.run(self.invalidate(invalidations, to_invalidate, levels)))
+
+    def update_zooms(self, layer: Layer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(pre-generated, on-demand) levels of an --update: every level, or those of --zoom."""
+        if self.args.zoom is None:
+            chosen: Sequence[int] = range(len(layer.grid.resolutions))
+        else:
+            chosen = self.zoom_option(layer)
+        stored = tuple(z for z in chosen if not layer.is_on_demand(z))
+        return stored, tuple(z for z in chosen if layer.is_on_demand(z))
+
+    def update_area(self, layer: Layer, selection: Selection) -> tuple[Selection, BaseGeometry]:
+        """The selection as the generation takes it (a tile list becomes the area of its
+        tiles) and the area to invalidate, within the layer's bbox."""
+        grid = layer.grid
+        if selection.tiles is not None:
+            outside = [t for t in selection.tiles if not grid.contains(t)]
+            if outside:
+                raise CommandError(
+                    f"--tiles {self.args.tiles}: tile {outside[0].z}/{outside[0].col}/"
+                    f"{outside[0].row} is outside grid {grid.name!r}",
+                    2,
+                )
+            selection = Selection(geometry=tiles_area(grid, selection.tiles), key=selection.key)
+        if selection.bbox is not None:
+            area = clip_to_layer(layer, shapely.box(*selection.bbox.as_tuple()))
+        else:
+            assert selection.geometry is not None  # an explicit selection
+            area = clip_to_layer(layer, selection.geometry)
+        if area.is_empty:
+            if self.args.bbox is not None:
+                what = f"--bbox {self.args.bbox}"
+            elif self.args.geom is not None:
+                what = f"--geom {self.args.geom}: the geometry"
+            else:
+                what = f"--tiles {self.args.tiles}: the tiles"
+            raise CommandError(
+                f"{what} does not reach layer {layer.name!r}'s bbox {_bbox_text(layer.bbox)}: "
+                f"coordinates must be in the grid's CRS, {grid.srs}",
+                2,
+            )
+        return selection, area
+
+    def flush_hint(self) -> str:
+        servers = self.config.memcached.servers if self.config.memcached else (("HOST", "PORT"),)
+        return "; ".join(f"echo flush_all | nc -q 2 {host} {port}" for host, port in servers)
+
+    def warn_in_process_caches(self, invalidations: Sequence[Invalidation]) -> None:
+        for inv in invalidations:
+            print(
+                f"{self.prog}: warning: layer {inv.layer.name}: the config has no `memcached` "
+                f"setting, so the on-demand levels {format_zooms(inv.zooms)} live in each "
+                "server's in-process cache and cannot be invalidated from outside: they show "
+                f"the old data until they expire ({inv.layer.expires_hours:g} h) or the servers "
+                "restart. Set `memcached` to invalidate them with --update.",
+                file=self.err,
+            )
+
+    def dry_run_invalidation(
+        self,
+        invalidations: Sequence[Invalidation],
+        counts: Sequence[dict[int, tuple[int, int]]],
+        too_many: bool,
+    ) -> None:
+        memcached = self.config.memcached
+        where = (
+            f"memcached {', '.join(f'{h}:{p}' for h, p in memcached.servers)}"
+            if memcached is not None
+            else "each server's in-process cache: not possible"
+        )
+        total_metatiles = total_tiles = 0
+        for inv, levels in zip(invalidations, counts, strict=True):
+            print(
+                f"invalidate layer {inv.layer.name} in {where}, zooms {format_zooms(inv.zooms)}:",
+                file=self.out,
+            )
+            for z, (metatiles, tiles) in levels.items():
+                print(f"  zoom {z}: {metatiles} metatiles, {tiles} tiles", file=self.out)
+                total_metatiles += metatiles
+                total_tiles += tiles
+        total = f"{total_metatiles} metatiles, {total_tiles} tiles"
+        print(f"total to invalidate: {total}", file=self.out)
+        if too_many:
+            print(
+                f"more than --max-invalidate {self.args.max_invalidate}: --update would refuse "
+                f"(flush Memcached instead: {self.flush_hint()})",
+                file=self.out,
+            )
+
+    async def invalidate(
+        self, invalidations: Sequence[Invalidation], total: int, levels: str
+    ) -> int:
+        """Deletes the keys of the invalidations from Memcached; the exit status."""
+        from tileserver.adapters.memcached import MemcachedCache
+
+        memcached = self.config.memcached
+        assert memcached is not None
+        cache = MemcachedCache(memcached)
+        retry = f"when it is back, run the same command with --zoom {levels} to invalidate them"
+        stats = InvalidationStats()
+        last_line = time.monotonic()
+
+        def progress(stats: InvalidationStats) -> None:
+            nonlocal last_line
+            now = time.monotonic()
+            if not self.args.quiet and now - last_line >= PLAIN_PROGRESS_EVERY:
+                last_line = now
+                self.info(f"invalidating: {stats.keys}/{total} keys")
+
+        async def unreachable() -> list[str]:
+            alive = await cache.ping()
+            return [address for address in cache.addresses if address not in alive]
+
+        try:
+            down = await unreachable()
+            if down:
+                print(
+                    f"{self.prog}: memcached {', '.join(down)} not reachable: the on-demand tiles "
+                    f"at levels {levels} were NOT invalidated ({retry})",
+                    file=self.err,
+                )
+                return 1
+            self.info(
+                f"invalidating {total} tiles at levels {levels} in memcached "
+                f"{', '.join(cache.addresses)}"
+            )
+            keys = itertools.chain.from_iterable(inv.keys() for inv in invalidations)
+            try:
+                await delete_keys(
+                    cache, keys, stats, concurrency=memcached.pool_size, progress=progress
+                )
+            except CacheUnavailable as exc:
+                down = await unreachable()
+                print(
+                    f"{self.prog}: memcached failed after {stats.keys} of {total} tiles: {exc}"
+                    f" (not reachable: {', '.join(down) or 'none'}); {retry}",
+                    file=self.err,
+                )
+                return 1
+        finally:
+            await cache.close()
+        print(
+            f"invalidated {stats.deleted} cached tiles at levels {levels} "
+            f"({stats.keys} keys checked, {stats.elapsed:.1f} s)",
+            file=self.out,
+        )
         return 0
 
     async def delete_empty(self, jobs: Sequence[LayerJob], selection: Selection) -> int:

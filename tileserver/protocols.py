@@ -32,6 +32,11 @@ class TileCache(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Deletes every key, in as few round trips as possible; how many of them were
+        there (missing keys are fine)."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from tests.support.daemons import Memcached, free_port
-from tileserver.adapters.memcached import MemcachedCache
+from tileserver.adapters.memcached import DELETE_BATCH, MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import MemcachedConfig
 from tileserver.errors import CacheUnavailable
@@ -100,6 +100,39 @@ async def test_delete_of_a_missing_key_is_fine(cache: TileCache) -> None:
     assert await cache.get_many(["c/never/set"]) == {}
 
 
+async def test_delete_many_deletes_the_keys_and_counts_those_that_were_there(
+    cache: TileCache,
+) -> None:
+    items = tiles(10, size=100)
+    await cache.set_many(items, ttl=60)
+    keys = list(items)
+    gone = [*keys[:6], "c/never/set", "c/never/set/either", keys[0]]
+    assert await cache.delete_many(gone) == 6  # a key repeated is gone the second time
+    assert await cache.get_many(keys) == {k: items[k] for k in keys[6:]}
+    assert await cache.delete_many(gone) == 0
+    assert await cache.delete_many([]) == 0
+    assert await cache.get_many(keys) == {k: items[k] for k in keys[6:]}
+
+
+async def test_delete_many_of_thousands_of_keys_over_two_memcached_servers(
+    daemons: list[Memcached],
+) -> None:
+    """More keys per server than one pipelined write (DELETE_BATCH) takes."""
+    for daemon in daemons:
+        daemon.flush_all()
+    servers = tuple(("127.0.0.1", d.port) for d in daemons)
+    cache = MemcachedCache(MemcachedConfig(servers=servers, prefix="c/"))
+    items = {f"c/l/default/g/20/{i}/{i}": b"x" for i in range(3 * DELETE_BATCH)}
+    keys = list(items)
+    await cache.set_many(items, ttl=60)
+    per_server = [sum(1 for k in keys if d.get(k) is not None) for d in daemons]
+    assert min(per_server) > DELETE_BATCH, per_server
+    missing = [f"c/missing/{i}" for i in range(300)]
+    assert await cache.delete_many(keys[:-7] + missing) == len(keys) - 7
+    assert await cache.get_many(keys) == {k: b"x" for k in keys[-7:]}
+    await cache.close()
+
+
 async def test_keys_spread_over_two_memcached_servers(daemons: list[Memcached]) -> None:
     for daemon in daemons:
         daemon.flush_all()
@@ -123,6 +156,8 @@ async def test_dead_memcached_raises_cache_unavailable() -> None:
         await cache.set_many({"c/a": b"1"}, ttl=60)
     with pytest.raises(CacheUnavailable):
         await cache.add("c/a", b"1", ttl=60)
+    with pytest.raises(CacheUnavailable):
+        await cache.delete_many(["c/a", "c/b"])
     assert await cache.ping() == []
     await cache.close()
 

@@ -158,3 +158,12 @@ async def test_close_empties_the_cache(cache: MemoryCache) -> None:
 
 def test_name() -> None:
     assert MemoryCache(10).name == "memory"
+
+
+async def test_delete_many_counts_only_the_live_keys(cache: MemoryCache, clock: FakeClock) -> None:
+    await cache.set_many({"short": b"1"}, ttl=10)
+    await cache.set_many({"long": b"22", "other": b"333"}, ttl=60)
+    clock.advance(20)
+    assert await cache.delete_many(["short", "long", "missing"]) == 1  # "short" expired
+    assert await cache.get_many(["short", "long", "other"]) == {"other": b"333"}
+    assert cache.size_bytes == len("other") + 3

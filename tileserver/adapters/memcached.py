@@ -2,7 +2,8 @@
 
 The commands are written here on aiomcache's pooled connections rather than through
 `aiomcache.Client`, for two reasons: `set_many` pipelines every `set` of a metatile in
-one write and one read (one round trip instead of 64), and a command interrupted by a
+one write and one read (one round trip instead of 64), as `delete_many` does with the
+deletes of an invalidation (`generate_tiles --update`), and a command interrupted by a
 timeout or a cancellation must never return its connection to the pool with an
 unread answer on it (the next command would read a stale value). Any failure marks
 the connection broken, so the pool closes it.
@@ -23,6 +24,8 @@ from aiomcache.pool import Connection, MemcachePool
 from tileserver.config import MemcachedConfig
 from tileserver.errors import CacheUnavailable
 from tileserver.hashring import HashRing
+
+DELETE_BATCH = 1000  # delete commands written at once on a connection before reading replies
 
 
 class _Broken(Exception):
@@ -69,12 +72,13 @@ class MemcachedCache:
         return [s.address for s in self._ring.nodes]
 
     @asynccontextmanager
-    async def _guard(self, what: str) -> AsyncIterator[None]:
+    async def _guard(self, what: str, round_trips: int = 1) -> AsyncIterator[None]:
+        timeout = self._timeout * round_trips
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 yield
         except TimeoutError as exc:
-            raise CacheUnavailable(f"memcached {what}: no answer in {self._timeout:g} s") from exc
+            raise CacheUnavailable(f"memcached {what}: no answer in {timeout:g} s") from exc
         except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             raise CacheUnavailable(f"memcached {what}: {exc or type(exc).__name__}") from exc
 
@@ -176,6 +180,33 @@ class MemcachedCache:
             reply = await _read_line(conn)
             if reply not in (b"DELETED\r\n", b"NOT_FOUND\r\n"):
                 raise ValueError(f"delete: unexpected reply {reply[:80]!r}")
+
+    async def _delete_on(self, server: _Server, keys: list[str]) -> int:
+        deleted = 0
+        async with server.connection() as conn:
+            for start in range(0, len(keys), DELETE_BATCH):
+                batch = keys[start : start + DELETE_BATCH]
+                conn.writer.write(b"".join(b"delete " + key.encode() + b"\r\n" for key in batch))
+                await conn.writer.drain()
+                for _ in batch:
+                    reply = await _read_line(conn)
+                    if reply == b"DELETED\r\n":
+                        deleted += 1
+                    elif reply != b"NOT_FOUND\r\n":
+                        raise ValueError(f"delete: unexpected reply {reply[:80]!r}")
+        return deleted
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Pipelined: per server, DELETE_BATCH commands in one write, then their replies."""
+        if not keys:
+            return 0
+        groups = self._by_server(keys)
+        round_trips = max(-(-len(group) // DELETE_BATCH) for group in groups.values())
+        async with self._guard("delete", round_trips):
+            counts = await asyncio.gather(
+                *(self._delete_on(server, group) for server, group in groups.items())
+            )
+        return sum(counts)
 
     async def close(self) -> None:
         for server in self._ring.nodes:

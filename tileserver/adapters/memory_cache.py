@@ -74,6 +74,18 @@ class MemoryCache:
         if key in self._items:
             self._remove(key)
 
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        now = self._clock()
+        deleted = 0
+        for key in keys:
+            item = self._items.get(key)
+            if item is None:
+                continue
+            if item[0] > now:  # an expired item does not count
+                deleted += 1
+            self._remove(key)
+        return deleted
+
     async def close(self) -> None:
         self._items.clear()
         self._bytes = 0

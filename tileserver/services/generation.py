@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from shapely import box as shapely_box
+from shapely import union_all
 from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 
@@ -71,6 +72,18 @@ def tiles_in_geometry(grid: Grid, geometry: BaseGeometry, bbox: BBox) -> TileFil
         )
 
     return wanted
+
+
+def tiles_area(grid: Grid, tiles: Iterable[TileCoord]) -> BaseGeometry:
+    """The area of a tile list as one geometry; each tile shrunk by half a pixel, so that
+    the tiles around it, which only touch it, do not intersect the area."""
+    boxes = []
+    for coord in set(tiles):
+        bbox, inset = grid.tile_bbox(coord), grid.resolutions[coord.z] / 2
+        boxes.append(
+            shapely_box(bbox.minx + inset, bbox.miny + inset, bbox.maxx - inset, bbox.maxy - inset)
+        )
+    return union_all(boxes)
 
 
 def metatile_of(layer: Layer, ref: MetatileRef) -> Metatile:

@@ -1,0 +1,216 @@
+"""Invalidation of the on-demand tiles cached in Memcached after a data update
+(`generate_tiles --update`).
+
+The server renders the finer levels of a layer on demand, a metatile at a time, and
+caches every tile of the metatile. Once the data changed inside an area, every tile of
+every metatile that intersects the area is deleted from the cache (a metatile renders
+again as a whole), so that nobody is served a tile drawn from the old data.
+
+Finding those metatiles costs as much as the outline of the area, not its surface:
+`metatile_blocks` bisects rectangles of metatiles, drops those outside the area and
+keeps whole those the area covers, so a city at level 20 is counted in a blink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+from shapely.prepared import prep
+
+from tileserver.config import Layer
+from tileserver.grid import Grid
+from tileserver.keys import layer_key_part, tile_key
+from tileserver.protocols import TileCache
+from tileserver.types import BBox, TileCoord
+
+BATCH_KEYS = 10_000  # keys per delete_many call
+CONCURRENT_BATCHES = 4
+
+
+# --- which cached tiles ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MetatileBlock:
+    """A rectangle of whole metatiles of level z, by metatile index (a tile's row or
+    column // meta size), first and last included."""
+
+    z: int
+    first_row: int
+    last_row: int
+    first_col: int
+    last_col: int
+
+    @property
+    def metatiles(self) -> int:
+        return (self.last_row - self.first_row + 1) * (self.last_col - self.first_col + 1)
+
+    def halves(self) -> tuple[MetatileBlock, MetatileBlock]:
+        """The block cut in two across its longer side."""
+        z, r0, r1, c0, c1 = self.z, self.first_row, self.last_row, self.first_col, self.last_col
+        if r1 - r0 >= c1 - c0:
+            middle = (r0 + r1) // 2
+            return MetatileBlock(z, r0, middle, c0, c1), MetatileBlock(z, middle + 1, r1, c0, c1)
+        middle = (c0 + c1) // 2
+        return MetatileBlock(z, r0, r1, c0, middle), MetatileBlock(z, r0, r1, middle + 1, c1)
+
+
+def block_tiles(grid: Grid, block: MetatileBlock, meta_size: int) -> tuple[range, range]:
+    """The rows and the columns of the block's tiles, clipped at the edge of the matrix."""
+    width, height = grid.matrix_size(block.z)
+    rows = range(block.first_row * meta_size, min((block.last_row + 1) * meta_size, height))
+    cols = range(block.first_col * meta_size, min((block.last_col + 1) * meta_size, width))
+    return rows, cols
+
+
+def _block_box(grid: Grid, block: MetatileBlock, meta_size: int) -> shapely.Polygon:
+    rows, cols = block_tiles(grid, block, meta_size)
+    span = grid.tile_span(block.z)
+    left, top = grid.bbox.minx, grid.bbox.maxy
+    return shapely.box(
+        left + cols.start * span, top - rows.stop * span, left + cols.stop * span,
+        top - rows.start * span,
+    )  # fmt: skip
+
+
+def metatile_blocks(
+    grid: Grid, z: int, area: BaseGeometry, meta_size: int
+) -> Iterator[MetatileBlock]:
+    """Blocks that hold, together, exactly the metatiles of level z intersecting area
+    (touching counts: a cache is better emptied too much than too little)."""
+    if area.is_empty:
+        return
+    minx, miny, maxx, maxy = area.bounds
+    pad = grid.resolutions[z]  # a point, or a line along a tile edge, has tiles too
+    limits = grid.limits(z, BBox(minx - pad, miny - pad, maxx + pad, maxy + pad))
+    prepared = prep(area)
+    todo = [
+        MetatileBlock(
+            z,
+            limits.min_row // meta_size,
+            limits.max_row // meta_size,
+            limits.min_col // meta_size,
+            limits.max_col // meta_size,
+        )
+    ]
+    while todo:
+        block = todo.pop()
+        box = _block_box(grid, block, meta_size)
+        if not prepared.intersects(box):
+            continue
+        if block.metatiles == 1 or prepared.covers(box):
+            yield block
+            continue
+        first, second = block.halves()
+        todo += (second, first)  # the first half is looked at first
+
+
+def clip_to_layer(layer: Layer, area: BaseGeometry) -> BaseGeometry:
+    """The part of area (in the layer grid's CRS) inside the layer's bbox: the server
+    renders no metatile outside it."""
+    return shapely.intersection(area, shapely.box(*layer.bbox.as_tuple()))
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: never compare or hash the geometries
+class Invalidation:
+    """The cached tiles of one layer to delete: those of levels `zooms` whose metatile
+    intersects `area` (in the grid's CRS, within the layer's bbox), under the key layout
+    of `keys.tile_key` with the layer's style and default dimension values."""
+
+    layer: Layer
+    zooms: tuple[int, ...]
+    area: BaseGeometry
+    key_prefix: str
+
+    def blocks(self, z: int) -> Iterator[MetatileBlock]:
+        return metatile_blocks(self.layer.grid, z, self.area, self.layer.effective_meta_size)
+
+    def count(self, z: int) -> tuple[int, int]:
+        """(metatiles, tiles) of level z."""
+        metatiles = tiles = 0
+        for block in self.blocks(z):
+            rows, cols = block_tiles(self.layer.grid, block, self.layer.effective_meta_size)
+            metatiles += block.metatiles
+            tiles += len(rows) * len(cols)
+        return metatiles, tiles
+
+    def keys(self) -> Iterator[str]:
+        """The cache key of every tile, metatile block by block."""
+        layer = self.layer
+        dimensions = tuple(d.default for d in layer.dimensions)
+        part = layer_key_part(layer.name, layer.wmts_style, dimensions, layer.grid.name)
+        for z in self.zooms:
+            for block in self.blocks(z):
+                rows, cols = block_tiles(layer.grid, block, layer.effective_meta_size)
+                for row in rows:
+                    for col in cols:
+                        yield tile_key(self.key_prefix, part, TileCoord(z, row, col))
+
+
+# --- deleting them -------------------------------------------------------------------------
+
+
+@dataclass
+class InvalidationStats:
+    """Counters of a deletion; `keys` counts the keys of the batches done."""
+
+    keys: int = 0
+    deleted: int = 0  # of those, the keys that were in the cache
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        end = self.finished if self.finished is not None else time.monotonic()
+        return end - self.started
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+async def delete_keys(
+    cache: TileCache,
+    keys: Iterable[str],
+    stats: InvalidationStats,
+    *,
+    batch_size: int = BATCH_KEYS,
+    concurrency: int = CONCURRENT_BATCHES,
+    progress: Callable[[InvalidationStats], None] | None = None,
+) -> None:
+    """Deletes keys from cache, `concurrency` batches at a time, counting into stats.
+
+    `CacheUnavailable` stops every batch and goes up; stats then says how far it got.
+    """
+    batches = batched(keys, batch_size)
+
+    async def worker() -> None:
+        for batch in batches:  # shared by the workers: each takes the next one
+            deleted = await cache.delete_many(batch)
+            stats.keys += len(batch)
+            stats.deleted += deleted
+            if progress is not None:
+                progress(stats)
+
+    workers = [asyncio.create_task(worker()) for _ in range(max(1, concurrency))]
+    try:
+        await asyncio.gather(*workers)
+    except BaseException:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        raise
+    finally:
+        stats.finished = time.monotonic()
