@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/install-system-deps.sh memcached
+bash scripts/install-system-deps.sh memcached chromium
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -1,4 +1,4 @@
-"""The `tileserver` command: serve, check-config, generate."""
+"""The `tileserver` command: serve, check-config, generate, controller."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
-from tileserver import generate_cli
+from tileserver import controller_cli, generate_cli
 from tileserver.config import Config
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError
@@ -188,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate_cli.add_arguments(generate)
     generate.set_defaults(func=generate_cli.run, prog_name="tileserver generate")
+
+    controller = sub.add_parser(
+        "controller",
+        help="write the Capabilities and an OpenLayers page into a tile store, dump the "
+        "configuration, estimate costs (the same as generate_controller)",
+        description=controller_cli.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    controller_cli.add_arguments(controller)
+    controller.set_defaults(func=controller_cli.run, prog_name="tileserver controller")
     return parser
 
 

@@ -14,13 +14,14 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tileserver.crs import crs_info
 from tileserver.errors import ConfigError
 from tileserver.grid import Grid
+from tileserver.store_layout import check_path
 from tileserver.types import BBox
 
 T = TypeVar("T")
@@ -108,9 +109,17 @@ class Layer:
         return self.grid.resolutions[z] < self.min_resolution_seed
 
 
+DEFAULT_CAPABILITIES_FILE = "1.0.0/WMTSCapabilities.xml"
+
+
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    """A tile store declared under `caches` (served from in a later release)."""
+    """A tile store declared under `caches`.
+
+    `http_url` / `http_urls` are the public URLs of the store's root (the folder, or the
+    bucket and folder), used in the static Capabilities `generate_controller` writes at
+    `wmtscapabilities_file` (a path relative to that root).
+    """
 
     name: str
     type: str
@@ -120,6 +129,14 @@ class CacheConfig:
     endpoint_url: str = ""
     cache_control: str = ""
     http_url: str = ""
+    http_urls: tuple[str, ...] = ()
+    wmtscapabilities_file: str = DEFAULT_CAPABILITIES_FILE
+
+    @property
+    def public_urls(self) -> tuple[str, ...]:
+        """The store's public URLs without a trailing '/': http_url, else http_urls."""
+        urls = (self.http_url,) if self.http_url else self.http_urls
+        return tuple(url.rstrip("/") for url in urls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +165,28 @@ class Generation:
     default_cache: str | None = None
     default_layers: tuple[str, ...] = ()
     number_process: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class S3Cost:
+    """Prices of an S3 bucket, in dollars (default: AWS S3 Standard, us-east-1)."""
+
+    put: float = 0.005  # per 1000 PUT requests
+    get: float = 0.0004  # per 1000 GET requests
+    storage: float = 0.023  # per GB stored for a month
+    download: float = 0.09  # per GB sent to the Internet
+
+
+@dataclass(frozen=True, slots=True)
+class CostConfig:
+    """What `generate_controller --cost` estimates with (TileCloud-chain's `cost` figures)."""
+
+    metatile_generation_time: float = 30.0  # ms to render one metatile
+    tile_generation_time: float = 30.0  # ms to cut, encode and store one tile of a metatile
+    tileonly_generation_time: float = 60.0  # ms to render one tile of a layer with meta: false
+    tile_size: float = 20.0  # KiB, the average stored tile
+    requests_per_month: float = 10_000_000.0  # tile requests one layer receives a month
+    s3: S3Cost = S3Cost()
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +224,7 @@ class Config:
     memcached: MemcachedConfig | None = None
     metadata: Metadata = Metadata()
     provider: Provider = Provider()
+    cost: CostConfig = CostConfig()
     source: Path | None = None
 
 
@@ -438,6 +478,25 @@ def _parse_cache(name: str, s: _Section) -> CacheConfig | None:
         values["endpoint_url"] = s.text("endpoint_url", "")
         values["cache_control"] = s.text("cache_control", "")
     values["http_url"] = s.text("http_url", "")
+    values["http_urls"] = s.texts("http_urls", ())
+    for key, urls in (("http_url", (values["http_url"],)), ("http_urls", values["http_urls"])):
+        for url in urls or ():
+            if url and not re.match(r"^https?://[^/]", url):
+                s.error(key, f"expected an http:// or https:// URL, got {url!r}")
+                values[key] = None
+    # TileCloud-chain wrote it with a leading '/'; it is relative to the store's root.
+    capabilities_file = s.text("wmtscapabilities_file", DEFAULT_CAPABILITIES_FILE)
+    if capabilities_file is not None:
+        capabilities_file = capabilities_file.lstrip("/")
+        try:
+            check_path(capabilities_file)
+        except ValueError:
+            s.error(
+                "wmtscapabilities_file",
+                f"must be a relative path inside the cache, got {capabilities_file!r}",
+            )
+            capabilities_file = None
+    values["wmtscapabilities_file"] = capabilities_file
     s.finish()
     if None in values.values():
         return None
@@ -557,6 +616,38 @@ def _parse_generation(s: _Section | None) -> Generation:
     )
     s.finish()
     return generation
+
+
+def _parse_cost(s: _Section | None) -> CostConfig | None:
+    if s is None:
+        return CostConfig()
+    default = CostConfig()
+    values = {
+        key: s.number(key, getattr(default, key))
+        for key in (
+            "metatile_generation_time",
+            "tile_generation_time",
+            "tileonly_generation_time",
+            "tile_size",
+            "requests_per_month",
+        )
+    }
+    s3 = s.section("s3")
+    s3_values: dict[str, Any] = {}
+    if s3 is not None:
+        s3_values = {f.name: s3.number(f.name, getattr(default.s3, f.name)) for f in fields(S3Cost)}
+        s3.finish()
+    s.finish()
+    ok = True
+    for section, found in ((s, values), (s3, s3_values)):
+        for key, value in found.items():
+            if value is not None and value < 0:
+                assert section is not None
+                section.error(key, f"must be at least 0, got {value:g}")
+                ok = False
+    if not ok or None in values.values() or None in s3_values.values():
+        return None
+    return CostConfig(**values, s3=S3Cost(**s3_values))
 
 
 def _parse_empty(s: _Section | None) -> EmptyTile | None:
@@ -740,6 +831,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     memcached = _parse_memcached(memcached_section) if memcached_section else None
     metadata = _parse_metadata(root.section("metadata"))
     provider = _parse_provider(root.section("provider"))
+    cost = _parse_cost(root.section("cost"))
     layer_default = root.section("layer_default")
     layers_section = root.section("layers", required=True)
     root.finish()
@@ -781,7 +873,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
                 f"unknown layer {name!r} (defined: {', '.join(layers) or 'none'})",
             )
     errors.raise_if_any()
-    assert server is not None  # stage 1 would have raised
+    assert server is not None and cost is not None  # stage 1 would have raised
     return Config(
         grids=grids,
         caches=caches,
@@ -791,5 +883,6 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         memcached=memcached,
         metadata=metadata,
         provider=provider,
+        cost=cost,
         source=source,
     )

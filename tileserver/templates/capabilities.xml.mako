@@ -1,6 +1,8 @@
 <%doc>
   WMTS 1.0.0 Capabilities (OGC 07-057r7, 7.1). Element order follows
   wmtsGetCapabilities_response.xsd. Everything from the config is escaped with |x.
+  `endpoints` (services/capabilities.py) says where clients go: the server (KVP and
+  REST), or a static tile store (REST only: endpoints.kvp_url is None).
 </%doc><?xml version="1.0" encoding="UTF-8"?>
 <Capabilities xmlns="http://www.opengis.net/wmts/1.0"
     xmlns:ows="http://www.opengis.net/ows/1.1"
@@ -60,17 +62,19 @@
     </ows:ServiceContact>
   </ows:ServiceProvider>
   <ows:OperationsMetadata>
-% for operation, rest in (("GetCapabilities", base + "/wmts/1.0.0/WMTSCapabilities.xml"), ("GetTile", base + "/wmts/1.0.0/")):
+% for operation, rest in (("GetCapabilities", endpoints.capabilities_url), ("GetTile", endpoints.tile_url)):
     <ows:Operation name="${operation}">
       <ows:DCP>
         <ows:HTTP>
-          <ows:Get xlink:href="${base | x}/wmts?">
+% if endpoints.kvp_url is not None:
+          <ows:Get xlink:href="${endpoints.kvp_url | x}">
             <ows:Constraint name="GetEncoding">
               <ows:AllowedValues>
                 <ows:Value>KVP</ows:Value>
               </ows:AllowedValues>
             </ows:Constraint>
           </ows:Get>
+% endif
           <ows:Get xlink:href="${rest | x}">
             <ows:Constraint name="GetEncoding">
               <ows:AllowedValues>
@@ -115,27 +119,24 @@
 % endfor
       <TileMatrixSetLink>
         <TileMatrixSet>${layer.grid.name | x}</TileMatrixSet>
+<% limits_by_matrix = matrix_limits(layer) %>\
+% if limits_by_matrix:
         <TileMatrixSetLimits>
-% for z in range(len(layer.grid.resolutions)):
-<% limits = layer.grid.limits(z, layer.bbox) %>\
-<%doc>
-  The WMTS 1.0.0 schema types MaxTileRow and MaxTileCol as xs:positiveInteger, so limits
-  whose last row or column is 0 cannot be written validly: such levels are left out
-  (clients then see the layer from the first level it does not start in row or column 0).
-</%doc>\
-% if limits.max_row > 0 and limits.max_col > 0:
+% for matrix_id, limits in limits_by_matrix:
           <TileMatrixLimits>
-            <TileMatrix>${layer.grid.matrix_id(z) | x}</TileMatrix>
+            <TileMatrix>${matrix_id | x}</TileMatrix>
             <MinTileRow>${limits.min_row}</MinTileRow>
             <MaxTileRow>${limits.max_row}</MaxTileRow>
             <MinTileCol>${limits.min_col}</MinTileCol>
             <MaxTileCol>${limits.max_col}</MaxTileCol>
           </TileMatrixLimits>
-% endif
 % endfor
         </TileMatrixSetLimits>
+% endif
       </TileMatrixSetLink>
-      <ResourceURL format="${layer.mime_type | x}" resourceType="tile" template="${base | x}/wmts/1.0.0/${layer.name | x}/{Style}/${"".join("{%s}/" % d.name for d in layer.dimensions) | x}{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.${layer.extension | x}"/>
+% for resource_base in endpoints.resource_bases:
+      <ResourceURL format="${layer.mime_type | x}" resourceType="tile" template="${resource_base | x}/${layer.name | x}/{Style}/${"".join("{%s}/" % d.name for d in layer.dimensions) | x}{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.${layer.extension | x}"/>
+% endfor
     </Layer>
 % endfor
 % for grid in grids:
@@ -157,5 +158,5 @@
     </TileMatrixSet>
 % endfor
   </Contents>
-  <ServiceMetadataURL xlink:href="${base | x}/wmts/1.0.0/WMTSCapabilities.xml"/>
+  <ServiceMetadataURL xlink:href="${endpoints.capabilities_url | x}"/>
 </Capabilities>

@@ -1,0 +1,661 @@
+"""The `generate_controller` command (also `tileserver controller`): what goes with the
+pre-generated tiles, TileCloud-chain's command of the same name.
+
+    generate_controller -c tileserver.yaml --generate-wmts-capabilities
+    generate_controller -c tileserver.yaml --openlayers-test
+    generate_controller -c tileserver.yaml --dump-config
+    generate_controller -c tileserver.yaml --cost --layer roads
+
+The Capabilities and the OpenLayers page are written into the tile store (a folder or an
+S3 bucket), so that clients can use the pre-generated tiles straight from the store's
+public URL (`caches.NAME.http_url`), without the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TextIO
+
+import yaml
+
+from tileserver.config import CacheConfig, Config, CostConfig, EmptyTile, Layer, MemcachedConfig
+from tileserver.config_loader import load_config
+from tileserver.errors import ConfigError, StoreUnavailable
+from tileserver.generate_cli import CommandError, format_zooms
+from tileserver.selection import parse_zooms
+from tileserver.services.capabilities import store_capabilities
+
+ACTIONS = ("generate_wmts_capabilities", "openlayers_test", "dump_config", "cost")
+Files = dict[str, tuple[bytes, str]]  # the bytes and content type of files, by store path
+OPENLAYERS_FOLDER = "openlayers"  # the page's script, style and vendored libraries
+KIB_PER_GIB = 1024 * 1024
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", required=True, help="YAML file, or a Mako template (*.mako)"
+    )
+    parser.add_argument(
+        "-l",
+        "--layer",
+        action="append",
+        metavar="NAME",
+        help="layer, repeatable (default: generation.default_layers)",
+    )
+    parser.add_argument(
+        "--cache",
+        metavar="NAME",
+        help="tile store to write to (default: generation.default_cache, else the layers')",
+    )
+    actions = parser.add_argument_group("actions (one or more, run in this order)")
+    actions.add_argument(
+        "--dump-config",
+        action="store_true",
+        help="print the configuration as it is read: Mako rendered, layer_default merged, "
+        "defaults filled",
+    )
+    actions.add_argument(
+        "--generate-wmts-capabilities",
+        "--capabilities",
+        action="store_true",
+        help="write the WMTS Capabilities of the layers' stored tiles into the cache, at "
+        "its wmtscapabilities_file, with tile URLs under its http_url",
+    )
+    actions.add_argument(
+        "--openlayers-test",
+        "--openlayers",
+        action="store_true",
+        help="write an OpenLayers page (index.html) into the cache that shows the layers of "
+        "those Capabilities",
+    )
+    actions.add_argument(
+        "--cost",
+        action="store_true",
+        help="estimate the tiles, generation time and S3 costs of the layers (see `cost`)",
+    )
+    parser.add_argument(
+        "-z",
+        "--zoom",
+        metavar="LEVELS",
+        help="levels for --cost: 5, 2-8 or 2,4,7 (default: the pre-generated levels, "
+        "those whose resolution is at least the layer's min_resolution_seed)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate_controller",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(prog_name="generate_controller")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `generate_controller` console script."""
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs a parsed `generate_controller` / `tileserver controller` command; the exit status."""
+    prog = getattr(args, "prog_name", "generate_controller")
+    if not any(getattr(args, action) for action in ACTIONS):
+        options = ", ".join("--" + action.replace("_", "-") for action in ACTIONS)
+        print(f"{prog}: nothing to do: pass one or more of {options}", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{prog}: invalid configuration {args.config}:", file=sys.stderr)
+        for message in exc.messages:
+            print(f"  {message}", file=sys.stderr)
+        return 1
+    try:
+        return Controller(config, args, prog).run()
+    except CommandError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.status
+    except StoreUnavailable as exc:
+        print(f"{prog}: cannot write to the tile store: {exc}", file=sys.stderr)
+        return 1
+
+
+# --- --dump-config: the configuration as plain data ----------------------------------------
+
+
+def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A key set to null is an error in a configuration; an unset optional key is left out."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _layer_data(layer: Layer) -> dict[str, Any]:
+    return _without_none(
+        {
+            "type": layer.type,
+            "title": layer.title,
+            "abstract": layer.abstract,
+            "grid": layer.grid.name,
+            "bbox": list(layer.bbox.as_tuple()),
+            "mapfile": None if layer.mapfile is None else str(layer.mapfile),
+            "meta": layer.meta,
+            "meta_size": layer.meta_size,
+            "meta_buffer": layer.meta_buffer,
+            "extension": layer.extension,
+            "mime_type": layer.mime_type,
+            "output_format": layer.output_format,
+            "wmts_style": layer.wmts_style,
+            "dimensions": [
+                {"name": d.name, "values": list(d.values), "default": d.default}
+                for d in layer.dimensions
+            ],
+            "expires": layer.expires_hours,
+            "min_resolution_seed": layer.min_resolution_seed,
+            "cache": layer.cache,
+            "missing_tile": layer.missing_tile,
+            "empty_tile_detection": _empty_data(layer.empty_tile_detection),
+            "empty_metatile_detection": _empty_data(layer.empty_metatile_detection),
+        }
+    )
+
+
+def _empty_data(detection: EmptyTile | None) -> dict[str, Any] | None:
+    return None if detection is None else {"size": detection.size, "hash": detection.hash}
+
+
+def _cache_data(cache: CacheConfig) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": cache.type}
+    if cache.type == "filesystem":
+        data["folder"] = cache.folder
+    else:
+        data.update(
+            bucket=cache.bucket,
+            folder=cache.folder,
+            region=cache.region,
+            endpoint_url=cache.endpoint_url,
+            cache_control=cache.cache_control,
+        )
+    data.update(
+        http_url=cache.http_url,
+        http_urls=list(cache.http_urls),
+        wmtscapabilities_file=cache.wmtscapabilities_file,
+    )
+    return data
+
+
+def config_data(config: Config) -> dict[str, Any]:
+    """The configuration as the plain data of a YAML document that reads back into an equal
+    Config: every default written out, `layer_default` merged into the layers."""
+    p = config.provider
+    data: dict[str, Any] = {
+        "grids": {
+            name: {
+                "srs": grid.srs,
+                "bbox": list(grid.bbox.as_tuple()),
+                "resolutions": list(grid.resolutions),
+                "tile_size": grid.tile_size,
+                "matrix_identifier": grid.matrix_identifier,
+            }
+            for name, grid in config.grids.items()
+        },
+        "caches": {name: _cache_data(cache) for name, cache in config.caches.items()},
+        "memcached": None if config.memcached is None else _memcached_data(config.memcached),
+        "layers": {name: _layer_data(layer) for name, layer in config.layers.items()},
+        "generation": _without_none(
+            {
+                "default_cache": config.generation.default_cache,
+                "default_layers": list(config.generation.default_layers),
+                "number_process": config.generation.number_process,
+            }
+        ),
+        "server": _without_none(
+            {
+                "host": config.server.host,
+                "port": config.server.port,
+                "workers": config.server.workers,
+                "render_processes": config.server.render_processes,
+                "url": config.server.url,
+                "memory_cache_mb": config.server.memory_cache_mb,
+                "render_timeout": config.server.render_timeout,
+            }
+        ),
+        "metadata": {
+            "title": config.metadata.title,
+            "abstract": config.metadata.abstract,
+            "keywords": list(config.metadata.keywords),
+            "fees": config.metadata.fees,
+            "access_constraints": config.metadata.access_constraints,
+        },
+        "provider": {
+            "name": p.name,
+            "url": p.url,
+            "contact": {
+                "name": p.contact_name,
+                "position": p.contact_position,
+                "info": {
+                    "phone": {"voice": p.phone_voice, "fax": p.phone_fax},
+                    "address": {
+                        "delivery": p.delivery_point,
+                        "city": p.city,
+                        "area": p.area,
+                        "postal_code": p.postal_code,
+                        "country": p.country,
+                        "email": p.email,
+                    },
+                },
+            },
+        },
+        "cost": _cost_data(config.cost),
+    }
+    return _without_none(data)
+
+
+def _memcached_data(m: MemcachedConfig) -> dict[str, Any]:
+    def address(host: str, port: int) -> str:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    return {
+        "servers": [address(host, port) for host, port in m.servers],
+        "prefix": m.prefix,
+        "timeout": m.timeout,
+        "pool_size": m.pool_size,
+        "retry_interval": m.retry_interval,
+        "lock_timeout": m.lock_timeout,
+    }
+
+
+def _cost_data(cost: CostConfig) -> dict[str, Any]:
+    return {
+        "metatile_generation_time": cost.metatile_generation_time,
+        "tile_generation_time": cost.tile_generation_time,
+        "tileonly_generation_time": cost.tileonly_generation_time,
+        "tile_size": cost.tile_size,
+        "requests_per_month": cost.requests_per_month,
+        "s3": {
+            "put": cost.s3.put,
+            "get": cost.s3.get,
+            "storage": cost.s3.storage,
+            "download": cost.s3.download,
+        },
+    }
+
+
+# --- --cost: grid math and prices ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LevelCount:
+    """What generating one level of a layer's bbox takes."""
+
+    z: int
+    metatiles: int  # renders: metatiles, or tiles for a layer with meta: false
+    tiles: int
+
+
+def level_count(layer: Layer, z: int) -> LevelCount:
+    """The tiles of level z that intersect the layer's bbox (those `generate_tiles`
+    writes), and the metatiles holding them."""
+    limits = layer.grid.limits(z, layer.bbox)
+    rows = limits.max_row - limits.min_row + 1
+    cols = limits.max_col - limits.min_col + 1
+    m = layer.effective_meta_size
+    meta_rows = limits.max_row // m - limits.min_row // m + 1
+    meta_cols = limits.max_col // m - limits.min_col // m + 1
+    return LevelCount(z, meta_rows * meta_cols, rows * cols)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Generation time and S3 costs of some tiles; `add` sums estimates."""
+
+    metatiles: int = 0
+    tiles: int = 0
+    milliseconds: float = 0.0  # generation time on one process
+    put: float = 0.0  # dollars, once
+    size_kib: float = 0.0
+
+    def add(self, other: Estimate) -> Estimate:
+        return Estimate(
+            self.metatiles + other.metatiles,
+            self.tiles + other.tiles,
+            self.milliseconds + other.milliseconds,
+            self.put + other.put,
+            self.size_kib + other.size_kib,
+        )
+
+
+def estimate(layer: Layer, count: LevelCount, cost: CostConfig) -> Estimate:
+    """TileCloud-chain's model: a metatile render plus a cut per tile, or a render per tile."""
+    if layer.meta:
+        ms = (
+            count.metatiles * cost.metatile_generation_time
+            + count.tiles * cost.tile_generation_time
+        )
+    else:
+        ms = count.tiles * cost.tileonly_generation_time
+    return Estimate(
+        metatiles=count.metatiles if layer.meta else 0,
+        tiles=count.tiles,
+        milliseconds=ms,
+        put=count.tiles * cost.s3.put / 1000,
+        size_kib=count.tiles * cost.tile_size,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MonthlyCost:
+    """Dollars a month of keeping `size_kib` on S3 and serving `requests` tiles from it."""
+
+    storage: float
+    get: float
+    download: float
+
+    @property
+    def total(self) -> float:
+        return self.storage + self.get + self.download
+
+
+def monthly_cost(size_kib: float, requests: float, cost: CostConfig) -> MonthlyCost:
+    return MonthlyCost(
+        storage=size_kib / KIB_PER_GIB * cost.s3.storage,
+        get=requests * cost.s3.get / 1000,
+        download=requests * cost.tile_size / KIB_PER_GIB * cost.s3.download,
+    )
+
+
+def format_duration(milliseconds: float) -> str:
+    """'1 d 2:03:04' (TileCloud-chain's d h:mm:ss), to the second."""
+    seconds = round(milliseconds / 1000)
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    text = f"{hours}:{minutes:02d}:{seconds:02d}"
+    return f"{days} d {text}" if days else text
+
+
+def format_size(kib: float) -> str:
+    for unit in ("KiB", "MiB", "GiB"):
+        if kib < 1024:
+            return f"{kib:.1f} {unit}"
+        kib /= 1024
+    return f"{kib:.1f} TiB"
+
+
+def money(dollars: float) -> str:
+    return f"${dollars:,.4f}"
+
+
+# --- --openlayers-test: the demo page, laid out for a store --------------------------------
+
+
+def _replace_all(text: str, old: str, new: str, where: str) -> str:
+    """text with every old replaced by new; RuntimeError where there is none (the server's
+    demo page changed, and this copy of it must follow)."""
+    if old not in text:
+        raise RuntimeError(f"{where}: {old!r} not found")
+    return text.replace(old, new)
+
+
+def openlayers_files(capabilities_file: str) -> Files:
+    """The OpenLayers page for a store, by path relative to the store's root, with its
+    content type: the server's demo page (`tileserver/static`) reading the Capabilities
+    at `capabilities_file`, its script, style and vendored libraries under `openlayers/`.
+    Every URL in it is relative, so it works in any folder, offline."""
+    static = resources.files("tileserver").joinpath("static")
+    page = static.joinpath("index.html").read_text(encoding="utf-8")
+    page = _replace_all(page, '"static/', f'"{OPENLAYERS_FOLDER}/', "index.html")
+    page = _replace_all(
+        page, "wmts/1.0.0/WMTSCapabilities.xml", html.escape(capabilities_file), "index.html"
+    )
+    script = static.joinpath("demo.js").read_text(encoding="utf-8")
+    script = _replace_all(
+        script,
+        "'wmts/1.0.0/WMTSCapabilities.xml'",
+        json.dumps(capabilities_file),
+        "demo.js",
+    )
+    vendor = static.joinpath("vendor")
+    files: Files = {
+        "index.html": (page.encode(), "text/html; charset=utf-8"),
+        f"{OPENLAYERS_FOLDER}/demo.js": (script.encode(), "text/javascript; charset=utf-8"),
+        f"{OPENLAYERS_FOLDER}/demo.css": (
+            static.joinpath("demo.css").read_bytes(),
+            "text/css; charset=utf-8",
+        ),
+    }
+    for name, content_type in (
+        ("ol.js", "text/javascript; charset=utf-8"),
+        ("proj4.js", "text/javascript; charset=utf-8"),
+        ("ol.css", "text/css; charset=utf-8"),
+        ("LICENSE.ol.md", "text/markdown; charset=utf-8"),
+        ("LICENSE.proj4.md", "text/markdown; charset=utf-8"),
+    ):
+        files[f"{OPENLAYERS_FOLDER}/vendor/{name}"] = (
+            vendor.joinpath(name).read_bytes(),
+            content_type,
+        )
+    return files
+
+
+def _by_content_type(files: Files) -> dict[str, dict[str, bytes]]:
+    grouped: dict[str, dict[str, bytes]] = {}
+    for path, (data, content_type) in files.items():
+        grouped.setdefault(content_type, {})[path] = data
+    return grouped
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """Files to write into a cache, and what to tell once they are written."""
+
+    cache: CacheConfig
+    files: Files
+    what: str
+
+
+class Controller:
+    """One `generate_controller` invocation over a loaded configuration."""
+
+    def __init__(self, config: Config, args: argparse.Namespace, prog: str) -> None:
+        self.config = config
+        self.args = args
+        self.prog = prog
+        self.out: TextIO = sys.stdout
+        self.err: TextIO = sys.stderr
+
+    def info(self, message: str) -> None:
+        print(f"{self.prog}: {message}", file=self.err)
+
+    # --- settings ---------------------------------------------------------------------
+
+    def layers(self) -> list[Layer]:
+        names = list(self.args.layer or self.config.generation.default_layers)
+        if not names:
+            raise CommandError(
+                "no layer: pass --layer NAME or set generation.default_layers "
+                f"(layers: {', '.join(self.config.layers)})"
+            )
+        unknown = [n for n in names if n not in self.config.layers]
+        if unknown:
+            defined = ", ".join(self.config.layers)
+            raise CommandError(f"--layer: unknown layer {unknown[0]!r} (defined: {defined})", 2)
+        return [self.config.layers[n] for n in dict.fromkeys(names)]
+
+    def cache(self, layers: Sequence[Layer]) -> CacheConfig:
+        """--cache, else generation.default_cache, else the one cache of the layers."""
+        caches = self.config.caches
+        defined = ", ".join(caches) or "none"
+        name: str | None = self.args.cache or self.config.generation.default_cache
+        if name is None:
+            used = sorted({layer.cache for layer in layers if layer.cache is not None})
+            if len(used) > 1:
+                raise CommandError(
+                    f"the layers are in different caches ({', '.join(used)}): pass --cache "
+                    "NAME, or set generation.default_cache"
+                )
+            if not used:
+                where = " or ".join(f"layers.{layer.name}.cache" for layer in layers[:2])
+                raise CommandError(
+                    "no cache to write to: pass --cache NAME, or set generation.default_cache"
+                    f"{' or ' + where if where else ''} (caches: {defined})"
+                )
+            name = used[0]
+        if name not in caches:
+            raise CommandError(f"--cache: unknown cache {name!r} (defined: {defined})", 2)
+        return caches[name]
+
+    def zooms(self, layer: Layer) -> tuple[int, ...]:
+        levels = len(layer.grid.resolutions)
+        if self.args.zoom is not None:
+            try:
+                return parse_zooms(self.args.zoom, levels)
+            except ValueError as exc:
+                raise CommandError(f"--zoom {self.args.zoom!r}: {exc}", 2) from None
+        seed = layer.min_resolution_seed
+        if seed is None:
+            raise CommandError(
+                f"no level to estimate for layer {layer.name!r}: pass --zoom, or set "
+                f"layers.{layer.name}.min_resolution_seed (levels whose resolution is at "
+                "least it are pre-generated)"
+            )
+        zooms = tuple(z for z, r in enumerate(layer.grid.resolutions) if r >= seed)
+        if not zooms:
+            raise CommandError(
+                f"layers.{layer.name}.min_resolution_seed {seed:g} is finer than every "
+                f"level of grid {layer.grid.name!r}: nothing is pre-generated"
+            )
+        return zooms
+
+    # --- actions ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Checks every setting the chosen actions need, then runs them."""
+        args = self.args
+        writes: list[_Write] = []
+        if args.generate_wmts_capabilities:
+            layers = self.layers()
+            cache = self.cache(layers)
+            if not cache.public_urls:
+                raise CommandError(
+                    f"caches.{cache.name}.http_url is not set: the Capabilities need the "
+                    "public URL of the cache's root for their tile URLs (or set "
+                    f"caches.{cache.name}.http_urls)"
+                )
+            for layer in layers:
+                if layer.cache is not None and layer.cache != cache.name:
+                    self.info(
+                        f"warning: layer {layer.name} is generated into cache {layer.cache}, "
+                        f"not {cache.name}: its tiles there may be missing"
+                    )
+            document = store_capabilities(self.config, layers, cache)
+            path = cache.wmtscapabilities_file
+            names = ", ".join(layer.name for layer in layers)
+            writes.append(
+                _Write(
+                    cache,
+                    {path: (document, "application/xml")},
+                    f"Capabilities of {names} at {path} ({cache.public_urls[0]}/{path})",
+                )
+            )
+        if args.openlayers_test:
+            named = args.layer or self.config.generation.default_layers
+            cache = self.cache(self.layers() if named else list(self.config.layers.values()))
+            files = openlayers_files(cache.wmtscapabilities_file)
+            where = f" ({cache.public_urls[0]}/index.html)" if cache.public_urls else ""
+            writes.append(_Write(cache, files, f"OpenLayers page at index.html{where}"))
+        cost_layers = self.layers() if args.cost else []
+        cost_zooms = [self.zooms(layer) for layer in cost_layers]
+
+        if args.dump_config:
+            yaml.safe_dump(
+                config_data(self.config),
+                self.out,
+                sort_keys=False,
+                allow_unicode=True,
+                default_flow_style=None,
+            )
+        if writes:
+            asyncio.run(self.write(writes))
+        if args.cost:
+            self.cost(cost_layers, cost_zooms)
+        return 0
+
+    async def write(self, writes: Iterable[_Write]) -> None:
+        from tileserver.adapters.stores import store_for
+
+        for write in writes:
+            store = store_for(write.cache)
+            await store.open()
+            try:
+                for content_type, items in _by_content_type(write.files).items():
+                    await store.put_many(items, content_type)
+            finally:
+                await store.close()
+            self.info(f"wrote the {write.what} into cache {write.cache.name}")
+
+    def cost(self, layers: Sequence[Layer], zooms: Sequence[tuple[int, ...]]) -> None:
+        cost = self.config.cost
+        out = self.out
+        total = Estimate()
+        monthly_total = MonthlyCost(0.0, 0.0, 0.0)
+        for layer, layer_zooms in zip(layers, zooms, strict=True):
+            renders = (
+                f"{layer.meta_size}x{layer.meta_size} metatiles" if layer.meta else "no metatiles"
+            )
+            print(
+                f"layer {layer.name} (grid {layer.grid.name}, {renders}), "
+                f"zooms {format_zooms(layer_zooms)}:",
+                file=out,
+            )
+            layer_total = Estimate()
+            for z in layer_zooms:
+                level = estimate(layer, level_count(layer, z), cost)
+                layer_total = layer_total.add(level)
+                print(
+                    f"  zoom {z}: {level.metatiles} metatiles, {level.tiles} tiles, "
+                    f"{format_duration(level.milliseconds)}, S3 PUT {money(level.put)}",
+                    file=out,
+                )
+            monthly = monthly_cost(layer_total.size_kib, cost.requests_per_month, cost)
+            print(
+                f"  all: {layer_total.metatiles} metatiles, {layer_total.tiles} tiles, "
+                f"{format_duration(layer_total.milliseconds)}, S3 PUT {money(layer_total.put)}; "
+                f"a month: storage of {format_size(layer_total.size_kib)} "
+                f"{money(monthly.storage)}, {cost.requests_per_month:,.0f} GET "
+                f"{money(monthly.get)}, download {money(monthly.download)}",
+                file=out,
+            )
+            total = total.add(layer_total)
+            monthly_total = MonthlyCost(
+                monthly_total.storage + monthly.storage,
+                monthly_total.get + monthly.get,
+                monthly_total.download + monthly.download,
+            )
+        processes = self.config.generation.number_process
+        parallel = (
+            f" ({format_duration(total.milliseconds / processes)} on {processes} processes)"
+            if processes and processes > 1
+            else ""
+        )
+        print(
+            f"total: {total.metatiles} metatiles, {total.tiles} tiles, generation "
+            f"{format_duration(total.milliseconds)} on one process{parallel}, "
+            f"S3 PUT {money(total.put)}; a month: storage {money(monthly_total.storage)}, "
+            f"GET {money(monthly_total.get)}, download {money(monthly_total.download)}, "
+            f"{money(monthly_total.total)} in all",
+            file=out,
+        )
