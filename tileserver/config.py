@@ -4,7 +4,8 @@
 stages as MapProxy does: types and required keys of every section first, then the
 cross-references between sections (grids, caches, layers). Each stage reports every
 mistake it finds, each message naming its YAML path, before the next stage runs.
-Nothing here reads files except to check that a Mapnik file is readable.
+Nothing here reads files except to check that the Mapnik and `geoms` files are
+readable.
 """
 
 from __future__ import annotations
@@ -69,6 +70,26 @@ class EmptyTile:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerGeom:
+    """One entry of a layer's `geoms` (TileCloud-chain's): where a generation without an
+    explicit area renders, at the levels whose resolution is within [min_resolution,
+    max_resolution]. A GeoJSON or WKT `file`, or an `sql` select list run on PostGIS
+    as `SELECT ST_AsBinary(geom) FROM (SELECT <sql>) AS g`; in the grid's CRS, read
+    when a generation starts, not here."""
+
+    file: Path | None = None
+    sql: str | None = None
+    connection: str = ""  # libpq connection string; "" = libpq's PG* environment variables
+    min_resolution: float | None = None
+    max_resolution: float | None = None
+
+    def applies_to(self, resolution: float) -> bool:
+        return (self.min_resolution is None or resolution >= self.min_resolution) and (
+            self.max_resolution is None or resolution <= self.max_resolution
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Layer:
     name: str
     type: str
@@ -91,6 +112,7 @@ class Layer:
     missing_tile: str = "render"  # a pre-generated level's tile absent from the store
     empty_tile_detection: EmptyTile | None = None
     empty_metatile_detection: EmptyTile | None = None
+    geoms: tuple[LayerGeom, ...] = ()  # limits generation; empty: the whole bbox
 
     @property
     def ttl_seconds(self) -> int:
@@ -190,6 +212,13 @@ class CostConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PostgresqlConfig:
+    """The `postgresql` section: the default database of the layers' `geoms` queries."""
+
+    connection: str = ""  # libpq connection string; "" = libpq's PG* environment variables
+
+
+@dataclass(frozen=True, slots=True)
 class Metadata:
     title: str = "tileserver"
     abstract: str = ""
@@ -225,6 +254,7 @@ class Config:
     metadata: Metadata = Metadata()
     provider: Provider = Provider()
     cost: CostConfig = CostConfig()
+    postgresql: PostgresqlConfig = PostgresqlConfig()
     source: Path | None = None
 
 
@@ -410,6 +440,19 @@ def _bbox(section: _Section, key: str, default: Any = _MISSING) -> BBox | None:
     except ValueError:
         section.error(key, f"minx must be < maxx and miny < maxy, got {list(values)}")
         return None
+
+
+def _config_path(raw: str, base_dir: Path) -> Path:
+    """A path of the configuration: '~' expanded, relative to the config file's folder."""
+    path = Path(os.path.expanduser(raw))
+    return path if path.is_absolute() else base_dir / path
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why path is not a readable file, or None when it is one."""
+    if path.is_file() and os.access(path, os.R_OK):
+        return None
+    return "no such file" if not path.exists() else "not a readable file"
 
 
 # --- sections ------------------------------------------------------------------------------
@@ -700,6 +743,99 @@ def _parse_dimensions(s: _Section, key: str) -> tuple[Dimension, ...] | None:
     return tuple(dimensions) if ok else None
 
 
+def _parse_postgresql(s: _Section | None) -> PostgresqlConfig:
+    if s is None:
+        return PostgresqlConfig()
+    connection = s.text("connection", "")
+    s.finish()
+    return PostgresqlConfig(connection=connection or "")
+
+
+def _parse_geoms(
+    s: _Section, key: str, grid: Grid | None, base_dir: Path, default_connection: str
+) -> tuple[LayerGeom, ...] | None:
+    """A layer's `geoms`: a list of {file} or {sql, connection}, each with optional
+    min_resolution / max_resolution. Only checked here: files are read, and queries run,
+    when a generation starts."""
+    raw = s.raw(key)
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        s.error(key, f"expected a list of {{file: ...}} or {{sql: ...}}, got {_describe(raw)}")
+        return None
+    set_in = f" (set in {s.origin[key]})" if key in s.origin else ""
+    geoms: list[LayerGeom] = []
+    ok = True
+    for i, item in enumerate(raw):
+        g = _Section(f"{s.where(key)}[{i}]", item, s.errors, s.child_origin(key, item))
+        file_raw = g.text("file", None)
+        sql = g.text("sql", None)
+        connection = g.text("connection", None)
+        min_resolution = g.number("min_resolution", None, positive=True)
+        max_resolution = g.number("max_resolution", None, positive=True)
+        g.finish()
+        if not g.ok:
+            ok = False
+            continue
+        entry_ok = True
+        has_file, has_sql = "file" in g.data, "sql" in g.data
+        if has_file == has_sql:
+            both = "not both" if has_file else "none given"
+            g.errors.add(g.path, f"needs exactly one of 'file' and 'sql', {both}{set_in}")
+            entry_ok = False
+        if has_file and "connection" in g.data:
+            g.error("connection", "only for an 'sql' entry")
+            entry_ok = False
+        path: Path | None = None
+        if file_raw is not None:
+            path = _config_path(file_raw, base_dir)
+            reason = _unreadable(path)
+            if reason is not None:
+                g.error("file", f"cannot read geometry file '{path}': {reason}")
+                entry_ok = False
+        if sql is not None and not sql.strip():
+            g.error("sql", "is empty")
+            entry_ok = False
+        elif sql is not None and re.match(r"(?i)\s*select\b", sql):
+            # TileCloud-chain's form: it is run as SELECT ST_AsBinary(geom) FROM (SELECT <sql>).
+            g.error("sql", "write it without the leading SELECT, e.g. 'way AS geom FROM ...'")
+            entry_ok = False
+        if None not in (min_resolution, max_resolution) and min_resolution > max_resolution:
+            g.error(
+                "min_resolution",
+                f"{min_resolution:g} is above max_resolution {max_resolution:g}",
+            )
+            entry_ok = False
+        values = {
+            "file": file_raw,
+            "sql": sql,
+            "connection": connection,
+            "min_resolution": min_resolution,
+            "max_resolution": max_resolution,
+        }
+        wrong_type = any(key in g.data and value is None for key, value in values.items())
+        if wrong_type or not entry_ok:
+            ok = False
+            continue
+        geom = LayerGeom(
+            file=path,
+            sql=sql,
+            connection=connection if connection is not None else default_connection,
+            min_resolution=min_resolution,
+            max_resolution=max_resolution,
+        )
+        if grid is not None and not any(geom.applies_to(r) for r in grid.resolutions):
+            g.errors.add(
+                g.path,
+                f"no level of grid {grid.name!r} has a resolution between min_resolution "
+                f"and max_resolution{set_in}",
+            )
+            ok = False
+            continue
+        geoms.append(geom)
+    return tuple(geoms) if ok else None
+
+
 def _parse_layer(
     name: str,
     s: _Section,
@@ -707,6 +843,7 @@ def _parse_layer(
     caches: Mapping[str, CacheConfig],
     base_dir: Path,
     default_cache: str | None,
+    default_connection: str = "",
 ) -> Layer | None:
     kind = s.text("type")
     if kind is not None and kind not in LAYER_TYPES:
@@ -738,6 +875,7 @@ def _parse_layer(
     cache = s.text("cache", default_cache if default_cache in caches else None)
     empty_tile = _parse_empty(s.section("empty_tile_detection"))
     empty_meta = _parse_empty(s.section("empty_metatile_detection"))
+    geoms = _parse_geoms(s, "geoms", grid, base_dir, default_connection)
     s.finish()
 
     ok = True
@@ -770,16 +908,16 @@ def _parse_layer(
         ok = False
     mapfile: Path | None = None
     if mapfile_raw is not None:
-        mapfile = Path(os.path.expanduser(mapfile_raw))
-        if not mapfile.is_absolute():
-            mapfile = base_dir / mapfile
-        if not mapfile.is_file() or not os.access(mapfile, os.R_OK):
-            reason = "no such file" if not mapfile.exists() else "not a readable file"
+        mapfile = _config_path(mapfile_raw, base_dir)
+        reason = _unreadable(mapfile)
+        if reason is not None:
             s.error("mapfile", f"cannot read Mapnik file '{mapfile}': {reason}")
             ok = False
     required = (kind, title, grid, meta, meta_size, meta_buffer, mime_type, extension)
-    more = (output_format, wmts_style, dimensions, expires, missing_tile)
-    if not ok or grid is None or dimensions is None or any(v is None for v in (*required, *more)):
+    more = (output_format, wmts_style, dimensions, expires, missing_tile, geoms)
+    if not ok or grid is None or dimensions is None or geoms is None:
+        return None
+    if any(v is None for v in (*required, *more)):
         return None
     return Layer(
         name=name,
@@ -803,6 +941,7 @@ def _parse_layer(
         missing_tile=missing_tile,
         empty_tile_detection=empty_tile,
         empty_metatile_detection=empty_meta,
+        geoms=geoms,
     )
 
 
@@ -832,6 +971,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     metadata = _parse_metadata(root.section("metadata"))
     provider = _parse_provider(root.section("provider"))
     cost = _parse_cost(root.section("cost"))
+    postgresql = _parse_postgresql(root.section("postgresql"))
     layer_default = root.section("layer_default")
     layers_section = root.section("layers", required=True)
     root.finish()
@@ -861,6 +1001,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
             caches,
             base_dir,
             generation.default_cache,
+            postgresql.connection,
         )
         if layer is not None:
             layers[name] = layer
@@ -884,5 +1025,6 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         metadata=metadata,
         provider=provider,
         cost=cost,
+        postgresql=postgresql,
         source=source,
     )

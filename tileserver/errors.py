@@ -29,6 +29,12 @@ class RenderError(TileServerError):
     """A renderer failed to produce a metatile."""
 
 
+class GeomsError(TileServerError):
+    """A layer's `geoms` could not be read at generation time (a file that is not a
+    geometry, a database that does not answer, a query that fails); the message starts
+    with the entry's YAML path, e.g. `layers.osm.geoms[0]`."""
+
+
 class OWSException(TileServerError):
     """An OGC OWS 1.1 exception, answered to the client as an ExceptionReport.
 

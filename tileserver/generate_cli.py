@@ -10,6 +10,10 @@ the same command run again resumes where it stopped.
 
 After a data update, --update regenerates the pre-generated levels inside the area, then
 deletes from Memcached the tiles of the on-demand levels there.
+
+A layer's `geoms` (files, or PostGIS queries run when the command starts) limit every run
+but a --tiles list to the metatiles that intersect them, level by level; --geom and
+--bbox are intersected with them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import asyncio
 import dataclasses
 import hashlib
 import itertools
-import json
 import logging
 import os
 import signal
@@ -31,22 +34,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import shapely
-from shapely.errors import ShapelyError
-from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from tileserver.config import Config, EmptyTile, Layer
 from tileserver.config_loader import load_config
 from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
-from tileserver.errors import CacheUnavailable, ConfigError, TileServerError
+from tileserver.errors import CacheUnavailable, ConfigError, GeomsError, TileServerError
 from tileserver.grid import format_resolution
 from tileserver.protocols import TileStore
 from tileserver.selection import (
     MetatileRef,
+    level_geometries,
     metatile_bbox,
     metatile_ref,
-    metatiles_in_bbox,
-    metatiles_in_geometry,
+    metatiles_in_areas,
+    parse_geometry,
     parse_tile,
     parse_zooms,
     read_tile_list,
@@ -59,8 +61,8 @@ from tileserver.services.generation import (
     metatile_of,
     tile_line,
     tiles_area,
+    tiles_in_areas,
     tiles_in_bbox,
-    tiles_in_geometry,
     unique_metatiles,
     wanted_tiles,
 )
@@ -128,7 +130,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--geom",
         metavar="FILE",
-        help="GeoJSON or WKT in the grid's CRS: only the tiles that intersect it",
+        help="GeoJSON or WKT in the grid's CRS: only the tiles that intersect it (and the "
+        "layer's geoms)",
     )
     where.add_argument(
         "--tiles",
@@ -238,6 +241,9 @@ def run(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.status
+    except GeomsError as exc:  # a layer's `geoms` file or query, read when the run starts
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -301,24 +307,10 @@ def read_geometry(path: str) -> tuple[BaseGeometry, bytes]:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise CommandError(f"--geom {path}: cannot read it: {exc.strerror}", 2) from None
-    text = raw.decode("utf-8", errors="replace").strip()
     try:
-        if text.startswith("{"):
-            data: Any = json.loads(text)
-            if data.get("type") == "FeatureCollection":
-                shapes = [shape(f["geometry"]) for f in data.get("features", [])]
-                geometry = shapely.union_all(shapes) if shapes else shapely.GeometryCollection()
-            elif data.get("type") == "Feature":
-                geometry = shape(data["geometry"])
-            else:
-                geometry = shape(data)
-        else:
-            geometry = shapely.from_wkt(text)
-    except (ValueError, KeyError, TypeError, AttributeError, ShapelyError) as exc:
-        raise CommandError(f"--geom {path}: not a GeoJSON or WKT geometry: {exc}", 2) from None
-    if geometry is None or geometry.is_empty:
-        raise CommandError(f"--geom {path}: the geometry is empty", 2)
-    return geometry, raw
+        return parse_geometry(raw), raw
+    except ValueError as exc:
+        raise CommandError(f"--geom {path}: {exc}", 2) from None
 
 
 def read_selection(args: argparse.Namespace) -> Selection:
@@ -362,6 +354,24 @@ def format_zooms(zooms: Sequence[int]) -> str:
 
 def _bbox_text(bbox: BBox) -> str:
     return ",".join(format_resolution(v) for v in bbox.as_tuple())
+
+
+def _intersect_areas(
+    areas: dict[int, BaseGeometry], geometry: BaseGeometry, zooms: Sequence[int]
+) -> dict[int, BaseGeometry]:
+    """geometry at every level of zooms, intersected with the area of the levels that
+    have one."""
+    intersections: dict[int, BaseGeometry] = {}  # by id: levels often share one area
+    result: dict[int, BaseGeometry] = {}
+    for z in zooms:
+        area = areas.get(z)
+        if area is None:
+            result[z] = geometry
+            continue
+        if id(area) not in intersections:
+            intersections[id(area)] = area.intersection(geometry)
+        result[z] = intersections[id(area)]
+    return result
 
 
 def _intersection(a: BBox, b: BBox) -> BBox | None:
@@ -465,7 +475,12 @@ class Command:
         selection: Selection,
         cache: str,
         zooms: tuple[int, ...] | None = None,
+        *,
+        layer_geoms: bool = True,
     ) -> LayerJob:
+        """The metatiles and tiles of the selection in the layer's bbox; with `layer_geoms`,
+        an area (no selection, --bbox or --geom) is also limited by the layer's `geoms`,
+        read here. A tile list is not: it names its metatiles already."""
         grid, meta_size = layer.grid, layer.effective_meta_size
         if zooms is None:
             zooms = self.zooms_of(layer, selection)
@@ -479,11 +494,28 @@ class Command:
                     2,
                 )
             bbox = clipped
-        wanted = tiles_in_bbox(grid, bbox)
-        metatiles: list[MetatileRef] = []
+        if selection.tiles is not None:
+            outside = [t for t in selection.tiles if not grid.contains(t)]
+            if outside:
+                raise CommandError(
+                    f"--tiles {self.args.tiles}: tile {outside[0].z}/{outside[0].col}/"
+                    f"{outside[0].row} is outside grid {grid.name!r}",
+                    2,
+                )
+            chosen = {metatile_ref(t, meta_size) for t in selection.tiles if t.z in zooms}
+            in_bbox = tiles_in_bbox(grid, bbox)
+
+            def in_chosen(coord: TileCoord) -> bool:
+                return in_bbox(coord) and metatile_ref(coord, meta_size) in chosen
+
+            metatiles = [
+                r
+                for r in unique_metatiles(chosen)
+                if any(in_chosen(t) for t in wanted_tiles(layer, r, None))
+            ]
+            return LayerJob(layer, cache, zooms, metatiles, in_chosen)
         if selection.geometry is not None:
-            geometry = selection.geometry
-            minx, miny, maxx, maxy = geometry.bounds
+            minx, miny, maxx, maxy = selection.geometry.bounds
             if not (
                 minx <= bbox.maxx and bbox.minx <= maxx and miny <= bbox.maxy and bbox.miny <= maxy
             ):
@@ -493,36 +525,54 @@ class Command:
                     f"the grid's CRS, {grid.srs}",
                     2,
                 )
-            wanted = tiles_in_geometry(grid, geometry, bbox)
-            for z in zooms:
-                metatiles.extend(metatiles_in_geometry(grid, z, geometry, meta_size, bbox))
-        elif selection.tiles is not None:
-            outside = [t for t in selection.tiles if not grid.contains(t)]
-            if outside:
-                raise CommandError(
-                    f"--tiles {self.args.tiles}: tile {outside[0].z}/{outside[0].col}/"
-                    f"{outside[0].row} is outside grid {grid.name!r}",
-                    2,
+        # The area of each level: the layer's geoms there, intersected with --geom.
+        areas = self.layer_geometries(layer, zooms) if layer_geoms else {}
+        if selection.geometry is not None:
+            areas = _intersect_areas(areas, selection.geometry, zooms)
+        metatiles = metatiles_in_areas(grid, zooms, areas, meta_size, bbox)
+        return LayerJob(layer, cache, zooms, metatiles, tiles_in_areas(grid, areas, bbox))
+
+    def layer_geometries(self, layer: Layer, zooms: Sequence[int]) -> dict[int, BaseGeometry]:
+        """The union of the layer's `geoms` entries at each level of zooms they apply to,
+        files read and queries run now; the levels no entry applies to are left out."""
+        grid = layer.grid
+        used = [
+            (i, geom)
+            for i, geom in enumerate(layer.geoms)
+            if any(geom.applies_to(grid.resolutions[z]) for z in zooms)
+        ]
+        if not used:
+            return {}
+        from tileserver.adapters.geoms import load_geometry
+
+        loaded = []
+        for i, geom in used:
+            where = f"layers.{layer.name}.geoms[{i}]"
+            geometry = load_geometry(geom, where)
+            levels = format_zooms([z for z in zooms if geom.applies_to(grid.resolutions[z])])
+            if geometry.is_empty:
+                print(
+                    f"{self.prog}: warning: {where}: the query returned no geometry: it adds "
+                    f"nothing to levels {levels}",
+                    file=self.err,
                 )
-            chosen = {metatile_ref(t, meta_size) for t in selection.tiles if t.z in zooms}
-            in_bbox = wanted
+            elif not geometry.intersects(shapely.box(*layer.bbox.as_tuple())):
+                raise GeomsError(
+                    f"{where}: the geometry does not reach layer {layer.name!r}'s bbox "
+                    f"{_bbox_text(layer.bbox)}: its coordinates must be in the grid's CRS, "
+                    f"{grid.srs}"
+                )
+            else:
+                kind = f"file {geom.file}" if geom.file is not None else "query"
+                self.info(f"{where}: the {kind} limits levels {levels}")
+            loaded.append((geom, geometry))
+        return level_geometries(grid.resolutions, zooms, loaded)
 
-            def in_chosen(coord: TileCoord) -> bool:
-                return in_bbox(coord) and metatile_ref(coord, meta_size) in chosen
-
-            wanted = in_chosen
-            metatiles = [
-                r
-                for r in unique_metatiles(chosen)
-                if any(wanted(t) for t in wanted_tiles(layer, r, None))
-            ]
-        else:
-            for z in zooms:
-                metatiles.extend(metatiles_in_bbox(grid, z, bbox, meta_size))
-        return LayerJob(layer, cache, zooms, metatiles, wanted)
-
-    def jobs(self, selection: Selection) -> list[LayerJob]:
-        return [self.job(layer, selection, self.cache_of(layer)) for layer in self.layers()]
+    def jobs(self, selection: Selection, *, layer_geoms: bool = True) -> list[LayerJob]:
+        return [
+            self.job(layer, selection, self.cache_of(layer), layer_geoms=layer_geoms)
+            for layer in self.layers()
+        ]
 
     def state_file(self, jobs: Sequence[LayerJob], selection: Selection) -> Path:
         if self.args.state_file:
@@ -560,7 +610,8 @@ class Command:
         selection = read_selection(args)
         if args.update:
             return self.update(selection)
-        jobs = self.jobs(selection)
+        # Empty tiles go wherever they are: --delete-empty needs no `geoms`.
+        jobs = self.jobs(selection, layer_geoms=not args.delete_empty)
         if args.dry_run:
             return self.dry_run(jobs)
         if args.delete_empty:
@@ -707,7 +758,14 @@ class Command:
             area_selection, area = self.update_area(layer, selection)
             stored, on_demand = self.update_zooms(layer)
             if stored:
-                jobs.append(self.job(layer, area_selection, self.cache_of(layer), stored))
+                job = self.job(
+                    layer,
+                    area_selection,
+                    self.cache_of(layer),
+                    stored,
+                    layer_geoms=selection.tiles is None,  # a tile list is not filtered
+                )
+                jobs.append(job)
             if on_demand:
                 prefix = memcached.prefix if memcached is not None else ""
                 invalidations.append(Invalidation(layer, on_demand, area, prefix))

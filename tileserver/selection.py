@@ -1,18 +1,25 @@
-"""Which tiles and metatiles a generation covers: zoom specs, bboxes, geometries, tile lists.
+"""Which tiles and metatiles a generation covers: zoom specs, bboxes, geometries (and the
+GeoJSON or WKT they are written in), a layer's `geoms` level by level, tile lists.
 
 Pure functions over grids; geometries are shapely objects in the grid's CRS.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import shapely
 from shapely import box as shapely_box
+from shapely.errors import ShapelyError
+from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 
+from tileserver.config import LayerGeom
 from tileserver.grid import Grid
 from tileserver.types import BBox, TileCoord
 
@@ -60,6 +67,50 @@ def read_tile_list(lines: Iterable[str]) -> list[TileCoord]:
     return tiles
 
 
+def parse_geometry(raw: bytes) -> BaseGeometry:
+    """A GeoJSON (geometry, Feature or FeatureCollection) or WKT text as one geometry;
+    ValueError says what is wrong with it, an empty geometry included."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        if text.startswith("{"):
+            data: Any = json.loads(text)
+            if data.get("type") == "FeatureCollection":
+                shapes = [shape(f["geometry"]) for f in data.get("features", [])]
+                geometry = shapely.union_all(shapes) if shapes else shapely.GeometryCollection()
+            elif data.get("type") == "Feature":
+                geometry = shape(data["geometry"])
+            else:
+                geometry = shape(data)
+        else:
+            geometry = shapely.from_wkt(text)
+    except (ValueError, KeyError, TypeError, AttributeError, ShapelyError) as exc:
+        raise ValueError(f"not a GeoJSON or WKT geometry: {exc}") from None
+    if geometry is None or geometry.is_empty:
+        raise ValueError("the geometry is empty")
+    return geometry
+
+
+def level_geometries(
+    resolutions: Sequence[float],
+    zooms: Iterable[int],
+    geoms: Sequence[tuple[LayerGeom, BaseGeometry]],
+) -> dict[int, BaseGeometry]:
+    """The union of the `geoms` entries that apply at each of zooms (by resolution). A
+    level no entry applies to is left out: there, as in TileCloud-chain, the layer's
+    bbox alone limits the generation."""
+    areas: dict[int, BaseGeometry] = {}
+    unions: dict[tuple[int, ...], BaseGeometry] = {}  # levels often share their entries
+    for z in zooms:
+        applying = tuple(i for i, (geom, _) in enumerate(geoms) if geom.applies_to(resolutions[z]))
+        if not applying:
+            continue
+        if applying not in unions:
+            parts = [geoms[i][1] for i in applying]
+            unions[applying] = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+        areas[z] = unions[applying]
+    return areas
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class MetatileRef:
     """A metatile by its level and the row/column of its top-left tile."""
@@ -105,6 +156,8 @@ def metatiles_in_geometry(
     grid: Grid, z: int, geometry: BaseGeometry, meta_size: int, bbox: BBox | None = None
 ) -> Iterator[MetatileRef]:
     """Metatiles of level z that intersect geometry (and bbox, when given)."""
+    if geometry.is_empty:
+        return
     minx, miny, maxx, maxy = geometry.bounds
     if not (minx < maxx or miny < maxy):
         # A point or a degenerate shape: grow it by a hair so it has a box.
@@ -124,3 +177,22 @@ def metatiles_in_geometry(
     for ref in metatiles_in_bbox(grid, z, area, meta_size):
         if prepared.intersects(shapely_box(*metatile_bbox(grid, ref, meta_size).as_tuple())):
             yield ref
+
+
+def metatiles_in_areas(
+    grid: Grid,
+    zooms: Iterable[int],
+    areas: Mapping[int, BaseGeometry],
+    meta_size: int,
+    bbox: BBox,
+) -> list[MetatileRef]:
+    """Metatiles of zooms that intersect bbox and, at the levels of `areas`, that
+    level's geometry."""
+    refs: list[MetatileRef] = []
+    for z in zooms:
+        area = areas.get(z)
+        if area is None:
+            refs.extend(metatiles_in_bbox(grid, z, bbox, meta_size))
+        else:
+            refs.extend(metatiles_in_geometry(grid, z, area, meta_size, bbox))
+    return refs

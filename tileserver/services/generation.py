@@ -28,7 +28,7 @@ from typing import Literal
 from shapely import box as shapely_box
 from shapely import union_all
 from shapely.geometry.base import BaseGeometry
-from shapely.prepared import prep
+from shapely.prepared import PreparedGeometry, prep
 
 from tileserver.config import Layer
 from tileserver.empty_tiles import is_empty
@@ -70,6 +70,25 @@ def tiles_in_geometry(grid: Grid, geometry: BaseGeometry, bbox: BBox) -> TileFil
         return in_bbox(coord) and bool(
             prepared.intersects(shapely_box(*grid.tile_bbox(coord).as_tuple()))
         )
+
+    return wanted
+
+
+def tiles_in_areas(grid: Grid, areas: Mapping[int, BaseGeometry], bbox: BBox) -> TileFilter:
+    """Tiles that intersect bbox and, at the levels of `areas`, that level's geometry."""
+    in_bbox = tiles_in_bbox(grid, bbox)
+    prepared_by_id: dict[int, PreparedGeometry[BaseGeometry]] = {}
+    prepared: dict[int, PreparedGeometry[BaseGeometry]] = {}
+    for z, area in areas.items():
+        if id(area) not in prepared_by_id:  # levels often share one geometry
+            prepared_by_id[id(area)] = prep(area)
+        prepared[z] = prepared_by_id[id(area)]
+
+    def wanted(coord: TileCoord) -> bool:
+        if not in_bbox(coord):
+            return False
+        area = prepared.get(coord.z)
+        return area is None or bool(area.intersects(shapely_box(*grid.tile_bbox(coord).as_tuple())))
 
     return wanted
 
