@@ -194,8 +194,8 @@ def flush_memcached(address: str) -> None:
 # --- daemons we start ------------------------------------------------------------------
 
 
-def bench_config(memcached: str) -> dict[str, Any]:
-    """The demo configuration on one memcached, with a layer bbox covering the warm set."""
+def demo_config() -> dict[str, Any]:
+    """The demo configuration with the template's defaults, its mapfile made absolute."""
     demo = next((p for p in DEMO_CONFIGS if p.exists()), None)
     if demo is None:
         raise SystemExit(f"no demo configuration: {' or '.join(map(str, DEMO_CONFIGS))}")
@@ -208,6 +208,12 @@ def bench_config(memcached: str) -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load(text)
     mapfile = Path(data["layer_default"]["mapfile"])
     data["layer_default"]["mapfile"] = str((demo.parent / mapfile).resolve())
+    return data
+
+
+def bench_config(memcached: str) -> dict[str, Any]:
+    """The demo configuration on one memcached, with a layer bbox covering the warm set."""
+    data = demo_config()
     data.pop("caches", None)
     data.pop("generation", None)
     data["memcached"] = {"servers": [memcached], "prefix": "bench/"}
@@ -225,9 +231,12 @@ class TileServer:
         port: int,
         workers: int,
         render_processes: int | None,
+        config: dict[str, Any] | None = None,
     ) -> None:
+        """`config` (default: `bench_config(memcached)`) is written to tileserver.yaml."""
         self.config_path = workdir / "tileserver.yaml"
-        self.config_path.write_text(yaml.safe_dump(bench_config(memcached), sort_keys=False))
+        data = config if config is not None else bench_config(memcached)
+        self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
         self.log_path = workdir / "tileserver.log"
         self.port = port
         self.workers = workers

@@ -1,0 +1,468 @@
+"""Generation benchmark: `generate_tiles` tiles/s by number of processes, and the peers' seeders.
+
+  direct  `generate_tiles --layer osm --zoom 12-17 --bbox <Monaco's land bbox> --processes P`
+          into an emptied folder store, for each P of --processes, interleaved, --repeats
+          times: wall seconds of the whole command (process start, config, render pool,
+          renders, writes), the seconds generate_tiles reports itself, tiles (files) and
+          bytes written, which of the requested tiles are there, written and requested
+          tiles/s (median run shown), CPU busy % of the machine
+  peers   (--peers) the peers' seed_bench.sh over the same zooms and bbox, with tileserver
+          added through benchmarks/seed_tileserver.py (generate_tiles, then the tiles
+          renamed to the z/x/y layout seed_bench counts), for each concurrency of
+          --peer-concurrency; tileserver ÷ peer ratios in requested tiles/s
+
+The workload is that of seed_bench.sh (tools/tiles.py LAND_BBOX, zooms 12-17 here: 261
+tiles in 12 distinct 8x8 metatiles). tileserver renders `config/demo.yaml.mako`'s layer
+`osm` (Mapnik, its own style over GeoJSON) and writes only the requested tiles; the
+peers render the same metatiles (MapServer WMS or Mapnik over PostGIS) and write all 64
+tiles of each.
+
+  .venv/bin/python benchmarks/bench_generate.py
+  /work/shared/peers/up.sh && .venv/bin/python benchmarks/bench_generate.py --peers
+
+A table goes to stdout; JSON and logs to benchmarks/out/generate-<time>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from bench_ondemand import (
+    LAND_BBOX,
+    OUT_DIR,
+    PNG_SIGNATURE,
+    covering,
+    cpu_busy_pct,
+    cpu_times,
+    demo_config,
+    git_revision,
+    loadavg,
+    log,
+)
+
+HERE = Path(__file__).resolve().parent
+PEERS_DIR = Path(os.environ.get("PEERS_DIR", "/work/shared/peers"))
+SEED_BENCH = PEERS_DIR / "seed_bench.sh"
+ADAPTER = HERE / "seed_tileserver.py"
+GENERATE_TILES = Path(sys.executable).parent / "generate_tiles"
+LAYER = "osm"
+SUMMARY = re.compile(
+    r"generated: (\d+) metatiles, (\d+) tiles written, (\d+) empty dropped, (\d+) failed, "
+    r"(\d+) resumed, ([\d.]+) s"
+)
+DRY_RUN_TOTAL = re.compile(r"total: (\d+) metatiles, (\d+) tiles")
+TILE_PATH = re.compile(r"(\d+)/(\d+)/(\d+)\.png$")  # {z}/{row}/{col} under the matrix set
+
+
+def land_bbox_3857() -> str:
+    """Monaco's land bbox in EPSG:3857 metres, as the peers' `tiles.py bbox 3857` prints it."""
+    r = 6378137.0
+
+    def forward(lon: float, lat: float) -> tuple[float, float]:
+        return math.radians(lon) * r, math.log(math.tan(math.pi / 4 + math.radians(lat) / 2)) * r
+
+    x0, y0 = forward(LAND_BBOX[0], LAND_BBOX[1])
+    x1, y1 = forward(LAND_BBOX[2], LAND_BBOX[3])
+    return ",".join(f"{v:.4f}" for v in (x0, y0, x1, y1))
+
+
+def parse_zooms(text: str) -> tuple[int, int]:
+    first, _, last = text.partition("-")
+    return int(first), int(last or first)
+
+
+def generate_config(folder: str, max_zoom: int) -> dict[str, Any]:
+    """The demo config, its `osm` layer pre-generated down to max_zoom into `folder`."""
+    data = demo_config()
+    data["caches"] = {"bench": {"type": "filesystem", "folder": folder}}
+    data["generation"] = {"default_cache": "bench", "default_layers": [LAYER]}
+    grid = data["grids"][data["layers"][LAYER]["grid"]]
+    data["layers"][LAYER]["min_resolution_seed"] = grid["resolutions"][max_zoom]
+    return data
+
+
+def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
+# --- direct generate_tiles runs ----------------------------------------------------------
+
+
+def count_store(folder: Path) -> dict[str, Any]:
+    """Files, bytes, PNGs and the (z, x, y) tiles of the layer's WMTS folder."""
+    base = folder / "1.0.0" / LAYER / "default" / "epsg3857"
+    files = nbytes = png = 0
+    tiles: set[tuple[int, int, int]] = set()
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        files += 1
+        nbytes += path.stat().st_size
+        with path.open("rb") as f:
+            png += f.read(8) == PNG_SIGNATURE
+        if not path.is_relative_to(base):
+            continue
+        m = TILE_PATH.search(path.relative_to(base).as_posix())
+        if m:
+            z, row, col = (int(v) for v in m.groups())
+            tiles.add((z, col, row))
+    return {"files": files, "bytes": nbytes, "png": png, "tiles": tiles}
+
+
+def run_generate(
+    config: Path, folder: Path, zooms: str, bbox: str, processes: int, requested: set[Any] | None,
+    n_requested: int, pause: float, log_path: Path,
+) -> dict[str, Any]:  # fmt: skip
+    shutil.rmtree(folder, ignore_errors=True)
+    state = folder.parent / "generate.state"
+    state.unlink(missing_ok=True)
+    command = [str(GENERATE_TILES), "--config", str(config), "--layer", LAYER, "--zoom", zooms,
+               "--bbox", bbox, "--processes", str(processes), "--state-file", str(state),
+               "--error-file", str(folder.parent / "generate-errors.txt"), "--quiet"]  # fmt: skip
+    os.sync()
+    time.sleep(pause)
+    load1 = float(loadavg().split()[0])
+    c0 = cpu_times()
+    t0 = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    c1 = cpu_times()
+    with log_path.open("a") as f:
+        f.write(f"$ {shlex.join(command)}\n{proc.stdout}{proc.stderr}rc={proc.returncode}\n\n")
+    summary = SUMMARY.search(proc.stdout + proc.stderr)
+    count = count_store(folder)
+    tiles = count.pop("tiles")
+    present = len(tiles & requested) if requested is not None else len(tiles)
+    complete = proc.returncode == 0 and present == n_requested
+    return {
+        "command": shlex.join(command),
+        "processes": processes,
+        "rc": proc.returncode,
+        "wall_s": round(wall, 3),
+        "reported_s": float(summary.group(6)) if summary else None,
+        "metatiles": int(summary.group(1)) if summary else None,
+        "failed": int(summary.group(4)) if summary else None,
+        **count,
+        "requested": n_requested,
+        "requested_present": present,
+        "extra": len(tiles - requested) if requested is not None else None,
+        "written_tiles_per_s": round(count["files"] / wall, 1),
+        "requested_tiles_per_s": round(n_requested / wall, 1) if complete else None,
+        "reported_tiles_per_s": (
+            round(count["files"] / float(summary.group(6)), 1)
+            if summary and float(summary.group(6))
+            else None
+        ),
+        "cpu_pct": cpu_busy_pct(c0, c1),
+        "load1_before": load1,
+    }
+
+
+def dry_run(config: Path, zooms: str, bbox: str) -> tuple[int, int]:
+    command = [str(GENERATE_TILES), "--config", str(config), "--layer", LAYER, "--zoom", zooms,
+               "--bbox", bbox, "--dry-run"]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, check=True)
+    m = DRY_RUN_TOTAL.search(proc.stdout + proc.stderr)
+    if m is None:
+        raise RuntimeError(f"no total in the dry run:\n{proc.stdout}{proc.stderr}")
+    return int(m.group(1)), int(m.group(2))
+
+
+# --- the peers' seed_bench.sh --------------------------------------------------------------
+
+
+def run_seed_bench(
+    config: Path, z0: int, z1: int, concurrency: int, repeats: int, only: str, run_dir: Path
+) -> dict[str, Any]:
+    adapter = f"{shlex.quote(sys.executable)} {shlex.quote(str(ADAPTER))} --config {config}"
+    counter = 'cat "$RUN_DIR/seed-bench/work/add-tileserver/render-count" 2>/dev/null || echo 0'
+    command = [
+        str(SEED_BENCH), "--only", only, "--add", f"tileserver={adapter}",
+        "--renders", f"tileserver={counter}",
+        "--desc", "tileserver=tileserver generate_tiles; Mapnik, own style over GeoJSON; "
+                  "filesystem store (moved to z/x/y)",
+    ]  # fmt: skip
+    env = {**os.environ, "SEED_MINZOOM": str(z0), "SEED_MAXZOOM": str(z1),
+           "SEED_CONCURRENCY": str(concurrency), "SEED_REPEATS": str(repeats)}  # fmt: skip
+    log(f"seed_bench.sh, concurrency {concurrency}: {shlex.join(command)}")
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    (run_dir / f"seed_bench-c{concurrency}.out").write_text(proc.stdout + proc.stderr)
+    m = re.search(r"results in (\S+)", proc.stderr)
+    if proc.returncode != 0 or m is None:
+        raise RuntimeError(f"seed_bench.sh failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = Path(m.group(1))
+    nreq = len((out / "requested.tiles").read_text().splitlines())
+    seeders: dict[str, Any] = {}
+    for name in only.split(","):
+        path = out / f"{name}.result.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        runs = data["runs"]
+        wall = data["wall_s_median"]
+        complete = all(r["rc"] == 0 and r["requested_present"] == nreq for r in runs)
+        adapter_runs = []
+        for rep in range(1, len(runs) + 1):
+            run_log = out / f"{name}.{rep}.log"
+            for line in run_log.read_text().splitlines() if run_log.exists() else []:
+                if line.startswith("SEED_ADAPTER "):
+                    adapter_runs.append(json.loads(line.removeprefix("SEED_ADAPTER ")))
+        seeders[name] = {
+            "what": data["what"],
+            "wall_s_median": wall,
+            "wall_s_runs": [r["wall_s"] for r in runs],
+            "files": sorted({r["files"] for r in runs}),
+            "mb": sorted({round(r["bytes"] / 1e6, 1) for r in runs}),
+            "written_tiles_per_s": round(statistics.median(r["files"] for r in runs) / wall, 1),
+            "requested_present": sorted({r["requested_present"] for r in runs}),
+            "requested_tiles_per_s": round(nreq / wall, 1) if complete else None,
+            "renders": [r["renders"] for r in runs],
+            "render_counter": data["render_counter"],
+            "cpu_pct": [r["cpu_pct"] for r in runs],
+            "rc": [r["rc"] for r in runs],
+            "adapter": adapter_runs,
+        }
+    return {
+        "concurrency": concurrency,
+        "command": shlex.join(command),
+        "env": f"SEED_MINZOOM={z0} SEED_MAXZOOM={z1} SEED_CONCURRENCY={concurrency} "
+        f"SEED_REPEATS={repeats}",
+        "results_dir": str(out),
+        "requested": nreq,
+        "seeders": seeders,
+        "summary_md": (out / "summary.md").read_text() if (out / "summary.md").exists() else "",
+    }
+
+
+# --- report ----------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def direct_table(by_processes: dict[int, list[dict[str, Any]]]) -> str:
+    lines = [
+        "| processes | wall s (median; runs) | generate_tiles' own s | metatiles | tiles written "
+        "| MB | requested present | written tiles/s | requested tiles/s | CPU% | exit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for processes, runs in by_processes.items():
+        med = median_run(runs, "wall_s")
+        lines.append(
+            f"| {processes} | {med['wall_s']:.2f}; "
+            + "/".join(f"{r['wall_s']:.2f}" for r in runs)
+            + f" | {_fmt(med['reported_s'])} | {_fmt(med['metatiles'])} "
+            f"| {'/'.join(sorted({str(r['files']) for r in runs}))} "
+            f"| {med['bytes'] / 1e6:.1f} "
+            f"| {min(r['requested_present'] for r in runs)}/{med['requested']} "
+            f"| {med['written_tiles_per_s']:.0f} | {_fmt(med['requested_tiles_per_s'], 0)} "
+            f"| {'/'.join(str(r['cpu_pct']) for r in runs)} "
+            f"| {'/'.join(str(r['rc']) for r in runs)} |"
+        )
+    return "\n".join(lines)
+
+
+def peers_table(bench: dict[str, Any]) -> str:
+    lines = [
+        "| seeder | what | wall s (median; runs) | tiles written | MB | written tiles/s "
+        "| requested present | requested tiles/s | renders per run | CPU% | exit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in bench["seeders"].items():
+        lines.append(
+            f"| {name} | {r['what']} | {r['wall_s_median']:.2f}; "
+            + "/".join(f"{w:.2f}" for w in r["wall_s_runs"])
+            + f" | {'/'.join(map(str, r['files']))} | {'/'.join(map(str, r['mb']))} "
+            f"| {r['written_tiles_per_s']:.0f} "
+            f"| {'/'.join(map(str, r['requested_present']))}/{bench['requested']} "
+            f"| {_fmt(r['requested_tiles_per_s'], 0)} "
+            f"| {'/'.join(map(str, r['renders']))} ({r['render_counter']}) "
+            f"| {'/'.join(map(str, r['cpu_pct']))} | {'/'.join(map(str, r['rc']))} |"
+        )
+    return "\n".join(lines)
+
+
+def peer_ratios(bench: dict[str, Any], ours: str = "tileserver") -> dict[str, dict[str, Any]]:
+    """tileserver ÷ peer in requested and written tiles/s: > 1 = tileserver faster."""
+
+    def div(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    mine = bench["seeders"].get(ours)
+    if mine is None:
+        return {}
+    return {
+        name: {
+            "requested_tiles_per_s": div(mine["requested_tiles_per_s"], r["requested_tiles_per_s"]),
+            "written_tiles_per_s": div(mine["written_tiles_per_s"], r["written_tiles_per_s"]),
+            "wall_s": div(mine["wall_s_median"], r["wall_s_median"]),
+        }
+        for name, r in bench["seeders"].items()
+        if name != ours
+    }
+
+
+# --- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--zoom", default="12-17", help="generate_tiles --zoom (default 12-17)")
+    ap.add_argument(
+        "--bbox",
+        default="land",
+        help="'land' (Monaco's land bbox, as the peers' seed bench; default), 'layer' (the "
+        "layer's bbox) or MINX,MINY,MAXX,MAXY in EPSG:3857",
+    )
+    ap.add_argument("--processes", default="1,2", help="generate_tiles --processes, comma list")
+    ap.add_argument("--repeats", type=int, default=3, help="direct runs per count (median)")
+    ap.add_argument("--pause", type=float, default=2.0, help="seconds (after sync) before a run")
+    ap.add_argument("--peers", action="store_true", help="also run the peers' seed_bench.sh")
+    ap.add_argument(
+        "--peer-only",
+        default="mapcache-wms,mapproxy-mapnik,tileserver",
+        help="seed_bench.sh --only (default %(default)s)",
+    )
+    ap.add_argument("--peer-concurrency", default="1,2", help="SEED_CONCURRENCY values, comma list")
+    ap.add_argument("--peer-repeats", type=int, default=2, help="SEED_REPEATS (default 2)")
+    ap.add_argument("--out", type=Path, default=OUT_DIR, help="default benchmarks/out")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    z0, z1 = parse_zooms(args.zoom)
+    zooms = f"{z0}-{z1}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = args.out / f"generate-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    folder = work / "tiles"
+    config = run_dir / "tileserver.yaml"
+    config.write_text(yaml.safe_dump(generate_config(str(folder), z1), sort_keys=False))
+    layer_bbox = demo_config()["layers"][LAYER]["bbox"]
+    bbox = {"land": land_bbox_3857(), "layer": ",".join(map(str, layer_bbox))}.get(
+        args.bbox, args.bbox
+    )
+    requested = (
+        {t for z in range(z0, z1 + 1) for t in covering(z, LAND_BBOX)}
+        if args.bbox == "land"
+        else None
+    )
+    n_metatiles, n_tiles = dry_run(config, zooms, bbox)
+    if requested is not None and n_tiles != len(requested):
+        log(f"warning: generate_tiles plans {n_tiles} tiles, the peers' list has {len(requested)}")
+    log(f"zooms {zooms}, bbox {bbox}: {n_tiles} tiles in {n_metatiles} metatiles; out {run_dir}")
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_before = loadavg()
+    processes = [int(p) for p in args.processes.split(",")]
+    by_processes: dict[int, list[dict[str, Any]]] = {p: [] for p in processes}
+    try:
+        for rep in range(args.repeats):
+            for p in processes:  # interleaved, so that drift hits every count alike
+                log(f"generate_tiles --processes {p}, run {rep + 1}/{args.repeats}")
+                run = run_generate(config, folder, zooms, bbox, p, requested, n_tiles,
+                                   args.pause, run_dir / "generate_tiles.log")  # fmt: skip
+                log(f"  {run['wall_s']} s, {run['files']} files, rc {run['rc']}")
+                by_processes[p].append(run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    seed_benches = []
+    if args.peers:
+        if args.bbox != "land":
+            raise SystemExit("--peers needs --bbox land: seed_bench.sh seeds the land bbox")
+        seed_config = run_dir / "seed-tileserver.yaml"
+        seed_config.write_text(yaml.safe_dump(generate_config("@STORE@", z1), sort_keys=False))
+        for conc in (int(c) for c in args.peer_concurrency.split(",")):
+            bench = run_seed_bench(seed_config, z0, z1, conc, args.peer_repeats,
+                                   args.peer_only, run_dir)  # fmt: skip
+            bench["ratios_tileserver_over_peer"] = peer_ratios(bench)
+            seed_benches.append(bench)
+
+    report: dict[str, Any] = {
+        "started_utc": started,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+        "tileserver": {"revision": git_revision(), "config": str(config)},
+        "workload": {
+            "layer": LAYER,
+            "zooms": zooms,
+            "bbox_3857": bbox,
+            "requested_tiles": n_tiles,
+            "metatiles": n_metatiles,
+        },
+        "direct": {str(p): runs for p, runs in by_processes.items()},
+        "seed_bench": seed_benches,
+    }
+    (run_dir / "result.json").write_text(json.dumps(report, indent=1) + "\n")
+
+    print(f"\n{report['command']}")
+    print(f"{started} .. {report['finished_utc']}; load {load_before} -> {loadavg()}; "
+          f"revision {report['tileserver']['revision']}")  # fmt: skip
+    print(f"layer {LAYER}, zooms {zooms}, bbox {bbox} (EPSG:3857): {n_tiles} requested tiles "
+          f"in {n_metatiles} metatiles\n")  # fmt: skip
+    print("generate_tiles, folder store:\n")
+    print(direct_table(by_processes))
+    for bench in seed_benches:
+        print(f"\nseed_bench.sh, {bench['env']} ({bench['results_dir']}):\n")
+        print(peers_table(bench))
+        for name, r in bench["ratios_tileserver_over_peer"].items():
+            print(
+                f"tileserver ÷ {name} (concurrency {bench['concurrency']}): requested tiles/s "
+                f"{_fmt(r['requested_tiles_per_s'], 2)}, written tiles/s "
+                f"{_fmt(r['written_tiles_per_s'], 2)}, wall s {_fmt(r['wall_s'], 2)}"
+            )
+        adapter = bench["seeders"].get("tileserver", {}).get("adapter", [])
+        if adapter:
+            print(
+                "tileserver adapter: generate_tiles "
+                + "/".join(f"{a['generate_s']:.2f}" for a in adapter)
+                + " s, renames to z/x/y "
+                + "/".join(f"{a['relayout_s']:.3f}" for a in adapter)
+                + " s"
+            )
+    if seed_benches:
+        print(
+            "\n(tileserver renders with its own style over GeoJSON; mapcache-wms through the "
+            "MapServer WMS; mapproxy-mapnik with Mapnik over PostGIS. tileserver writes only "
+            "the requested tiles, the peers all 64 of each metatile: compare requested tiles/s.)"
+        )
+    print(f"\nJSON and logs: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
