@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -54,6 +53,7 @@ from bench_ondemand import (
     git_revision,
     loadavg,
     log,
+    run_header,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -406,16 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed_benches.append(bench)
 
     report: dict[str, Any] = {
-        "started_utc": started,
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_before": load_before,
-            "loadavg_after": loadavg(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-        },
+        **run_header(started, load_before),
         "tileserver": {"revision": git_revision(), "config": str(config)},
         "workload": {
             "layer": LAYER,

@@ -139,6 +139,22 @@ def rounded(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def run_header(started: str, load_before: str) -> dict[str, Any]:
+    """The fields every benchmark's result.json starts with: when, the command, the machine."""
+    return {
+        "started_utc": started,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_before": load_before,
+            "loadavg_after": loadavg(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+        },
+    }
+
+
 def cpu_times() -> tuple[int, int]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -900,16 +916,7 @@ def run_all(
 
     ratio_table = ratios(results, "tileserver") if len(targets) > 1 else {}
     report: dict[str, Any] = {
-        "started_utc": started,
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_before": load_before,
-            "loadavg_after": loadavg(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-        },
+        **run_header(started, load_before),
         "tileserver": {
             "revision": revision,
             "command": " ".join(server.command),

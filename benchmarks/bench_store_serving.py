@@ -29,7 +29,6 @@ import copy
 import dataclasses
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -59,6 +58,7 @@ from bench_ondemand import (
     log,
     make_flush,
     peer_presets,
+    run_header,
     run_hits,
     sigterm_as_interrupt,
     warm_tiles,
@@ -399,16 +399,7 @@ def run_all(
     pairs = ratio_pairs(results)
     weed = subprocess.run([s3.binary, "version"], capture_output=True, text=True, check=False)
     report: dict[str, Any] = {
-        "started_utc": started,
-        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_before": load_before,
-            "loadavg_after": loadavg(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-        },
+        **run_header(started, load_before),
         "tileserver": {
             "revision": git_revision(),
             "command": " ".join(server.command),
