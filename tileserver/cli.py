@@ -32,9 +32,7 @@ def _load(path: str) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"tileserver: invalid configuration {path}:", file=sys.stderr)
-        for message in exc.messages:
-            print(f"  {message}", file=sys.stderr)
+        generate_cli.print_config_errors("tileserver", path, exc.messages)
         return None
 
 
@@ -58,9 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 1
     errors = check_mapfiles(config)
     if errors:
-        print(f"tileserver: invalid configuration {args.config}:", file=sys.stderr)
-        for message in errors:
-            print(f"  {message}", file=sys.stderr)
+        generate_cli.print_config_errors("tileserver", args.config, errors)
         return 1
     print(
         f"{args.config}: OK ({len(config.layers)} layer(s): {', '.join(config.layers)}; "

@@ -28,7 +28,7 @@ import yaml
 from tileserver.config import CacheConfig, Config, CostConfig, EmptyTile, Layer, MemcachedConfig
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError, StoreUnavailable
-from tileserver.generate_cli import CommandError, format_zooms
+from tileserver.generate_cli import CommandError, format_zooms, print_config_errors
 from tileserver.selection import parse_zooms
 from tileserver.services.capabilities import store_capabilities
 
@@ -118,9 +118,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"{prog}: invalid configuration {args.config}:", file=sys.stderr)
-        for message in exc.messages:
-            print(f"  {message}", file=sys.stderr)
+        print_config_errors(prog, args.config, exc.messages)
         return 1
     try:
         return Controller(config, args, prog).run()

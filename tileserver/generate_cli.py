@@ -230,13 +230,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        _print_config_errors(prog, args.config, exc.messages)
+        print_config_errors(prog, args.config, exc.messages)
         return 1
     try:
         command = Command(config, args, prog)
         return command.run()
     except ConfigError as exc:  # a Mapnik file that does not load
-        _print_config_errors(prog, args.config, exc.messages)
+        print_config_errors(prog, args.config, exc.messages)
         return 1
     except CommandError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
@@ -249,8 +249,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-def _print_config_errors(prog: str, path: str, messages: Sequence[str]) -> None:
-    # The style of `tileserver check-config`.
+def print_config_errors(prog: str, path: str, messages: Sequence[str]) -> None:
+    """Every configuration mistake, one per line, as all the commands report them."""
     print(f"{prog}: invalid configuration {path}:", file=sys.stderr)
     for message in messages:
         print(f"  {message}", file=sys.stderr)
