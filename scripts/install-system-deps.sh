@@ -21,7 +21,9 @@ if [ ! -e "$policy" ]; then
   $SUDO chmod +x "$policy"
   created_policy=1
 fi
-cleanup() { [ "$created_policy" -eq 1 ] && $SUDO rm -f "$policy"; }
+cleanup() {
+  if [ "$created_policy" -eq 1 ]; then $SUDO rm -f "$policy"; fi
+}
 trap cleanup EXIT
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \

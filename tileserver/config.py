@@ -48,8 +48,10 @@ _WMTS_PARAMETERS = {
 
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 DEFAULT_OUTPUT_FORMAT = {"png": "png", "jpeg": "jpeg85", "jpg": "jpeg85"}
-LAYER_TYPES = ("mapnik",)
-FUTURE_LAYER_TYPES = ("wms",)
+LAYER_TYPES = ("mapnik", "wms")
+FUTURE_LAYER_TYPES: tuple[str, ...] = ()
+WMS_VERSIONS = ("1.1.1", "1.3.0")
+DEFAULT_INFO_FORMATS = ("application/vnd.ogc.gml",)
 CACHE_TYPES = ("filesystem", "s3")
 MISSING_TILE = ("render", "no_content", "transparent")
 
@@ -90,6 +92,23 @@ class LayerGeom:
 
 
 @dataclass(frozen=True, slots=True)
+class WmsSource:
+    """Where a `type: wms` layer gets its images: one GetMap per metatile (with its
+    buffer) and, for `query_layers`, GetFeatureInfo forwarded for a tile's pixel."""
+
+    url: str
+    layers: str  # the WMS LAYERS parameter, comma-separated
+    version: str = "1.1.1"  # or 1.3.0 (axis order of the CRS, CRS= instead of SRS=)
+    params: tuple[tuple[str, str], ...] = ()  # extra GetMap parameters (STYLES, TRANSPARENT...)
+    headers: tuple[tuple[str, str], ...] = ()
+    generate_salt: bool = False  # a random SALT parameter busts caches in front of the WMS
+    timeout: float = 30.0  # seconds per upstream request
+    retries: int = 2  # more attempts after a failed request, with exponential backoff
+    query_layers: str = ""  # QUERY_LAYERS of GetFeatureInfo; "" = not queryable
+    info_formats: tuple[str, ...] = ()  # GetFeatureInfo formats, advertised in Capabilities
+
+
+@dataclass(frozen=True, slots=True)
 class Layer:
     name: str
     type: str
@@ -113,6 +132,15 @@ class Layer:
     empty_tile_detection: EmptyTile | None = None
     empty_metatile_detection: EmptyTile | None = None
     geoms: tuple[LayerGeom, ...] = ()  # limits generation; empty: the whole bbox
+    wms: WmsSource | None = None  # type: wms only
+    # type: mapnik: libpq connection string whose host, port, dbname, user, password and
+    # connect_timeout replace those of every PostGIS datasource of the style; "" keeps
+    # the style's (and libpq's PG* environment variables for what it leaves out).
+    connection: str = ""
+
+    @property
+    def queryable(self) -> bool:
+        return self.wms is not None and bool(self.wms.query_layers)
 
     @property
     def ttl_seconds(self) -> int:
@@ -180,6 +208,14 @@ class ServerConfig:
     url: str | None = None  # public base URL for Capabilities; default from each request
     memory_cache_mb: int = 256  # the embedded cache used when Memcached is absent
     render_timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """The `upstream` section: the HTTP client of `type: wms` layers."""
+
+    connections_per_host: int = 8  # concurrent requests to one WMS host, per process
+    retry_backoff: float = 0.5  # seconds before the first retry, doubled at each retry
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +291,7 @@ class Config:
     provider: Provider = Provider()
     cost: CostConfig = CostConfig()
     postgresql: PostgresqlConfig = PostgresqlConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
     source: Path | None = None
 
 
@@ -380,6 +417,22 @@ class _Section:
             return None
 
         return self._get(key, default, check, "a list of strings")
+
+    def text_mapping(self, key: str, default: Any = _MISSING) -> Any:
+        """A mapping of names to scalar values, as sorted (name, text) pairs."""
+
+        def check(v: Any) -> tuple[tuple[str, str], ...] | None:
+            if not isinstance(v, dict):
+                return None
+            pairs = []
+            for name, value in v.items():
+                if not isinstance(value, str | int | float | bool) or isinstance(name, bool):
+                    return None
+                text = ("TRUE" if value else "FALSE") if isinstance(value, bool) else str(value)
+                pairs.append((str(name), text))
+            return tuple(sorted(pairs))
+
+        return self._get(key, default, check, "a mapping of names to strings")
 
     def child_origin(self, key: str, data: Any) -> dict[str, str]:
         """Where the keys of a nested mapping came from (all from layer_default, or none)."""
@@ -743,6 +796,75 @@ def _parse_dimensions(s: _Section, key: str) -> tuple[Dimension, ...] | None:
     return tuple(dimensions) if ok else None
 
 
+def _parse_upstream(s: _Section | None) -> UpstreamConfig | None:
+    if s is None:
+        return UpstreamConfig()
+    per_host = s.integer("connections_per_host", 8, minimum=1)
+    backoff = s.number("retry_backoff", 0.5)
+    s.finish()
+    if backoff is not None and backoff < 0:
+        s.error("retry_backoff", f"expected a number of seconds >= 0, got {backoff!r}")
+        return None
+    if per_host is None or backoff is None:
+        return None
+    return UpstreamConfig(connections_per_host=per_host, retry_backoff=float(backoff))
+
+
+_WMS_RESERVED = {
+    "service", "request", "version", "layers", "bbox", "width", "height", "srs", "crs",
+    "format", "query_layers", "info_format", "i", "j", "x", "y",
+}  # fmt: skip
+
+
+def _parse_wms(s: _Section, kind: str | None) -> WmsSource | None:
+    """The keys of a `type: wms` layer; None when one of them is wrong (reported)."""
+    wms = kind == "wms"
+    url = s.text("url") if wms else s.text("url", None)
+    layers = s.text("layers") if wms else s.text("layers", None)
+    version = s.text("version", "1.1.1")
+    params = s.text_mapping("params", ())
+    headers = s.text_mapping("headers", ())
+    salt = s.flag("generate_salt", False)
+    timeout = s.number("timeout", 30.0, positive=True)
+    retries = s.integer("retries", 2, minimum=0)
+    query_layers = s.text("query_layers", "")
+    info_formats = s.texts("info_formats", None)
+    if not wms:
+        for key in ("url", "layers", "params", "headers", "query_layers", "info_formats"):
+            if key in s.data and s.origin.get(key) != "layer_default":
+                s.error(key, f"only for layers of type 'wms' (this layer is of type {kind!r})")
+        return None
+    ok = True
+    if url is not None and not re.match(r"^https?://[^/\s]+", url):
+        s.error("url", f"expected an http:// or https:// URL, got {url!r}")
+        ok = False
+    if version is not None and version not in WMS_VERSIONS:
+        s.error("version", f"expected one of {', '.join(WMS_VERSIONS)}, got {version!r}")
+        ok = False
+    for name, _ in params or ():
+        if name.lower() in _WMS_RESERVED:
+            s.error(f"params.{name}", "set by tileserver for each request; remove it from params")
+            ok = False
+    if info_formats is not None and not query_layers:
+        s.error("info_formats", "needs query_layers (the WMS layers GetFeatureInfo queries)")
+        ok = False
+    values = (url, layers, version, params, headers, salt, timeout, retries, query_layers)
+    if not ok or any(v is None for v in values):
+        return None
+    return WmsSource(
+        url=url,
+        layers=layers,
+        version=version,
+        params=params,
+        headers=headers,
+        generate_salt=salt,
+        timeout=float(timeout),
+        retries=retries,
+        query_layers=query_layers,
+        info_formats=tuple(info_formats or (DEFAULT_INFO_FORMATS if query_layers else ())),
+    )
+
+
 def _parse_postgresql(s: _Section | None) -> PostgresqlConfig:
     if s is None:
         return PostgresqlConfig()
@@ -876,7 +998,16 @@ def _parse_layer(
     empty_tile = _parse_empty(s.section("empty_tile_detection"))
     empty_meta = _parse_empty(s.section("empty_metatile_detection"))
     geoms = _parse_geoms(s, "geoms", grid, base_dir, default_connection)
+    wms = _parse_wms(s, kind)
+    connection = s.text("connection", "")
     s.finish()
+    if kind == "wms" and wms is None:
+        return None
+    if connection and kind != "mapnik":
+        if s.origin.get("connection") != "layer_default":
+            s.error("connection", "only for layers of type 'mapnik' (PostGIS datasources)")
+            return None
+        connection = ""
 
     ok = True
     if extension is not None and extension not in FORMATS:
@@ -942,6 +1073,8 @@ def _parse_layer(
         empty_tile_detection=empty_tile,
         empty_metatile_detection=empty_meta,
         geoms=geoms,
+        wms=wms,
+        connection=connection or "",
     )
 
 
@@ -972,6 +1105,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     provider = _parse_provider(root.section("provider"))
     cost = _parse_cost(root.section("cost"))
     postgresql = _parse_postgresql(root.section("postgresql"))
+    upstream = _parse_upstream(root.section("upstream"))
     layer_default = root.section("layer_default")
     layers_section = root.section("layers", required=True)
     root.finish()
@@ -1014,7 +1148,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
                 f"unknown layer {name!r} (defined: {', '.join(layers) or 'none'})",
             )
     errors.raise_if_any()
-    assert server is not None and cost is not None  # stage 1 would have raised
+    assert server is not None and cost is not None and upstream is not None  # stage 1 raised
     return Config(
         grids=grids,
         caches=caches,
@@ -1026,5 +1160,6 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         provider=provider,
         cost=cost,
         postgresql=postgresql,
+        upstream=upstream,
         source=source,
     )

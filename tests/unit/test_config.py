@@ -376,10 +376,16 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], str, list[str]]] = [
         ["expected a mapping, got a list"],
     ),
     (
-        "layer type not supported yet",
-        _set("layers.roads.type", "wms"),
+        "unknown layer type",
+        _set("layers.roads.type", "wfs"),
         "layers.roads.type",
-        ["unknown layer type 'wms' (not supported yet)"],
+        ["unknown layer type 'wfs' (supported: mapnik, wms)"],
+    ),
+    (
+        "wms layer without its layers",
+        lambda d: d["layers"]["roads"].update(type="wms", url="http://127.0.0.1:9/wms"),
+        "layers.roads.layers",
+        ["missing required key"],
     ),
     (
         "memcached server without port",
