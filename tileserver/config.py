@@ -48,6 +48,17 @@ _WMTS_PARAMETERS = {
 
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 DEFAULT_OUTPUT_FORMAT = {"png": "png", "jpeg": "jpeg85", "jpg": "jpeg85"}
+# REST extensions of GetFeatureInfo formats; others use their subtype's letters.
+INFO_EXTENSIONS = {
+    "text/html": "html",
+    "text/plain": "txt",
+    "text/xml": "xml",
+    "application/xml": "xml",
+    "application/vnd.ogc.gml": "gml",
+    "application/vnd.ogc.gml/3.1.1": "gml3",
+    "application/json": "json",
+    "application/geo+json": "geojson",
+}
 LAYER_TYPES = ("mapnik", "wms")
 FUTURE_LAYER_TYPES: tuple[str, ...] = ()
 WMS_VERSIONS = ("1.1.1", "1.3.0")
@@ -796,6 +807,15 @@ def _parse_dimensions(s: _Section, key: str) -> tuple[Dimension, ...] | None:
     return tuple(dimensions) if ok else None
 
 
+def info_extension(info_format: str) -> str:
+    """The file extension of a GetFeatureInfo format in REST URLs."""
+    known = INFO_EXTENSIONS.get(info_format.lower())
+    if known is not None:
+        return known
+    subtype = info_format.split(";")[0].rsplit("/", 1)[-1].rsplit("+", 1)[-1]
+    return re.sub(r"[^a-z0-9]", "", subtype.lower()) or "info"
+
+
 def _parse_upstream(s: _Section | None) -> UpstreamConfig | None:
     if s is None:
         return UpstreamConfig()
@@ -812,7 +832,7 @@ def _parse_upstream(s: _Section | None) -> UpstreamConfig | None:
 
 _WMS_RESERVED = {
     "service", "request", "version", "layers", "bbox", "width", "height", "srs", "crs",
-    "format", "query_layers", "info_format", "i", "j", "x", "y",
+    "query_layers", "info_format", "i", "j", "x", "y",
 }  # fmt: skip
 
 
@@ -848,6 +868,16 @@ def _parse_wms(s: _Section, kind: str | None) -> WmsSource | None:
     if info_formats is not None and not query_layers:
         s.error("info_formats", "needs query_layers (the WMS layers GetFeatureInfo queries)")
         ok = False
+    by_extension: dict[str, str] = {}
+    for info_format in info_formats or ():
+        other = by_extension.setdefault(info_extension(info_format), info_format)
+        if other != info_format:
+            s.error(
+                "info_formats",
+                f"{other!r} and {info_format!r} would share the REST extension "
+                f"'.{info_extension(info_format)}': keep one",
+            )
+            ok = False
     values = (url, layers, version, params, headers, salt, timeout, retries, query_layers)
     if not ok or any(v is None for v in values):
         return None

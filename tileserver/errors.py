@@ -29,6 +29,16 @@ class RenderError(TileServerError):
     """A renderer failed to produce a metatile."""
 
 
+class UpstreamError(RenderError):
+    """An upstream service (a WMS) failed; `status` is what the HTTP face answers:
+    502 for a wrong answer (a ServiceException, an HTML page, a broken image), 503 when
+    it cannot be reached, 504 when it did not answer in time."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 class GeomsError(TileServerError):
     """A layer's `geoms` could not be read at generation time (a file that is not a
     geometry, a database that does not answer, a query that fails); the message starts

@@ -690,12 +690,14 @@ class Command:
         return 0
 
     async def get_hash(self) -> int:
-        from tileserver.adapters.mapnik_renderer import MapnikRenderer
+        from tileserver.adapters.renderers import LayerRenderer
 
         layer = self.one_layer("--get-hash")
         text = self.args.get_hash.strip()
         coord = self.tile_arg(layer, "--get-hash", text)
-        renderer = MapnikRenderer([layer], 1, self.config.server.render_timeout)
+        renderer = LayerRenderer(
+            [layer], 1, self.config.server.render_timeout, self.config.upstream
+        )
         await renderer.start()
         try:
             metatile = metatile_of(layer, metatile_ref(coord, layer.effective_meta_size))
@@ -994,11 +996,14 @@ class Command:
         self, jobs: Sequence[LayerJob], state_file: Path, error_file: Path, processes: int
     ) -> int:
         """Renders every job's metatiles into its store; the exit status."""
-        from tileserver.adapters.mapnik_renderer import MapnikRenderer
+        from tileserver.adapters.renderers import LayerRenderer
         from tileserver.adapters.stores import store_for
 
-        renderer = MapnikRenderer(
-            [j.layer for j in jobs], processes, self.config.server.render_timeout
+        renderer = LayerRenderer(
+            [j.layer for j in jobs],
+            processes,
+            self.config.server.render_timeout,
+            self.config.upstream,
         )
         await renderer.start()
         stores: dict[str, TileStore] = {}

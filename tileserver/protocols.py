@@ -50,6 +50,16 @@ class Renderer(Protocol):
     async def close(self) -> None: ...
 
 
+class FeatureInfoSource(Protocol):
+    """Answers GetFeatureInfo for a pixel of a tile (a WMS layer's upstream)."""
+
+    async def feature_info(
+        self, layer: Layer, coord: TileCoord, i: int, j: int, info_format: str
+    ) -> tuple[bytes, str]:
+        """The answer's bytes and content type; OWSException for a layer not queryable."""
+        ...
+
+
 class TileStore(Protocol):
     """Pre-generated tiles by path (see `store_layout.tile_path`), relative to the store's root.
 

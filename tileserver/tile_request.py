@@ -14,3 +14,13 @@ class TileRequest:
     style: str
     dimensions: tuple[str, ...]  # values, in the order of layer.dimensions
     coord: TileCoord
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureInfoRequest:
+    """WMTS GetFeatureInfo: pixel (i, j) of a tile, counted from its top-left corner."""
+
+    tile: TileRequest
+    i: int
+    j: int
+    info_format: str

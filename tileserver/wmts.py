@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tileserver.config import FORMATS, Config, Layer
+from tileserver.config import FORMATS, Config, Layer, info_extension
 from tileserver.errors import (
     OWSException,
     invalid_parameter,
@@ -19,7 +19,7 @@ from tileserver.errors import (
     operation_not_supported,
     tile_out_of_range,
 )
-from tileserver.tile_request import TileRequest
+from tileserver.tile_request import FeatureInfoRequest, TileRequest
 from tileserver.types import TileCoord
 
 VERSION = "1.0.0"
@@ -44,7 +44,9 @@ def normalize_kvp(items: list[tuple[str, str]]) -> dict[str, str]:
     return params
 
 
-def parse_kvp(config: Config, params: Mapping[str, str]) -> TileRequest | CapabilitiesRequest:
+def parse_kvp(
+    config: Config, params: Mapping[str, str]
+) -> TileRequest | FeatureInfoRequest | CapabilitiesRequest:
     """A KVP request (names already lower-cased by `normalize_kvp`)."""
     service = params.get("service")
     if service is None or service == "":
@@ -63,7 +65,7 @@ def parse_kvp(config: Config, params: Mapping[str, str]) -> TileRequest | Capabi
                 "acceptversions",
             )
         return CapabilitiesRequest()
-    if request != "GetTile":
+    if request not in ("GetTile", "GetFeatureInfo"):
         raise operation_not_supported(request[:_SHOWN])
     version = _required(params, "version")
     if version != VERSION:
@@ -80,7 +82,18 @@ def parse_kvp(config: Config, params: Mapping[str, str]) -> TileRequest | Capabi
     dimensions = {
         d.name.lower(): params[d.name.lower()] for d in layer.dimensions if d.name.lower() in params
     }
-    return tile_request(
+    info: tuple[str, str, str] | None = None
+    if request == "GetFeatureInfo":
+        info_formats = _queryable(layer)
+        info_format = _required(params, "infoformat")
+        if info_format not in info_formats:
+            raise invalid_parameter(
+                "infoformat",
+                f"Unknown InfoFormat {_show(info_format)} for layer {layer.name!r}: use one of "
+                f"{list(info_formats)}",
+            )
+        info = (_required(params, "i"), _required(params, "j"), info_format)
+    tile = tile_request(
         layer,
         style=values["style"],
         matrix_set=values["tilematrixset"],
@@ -89,11 +102,15 @@ def parse_kvp(config: Config, params: Mapping[str, str]) -> TileRequest | Capabi
         col=values["tilecol"],
         dimensions=dimensions,
     )
+    if info is not None:
+        return feature_info_request(tile, *info)
+    return tile
 
 
-def parse_rest(config: Config, path: str) -> TileRequest:
+def parse_rest(config: Config, path: str) -> TileRequest | FeatureInfoRequest:
     """A REST path relative to /wmts/1.0.0/:
     {Layer}/{Style}/[{dimension values}/]{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.{ext}
+    for a tile, and .../{TileCol}/{J}/{I}.{ext} for GetFeatureInfo (ext names the format).
     """
     segments = path.split("/")
     if len(segments) < 6 or "" in segments:
@@ -103,7 +120,10 @@ def parse_rest(config: Config, path: str) -> TileRequest:
     if not dot:
         raise not_found(f"No such resource: /wmts/1.0.0/{path[:200]}")
     layer = _layer(config, layer_name)
-    if len(segments) != 6 + len(layer.dimensions):
+    tile_segments = 6 + len(layer.dimensions)
+    if len(segments) == tile_segments + 2:
+        return _rest_feature_info(layer, segments, last, extension)
+    if len(segments) != tile_segments:
         raise not_found(
             f"No such resource: layer {layer.name!r} takes "
             f"{len(layer.dimensions)} dimension value(s) in its REST URLs"
@@ -125,6 +145,63 @@ def parse_rest(config: Config, path: str) -> TileRequest:
         col=last,
         dimensions=dimensions,
     )
+
+
+def _rest_feature_info(
+    layer: Layer, segments: list[str], i_text: str, extension: str
+) -> FeatureInfoRequest:
+    formats = {info_extension(f): f for f in _queryable(layer)}
+    info_format = formats.get(extension)
+    if info_format is None:
+        raise invalid_parameter(
+            "infoformat",
+            f"Unknown extension {_show(extension)} for the feature info of layer "
+            f"{layer.name!r}: use one of {['.' + e for e in formats]}",
+        )
+    dimension_values = segments[2 : 2 + len(layer.dimensions)]
+    dimensions = {
+        d.name.lower(): v for d, v in zip(layer.dimensions, dimension_values, strict=True)
+    }
+    tile = tile_request(
+        layer,
+        style=segments[1],
+        matrix_set=segments[-6],
+        matrix=segments[-5],
+        row=segments[-4],
+        col=segments[-3],
+        dimensions=dimensions,
+    )
+    return feature_info_request(tile, i_text, segments[-2], info_format)
+
+
+def _queryable(layer: Layer) -> tuple[str, ...]:
+    """The layer's GetFeatureInfo formats; OperationNotSupported when it has none."""
+    if layer.wms is None or not layer.wms.query_layers:
+        raise OWSException(
+            "OperationNotSupported",
+            f"Layer {layer.name!r} is not queryable: GetFeatureInfo is not supported",
+            "request",
+            status=501,
+        )
+    return layer.wms.info_formats
+
+
+def feature_info_request(
+    tile: TileRequest, i_text: str, j_text: str, info_format: str
+) -> FeatureInfoRequest:
+    """Checks the pixel: integers within the tile (07-057r7, table 30: PointIJOutOfRange)."""
+    size = tile.layer.grid.tile_size
+    pixel = []
+    for name, text in (("i", i_text), ("j", j_text)):
+        value = _integer(name.upper(), text)
+        if not 0 <= value < size:
+            raise OWSException(
+                "PointIJOutOfRange",
+                f"{name.upper()} {value} is outside the tile: use 0 to {size - 1}",
+                name,
+            )
+        pixel.append(value)
+    return FeatureInfoRequest(tile=tile, i=pixel[0], j=pixel[1], info_format=info_format)
 
 
 def tile_request(

@@ -8,13 +8,21 @@ import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from tileserver.adapters.mapnik_worker import (
+    POSTGIS_PARAMETERS,
+    CutJob,
+    DatabaseUnavailable,
+    InvalidImage,
     MapSpec,
     RenderJob,
+    RenderResult,
+    cut_image,
     init_worker,
     load_errors,
     render_metatile,
+    unavailable,
 )
 from tileserver.config import Layer
 from tileserver.errors import ConfigError, RenderError
@@ -23,13 +31,40 @@ from tileserver.types import TileCoord
 
 log = logging.getLogger("tileserver.render")
 
+J = TypeVar("J")
+
+__all__ = ["InvalidImage", "MapnikRenderer", "postgis_parameters"]
+
+
+def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
+    """The datasource parameters of the layer's `connection` (a libpq string or URI)."""
+    if not layer.connection:
+        return ()
+    from psycopg import conninfo  # libpq's own parser, so every libpq spelling works
+
+    where = f"layers.{layer.name}.connection"
+    try:
+        parsed = conninfo.conninfo_to_dict(layer.connection)
+    except Exception as exc:
+        raise ConfigError([f"{where}: not a libpq connection string ({exc})"]) from exc
+    unknown = sorted(set(parsed) - set(POSTGIS_PARAMETERS))
+    if unknown:
+        raise ConfigError(
+            [
+                f"{where}: Mapnik's PostGIS datasources take only "
+                f"{', '.join(POSTGIS_PARAMETERS)}, not {', '.join(unknown)}"
+            ]
+        )
+    return tuple(sorted((k, str(v)) for k, v in parsed.items() if v is not None))
+
 
 class MapnikRenderer:
-    """Renders metatiles of `type: mapnik` layers in `processes` worker processes."""
+    """Renders metatiles of `type: mapnik` layers in `processes` worker processes, and
+    cuts images rendered elsewhere (`cut`) with the same encoders."""
 
     def __init__(self, layers: Sequence[Layer], processes: int, timeout: float = 60.0) -> None:
         self._specs = tuple(
-            MapSpec(layer.name, str(layer.mapfile), layer.grid.srs)
+            MapSpec(layer.name, str(layer.mapfile), layer.grid.srs, postgis_parameters(layer))
             for layer in layers
             if layer.type == "mapnik" and layer.mapfile is not None
         )
@@ -58,6 +93,9 @@ class MapnikRenderer:
             raise ConfigError(
                 [f"layers.{name}.mapfile: Mapnik cannot load it: {e}" for name, e in errors.items()]
             )
+        down = await loop.run_in_executor(self._pool, unavailable)
+        for name, error in down.items():
+            log.error("layer %s: its database is unavailable, tiles answer 503: %s", name, error)
 
     async def render(
         self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
@@ -72,6 +110,47 @@ class MapnikRenderer:
             image_format=layer.output_format,
             variables=tuple(sorted(dimensions.items())),
         )
+        try:
+            result = await self._run(render_metatile, job)
+        except DatabaseUnavailable as exc:
+            raise RenderError(
+                f"the database of layer {layer.name!r} is unavailable: {exc}"
+            ) from exc
+        except RenderError:
+            raise
+        except Exception as exc:
+            raise RenderError(f"Mapnik failed: {exc}") from exc
+        log.debug(
+            "mapnik %s: render %.0f ms, cut+encode %.0f ms",
+            layer.name,
+            result.render_seconds * 1000,
+            result.encode_seconds * 1000,
+        )
+        return {TileCoord(*key): data for key, data in result.tiles.items()}
+
+    async def cut(self, layer: Layer, metatile: Metatile, image: bytes) -> dict[TileCoord, bytes]:
+        """Cuts an image of the metatile (buffer included) into the layer's tiles.
+
+        Raises InvalidImage when `image` is not an image of the metatile's size.
+        """
+        job = CutJob(
+            image=image,
+            width=metatile.width,
+            height=metatile.height,
+            tile_size=layer.grid.tile_size,
+            tiles=tuple((t.coord.z, t.coord.row, t.coord.col, t.x, t.y) for t in metatile.tiles),
+            image_format=layer.output_format,
+        )
+        try:
+            result = await self._run(cut_image, job)
+        except (InvalidImage, RenderError):
+            raise
+        except Exception as exc:
+            raise RenderError(f"cutting the metatile failed: {exc}") from exc
+        return {TileCoord(*key): data for key, data in result.tiles.items()}
+
+    async def _run(self, function: Any, job: J) -> RenderResult:
+        """Runs function(job) in a render process; a dead process rebuilds the pool once."""
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             pool = self._pool
@@ -79,7 +158,8 @@ class MapnikRenderer:
                 raise RenderError("the render pool is closed")
             try:
                 async with asyncio.timeout(self._timeout):
-                    result = await loop.run_in_executor(pool, render_metatile, job)
+                    result: RenderResult = await loop.run_in_executor(pool, function, job)
+                    return result
             except BrokenProcessPool as exc:
                 # A render process died (killed, out of memory): rebuild the pool once.
                 log.error("render pool broken (%s): restarting it", exc)
@@ -91,15 +171,6 @@ class MapnikRenderer:
                 continue
             except TimeoutError as exc:
                 raise RenderError(f"render took longer than {self._timeout:g} s") from exc
-            except Exception as exc:
-                raise RenderError(f"Mapnik failed: {exc}") from exc
-            log.debug(
-                "mapnik %s: render %.0f ms, cut+encode %.0f ms",
-                layer.name,
-                result.render_seconds * 1000,
-                result.encode_seconds * 1000,
-            )
-            return {TileCoord(*key): data for key, data in result.tiles.items()}
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

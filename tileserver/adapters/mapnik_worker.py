@@ -8,14 +8,21 @@ by the worker processes only, so the server processes do not carry it.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
 mapnik: Any = None  # the module, imported by `init_worker`
 _MAPS: dict[str, Any] = {}
-_LOAD_ERRORS: dict[str, str] = {}
+_SPECS: dict[str, MapSpec] = {}
+_LOAD_ERRORS: dict[str, str] = {}  # style mistakes: the server refuses to start
+_UNAVAILABLE: dict[str, str] = {}  # a database down: loaded again at the next render
+
+# The datasource parameters a layer's `connection` replaces (Mapnik's postgis plugin).
+POSTGIS_PARAMETERS = ("host", "port", "dbname", "user", "password", "connect_timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +30,12 @@ class MapSpec:
     layer: str
     mapfile: str
     srs: str  # the grid's CRS; the style's layers are reprojected to it
+    # Replaces these parameters of every PostGIS datasource of the style (name, value).
+    postgis: tuple[tuple[str, str], ...] = ()
+
+
+class DatabaseUnavailable(RuntimeError):
+    """A style's database could not be reached; the map is loaded again later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +65,51 @@ def _import_mapnik() -> None:
         mapnik = module
 
 
+def with_postgis(xml: str, parameters: tuple[tuple[str, str], ...]) -> str:
+    """The style with `parameters` set in each of its PostGIS datasources."""
+    root = ET.fromstring(xml)
+    for datasource in root.iter("Datasource"):
+        params = {p.get("name"): p for p in datasource.findall("Parameter")}
+        kind = params.get("type")
+        if kind is None or (kind.text or "").strip() != "postgis":
+            continue
+        for name, value in parameters:
+            element = params.get(name)
+            if element is None:
+                element = ET.SubElement(datasource, "Parameter", name=name)
+            element.text = value
+    return ET.tostring(root, encoding="unicode")
+
+
+def is_database_error(message: str) -> bool:
+    """True when Mapnik failed to reach a database (as opposed to a mistake in a style)."""
+    lowered = message.lower()
+    return "postgis" in lowered and (
+        "connect" in lowered
+        or "server closed the connection" in lowered
+        or "terminating connection" in lowered
+        or "no connection to the server" in lowered
+        or "the database system is" in lowered
+    )
+
+
 def load_map(spec: MapSpec) -> Any:
     """A Mapnik map of spec's style, projected to spec's CRS."""
     _import_mapnik()
     m = mapnik.Map(256, 256)
-    mapnik.load_map(m, spec.mapfile)
+    try:
+        if spec.postgis:
+            with open(spec.mapfile, encoding="utf-8") as f:
+                xml = with_postgis(f.read(), spec.postgis)
+            base = os.path.dirname(os.path.abspath(spec.mapfile))
+            mapnik.load_map_from_string(m, xml, False, base)
+        else:
+            mapnik.load_map(m, spec.mapfile)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        if is_database_error(message):
+            raise DatabaseUnavailable(message) from exc
+        raise
     m.srs = spec.srs.lower()
     return m
 
@@ -65,8 +118,11 @@ def init_worker(specs: tuple[MapSpec, ...]) -> None:
     """Pool initializer: the parent handles Ctrl-C; load every map once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for spec in specs:
+        _SPECS[spec.layer] = spec
         try:
             _MAPS[spec.layer] = load_map(spec)
+        except DatabaseUnavailable as exc:
+            _UNAVAILABLE[spec.layer] = str(exc)
         except Exception as exc:
             _LOAD_ERRORS[spec.layer] = f"{type(exc).__name__}: {exc}"
 
@@ -75,18 +131,44 @@ def load_errors() -> dict[str, str]:
     return dict(_LOAD_ERRORS)
 
 
+def unavailable() -> dict[str, str]:
+    """The layers whose database could not be reached when loading, and why."""
+    return dict(_UNAVAILABLE)
+
+
+def _map_of(layer: str) -> Any:
+    m = _MAPS.get(layer)
+    if m is not None:
+        return m
+    spec = _SPECS.get(layer)
+    if spec is None or layer in _LOAD_ERRORS:
+        raise RuntimeError(_LOAD_ERRORS.get(layer, f"no map loaded for layer {layer!r}"))
+    m = load_map(spec)  # DatabaseUnavailable while the database is still down
+    _UNAVAILABLE.pop(layer, None)
+    _MAPS[layer] = m
+    return m
+
+
 def render_metatile(job: RenderJob) -> RenderResult:
-    m = _MAPS.get(job.layer)
-    if m is None:
-        raise RuntimeError(_LOAD_ERRORS.get(job.layer, f"no map loaded for layer {job.layer!r}"))
+    m = _map_of(job.layer)
     start = time.perf_counter()
     m.resize(job.width, job.height)
     m.zoom_to_box(mapnik.Box2d(*job.bbox))
     image = mapnik.Image(job.width, job.height)
-    if job.variables:
-        mapnik.render_with_vars(m, image, dict(job.variables))
-    else:
-        mapnik.render(m, image)
+    try:
+        if job.variables:
+            mapnik.render_with_vars(m, image, dict(job.variables))
+        else:
+            mapnik.render(m, image)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        if is_database_error(message):
+            # Load the map again at the next render: its datasources may hold dead
+            # connections once the database comes back.
+            _MAPS.pop(job.layer, None)
+            _UNAVAILABLE[job.layer] = message
+            raise DatabaseUnavailable(message) from exc
+        raise
     rendered = time.perf_counter()
     size = job.tile_size
     tiles = {
@@ -94,3 +176,40 @@ def render_metatile(job: RenderJob) -> RenderResult:
         for z, row, col, x, y in job.tiles
     }
     return RenderResult(tiles, rendered - start, time.perf_counter() - rendered)
+
+
+@dataclass(frozen=True, slots=True)
+class CutJob:
+    """An image rendered elsewhere (a WMS GetMap answer) to cut into encoded tiles."""
+
+    image: bytes
+    width: int  # expected size, buffer included
+    height: int
+    tile_size: int
+    tiles: tuple[tuple[int, int, int, int, int], ...]  # z, row, col, x, y
+    image_format: str
+
+
+class InvalidImage(ValueError):
+    """The bytes are not an image of the expected size."""
+
+
+def cut_image(job: CutJob) -> RenderResult:
+    _import_mapnik()
+    start = time.perf_counter()
+    try:
+        image = mapnik.Image.from_string(job.image)
+    except Exception as exc:
+        raise InvalidImage(f"not a readable image ({exc})") from exc
+    if (image.width(), image.height()) != (job.width, job.height):
+        raise InvalidImage(
+            f"an image of {image.width()}x{image.height()} pixels instead of "
+            f"{job.width}x{job.height}"
+        )
+    decoded = time.perf_counter()
+    size = job.tile_size
+    tiles = {
+        (z, row, col): image.view(x, y, size, size).to_string(job.image_format)
+        for z, row, col, x, y in job.tiles
+    }
+    return RenderResult(tiles, decoded - start, time.perf_counter() - decoded)

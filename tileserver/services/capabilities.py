@@ -14,7 +14,7 @@ from importlib import resources
 
 from mako.template import Template
 
-from tileserver.config import CacheConfig, Config, Layer
+from tileserver.config import CacheConfig, Config, Layer, info_extension
 from tileserver.crs import bbox_to_wgs84
 from tileserver.grid import Grid
 from tileserver.grid import format_resolution as _num
@@ -115,6 +115,7 @@ def render_capabilities(
         num=_num,
         corner=_corner,
         wgs84_bbox=_wgs84_bbox,
+        info_extension=info_extension,
     )
     return str(text).encode()
 

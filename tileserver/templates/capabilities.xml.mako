@@ -62,7 +62,11 @@
     </ows:ServiceContact>
   </ows:ServiceProvider>
   <ows:OperationsMetadata>
-% for operation, rest in (("GetCapabilities", endpoints.capabilities_url), ("GetTile", endpoints.tile_url)):
+<% operations = [("GetCapabilities", endpoints.capabilities_url), ("GetTile", endpoints.tile_url)] %>\
+% if endpoints.kvp_url is not None and any(layer.queryable for layer in layers):
+<% operations.append(("GetFeatureInfo", endpoints.tile_url)) %>\
+% endif
+% for operation, rest in operations:
     <ows:Operation name="${operation}">
       <ows:DCP>
         <ows:HTTP>
@@ -108,6 +112,12 @@
         <ows:Identifier>${layer.wmts_style | x}</ows:Identifier>
       </Style>
       <Format>${layer.mime_type | x}</Format>
+<% feature_info = layer.queryable and endpoints.kvp_url is not None %>\
+% if feature_info:
+% for info_format in layer.wms.info_formats:
+      <InfoFormat>${info_format | x}</InfoFormat>
+% endfor
+% endif
 % for dimension in layer.dimensions:
       <Dimension>
         <ows:Identifier>${dimension.name | x}</ows:Identifier>
@@ -136,6 +146,11 @@
       </TileMatrixSetLink>
 % for resource_base in endpoints.resource_bases:
       <ResourceURL format="${layer.mime_type | x}" resourceType="tile" template="${resource_base | x}/${layer.name | x}/{Style}/${"".join("{%s}/" % d.name for d in layer.dimensions) | x}{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.${layer.extension | x}"/>
+% if feature_info:
+% for info_format in layer.wms.info_formats:
+      <ResourceURL format="${info_format | x}" resourceType="FeatureInfo" template="${resource_base | x}/${layer.name | x}/{Style}/${"".join("{%s}/" % d.name for d in layer.dimensions) | x}{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}/{J}/{I}.${info_extension(info_format) | x}"/>
+% endfor
+% endif
 % endfor
     </Layer>
 % endfor

@@ -14,19 +14,19 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tileserver.adapters.mapnik_renderer import MapnikRenderer
 from tileserver.adapters.memcached import MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
+from tileserver.adapters.renderers import LayerRenderer
 from tileserver.adapters.stores import store_for
 from tileserver.config import Config
-from tileserver.errors import OWSException, RenderError, StoreUnavailable
+from tileserver.errors import OWSException, RenderError, StoreUnavailable, UpstreamError
 from tileserver.ows import CONTENT_TYPE as OWS_CONTENT_TYPE
 from tileserver.ows import exception_report
-from tileserver.protocols import Renderer, TileCache, TileStore
+from tileserver.protocols import FeatureInfoSource, Renderer, TileCache, TileStore
 from tileserver.services.capabilities import CapabilitiesService
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import Tile, TileService
-from tileserver.tile_request import TileRequest
+from tileserver.tile_request import FeatureInfoRequest, TileRequest
 from tileserver.wmts import CapabilitiesRequest, normalize_kvp, parse_kvp, parse_rest
 
 log = logging.getLogger("tileserver.server")
@@ -34,6 +34,7 @@ log = logging.getLogger("tileserver.server")
 CONFIG = web.AppKey("config", Config)
 TILES = web.AppKey("tiles", TileService)
 CAPABILITIES = web.AppKey("capabilities", CapabilitiesService)
+FEATURE_INFO = web.AppKey("feature_info", FeatureInfoSource)
 
 _CORS = {"Access-Control-Allow-Origin": "*"}
 
@@ -88,6 +89,7 @@ def create_app(
     tile_cache: TileCache | None = None,
     renderer: Renderer | None = None,
     tile_stores: Mapping[str, TileStore] | None = None,
+    feature_info: FeatureInfoSource | None = None,
 ) -> web.Application:
     """Builds the application; backends open in its cleanup context, not here."""
     app = web.Application(middlewares=[_errors], handler_args={"max_field_size": 8190})
@@ -105,13 +107,20 @@ def create_app(
             started = renderer
             if started is None:
                 processes = render_processes or default_render_processes(config, 1)
-                mapnik = MapnikRenderer(
-                    list(config.layers.values()), processes, config.server.render_timeout
+                layer_renderer = LayerRenderer(
+                    list(config.layers.values()),
+                    processes,
+                    config.server.render_timeout,
+                    config.upstream,
                 )
-                await mapnik.start()
+                await layer_renderer.start()
                 log.warning("render pool: %d Mapnik process(es)", processes)
-                started = mapnik
+                started = layer_renderer
+                if feature_info is None:
+                    app[FEATURE_INFO] = layer_renderer
             stack.push_async_callback(started.close)
+            if feature_info is not None:
+                app[FEATURE_INFO] = feature_info
             if tile_stores is None:
                 stores = await open_stores(config, stack)
             else:
@@ -147,6 +156,11 @@ async def _errors(
         return await handler(request)
     except OWSException as exc:
         return _ows_response(exc)
+    except UpstreamError as exc:
+        # Logged by the adapter, with its retries.
+        return _ows_response(
+            OWSException("NoApplicableCode", f"The upstream server failed: {exc}", None, exc.status)
+        )
     except RenderError as exc:
         log.error("render failed for %s: %s", request.path_qs[:300], exc)
         return _ows_response(
@@ -197,12 +211,32 @@ async def _kvp(request: web.Request) -> web.Response:
     parsed = parse_kvp(request.app[CONFIG], params)
     if isinstance(parsed, CapabilitiesRequest):
         return await _capabilities(request)
+    if isinstance(parsed, FeatureInfoRequest):
+        return await _feature_info(request, parsed)
     return await _tile(request, parsed)
 
 
 async def _rest(request: web.Request) -> web.Response:
     parsed = parse_rest(request.app[CONFIG], request.match_info["path"])
+    if isinstance(parsed, FeatureInfoRequest):
+        return await _feature_info(request, parsed)
     return await _tile(request, parsed)
+
+
+async def _feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Response:
+    source = request.app.get(FEATURE_INFO)
+    if source is None:
+        raise OWSException(
+            "OperationNotSupported", "GetFeatureInfo is not available", "request", status=501
+        )
+    body, content_type = await source.feature_info(
+        info.tile.layer, info.tile.coord, info.i, info.j, info.info_format
+    )
+    return web.Response(
+        body=body,
+        headers={**_CORS, "Content-Type": content_type or info.info_format,
+                 "Cache-Control": "no-cache"},
+    )  # fmt: skip
 
 
 def _etag(data: bytes) -> str:

@@ -1,0 +1,164 @@
+"""`type: wms` layers: one GetMap per metatile (buffer included) to an upstream WMS,
+the answer cut into tiles in the render processes; GetFeatureInfo forwarded.
+
+aiohttp is this adapter's client; its errors become `UpstreamError` here, with the
+HTTP status the server answers: 502 (a wrong answer), 503 (unreachable), 504 (timeout).
+Nothing a WMS answers is stored unless it decoded as an image of the expected size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import aiohttp
+from yarl import URL
+
+from tileserver.config import Layer, UpstreamConfig, WmsSource
+from tileserver.errors import RenderError, UpstreamError
+from tileserver.grid import Metatile
+from tileserver.types import TileCoord
+from tileserver.wms import error_message, featureinfo_params, getmap_params, is_service_exception
+
+log = logging.getLogger("tileserver.upstream")
+
+MAX_BODY = 64 * 1024 * 1024  # bytes; a 2112x2112 RGBA metatile is 18 MB uncompressed
+
+
+class ImageCutter(Protocol):
+    async def cut(self, layer: Layer, metatile: Metatile, image: bytes) -> dict[TileCoord, bytes]:
+        """Raises InvalidImage (a ValueError) when image is not the metatile's image."""
+        ...
+
+
+class WmsRenderer:
+    """Renders the metatiles of `type: wms` layers; one instance per server process."""
+
+    def __init__(self, cutter: ImageCutter, upstream: UpstreamConfig | None = None) -> None:
+        self._cutter = cutter
+        self._upstream = upstream or UpstreamConfig()
+        self._session: aiohttp.ClientSession | None = None
+        self.counters: Counter[str] = Counter()  # getmap, getfeatureinfo, errors by status...
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=self._upstream.connections_per_host, ttl_dns_cache=300
+        )
+        # The session's own timeouts are off: each request has the layer's `timeout`.
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            auto_decompress=True,
+            raise_for_status=False,
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def render(
+        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
+    ) -> dict[TileCoord, bytes]:
+        source = _source(layer)
+        params = getmap_params(
+            source, layer.grid, metatile.bbox, metatile.width, metatile.height, layer.mime_type
+        )
+        params.extend((name.upper(), value) for name, value in sorted(dimensions.items()))
+        body, _ = await self._fetch(source, params, "GetMap")
+        try:
+            return await self._cutter.cut(layer, metatile, body)
+        except ValueError as exc:  # InvalidImage
+            self.counters["errors.502"] += 1
+            raise UpstreamError(f"WMS {_where(source)} GetMap answered {exc}", 502) from exc
+
+    async def feature_info(
+        self, layer: Layer, coord: TileCoord, i: int, j: int, info_format: str
+    ) -> tuple[bytes, str]:
+        """The WMS's GetFeatureInfo answer for pixel (i, j) of a tile, and its type."""
+        source = _source(layer)
+        grid = layer.grid
+        params = featureinfo_params(
+            source, grid, grid.tile_bbox(coord), grid.tile_size, i, j, info_format
+        )
+        return await self._fetch(source, params, "GetFeatureInfo")
+
+    async def _fetch(
+        self, source: WmsSource, params: Sequence[tuple[str, str]], operation: str
+    ) -> tuple[bytes, str]:
+        url = URL(source.url).extend_query(params)
+        attempts = source.retries + 1
+        for attempt in range(1, attempts + 1):
+            self.counters[operation] += 1
+            try:
+                return await self._once(source, url, operation)
+            except UpstreamError as exc:
+                self.counters[f"errors.{exc.status}"] += 1
+                if attempt == attempts:
+                    log.error("%s (after %d attempt(s))", exc, attempts)
+                    raise
+                delay = self._upstream.retry_backoff * 2 ** (attempt - 1)
+                log.warning("%s; retry %d/%d in %.1f s", exc, attempt, source.retries, delay)
+                self.counters["retries"] += 1
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _once(self, source: WmsSource, url: URL, operation: str) -> tuple[bytes, str]:
+        session = self._session
+        if session is None:
+            raise RenderError("the WMS client is closed")
+        where = f"WMS {_where(source)} {operation}"
+        headers = dict(source.headers)
+        try:
+            async with asyncio.timeout(source.timeout):
+                async with session.get(url, headers=headers, allow_redirects=True) as response:
+                    status = response.status
+                    content_type = response.headers.get("Content-Type", "")
+                    body = await _read(response)
+        except TimeoutError as exc:
+            raise UpstreamError(f"{where}: no answer within {source.timeout:g} s", 504) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamError(f"{where}: cannot connect ({exc.os_error})", 503) from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise UpstreamError(f"{where}: broken answer ({type(exc).__name__}: {exc})") from exc
+        if status != 200:
+            raise UpstreamError(f"{where}: HTTP {status}: {error_message(content_type, body)}")
+        if is_service_exception(content_type, body):
+            raise UpstreamError(f"{where}: ServiceException: {error_message(content_type, body)}")
+        if operation == "GetMap" and not content_type.lower().startswith("image/"):
+            raise UpstreamError(
+                f"{where}: answered {content_type or 'no Content-Type'} instead of an image: "
+                f"{error_message(content_type, body)}"
+            )
+        return body, content_type
+
+
+async def _read(response: aiohttp.ClientResponse) -> bytes:
+    length = response.content_length
+    if length is not None and length > MAX_BODY:
+        raise ValueError(f"{length} bytes is more than the {MAX_BODY} accepted")
+    chunks: list[bytes] = []
+    total = 0
+    while chunk := await response.content.readany():
+        total += len(chunk)
+        if total > MAX_BODY:
+            raise ValueError(f"more than the {MAX_BODY} bytes accepted")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if length is not None and len(body) != length:
+        raise ValueError(f"{len(body)} bytes of the {length} announced")
+    return body
+
+
+def _source(layer: Layer) -> WmsSource:
+    if layer.wms is None:
+        raise RenderError(f"layer {layer.name!r} is not a WMS layer")
+    return layer.wms
+
+
+def _where(source: WmsSource) -> str:
+    url = URL(source.url)
+    return str(url.with_query(None).with_user(None))
