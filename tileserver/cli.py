@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from types import FrameType
@@ -20,12 +22,10 @@ from tileserver.errors import ConfigError
 log = logging.getLogger("tileserver.server")
 
 
-def _setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(verbose: bool = False, log_format: str = "text") -> None:
+    from tileserver.web.access_log import setup_logging
+
+    setup_logging(log_format, verbose)
 
 
 def _load(path: str) -> Config | None:
@@ -38,13 +38,25 @@ def _load(path: str) -> Config | None:
 
 def check_mapfiles(config: Config) -> list[str]:
     """Initialisation stage of the validation: every Mapnik file loads."""
-    from tileserver.adapters.mapnik_worker import MapSpec, load_map
+    from tileserver.adapters.mapnik_renderer import postgis_parameters
+    from tileserver.adapters.mapnik_worker import DatabaseUnavailable, MapSpec, load_map
 
     errors = []
     for layer in config.layers.values():
         if layer.type == "mapnik" and layer.mapfile is not None:
             try:
-                load_map(MapSpec(layer.name, str(layer.mapfile), layer.grid.srs))
+                spec = MapSpec(
+                    layer.name, str(layer.mapfile), layer.grid.srs, postgis_parameters(layer)
+                )
+                load_map(spec)
+            except ConfigError as exc:
+                errors.extend(exc.messages)
+            except DatabaseUnavailable as exc:
+                print(
+                    f"warning: layers.{layer.name}: its database is unavailable, the style "
+                    f"could not be checked: {exc}",
+                    file=sys.stderr,
+                )
             except Exception as exc:
                 errors.append(f"layers.{layer.name}.mapfile: Mapnik cannot load it: {exc}")
     return errors
@@ -65,9 +77,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_server(config: Config, host: str, port: int, reuse_port: bool, processes: int) -> int:
+def _run_server(
+    config: Config, path: str, host: str, port: int, reuse_port: bool, processes: int
+) -> int:
     from aiohttp import web
 
+    from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger
     from tileserver.web.app import create_app
 
     loop: asyncio.AbstractEventLoop
@@ -78,7 +93,12 @@ def _run_server(config: Config, host: str, port: int, reuse_port: bool, processe
     except ImportError:
         loop = asyncio.new_event_loop()
 
-    app = create_app(config, render_processes=processes)
+    app = create_app(
+        config,
+        render_processes=processes,
+        load=lambda: load_config(path),
+        metrics=config.server.metrics,
+    )
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
 
     def announce(_: str) -> None:
@@ -95,8 +115,8 @@ def _run_server(config: Config, host: str, port: int, reuse_port: bool, processe
             reuse_port=reuse_port or None,
             loop=loop,
             print=announce,
-            access_log=logging.getLogger("tileserver.access"),
-            access_log_format='%a "%r" %s %b %Tf "%{X-Tile-Source}o"',
+            access_log=logging.getLogger(ACCESS_LOGGER) if config.server.access_log else None,
+            access_log_class=AccessLogger,
             shutdown_timeout=10.0,
         )
     except ConfigError as exc:
@@ -117,26 +137,45 @@ def _run_workers(args: argparse.Namespace, workers: int, processes: int) -> int:
         "--host", args.host_value, "--port", str(args.port_value), "--workers", "1",
         "--reuse-port", "--render-processes", str(processes),
     ]  # fmt: skip
-    children = [subprocess.Popen(command) for _ in range(workers)]
+    if args.log_format:
+        command += ["--log-format", args.log_format]
+    if args.verbose:
+        command.insert(3, "--verbose")
+    # /metrics aggregates the server processes through files in one folder (see
+    # adapters/prometheus_metrics); a fresh one per run, so no stale values survive.
+    env = dict(os.environ)
+    metrics_dir: tempfile.TemporaryDirectory[str] | None = None
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.TemporaryDirectory(prefix="tileserver-metrics-")
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
+    children = [subprocess.Popen(command, env=env) for _ in range(workers)]
     stopping = False
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
-        stopping = True
+        if signum != signal.SIGHUP:
+            stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # each process reloads its configuration
     status = 0
-    while any(child.poll() is None for child in children):
-        failed = [c for c in children if c.poll() not in (None, 0)]
-        if failed and not stopping:
-            log.error("a server process exited with %s: stopping the others", failed[0].returncode)
-            status = failed[0].returncode or 1
-            forward(signal.SIGTERM, None)
-        time.sleep(0.2)
+    try:
+        while any(child.poll() is None for child in children):
+            failed = [c for c in children if c.poll() not in (None, 0)]
+            if failed and not stopping:
+                log.error(
+                    "a server process exited with %s: stopping the others", failed[0].returncode
+                )
+                status = failed[0].returncode or 1
+                forward(signal.SIGTERM, None)
+            time.sleep(0.2)
+    finally:
+        if metrics_dir is not None:
+            metrics_dir.cleanup()
     return status or max((c.returncode or 0) for c in children)
 
 
@@ -144,6 +183,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
+    if args.log_format is None and config.server.log_format != "text":
+        _setup_logging(args.verbose, config.server.log_format)
     args.host_value = args.host or config.server.host
     args.port_value = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
@@ -155,7 +196,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print("tileserver: --workers > 1 needs a fixed --port", file=sys.stderr)
             return 2
         return _run_workers(args, workers, processes)
-    return _run_server(config, args.host_value, args.port_value, args.reuse_port, processes)
+    return _run_server(
+        config, args.config, args.host_value, args.port_value, args.reuse_port, processes
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
     serve.add_argument("--workers", type=int, help="server processes sharing the port")
     serve.add_argument("--render-processes", type=int, help="Mapnik processes per server process")
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="log lines as text or JSON (default: server.log_format)",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
@@ -199,6 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, getattr(args, "log_format", None) or "text")
     result: int = args.func(args)
     return result

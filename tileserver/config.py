@@ -65,6 +65,7 @@ WMS_VERSIONS = ("1.1.1", "1.3.0")
 DEFAULT_INFO_FORMATS = ("application/vnd.ogc.gml",)
 CACHE_TYPES = ("filesystem", "s3")
 MISSING_TILE = ("render", "no_content", "transparent")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +220,9 @@ class ServerConfig:
     url: str | None = None  # public base URL for Capabilities; default from each request
     memory_cache_mb: int = 256  # the embedded cache used when Memcached is absent
     render_timeout: float = 60.0
+    log_format: str = "text"  # or json: one JSON object per line
+    access_log: bool = True  # one line per request
+    metrics: bool = True  # Prometheus metrics at /metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -651,15 +655,24 @@ def _parse_server(s: _Section | None) -> ServerConfig | None:
         "url": s.text("url", None),
         "memory_cache_mb": s.integer("memory_cache_mb", 256, minimum=1),
         "render_timeout": s.number("render_timeout", 60.0, positive=True),
+        "log_format": s.text("log_format", "text"),
+        "access_log": s.flag("access_log", True),
+        "metrics": s.flag("metrics", True),
     }
     s.finish()
+    if values["log_format"] is not None and values["log_format"] not in LOG_FORMATS:
+        s.error(
+            "log_format", f"expected one of {', '.join(LOG_FORMATS)}, got {values['log_format']!r}"
+        )
+        return None
     if values["port"] is not None and values["port"] > 65535:
         s.error("port", f"must be at most 65535, got {values['port']}")
         return None
     if values["url"] is not None and not re.match(r"^https?://", values["url"]):
         s.error("url", f"expected an http:// or https:// URL, got {values['url']!r}")
         return None
-    required = ("host", "port", "workers", "memory_cache_mb", "render_timeout")
+    required = ("host", "port", "workers", "memory_cache_mb", "render_timeout", "log_format",
+                "access_log", "metrics")  # fmt: skip
     if any(values[k] is None for k in required):
         return None
     return ServerConfig(**values)

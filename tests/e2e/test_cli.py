@@ -135,7 +135,7 @@ MISTAKES: list[tuple[str, Change, str]] = [
     (
         "unknown layer type",
         _set("layers.osm.type", "tms"),
-        "layers.osm.type: unknown layer type 'tms' (supported: mapnik)",
+        "layers.osm.type: unknown layer type 'tms' (supported: mapnik, wms)",
     ),
 ]
 

@@ -21,6 +21,7 @@ from tileserver.adapters.mapnik_worker import (
     cut_image,
     init_worker,
     load_errors,
+    ping,
     render_metatile,
     unavailable,
 )
@@ -97,6 +98,29 @@ class MapnikRenderer:
         for name, error in down.items():
             log.error("layer %s: its database is unavailable, tiles answer 503: %s", name, error)
 
+    async def check(self, wait: float = 5.0) -> tuple[str | None, dict[str, str]]:
+        """(None, layers whose database is down) when a render process answers, else
+        (what is wrong, {}). A pool whose process died is rebuilt for the next check."""
+        pool = self._pool
+        if pool is None:
+            return "closed", {}
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(wait):
+                down: dict[str, str] = await loop.run_in_executor(pool, ping)
+        except BrokenProcessPool:
+            self._rebuild(pool, "found broken by a readiness check")
+            return "down: a render process died (the pool is being restarted)", {}
+        except TimeoutError:
+            return f"busy: no render process answered within {wait:g} s", {}
+        return None, down
+
+    def _rebuild(self, pool: ProcessPoolExecutor, why: str) -> None:
+        if self._pool is pool:
+            log.error("render pool broken (%s): restarting it", why)
+            self._pool = self._new_pool()
+            pool.shutdown(wait=False, cancel_futures=True)
+
     async def render(
         self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
     ) -> dict[TileCoord, bytes]:
@@ -162,10 +186,7 @@ class MapnikRenderer:
                     return result
             except BrokenProcessPool as exc:
                 # A render process died (killed, out of memory): rebuild the pool once.
-                log.error("render pool broken (%s): restarting it", exc)
-                if self._pool is pool:
-                    self._pool = self._new_pool()
-                    pool.shutdown(wait=False, cancel_futures=True)
+                self._rebuild(pool, str(exc))
                 if attempt == 2:
                     raise RenderError(f"render process died: {exc}") from exc
                 continue

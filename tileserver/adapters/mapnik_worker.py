@@ -136,6 +136,11 @@ def unavailable() -> dict[str, str]:
     return dict(_UNAVAILABLE)
 
 
+def ping() -> dict[str, str]:
+    """A render process answers: the layers whose database it could not reach."""
+    return dict(_UNAVAILABLE)
+
+
 def _map_of(layer: str) -> Any:
     m = _MAPS.get(layer)
     if m is not None:

@@ -56,6 +56,10 @@ class LayerRenderer:
             )
         return await self.wms.feature_info(layer, coord, i, j, info_format)
 
+    async def check(self) -> tuple[str | None, dict[str, str]]:
+        """See MapnikRenderer.check: the WMS layers need the pool too, to cut."""
+        return await self.mapnik.check()
+
     async def close(self) -> None:
         try:
             if self.wms is not None:

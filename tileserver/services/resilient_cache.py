@@ -23,9 +23,11 @@ class ResilientCache:
         self,
         cache: TileCache,
         retry_interval: float = 2.0,
+        on_failure: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = cache
+        self._on_failure = on_failure
         self.name = cache.name
         self._retry_interval = retry_interval
         self._clock = clock
@@ -42,6 +44,8 @@ class ResilientCache:
 
     def _failed(self, exc: CacheUnavailable) -> None:
         self.failures += 1
+        if self._on_failure is not None:
+            self._on_failure()
         now = self._clock()
         if self._down_since is None:
             self._down_since = now

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from tileserver.blank import transparent_tile
@@ -52,8 +52,10 @@ class TileService:
         key_prefix: str,
         lock_timeout: float = 60.0,
         stores: Mapping[str, TileStore] | None = None,
+        on_render: Callable[[str, float], None] | None = None,
     ) -> None:
         self.cache = cache
+        self._on_render = on_render  # (layer name, seconds) of each metatile rendered
         self.renderer = renderer
         self.stores = dict(stores or {})
         self.key_prefix = key_prefix
@@ -172,6 +174,8 @@ class TileService:
         tiles = await self.renderer.render(layer, metatile, dimensions)
         elapsed = time.perf_counter() - start
         self.counters["render"] += 1
+        if self._on_render is not None:
+            self._on_render(layer.name, elapsed)
         log.info(
             "rendered metatile %s matrix=%s row=%d col=%d tiles=%d in %.0f ms",
             part,

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from importlib import resources
 from pathlib import Path
@@ -16,10 +19,18 @@ from aiohttp import web
 
 from tileserver.adapters.memcached import MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
+from tileserver.adapters.prometheus_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tileserver.adapters.prometheus_metrics import PrometheusMetrics
 from tileserver.adapters.renderers import LayerRenderer
 from tileserver.adapters.stores import store_for
 from tileserver.config import Config
-from tileserver.errors import OWSException, RenderError, StoreUnavailable, UpstreamError
+from tileserver.errors import (
+    ConfigError,
+    OWSException,
+    RenderError,
+    StoreUnavailable,
+    UpstreamError,
+)
 from tileserver.ows import CONTENT_TYPE as OWS_CONTENT_TYPE
 from tileserver.ows import exception_report
 from tileserver.protocols import FeatureInfoSource, Renderer, TileCache, TileStore
@@ -27,14 +38,11 @@ from tileserver.services.capabilities import CapabilitiesService
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import Tile, TileService
 from tileserver.tile_request import FeatureInfoRequest, TileRequest
+from tileserver.web.access_log import STARTED, TILE_INFO
 from tileserver.wmts import CapabilitiesRequest, normalize_kvp, parse_kvp, parse_rest
 
 log = logging.getLogger("tileserver.server")
 
-CONFIG = web.AppKey("config", Config)
-TILES = web.AppKey("tiles", TileService)
-CAPABILITIES = web.AppKey("capabilities", CapabilitiesService)
-FEATURE_INFO = web.AppKey("feature_info", FeatureInfoSource)
 
 _CORS = {"Access-Control-Allow-Origin": "*"}
 
@@ -82,6 +90,211 @@ def default_render_processes(config: Config, workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
+@dataclass(frozen=True, slots=True)
+class Injected:
+    """Backends a caller (a test, a benchmark) provides instead of the configured ones."""
+
+    tile_cache: TileCache | None = None
+    renderer: Renderer | None = None
+    tile_stores: Mapping[str, TileStore] | None = None
+    feature_info: FeatureInfoSource | None = None
+
+
+@dataclass(eq=False)
+class Backends:
+    """Everything one configuration serves with; replaced as a whole on reload."""
+
+    config: Config
+    tiles: TileService
+    capabilities: CapabilitiesService
+    renderer: Renderer
+    feature_info: FeatureInfoSource | None
+    stack: AsyncExitStack
+    in_use: int = 0  # requests being answered with these backends
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_use is 0
+
+
+async def open_backends(
+    config: Config, render_processes: int, injected: Injected, metrics: PrometheusMetrics | None
+) -> Backends:
+    """Opens the cache, the renderer and the stores of config; ConfigError when a Mapnik
+    file does not load. Closed with `backends.stack`."""
+    stack = AsyncExitStack()
+    try:
+        if injected.tile_cache is None:
+            cache, why = await open_tile_cache(config)
+        else:
+            cache, why = injected.tile_cache, injected.tile_cache.name
+        stack.push_async_callback(cache.close)
+        log.warning("tile cache: %s", why)
+        renderer = injected.renderer
+        feature_info = injected.feature_info
+        if renderer is None:
+            layer_renderer = LayerRenderer(
+                list(config.layers.values()),
+                render_processes,
+                config.server.render_timeout,
+                config.upstream,
+            )
+            await layer_renderer.start()
+            log.warning("render pool: %d Mapnik process(es)", render_processes)
+            renderer = layer_renderer
+            feature_info = feature_info or layer_renderer
+        stack.push_async_callback(renderer.close)
+        if injected.tile_stores is None:
+            stores = await open_stores(config, stack)
+        else:
+            stores = dict(injected.tile_stores)
+        memcached = config.memcached
+        on_failure = None if metrics is None else lambda: metrics.error("memcached", "unavailable")
+        tiles = TileService(
+            ResilientCache(cache, memcached.retry_interval if memcached else 2.0, on_failure),
+            renderer,
+            memcached.prefix if memcached else "tileserver/",
+            memcached.lock_timeout if memcached else 60.0,
+            stores,
+            on_render=None if metrics is None else metrics.rendered,
+        )
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Backends(config, tiles, CapabilitiesService(config), renderer, feature_info, stack)
+
+
+class Runtime:
+    """The backends requests are answered with, swapped whole by `reload`: a request
+    keeps the backends it started with, and old backends close once none uses them."""
+
+    def __init__(
+        self,
+        config: Config,
+        render_processes: int,
+        injected: Injected,
+        metrics: PrometheusMetrics | None,
+        load: Callable[[], Config] | None = None,
+    ) -> None:
+        self.config = config
+        self.render_processes = render_processes
+        self.injected = injected
+        self.metrics = metrics
+        self._load = load
+        self._current: Backends | None = None
+        self._retired: list[Backends] = []
+        self._reloading = asyncio.Lock()
+        self.failures: dict[str, tuple[float, str]] = {}  # dependency: (monotonic, message)
+        self.reloads = 0
+
+    @property
+    def current(self) -> Backends:
+        if self._current is None:
+            raise RuntimeError("the backends are not open")
+        return self._current
+
+    async def open(self) -> None:
+        self._current = await open_backends(
+            self.config, self.render_processes, self.injected, self.metrics
+        )
+
+    async def close(self) -> None:
+        backends, self._current = self._current, None
+        for old in [*self._retired, *([backends] if backends else [])]:
+            await old.stack.aclose()
+        self._retired.clear()
+
+    def acquire(self) -> Backends:
+        backends = self.current
+        backends.in_use += 1
+        backends.idle.clear()
+        return backends
+
+    def release(self, backends: Backends) -> None:
+        backends.in_use -= 1
+        if backends.in_use == 0:
+            backends.idle.set()
+
+    def failed(self, dependency: str, message: str) -> None:
+        self.failures[dependency] = (time.monotonic(), message)
+
+    async def reload(self) -> bool:
+        """Loads the configuration again; on success new requests use it, else the old
+        one keeps serving. True when the new configuration is in use."""
+        if self._load is None:
+            log.error("reload: this server was not started from a configuration file")
+            return False
+        async with self._reloading:
+            loop = asyncio.get_running_loop()
+            try:
+                config = await loop.run_in_executor(None, self._load)
+                backends = await open_backends(
+                    config, self.render_processes, self.injected, self.metrics
+                )
+            except ConfigError as exc:
+                log.error(
+                    "reload refused, the configuration in use keeps serving: %s",
+                    "; ".join(exc.messages),
+                    extra={"fields": {"errors": exc.messages}},
+                )
+                return False
+            except Exception as exc:
+                log.error("reload failed, the configuration in use keeps serving: %s", exc)
+                return False
+            old = self.current
+            if (config.server.host, config.server.port) != (old.config.server.host,
+                                                            old.config.server.port):  # fmt: skip
+                log.warning("reload: server.host and server.port take effect at the next restart")
+            self.config = config
+            self._current = backends
+            self.reloads += 1
+            log.warning("configuration reloaded: %d layer(s): %s", len(config.layers),
+                        ", ".join(config.layers))  # fmt: skip
+            self._retired.append(old)
+        await self._close_when_idle(old)
+        return True
+
+    async def _close_when_idle(self, old: Backends) -> None:
+        if old.in_use > 0:
+            try:
+                async with asyncio.timeout(old.config.server.render_timeout + 10):
+                    await old.idle.wait()
+            except TimeoutError:
+                log.warning("reload: %d request(s) still use the old configuration", old.in_use)
+        if old in self._retired:
+            self._retired.remove(old)
+            await old.stack.aclose()
+
+    async def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Whether this process can answer tiles, and what is degraded."""
+        report: dict[str, object] = {"config": str(self.config.source or "")}
+        backends = self._current
+        if backends is None:
+            return False, {**report, "ready": False, "render_pool": "not started"}
+        report["layers"] = list(backends.config.layers)
+        degraded: dict[str, str] = {}
+        ready = True
+        check = getattr(backends.renderer, "check", None)
+        if check is not None:
+            problem, unavailable = await check()
+            report["render_pool"] = problem or "up"
+            ready = problem is None
+            for layer, message in unavailable.items():
+                degraded[f"layers.{layer} database"] = message
+        cache = backends.tiles.cache
+        if not cache.available:
+            degraded["tile cache"] = f"{cache.name} unavailable"
+        now = time.monotonic()
+        for dependency, (when, message) in self.failures.items():
+            if now - when < _DEGRADED_WINDOW:
+                degraded[dependency] = f"failed {now - when:.0f} s ago: {message}"
+        report["degraded"] = degraded
+        report["ready"] = ready
+        return ready, report
+
+
+_DEGRADED_WINDOW = 30.0  # seconds a dependency's failure is reported by /ready
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
 def create_app(
     config: Config,
     *,
@@ -90,53 +303,49 @@ def create_app(
     renderer: Renderer | None = None,
     tile_stores: Mapping[str, TileStore] | None = None,
     feature_info: FeatureInfoSource | None = None,
+    load: Callable[[], Config] | None = None,
+    metrics: bool = True,
 ) -> web.Application:
-    """Builds the application; backends open in its cleanup context, not here."""
+    """Builds the application; backends open in its cleanup context, not here.
+
+    `load` reads the configuration again: SIGHUP reloads it through that function.
+    """
     app = web.Application(middlewares=[_errors], handler_args={"max_field_size": 8190})
-    app[CONFIG] = config
-    app[CAPABILITIES] = CapabilitiesService(config)
+    prometheus = PrometheusMetrics() if metrics else None
+    runtime = Runtime(
+        config,
+        render_processes or default_render_processes(config, 1),
+        Injected(tile_cache, renderer, tile_stores, feature_info),
+        prometheus,
+        load,
+    )
+    app[RUNTIME] = runtime
 
     async def backends(app: web.Application) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            if tile_cache is None:
-                cache, why = await open_tile_cache(config)
-            else:
-                cache, why = tile_cache, tile_cache.name
-            stack.push_async_callback(cache.close)
-            log.warning("tile cache: %s", why)
-            started = renderer
-            if started is None:
-                processes = render_processes or default_render_processes(config, 1)
-                layer_renderer = LayerRenderer(
-                    list(config.layers.values()),
-                    processes,
-                    config.server.render_timeout,
-                    config.upstream,
-                )
-                await layer_renderer.start()
-                log.warning("render pool: %d Mapnik process(es)", processes)
-                started = layer_renderer
-                if feature_info is None:
-                    app[FEATURE_INFO] = layer_renderer
-            stack.push_async_callback(started.close)
-            if feature_info is not None:
-                app[FEATURE_INFO] = feature_info
-            if tile_stores is None:
-                stores = await open_stores(config, stack)
-            else:
-                stores = dict(tile_stores)
-            memcached = config.memcached
-            app[TILES] = TileService(
-                ResilientCache(cache, memcached.retry_interval if memcached else 2.0),
-                started,
-                memcached.prefix if memcached else "tileserver/",
-                memcached.lock_timeout if memcached else 60.0,
-                stores,
-            )
+        await runtime.open()
+        loop = asyncio.get_running_loop()
+        if load is not None:
+            tasks: set[asyncio.Task[bool]] = set()
+
+            def on_hangup() -> None:
+                log.warning("SIGHUP: reloading the configuration")
+                task = loop.create_task(runtime.reload())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        try:
             yield
+        finally:
+            if load is not None:
+                loop.remove_signal_handler(signal.SIGHUP)
+            await runtime.close()
 
     app.cleanup_ctx.append(backends)
     app.router.add_get("/", _index)
+    app.router.add_get("/health", _health)
+    app.router.add_get("/ready", _ready)
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/wmts", _kvp)
     app.router.add_get("/wmts/", _kvp)
     app.router.add_get("/wmts/1.0.0/WMTSCapabilities.xml", _capabilities)
@@ -147,27 +356,76 @@ def create_app(
 
 # --- handlers -------------------------------------------------------------------------------
 
+_BACKENDS = "tileserver.backends"  # request key: the Backends this request uses
+
+
+def _endpoint(request: web.Request) -> str:
+    path = request.path
+    if path.startswith("/wmts"):
+        return "wmts"
+    if path in ("/health", "/ready", "/metrics"):
+        return path[1:]
+    return "other"
+
 
 @web.middleware
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    backends = runtime.acquire()
+    request[_BACKENDS] = backends
+    start = request[STARTED] = time.perf_counter()
+    try:
+        response = await _answer(request, handler, runtime)
+    finally:
+        runtime.release(backends)
+    metrics = runtime.metrics
+    if metrics is not None:
+        tile = request.get(TILE_INFO)
+        endpoint = _endpoint(request)
+        if tile is not None:
+            endpoint = "featureinfo" if request.get(_FEATURE_INFO) else "tile"
+            source = response.headers.get("X-Tile-Source")
+            if source is not None:
+                metrics.tile(tile[0], source)
+        metrics.request(
+            endpoint, response.status, time.perf_counter() - start, tile[0] if tile else ""
+        )
+    return response
+
+
+async def _answer(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    runtime: Runtime,
+) -> web.StreamResponse:
+    metrics = runtime.metrics
     try:
         return await handler(request)
     except OWSException as exc:
         return _ows_response(exc)
     except UpstreamError as exc:
         # Logged by the adapter, with its retries.
+        runtime.failed("upstream", str(exc))
+        if metrics is not None:
+            metrics.error("upstream", str(exc.status))
         return _ows_response(
             OWSException("NoApplicableCode", f"The upstream server failed: {exc}", None, exc.status)
         )
     except RenderError as exc:
         log.error("render failed for %s: %s", request.path_qs[:300], exc)
+        runtime.failed("renderer", str(exc))
+        if metrics is not None:
+            metrics.error("renderer", "failed")
         return _ows_response(
             OWSException("NoApplicableCode", f"Rendering failed: {exc}", None, status=503)
         )
     except StoreUnavailable as exc:
         log.error("tile store failed for %s: %s", request.path_qs[:300], exc)
+        runtime.failed("tile store", str(exc))
+        if metrics is not None:
+            metrics.error("store", "unavailable")
         return _ows_response(
             OWSException("NoApplicableCode", "The tile store is unavailable", None, status=503)
         )
@@ -175,7 +433,14 @@ async def _errors(
         raise
     except Exception:
         log.exception("internal error on %s", request.path_qs[:300])
+        if metrics is not None:
+            metrics.error("server", "internal")
         return _ows_response(OWSException("NoApplicableCode", "Internal error", None, 500))
+
+
+def _backends(request: web.Request) -> Backends:
+    backends: Backends = request[_BACKENDS]
+    return backends
 
 
 def _ows_response(exc: OWSException) -> web.Response:
@@ -192,12 +457,37 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(static_dir() / "index.html")
 
 
+async def _health(request: web.Request) -> web.Response:
+    """Liveness: the process answers (its event loop runs)."""
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    """Readiness: the configuration is loaded and the render pool answers; degraded
+    dependencies are listed without making the process unready (it still serves)."""
+    ready, report = await request.app[RUNTIME].readiness()
+    report["reloads"] = request.app[RUNTIME].reloads
+    return web.json_response(
+        report, status=200 if ready else 503, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    metrics = request.app[RUNTIME].metrics
+    if metrics is None:
+        raise web.HTTPNotFound()
+    body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
+    return web.Response(
+        body=body, headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"}
+    )
+
+
 def _base_url(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
 async def _capabilities(request: web.Request) -> web.Response:
-    body = request.app[CAPABILITIES].document(_base_url(request))
+    body = _backends(request).capabilities.document(_base_url(request))
     return web.Response(
         body=body,
         content_type="application/xml",
@@ -208,7 +498,7 @@ async def _capabilities(request: web.Request) -> web.Response:
 
 async def _kvp(request: web.Request) -> web.Response:
     params = normalize_kvp(list(request.query.items()))
-    parsed = parse_kvp(request.app[CONFIG], params)
+    parsed = parse_kvp(_backends(request).config, params)
     if isinstance(parsed, CapabilitiesRequest):
         return await _capabilities(request)
     if isinstance(parsed, FeatureInfoRequest):
@@ -217,14 +507,19 @@ async def _kvp(request: web.Request) -> web.Response:
 
 
 async def _rest(request: web.Request) -> web.Response:
-    parsed = parse_rest(request.app[CONFIG], request.match_info["path"])
+    parsed = parse_rest(_backends(request).config, request.match_info["path"])
     if isinstance(parsed, FeatureInfoRequest):
         return await _feature_info(request, parsed)
     return await _tile(request, parsed)
 
 
+_FEATURE_INFO = "tileserver.feature_info"  # request key: True for GetFeatureInfo
+
+
 async def _feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Response:
-    source = request.app.get(FEATURE_INFO)
+    request[TILE_INFO] = (info.tile.layer.name, info.tile.coord.z)
+    request[_FEATURE_INFO] = True
+    source = _backends(request).feature_info
     if source is None:
         raise OWSException(
             "OperationNotSupported", "GetFeatureInfo is not available", "request", status=501
@@ -249,7 +544,8 @@ def _matches(if_none_match: str, etag: str) -> bool:
 
 
 async def _tile(request: web.Request, tile_request: TileRequest) -> web.Response:
-    tile: Tile = await request.app[TILES].get_tile(tile_request)
+    request[TILE_INFO] = (tile_request.layer.name, tile_request.coord.z)
+    tile: Tile = await _backends(request).tiles.get_tile(tile_request)
     ttl = tile_request.layer.ttl_seconds
     if tile.data is None:
         # A pre-generated tile that is not in the store (TileCloud-chain's answer).

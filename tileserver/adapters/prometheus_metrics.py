@@ -1,0 +1,92 @@
+"""Prometheus metrics (prometheus-client), aggregated over the server processes.
+
+With `--workers N`, the master gives every server process the same
+PROMETHEUS_MULTIPROC_DIR before it starts them, so that each one writes its values to
+files there and `/metrics`, whichever process answers it, reads them all. The
+variable must be set before `prometheus_client` is first imported in a process, which
+is why this module imports it only when `PrometheusMetrics` is built.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_RENDER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class PrometheusMetrics:
+    """The server's counters and histograms, in a registry of their own."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
+        self._registry = CollectorRegistry(auto_describe=True)
+        registry = self._registry
+        self.requests = Counter(
+            "tileserver_http_requests",
+            "HTTP requests answered, by endpoint and status",
+            ["endpoint", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "tileserver_http_request_duration_seconds",
+            "Time to answer a request, by endpoint and layer",
+            ["endpoint", "layer"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.tiles = Counter(
+            "tileserver_tiles",
+            "Tiles answered, by layer and source (memcached, memory, store, render, "
+            "coalesced: waited for another request's render, missing: empty/no content)",
+            ["layer", "source"],
+            registry=registry,
+        )
+        self.renders = Counter(
+            "tileserver_renders", "Metatiles rendered", ["layer"], registry=registry
+        )
+        self.render_time = Histogram(
+            "tileserver_render_duration_seconds",
+            "Time to render, cut and encode one metatile",
+            ["layer"],
+            buckets=_RENDER_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "tileserver_dependency_errors",
+            "Failures of Memcached, tile stores, upstream WMS and renderers, by kind",
+            ["dependency", "kind"],
+            registry=registry,
+        )
+
+    def request(self, endpoint: str, status: int, seconds: float, layer: str = "") -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint, layer).observe(seconds)
+
+    def tile(self, layer: str, source: str) -> None:
+        self.tiles.labels(layer, source).inc()
+
+    def rendered(self, layer: str, seconds: float) -> None:
+        self.renders.labels(layer).inc()
+        self.render_time.labels(layer).observe(seconds)
+
+    def error(self, dependency: str, kind: str) -> None:
+        self.errors.labels(dependency, kind).inc()
+
+    def exposition(self) -> bytes:
+        """The text format of every process's values (this process's alone without
+        PROMETHEUS_MULTIPROC_DIR)."""
+        from prometheus_client import CollectorRegistry, generate_latest
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        if not self.multiprocess:
+            return bytes(generate_latest(self._registry))
+        registry: Any = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(registry))
