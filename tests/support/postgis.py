@@ -5,26 +5,37 @@ Debian's `postgresql-15` and `postgresql-15-postgis-3` (installed by scripts/tes
 provide the binaries. As root, PostgreSQL refuses to run: the cluster then belongs to
 the `postgres` user, in a temporary folder it owns. Trust authentication, no fsync: the
 data is thrown away.
+
+A cluster can also be stopped and started again on the same port with the same data
+(`stop(keep_data=True)` then `start()`, for the recovery tests), preload
+`pg_stat_statements` to count the statements a renderer sends, and hold the project's
+Monaco demo data as PostGIS tables (`load_monaco`).
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 
 from tests.support.daemons import free_port, stop_process
 
 RESERVED_PORTS = {5432, 55432}  # the system's and the peers' PostgreSQL may hold them
 SUPERUSER = "postgres"
+STAT_STATEMENTS = "pg_stat_statements"
 
 
 def pg_bindir() -> Path:
@@ -52,15 +63,20 @@ def _free_port() -> int:
 
 class PostGIS:
     """A private cluster on 127.0.0.1:<free port> with its unix socket in its own folder;
-    `connection` is the libpq string of its `postgres` database (PostGIS created)."""
+    `connection` is the libpq string of its `postgres` database (PostGIS created).
 
-    def __init__(self) -> None:
+    `shared_preload_libraries=["pg_stat_statements"]` also creates that extension in every
+    database made by `create_database` (and in `postgres`), for `statements()`."""
+
+    def __init__(self, shared_preload_libraries: Sequence[str] = ()) -> None:
         self.bindir = pg_bindir()
         self.port = _free_port()
+        self.preload = tuple(shared_preload_libraries)
         self.folder = Path(tempfile.mkdtemp(prefix="tileserver-postgis-"))
         self.data = self.folder / "data"
         self.log_path = self.folder / "postgres.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._initialised = False
         # The options of every PostgreSQL process: run from the cluster's folder, and,
         # as postgres refuses to run as root, by the postgres user, who owns the folder.
         self._as_owner: dict[str, Any] = {"cwd": self.folder}
@@ -77,7 +93,15 @@ class PostGIS:
 
     @property
     def connection(self) -> str:
-        return f"host=127.0.0.1 port={self.port} dbname=postgres user={SUPERUSER}"
+        return self.dsn("postgres")
+
+    def dsn(self, dbname: str) -> str:
+        """The libpq connection string of one database of this cluster."""
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user={SUPERUSER}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(
@@ -87,17 +111,24 @@ class PostGIS:
             raise RuntimeError(f"{' '.join(args)} failed: {result.stderr or result.stdout}")
 
     def start(self) -> None:
+        """initdb, start and create PostGIS the first time; later (after
+        `stop(keep_data=True)`) start the same data again on the same port."""
+        if self.running:
+            raise RuntimeError(f"postgres is already running on port {self.port}")
+        first = not self._initialised
         try:
-            self._start()
+            self._start(first)
         except BaseException:
-            self.stop()
+            self.stop(keep_data=not first)
             raise
 
-    def _start(self) -> None:
-        self._run(
-            str(self.bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER,
-            "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync",
-        )  # fmt: skip
+    def _start(self, first: bool) -> None:
+        if first:
+            self._run(
+                str(self.bindir / "initdb"), "-D", str(self.data), "-U", SUPERUSER,
+                "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync",
+            )  # fmt: skip
+            self._initialised = True
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
@@ -106,9 +137,11 @@ class PostGIS:
             "synchronous_commit": "off",
             "full_page_writes": "off",
             "shared_buffers": "32MB",
-            "max_connections": "20",
+            "max_connections": "40",  # Mapnik's pools and concurrent mapserv processes
             "jit": "off",
         }
+        if self.preload:
+            settings["shared_preload_libraries"] = ",".join(self.preload)
         args = [str(self.bindir / "postgres"), "-D", str(self.data)]
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
@@ -117,8 +150,16 @@ class PostGIS:
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self._as_owner
             )
         self._wait_ready(60)
-        with psycopg.connect(self.connection, autocommit=True) as conn:
-            conn.execute("CREATE EXTENSION postgis")
+        if first:
+            self._create_extensions("postgres")
+
+    def _create_extensions(self, dbname: str) -> None:
+        names = ["postgis", *([STAT_STATEMENTS] if STAT_STATEMENTS in self.preload else [])]
+        with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:
+            for name in names:
+                conn.execute(
+                    sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(name))
+                )
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -136,17 +177,50 @@ class PostGIS:
         log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         raise RuntimeError(f"postgres did not start on port {self.port}: {last}\n{log}")
 
-    def execute(self, *statements: str) -> None:
-        with psycopg.connect(self.connection, autocommit=True) as conn:
+    def execute(self, *statements: str, dbname: str = "postgres") -> None:
+        with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:
             for statement in statements:
                 conn.execute(statement)
 
-    def stop(self) -> None:
-        """pg_ctl stop -m fast (it signals the PID of this cluster's postmaster), then
-        SIGKILL if it lingers; the folder is removed."""
+    def create_database(self, dbname: str) -> str:
+        """A new database with PostGIS (and pg_stat_statements when preloaded); its
+        connection string. An existing one is kept."""
+        with psycopg.connect(self.connection, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [dbname])
+            if exists.fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+        self._create_extensions(dbname)
+        return self.dsn(dbname)
+
+    def statements(self, dbname: str = "postgres") -> list[tuple[str, int]]:
+        """(normalised query, calls) of pg_stat_statements for dbname, most called first;
+        needs `shared_preload_libraries=["pg_stat_statements"]`."""
+        if STAT_STATEMENTS not in self.preload:
+            raise RuntimeError("start PostGIS(shared_preload_libraries=['pg_stat_statements'])")
+        with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT s.query, s.calls FROM pg_stat_statements s "
+                "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s "
+                "ORDER BY s.calls DESC, s.query",
+                [dbname],
+            ).fetchall()
+        return [(str(query), int(calls)) for query, calls in rows]
+
+    def reset_statements(self) -> None:
+        """Forget the statements counted so far (the whole cluster)."""
+        if STAT_STATEMENTS not in self.preload:
+            raise RuntimeError("start PostGIS(shared_preload_libraries=['pg_stat_statements'])")
+        self.execute("SELECT pg_stat_statements_reset()")
+
+    def stop(
+        self, keep_data: bool = False, mode: Literal["smart", "fast", "immediate"] = "fast"
+    ) -> None:
+        """pg_ctl stop -m <mode> (it signals the PID of this cluster's postmaster), then
+        SIGKILL if it lingers. The folder is removed unless keep_data (then `start()`
+        brings the same cluster back); mode "immediate" is a crash without checkpoint."""
         if self.proc is not None and self.proc.poll() is None:
             subprocess.run(
-                [str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast",
+                [str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode,
                  "-w", "-t", "20"],
                 capture_output=True, timeout=30, check=False, **self._as_owner,
             )  # fmt: skip
@@ -157,4 +231,124 @@ class PostGIS:
                     self.proc.send_signal(signal.SIGQUIT)  # postgres' immediate shutdown
                     stop_process(self.proc)
         self.proc = None
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self._initialised = False
+
+
+# --- the Monaco demo data ------------------------------------------------------------------
+
+MONACO_DATA = Path(__file__).resolve().parents[2] / "config" / "data"
+MONACO_SRID = 3857
+
+
+@dataclass(frozen=True)
+class MonacoTable:
+    """One table made from config/data/<name>.geojson: the GeoJSON properties kept as
+    columns (name, SQL type), plus `id` (the feature's rank in the file) and `geom`."""
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    geometry_type: str
+
+
+MONACO_TABLES = (
+    MonacoTable("sea", (), "MultiPolygon"),
+    MonacoTable("landuse", (("kind", "text"), ("way_area", "double precision")), "Polygon"),
+    MonacoTable("water", (("kind", "text"), ("way_area", "double precision")), "Polygon"),
+    MonacoTable("buildings", (("building", "text"), ("name", "text")), "Polygon"),
+    MonacoTable(
+        "roads",
+        (
+            ("highway", "text"),
+            ("name", "text"),
+            ("tunnel", "integer"),
+            ("bridge", "integer"),
+            ("z_order", "integer"),
+        ),
+        "LineString",
+    ),
+    MonacoTable("places", (("name", "text"), ("place", "text")), "Point"),
+)
+
+
+def geojson_srid(document: dict[str, Any]) -> int:
+    """The EPSG code of a GeoJSON document: its (pre-RFC 7946) `crs` member, else 4326."""
+    crs = document.get("crs") or {}
+    name = str((crs.get("properties") or {}).get("name", ""))
+    if not name or name.endswith("CRS84"):
+        return 4326
+    match = re.search(r"EPSG:+(\d+)$", name, re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"unsupported GeoJSON crs {name!r}")
+    return int(match.group(1))
+
+
+def load_monaco(pg: PostGIS, dbname: str = "monaco", data_dir: Path = MONACO_DATA) -> str:
+    """Loads config/data/*.geojson into tables of dbname (created if needed, tables
+    replaced): `id` integer primary key in file order, the properties of MONACO_TABLES,
+    `geom` in EPSG:3857 with a GiST index. Returns the database's connection string."""
+    dsn = pg.create_database(dbname)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in MONACO_TABLES:
+            _load_table(conn, table, data_dir / f"{table.name}.geojson")
+    return dsn
+
+
+def _load_table(conn: psycopg.Connection[Any], table: MonacoTable, path: Path) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    srid = geojson_srid(document)
+    name = sql.Identifier(table.name)
+    columns = [sql.Identifier(column) for column, _ in table.columns]
+    definitions = [
+        sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(kind))
+        for column, kind in table.columns
+    ]
+    with conn.transaction():
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (id integer PRIMARY KEY, {}geom geometry({}, {}))").format(
+                name,
+                sql.SQL("").join(d + sql.SQL(", ") for d in definitions),
+                sql.SQL(table.geometry_type),
+                sql.Literal(MONACO_SRID),
+            )
+        )
+        # The rows go through a staging table as text, so that PostGIS parses the
+        # geometries (ST_GeomFromGeoJSON) and reprojects them when the file is not 3857.
+        conn.execute(
+            sql.SQL("CREATE TEMP TABLE staging (id integer, {}geojson text) ON COMMIT DROP").format(
+                sql.SQL("").join(d + sql.SQL(", ") for d in definitions)
+            )
+        )
+        copy = sql.SQL("COPY staging (id, {}geojson) FROM STDIN").format(
+            sql.SQL("").join(c + sql.SQL(", ") for c in columns)
+        )
+        with conn.cursor() as cur, cur.copy(copy) as writer:
+            for rank, feature in enumerate(document["features"], start=1):
+                properties = feature.get("properties") or {}
+                geometry = feature.get("geometry")
+                writer.write_row(
+                    [
+                        rank,
+                        *(properties.get(column) for column, _ in table.columns),
+                        json.dumps(geometry) if geometry else None,
+                    ]
+                )
+        geom = sql.SQL("ST_SetSRID(ST_GeomFromGeoJSON(geojson), {})").format(sql.Literal(srid))
+        if srid != MONACO_SRID:
+            geom = sql.SQL("ST_Transform({}, {})").format(geom, sql.Literal(MONACO_SRID))
+        conn.execute(
+            sql.SQL("INSERT INTO {} (id, {}geom) SELECT id, {}{} FROM staging ORDER BY id").format(
+                name,
+                sql.SQL("").join(c + sql.SQL(", ") for c in columns),
+                sql.SQL("").join(c + sql.SQL(", ") for c in columns),
+                geom,
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE INDEX {} ON {} USING gist (geom)").format(
+                sql.Identifier(f"{table.name}_geom"), name
+            )
+        )
+    conn.execute(sql.SQL("ANALYZE {}").format(name))
