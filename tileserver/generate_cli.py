@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -94,6 +94,25 @@ class CommandError(Exception):
 
 
 # --- the command line ----------------------------------------------------------------------
+
+
+def write_metrics_file(path: str, by_layer: Mapping[str, GenerationStats]) -> None:
+    """The counters of a run by layer, in Prometheus' text format (written atomically)."""
+    from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+
+    registry = CollectorRegistry()
+    gauges: dict[str, tuple[str, Callable[[GenerationStats], float]]] = {
+        "tiles_generated": ("Tiles written to the store", lambda s: s.tiles_written),
+        "empty_tiles_dropped": ("Empty tiles not stored", lambda s: s.empty_dropped),
+        "metatiles_done": ("Metatiles rendered", lambda s: s.done),
+        "metatiles_failed": ("Metatiles that failed", lambda s: s.failed),
+        "generation_seconds": ("Duration of the run", lambda s: s.elapsed),
+    }
+    for name, (text, read) in gauges.items():
+        gauge = Gauge(f"tileserver_{name}", text, ["layer"], registry=registry)
+        for layer, stats in by_layer.items():
+            gauge.labels(layer).set(read(stats))
+    write_to_textfile(path, registry)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -189,6 +208,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-file",
         metavar="FILE",
         help="resume file (default: .generate_tiles-<hash of the selection>.state here)",
+    )
+    parser.add_argument(
+        "--metrics-file",
+        metavar="FILE",
+        help="write the run's counters by layer in Prometheus' text format at the end "
+        "(for node_exporter's textfile collector: a *.prom file in its folder)",
     )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(
@@ -1008,6 +1033,7 @@ class Command:
         await renderer.start()
         stores: dict[str, TileStore] = {}
         control = _Control()
+        by_layer: dict[str, GenerationStats] = {}
         loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()
 
@@ -1046,7 +1072,9 @@ class Command:
                 )
                 control.current = generator
                 progress.start(job)
-                control.stats.add(await generator.run(job.metatiles))
+                layer_stats = await generator.run(job.metatiles)
+                by_layer.setdefault(job.layer.name, GenerationStats()).add(layer_stats)
+                control.stats.add(layer_stats)
                 control.current = None
         except asyncio.CancelledError:
             if main_task is not None:
@@ -1063,6 +1091,8 @@ class Command:
 
         stats = control.stats
         print(stats.summary(), file=self.out)
+        if self.args.metrics_file:
+            await asyncio.to_thread(write_metrics_file, self.args.metrics_file, by_layer)
         if stats.failed:
             print(
                 f"{self.prog}: {stats.failed} metatile(s) failed, listed in {error_file}: "

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -24,6 +24,8 @@ from tileserver.types import TileCoord
 from tileserver.wms import error_message, featureinfo_params, getmap_params, is_service_exception
 
 log = logging.getLogger("tileserver.upstream")
+
+T = TypeVar("T")
 
 MAX_BODY = 64 * 1024 * 1024  # bytes; a 2112x2112 RGBA metatile is 18 MB uncompressed
 
@@ -68,12 +70,16 @@ class WmsRenderer:
             source, layer.grid, metatile.bbox, metatile.width, metatile.height, layer.mime_type
         )
         params.extend((name.upper(), value) for name, value in sorted(dimensions.items()))
-        body, _ = await self._fetch(source, params, "GetMap")
-        try:
-            return await self._cutter.cut(layer, metatile, body)
-        except ValueError as exc:  # InvalidImage
-            self.counters["errors.502"] += 1
-            raise UpstreamError(f"WMS {_where(source)} GetMap answered {exc}", 502) from exc
+        url = URL(source.url).extend_query(params)
+
+        async def attempt() -> dict[TileCoord, bytes]:
+            body, _ = await self._once(source, url, "GetMap")
+            try:
+                return await self._cutter.cut(layer, metatile, body)
+            except ValueError as exc:  # InvalidImage: a broken answer, worth a retry
+                raise UpstreamError(f"WMS {_where(source)} GetMap answered {exc}", 502) from exc
+
+        return await self._with_retries(source, "GetMap", attempt)
 
     async def feature_info(
         self, layer: Layer, coord: TileCoord, i: int, j: int, info_format: str
@@ -84,24 +90,26 @@ class WmsRenderer:
         params = featureinfo_params(
             source, grid, grid.tile_bbox(coord), grid.tile_size, i, j, info_format
         )
-        return await self._fetch(source, params, "GetFeatureInfo")
-
-    async def _fetch(
-        self, source: WmsSource, params: Sequence[tuple[str, str]], operation: str
-    ) -> tuple[bytes, str]:
         url = URL(source.url).extend_query(params)
+        return await self._with_retries(
+            source, "GetFeatureInfo", lambda: self._once(source, url, "GetFeatureInfo")
+        )
+
+    async def _with_retries(
+        self, source: WmsSource, operation: str, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
         attempts = source.retries + 1
-        for attempt in range(1, attempts + 1):
+        for number in range(1, attempts + 1):
             self.counters[operation] += 1
             try:
-                return await self._once(source, url, operation)
+                return await attempt()
             except UpstreamError as exc:
                 self.counters[f"errors.{exc.status}"] += 1
-                if attempt == attempts:
+                if number == attempts:
                     log.error("%s (after %d attempt(s))", exc, attempts)
                     raise
-                delay = self._upstream.retry_backoff * 2 ** (attempt - 1)
-                log.warning("%s; retry %d/%d in %.1f s", exc, attempt, source.retries, delay)
+                delay = self._upstream.retry_backoff * 2 ** (number - 1)
+                log.warning("%s; retry %d/%d in %.1f s", exc, number, source.retries, delay)
                 self.counters["retries"] += 1
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
