@@ -1,0 +1,584 @@
+"""tileserver/config.schema.json: a valid JSON Schema that accepts the shipped configurations,
+rejects what parse_config rejects, and describes exactly the keys tileserver/config.py reads.
+
+The drift tests record what `_Section` (config.py's reader) reads while parsing MAXIMAL, a
+configuration that reaches every section, and compare it, section by section, with the
+schema's `properties`: a key added to config.py and not to the schema (or the reverse)
+fails with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import tomllib
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tileserver import config as config_module
+from tileserver.config import parse_config
+from tileserver.config_loader import render_text
+from tileserver.controller_cli import config_data, main
+from tileserver.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = ROOT / "config"
+SCHEMA_FILE = "config.schema.json"
+SCHEMA: dict[str, Any] = json.loads(
+    resources.files("tileserver").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+)
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+HALF = 20037508.342789244
+MONACO = [824000, 5421800, 829500, 5428000]
+
+
+def schema_errors(data: Any) -> list[str]:
+    """'path: message' of every schema error, nested ones (of allOf, if/then...) included."""
+
+    def flatten(errors: Any) -> Iterator[jsonschema.ValidationError]:
+        for error in errors:
+            yield error
+            yield from flatten(error.context or ())
+
+    def where(error: jsonschema.ValidationError) -> str:
+        # config.py's notation: layers.osm.geoms[0].sql
+        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+
+    return [f"{where(e).lstrip('.')}: {e.message}" for e in flatten(VALIDATOR.iter_errors(data))]
+
+
+def merc_grid(levels: int = 19, **extra: Any) -> dict[str, Any]:
+    return {
+        "srs": "EPSG:3857",
+        "bbox": [-HALF, -HALF, HALF, HALF],
+        "resolutions": [156543.03392804097 / 2**z for z in range(levels)],
+        **extra,
+    }
+
+
+# A valid configuration that sets every key config.py reads, in every kind of section
+# (both cache types, both layer types, a geoms `file` and an `sql` entry...).
+MAXIMAL: dict[str, Any] = {
+    "grids": {
+        "merc": merc_grid(tile_size=256, matrix_identifier="zoom", unit="m"),
+    },
+    "caches": {
+        "fs": {
+            "type": "filesystem",
+            "folder": "/var/tmp/tiles",
+            "http_url": "https://tiles.example.org/",
+            "http_urls": ["https://a.example.org/"],
+            "wmtscapabilities_file": "/1.0.0/WMTSCapabilities.xml",
+        },
+        "bucket": {
+            "type": "s3",
+            "bucket": "tiles",
+            "folder": "prod",
+            "region": "eu-west-1",
+            "endpoint_url": "http://127.0.0.1:8333",
+            "cache_control": "public, max-age=86400",
+            "http_url": "https://s3.example.org/tiles/prod",
+            "http_urls": ["https://b.example.org/prod"],
+            "wmtscapabilities_file": "caps.xml",
+        },
+    },
+    "layer_default": {"meta_size": 4, "expires": 2},
+    "layers": {
+        "roads": {
+            "type": "mapnik",
+            "title": "Roads",
+            "abstract": "Main roads",
+            "grid": "merc",
+            "bbox": MONACO,
+            "mapfile": "styles/osm.xml",
+            "meta": True,
+            "meta_size": 8,
+            "meta_buffer": 16,
+            "mime_type": "image/png",
+            "extension": "png",
+            "output_format": "png32",
+            "wmts_style": "default",
+            "dimensions": [{"name": "YEAR", "values": [2024, "2025"], "default": "2025"}],
+            "expires": 0.5,
+            "min_resolution_seed": 19.1,
+            "missing_tile": "no_content",
+            "cache": "fs",
+            "empty_tile_detection": {"size": 334, "hash": "ab" * 20},
+            "empty_metatile_detection": {"size": 1000, "hash": "cd" * 20},
+            "geoms": [
+                {"file": "data/sea.geojson", "min_resolution": 10, "max_resolution": 1000},
+                {
+                    "sql": "way AS geom FROM planet_osm_polygon",
+                    "connection": "dbname=osm",
+                    "min_resolution": 0.1,
+                    "max_resolution": 10,
+                },
+            ],
+            "connection": "host=db dbname=osm",
+        },
+        "ortho": {
+            "type": "wms",
+            "grid": "merc",
+            "extension": "jpeg",
+            "url": "https://wms.example.org/wms",
+            "layers": "ortho,roads",
+            "version": "1.3.0",
+            "params": {"STYLES": "", "TRANSPARENT": True, "DPI": 96},
+            "headers": {"Referer": "https://maps.example.org/"},
+            "generate_salt": True,
+            "timeout": 10,
+            "retries": 3,
+            "query_layers": "roads",
+            "info_formats": ["text/html", "application/json"],
+        },
+    },
+    "generation": {"default_cache": "fs", "default_layers": ["roads"], "number_process": 2},
+    "server": {
+        "host": "0.0.0.0",
+        "port": 9000,
+        "workers": 2,
+        "render_processes": 2,
+        "url": "https://maps.example.org",
+        "memory_cache_mb": 64,
+        "render_timeout": 30,
+        "log_format": "json",
+        "access_log": False,
+        "metrics": False,
+    },
+    "memcached": {
+        "servers": ["10.0.0.1:11211", "[::1]:11212"],
+        "prefix": "tiles/",
+        "timeout": 0.5,
+        "pool_size": 4,
+        "retry_interval": 1,
+        "lock_timeout": 30,
+    },
+    "metadata": {
+        "title": "Maps",
+        "abstract": "A map",
+        "keywords": ["a", "b"],
+        "fees": "none",
+        "access_constraints": "none",
+        "servicetype": "OGC WMTS",
+    },
+    "provider": {
+        "name": "Team",
+        "url": "https://example.org",
+        "contact": {
+            "name": "Ann",
+            "position": "Cartographer",
+            "info": {
+                "phone": {"voice": "+41 00", "fax": "+41 01"},
+                "address": {
+                    "delivery": "Street 1",
+                    "city": "Bern",
+                    "area": "BE",
+                    "postal_code": "3000",
+                    "country": "Switzerland",
+                    "email": "a@example.org",
+                },
+            },
+        },
+    },
+    "cost": {
+        "metatile_generation_time": 20,
+        "tile_generation_time": 20,
+        "tileonly_generation_time": 40,
+        "tile_size": 12,
+        "requests_per_month": 1000,
+        "s3": {"put": 0.0054, "get": 0.00043, "storage": 0.025, "download": 0.08},
+    },
+    "postgresql": {"connection": "host=127.0.0.1 dbname=osm"},
+    "upstream": {"connections_per_host": 4, "retry_backoff": 0.25},
+}
+
+# What every configuration must have, and one layer of each type, each key left to its default.
+MINIMAL: dict[str, Any] = {
+    "grids": {"merc": merc_grid()},
+    "caches": {
+        "fs": {"type": "filesystem", "folder": "/var/tmp/tiles"},
+        "bucket": {"type": "s3", "bucket": "tiles"},
+    },
+    "layers": {
+        "roads": {"type": "mapnik", "grid": "merc", "mapfile": "styles/osm.xml"},
+        "ortho": {"type": "wms", "grid": "merc", "url": "https://wms.example.org", "layers": "a"},
+    },
+    "memcached": {"servers": ["10.0.0.1:11211"]},
+    "generation": {},
+    "server": {},
+    "metadata": {},
+    "provider": {"contact": {"info": {"phone": {}, "address": {}}}},
+    "cost": {"s3": {}},
+    "postgresql": {},
+    "upstream": {},
+}
+
+
+# --- the schema and what it accepts --------------------------------------------------------
+
+
+def test_schema_is_a_valid_draft_2020_12_schema() -> None:
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_schema_is_package_data() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert SCHEMA_FILE in pyproject["tool"]["setuptools"]["package-data"]["tileserver"]
+    assert "jsonschema" in " ".join(pyproject["project"]["optional-dependencies"]["test"])
+
+
+def config_files() -> list[Path]:
+    """Every tileserver configuration of the repository (YAML files and templates under config/
+    and tests/ with a top-level `grids` or `layers`)."""
+    found = [
+        path
+        for folder in (CONFIG_DIR, ROOT / "tests")
+        for pattern in ("*.yaml", "*.yml", "*.yaml.mako", "*.yml.mako")
+        for path in folder.rglob(pattern)
+        if re.search(r"^(grids|layers):", path.read_text(encoding="utf-8"), re.MULTILINE)
+    ]
+    return sorted(found)
+
+
+def test_the_demo_config_is_among_the_configs_checked() -> None:
+    assert CONFIG_DIR / "demo.yaml.mako" in config_files()
+
+
+# The environment docker-compose.yaml gives the server (and an empty one: the defaults).
+COMPOSE_ENV = {
+    "MEMCACHED_SERVERS": "memcached:11211",
+    "TILESERVER_HOST": "0.0.0.0",
+    "TILESERVER_PORT": "8080",
+}
+
+
+@pytest.mark.parametrize("environ", [{}, COMPOSE_ENV], ids=["defaults", "compose"])
+@pytest.mark.parametrize("path", config_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shipped_configs_validate(path: Path, environ: dict[str, str]) -> None:
+    data = yaml.safe_load(render_text(path, environ))
+    assert schema_errors(data) == []
+    parse_config(data, path.parent)  # and config.py agrees
+
+
+def test_maximal_and_minimal_configs_are_valid() -> None:
+    for data in (MAXIMAL, MINIMAL):
+        assert schema_errors(data) == []
+        parse_config(copy.deepcopy(data), CONFIG_DIR)
+
+
+def test_dump_config_output_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    """`generate_controller --dump-config` prints a configuration: it follows the schema."""
+    assert main(["-c", str(CONFIG_DIR / "demo.yaml.mako"), "--dump-config"]) == 0
+    dumped = yaml.safe_load(capsys.readouterr().out)
+    assert set(dumped) >= {"grids", "layers"}
+    assert schema_errors(dumped) == []
+    # Every default written out, every kind of section.
+    assert schema_errors(config_data(parse_config(copy.deepcopy(MAXIMAL), CONFIG_DIR))) == []
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of data with the dotted path set to value (the `...` Ellipsis deletes it)."""
+    data = copy.deepcopy(data)
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+# (path set, value, where both the schema and parse_config report it)
+DIM, GEOM = "layers.roads.dimensions[0].name", "layers.roads.geoms[0]"
+SEA = "data/sea.geojson"
+WRONG = [
+    ("layer_defaults", {"meta": True}, ""),
+    ("layers.roads.meta_sise", 4, "layers.roads"),
+    ("layers.roads.type", "wmts", "layers.roads.type"),
+    ("layers.roads.extension", "gif", "layers.roads.extension"),
+    ("layers.roads.expires", 0, "layers.roads.expires"),
+    ("layers.roads.meta", "yes", "layers.roads.meta"),
+    ("layers.roads.url", "https://wms.example.org", "layers.roads.url"),
+    ("layers.ortho.connection", "dbname=osm", "layers.ortho.connection"),
+    ("layers.ortho.version", "1.1.0", "layers.ortho.version"),
+    ("layers.ortho.url", "ftp://wms.example.org", "layers.ortho.url"),
+    ("layers.ortho.params", {"BBOX": "0,0,1,1"}, "layers.ortho.params"),
+    ("layers.ortho.retries", -1, "layers.ortho.retries"),
+    ("layers.roads.dimensions", [{"name": "Style", "values": ["a"], "default": "a"}], DIM),
+    ("layers.roads.geoms", [{"file": SEA, "sql": "geom FROM t"}], GEOM),
+    ("layers.roads.geoms", [{"sql": "SELECT geom FROM t"}], f"{GEOM}.sql"),
+    ("layers.roads.geoms", [{"file": SEA, "connection": "dbname=osm"}], f"{GEOM}.connection"),
+    ("layers.roads.empty_tile_detection", {"size": 3}, "layers.roads.empty_tile_detection"),
+    ("grids.merc.tile_size", 0, "grids.merc.tile_size"),
+    ("grids.merc.matrix_identifier", "level", "grids.merc.matrix_identifier"),
+    ("grids.merc.bbox", [0, 0, 1], "grids.merc.bbox"),
+    ("caches.fs.bucket", "tiles", "caches.fs"),
+    ("caches.bucket.type", "gcs", "caches.bucket.type"),
+    ("caches.bucket.http_url", "tiles.example.org", "caches.bucket.http_url"),
+    ("caches.fs.wmtscapabilities_file", "../caps.xml", "caches.fs.wmtscapabilities_file"),
+    ("server.port", 70000, "server.port"),
+    ("server.url", "maps.example.org", "server.url"),
+    ("server.log_format", "xml", "server.log_format"),
+    ("memcached.servers", ["memcached"], "memcached.servers"),
+    ("memcached.prefix", "a b", "memcached.prefix"),
+    ("metadata.keywords", {"a": "b"}, "metadata.keywords"),
+    ("provider.contact.info.address.town", "Bern", "provider.contact.info.address"),
+    ("cost.s3.put", -1, "cost.s3.put"),
+    ("upstream.retry_backoff", -0.5, "upstream.retry_backoff"),
+    ("generation.number_process", 0, "generation.number_process"),
+    ("layers", {}, "layers"),
+    ("grids", ..., ""),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "where"), WRONG, ids=[w[2] or w[0] for w in WRONG])
+def test_wrong_configs_are_rejected_by_the_schema_and_by_parse_config(
+    path: str, value: Any, where: str
+) -> None:
+    data = set_path(MAXIMAL, path, value)
+    errors = schema_errors(data)
+    assert any(e.startswith(where) for e in errors), errors
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, CONFIG_DIR)
+    assert any(m.startswith(where) for m in info.value.messages), info.value
+
+
+# --- walking the schema ----------------------------------------------------------------------
+
+
+def resolve(node: Any, instance: Any = None) -> Iterator[dict[str, Any]]:
+    """node and the subschemas that apply with it: $ref, allOf/anyOf/oneOf, and the `then` of
+    an `if` (with an instance, only where the `if` holds: a cache's keys depend on its type)."""
+    if not isinstance(node, dict):
+        return
+    yield node
+    if "$ref" in node:
+        ref = node["$ref"]
+        assert ref.startswith("#/$defs/"), ref
+        yield from resolve(SCHEMA["$defs"][ref.removeprefix("#/$defs/")], instance)
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in node.get(key, ()):
+            yield from resolve(sub, instance)
+    if "then" in node and (
+        instance is None or jsonschema.Draft202012Validator(node["if"]).is_valid(instance)
+    ):
+        yield from resolve(node["then"], instance)
+
+
+def forbids(subschema: Any) -> bool:
+    """`false` or `{"not": {}}`: how a branch forbids a key that the layer's keys allow."""
+    return subschema is False or (isinstance(subschema, dict) and subschema.get("not") == {})
+
+
+def properties(node: Any, instance: Any = None) -> dict[str, Any]:
+    """The keys node describes (a key forbidden in some branch is still a key config.py reads)."""
+    found: dict[str, Any] = {}
+    for sub in resolve(node, instance):
+        for name, value in sub.get("properties", {}).items():
+            if not forbids(value):
+                found.setdefault(name, value)
+    return found
+
+
+def child(node: Any, step: str) -> Any:
+    """The schema of one step of a path: a key, '*' (an entry of a collection), or 'key[]'
+    (an item of a list)."""
+    key, is_list = step.removesuffix("[]"), step.endswith("[]")
+    if key == "*":
+        found = [s["additionalProperties"] for s in resolve(node) if "additionalProperties" in s]
+        assert found and isinstance(found[0], dict), f"no schema for the entries of {node}"
+        return found[0]
+    value = properties(node).get(key)
+    if is_list and value is not None:
+        items = [s["items"] for s in resolve(value) if "items" in s]
+        return items[0] if items else None
+    return value
+
+
+def schema_at(template: tuple[str, ...]) -> Any:
+    node: Any = SCHEMA
+    for step in template:
+        node = child(node, step)
+        assert node is not None, f"config.schema.json has no {'.'.join(template)}"
+    return node
+
+
+COLLECTIONS = {"grids", "caches", "layers"}  # mappings of names to sections
+
+
+def template_of(path: str) -> tuple[str, ...]:
+    """The schema path of a _Section path: 'layers.roads.geoms[1]' -> (layers, *, geoms[])."""
+    steps = [re.sub(r"\[\d+\]$", "[]", step) for step in path.split(".")] if path else []
+    if len(steps) >= 2 and steps[0] in COLLECTIONS:
+        steps[1] = "*"
+    return tuple(steps)
+
+
+def schema_templates(node: Any, template: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The path of every section (object with properties) the schema describes."""
+    if properties(node):
+        yield template
+    for name, value in properties(node).items():
+        for sub in resolve(value):
+            if isinstance(sub.get("additionalProperties"), dict):
+                yield from schema_templates(sub["additionalProperties"], (*template, name, "*"))
+                break
+            if isinstance(sub.get("items"), dict):
+                yield from schema_templates(sub["items"], (*template, f"{name}[]"))
+                break
+        else:
+            yield from schema_templates(value, (*template, name))
+
+
+def instances_at(data: Any, template: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The sections of a configuration at a schema path (every layer for layers.*)."""
+    if not template:
+        yield data
+        return
+    step, rest = template[0], template[1:]
+    if step == "*":
+        for value in data.values():
+            yield from instances_at(value, rest)
+    elif step.endswith("[]"):
+        for value in data.get(step[:-2], ()):
+            yield from instances_at(value, rest)
+    elif isinstance(data.get(step), dict):
+        yield from instances_at(data[step], rest)
+
+
+# --- drift: the schema describes exactly what config.py reads ----------------------------------
+
+
+def record_sections(data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every `_Section` config.py creates while parsing data (each with the keys it read)."""
+    sections: list[Any] = []
+    original = config_module._Section.__init__
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        sections.append(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(config_module._Section, "__init__", init)
+        parse_config(copy.deepcopy(data), CONFIG_DIR)
+    return sections
+
+
+def dotted(template: tuple[str, ...], key: str = "") -> str:
+    return ".".join((*template, key) if key else template) or "(the top level)"
+
+
+def test_schema_describes_every_key_config_py_reads_and_no_other(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    problems: set[str] = set()
+    reached: set[tuple[str, ...]] = set()
+    for section in record_sections(MAXIMAL, monkeypatch):
+        template = template_of(section.path)
+        if template in {(c,) for c in COLLECTIONS} or template == ("layer_default",):
+            continue  # names, not keys; layer_default is read through each layer (below)
+        reached.add(template)
+        described = set(properties(schema_at(template), section.data))
+        for key in sorted(section.seen - described):
+            problems.add(
+                f"{dotted(template, key)}: tileserver/config.py reads it but "
+                "tileserver/config.schema.json does not describe it (add its type, default "
+                "and description there)"
+            )
+        for key in sorted(described - section.seen):
+            problems.add(
+                f"{dotted(template, key)}: tileserver/config.schema.json describes it but "
+                "tileserver/config.py does not read it (it rejects it as an unknown key)"
+            )
+    for template in set(schema_templates(SCHEMA)) - reached:
+        if template[:1] == ("layer_default",):
+            continue
+        problems.add(
+            f"{dotted(template)}: described by the schema but not reached by MAXIMAL "
+            "in this test: add it there"
+        )
+    assert not problems, "\n".join(sorted(problems))
+
+
+def test_layer_default_allows_the_keys_of_a_layer() -> None:
+    assert properties(schema_at(("layer_default",))) == properties(schema_at(("layers", "*")))
+    assert "required" not in SCHEMA["$defs"]["layer_keys"]  # merged first, then config.py checks
+
+
+def test_maximal_config_sets_every_key_of_the_schema() -> None:
+    """So that test_maximal_and_minimal_configs_are_valid checks the type of every key."""
+    unused = set()
+    for template in schema_templates(SCHEMA):
+        if template[:1] == ("layer_default",):
+            continue
+        instances = list(instances_at(MAXIMAL, template))
+        used = set().union(*(set(i) for i in instances))
+        unused |= {dotted(template, k) for k in set(properties(schema_at(template))) - used}
+    assert not unused, sorted(unused)
+
+
+def ci_words(pattern: str) -> set[str]:
+    """The words of a case-insensitive alternation '^(?:[Aa][Bb]|...)$' of the schema."""
+    body = pattern.removeprefix("^(?:").removesuffix(")$")
+    return {re.sub(r"\[(.)(.)\]", lambda m: m.group(2), word) for word in body.split("|")}
+
+
+def test_enums_and_reserved_names_follow_config_py() -> None:
+    layer = properties(schema_at(("layers", "*")))
+    assert layer["type"]["enum"] == list(config_module.LAYER_TYPES)
+    assert layer["extension"]["enum"] == list(config_module.FORMATS)
+    assert set(layer["mime_type"]["enum"]) == set(config_module.FORMATS.values())
+    assert layer["missing_tile"]["enum"] == list(config_module.MISSING_TILE)
+    assert layer["version"]["enum"] == list(config_module.WMS_VERSIONS)
+    server = properties(schema_at(("server",)))
+    assert server["log_format"]["enum"] == list(config_module.LOG_FORMATS)
+    cache = properties(SCHEMA["$defs"]["cache"])
+    assert cache["type"]["enum"] == list(config_module.CACHE_TYPES)
+    branches = {b["if"]["properties"]["type"]["const"] for b in SCHEMA["$defs"]["cache"]["allOf"]}
+    assert branches == set(config_module.CACHE_TYPES)
+    reserved = layer["params"]["propertyNames"]["not"]["pattern"]
+    assert ci_words(reserved) == config_module._WMS_RESERVED
+    dimension_name = properties(schema_at(("layers", "*", "dimensions[]")))["name"]
+    assert ci_words(dimension_name["not"]["pattern"]) == config_module._WMTS_PARAMETERS
+    assert properties(SCHEMA["$defs"]["layer_keys"])["wmts_style"]["pattern"] == (
+        config_module._NAME_RE.pattern
+    )
+    assert SCHEMA["$defs"]["name"]["pattern"] == config_module._NAME_RE.pattern
+
+
+def test_documented_defaults_are_config_py_defaults() -> None:
+    """Writing a key's documented default changes nothing in what config.py makes of MINIMAL."""
+    expected = parse_config(copy.deepcopy(MINIMAL), CONFIG_DIR)
+    wrong, unchecked = [], []
+    for template in schema_templates(SCHEMA):
+        if template[:1] == ("layer_default",):
+            continue
+        for key, value in properties(schema_at(template)).items():
+            if not isinstance(value, dict) or "default" not in value:
+                continue
+            checked = False
+            for index, instance in enumerate(instances_at(MINIMAL, template)):
+                described = properties(schema_at(template), instance)
+                if key not in described or key in instance:
+                    continue
+                data = copy.deepcopy(MINIMAL)
+                list(instances_at(data, template))[index][key] = value["default"]
+                if schema_errors(data):
+                    continue  # not allowed on this instance (a wms key on a mapnik layer)
+                checked = True
+                if parse_config(data, CONFIG_DIR) != expected:
+                    wrong.append(f"{dotted(template, key)}: default {value['default']!r}")
+            if not checked:
+                unchecked.append(dotted(template, key))
+    assert not wrong, wrong
+    assert not unchecked, f"no section of MINIMAL takes these defaults: {unchecked}"
