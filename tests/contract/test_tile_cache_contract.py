@@ -95,6 +95,18 @@ async def test_values_expire_after_their_ttl(cache: TileCache) -> None:
     assert await cache.add("c/short", b"y", ttl=60) is True
 
 
+async def test_ttls_beyond_thirty_days_are_kept(cache: TileCache) -> None:
+    # memcached reads an expiry over 30 days as a Unix time: sent as such, it would
+    # expire the item at once.
+    forty_days = 40 * 24 * 3600
+    await cache.set_many({"c/long": b"kept"}, ttl=forty_days)
+    assert await cache.add("c/long-lock", b"1", ttl=forty_days) is True
+    assert await cache.get_many(["c/long", "c/long-lock"]) == {
+        "c/long": b"kept",
+        "c/long-lock": b"1",
+    }
+
+
 async def test_delete_of_a_missing_key_is_fine(cache: TileCache) -> None:
     await cache.delete("c/never/set")
     assert await cache.get_many(["c/never/set"]) == {}

@@ -15,6 +15,7 @@ as `CacheUnavailable`.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -57,6 +58,17 @@ async def _read_line(conn: Connection) -> bytes:
     if not line.endswith(b"\r\n"):
         raise ConnectionResetError("memcached closed the connection")
     return line
+
+
+MAX_RELATIVE_TTL = 30 * 24 * 3600  # memcached reads larger expiry times as Unix times
+
+
+def expiry(ttl: int) -> int:
+    """The protocol's exptime for a TTL in seconds: relative up to 30 days, beyond that
+    the absolute Unix time (else memcached would expire the item at once)."""
+    if ttl <= MAX_RELATIVE_TTL:
+        return ttl
+    return int(time.time()) + ttl
 
 
 class MemcachedCache:
@@ -137,7 +149,7 @@ class MemcachedCache:
         payload = bytearray()
         for key in keys:
             value = items[key]
-            payload += f"set {key} 0 {ttl} {len(value)}\r\n".encode()
+            payload += f"set {key} 0 {expiry(ttl)} {len(value)}\r\n".encode()
             payload += value
             payload += b"\r\n"
         async with server.connection() as conn:
@@ -165,7 +177,9 @@ class MemcachedCache:
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         server = self._ring.node_for(key)
         async with self._guard("add"), server.connection() as conn:
-            conn.writer.write(f"add {key} 0 {ttl} {len(value)}\r\n".encode() + value + b"\r\n")
+            conn.writer.write(
+                f"add {key} 0 {expiry(ttl)} {len(value)}\r\n".encode() + value + b"\r\n"
+            )
             reply = await _read_line(conn)
             if reply == b"STORED\r\n":
                 return True
