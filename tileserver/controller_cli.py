@@ -5,10 +5,12 @@ pre-generated tiles, TileCloud-chain's command of the same name.
     generate_controller -c tileserver.yaml --openlayers-test
     generate_controller -c tileserver.yaml --dump-config
     generate_controller -c tileserver.yaml --cost --layer roads
+    generate_controller -c tileserver.yaml --generate-mapcache-config
 
 The Capabilities and the OpenLayers page are written into the tile store (a folder or an
 S3 bucket), so that clients can use the pre-generated tiles straight from the store's
-public URL (`caches.NAME.http_url`), without the server.
+public URL (`caches.NAME.http_url`), without the server. The MapCache configuration goes
+to a local file (default mapcache.xml), for MapCache in front of the `type: wms` layers.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import argparse
 import asyncio
 import html
 import json
+import os
+import secrets
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
@@ -31,8 +36,15 @@ from tileserver.errors import ConfigError, StoreUnavailable
 from tileserver.generate_cli import CommandError, format_zooms, print_config_errors
 from tileserver.selection import parse_zooms
 from tileserver.services.capabilities import store_capabilities
+from tileserver.services.mapcache_config import has_mapcache_source, mapcache_config
 
-ACTIONS = ("generate_wmts_capabilities", "openlayers_test", "dump_config", "cost")
+ACTIONS = (
+    "generate_wmts_capabilities",
+    "openlayers_test",
+    "dump_config",
+    "cost",
+    "generate_mapcache_config",
+)
 Files = dict[str, tuple[bytes, str]]  # the bytes and content type of files, by store path
 OPENLAYERS_FOLDER = "openlayers"  # the page's script, style and vendored libraries
 KIB_PER_GIB = 1024 * 1024
@@ -82,6 +94,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cost",
         action="store_true",
         help="estimate the tiles, generation time and S3 costs of the layers (see `cost`)",
+    )
+    actions.add_argument(
+        "--generate-mapcache-config",
+        "--mapcache",
+        action="store_true",
+        help="write a MapCache configuration: a memcache cache on memcached.servers, a "
+        "tileset per type: wms layer (--layer, default: every layer)",
+    )
+    parser.add_argument(
+        "--mapcache-config-file",
+        metavar="PATH",
+        default="mapcache.xml",
+        help="where --generate-mapcache-config writes (default: mapcache.xml)",
     )
     parser.add_argument(
         "-z",
@@ -456,6 +481,23 @@ def _by_content_type(files: Files) -> dict[str, dict[str, bytes]]:
 # --- the command ---------------------------------------------------------------------------
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes data at path through a temporary file renamed over it: a reader (MapCache
+    reloading) sees the old file or the new one, never part of one."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        # 0o666 & ~umask, as any file: readable by the web server that runs MapCache.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        with open(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
     """Files to write into a cache, and what to tell once they are written."""
@@ -577,6 +619,7 @@ class Controller:
             writes.append(_Write(cache, files, f"OpenLayers page at index.html{where}"))
         cost_layers = self.layers() if args.cost else []
         cost_zooms = [self.zooms(layer) for layer in cost_layers]
+        mapcache = self.mapcache_config() if args.generate_mapcache_config else None
 
         if args.dump_config:
             yaml.safe_dump(
@@ -590,7 +633,29 @@ class Controller:
             asyncio.run(self.write(writes))
         if args.cost:
             self.cost(cost_layers, cost_zooms)
+        if mapcache is not None:
+            target = Path(args.mapcache_config_file)
+            try:
+                write_atomically(target, mapcache.encode())
+            except OSError as exc:
+                raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from exc
+            self.info(f"wrote the MapCache configuration to {target}")
         return 0
+
+    def mapcache_config(self) -> str:
+        """The mapcache.xml text of --layer, else of every layer; warns of those left out."""
+        layers = self.layers() if self.args.layer else list(self.config.layers.values())
+        try:
+            text = mapcache_config(self.config, layers)
+        except ConfigError as exc:
+            raise CommandError("--generate-mapcache-config: " + "; ".join(exc.messages)) from exc
+        left_out = [layer.name for layer in layers if not has_mapcache_source(layer)]
+        if left_out:
+            self.info(
+                f"warning: {', '.join(left_out)} left out of the MapCache configuration: "
+                "MapCache has no source for Mapnik layers (only type: wms layers)"
+            )
+        return text
 
     async def write(self, writes: Iterable[_Write]) -> None:
         from tileserver.adapters.stores import store_for
