@@ -30,7 +30,16 @@ from typing import Any, TextIO
 
 import yaml
 
-from tileserver.config import CacheConfig, Config, CostConfig, EmptyTile, Layer, MemcachedConfig
+from tileserver.config import (
+    CacheConfig,
+    Config,
+    CostConfig,
+    EmptyTile,
+    Layer,
+    LayerGeom,
+    MemcachedConfig,
+    WmsSource,
+)
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError, StoreUnavailable
 from tileserver.generate_cli import CommandError, format_zooms, print_config_errors
@@ -189,8 +198,35 @@ def _layer_data(layer: Layer) -> dict[str, Any]:
             "missing_tile": layer.missing_tile,
             "empty_tile_detection": _empty_data(layer.empty_tile_detection),
             "empty_metatile_detection": _empty_data(layer.empty_metatile_detection),
+            "geoms": [_geom_data(geom) for geom in layer.geoms] or None,
+            "connection": layer.connection or None,
+            **(_wms_data(layer.wms) if layer.wms is not None else {}),
         }
     )
+
+
+def _geom_data(geom: LayerGeom) -> dict[str, Any]:
+    data: dict[str, Any] = {"file": str(geom.file)} if geom.file is not None else {
+        "sql": geom.sql, "connection": geom.connection}  # fmt: skip
+    return _without_none(
+        {**data, "min_resolution": geom.min_resolution, "max_resolution": geom.max_resolution}
+    )
+
+
+def _wms_data(wms: WmsSource) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "url": wms.url,
+        "layers": wms.layers,
+        "version": wms.version,
+        "params": dict(wms.params),
+        "headers": dict(wms.headers),
+        "generate_salt": wms.generate_salt,
+        "timeout": wms.timeout,
+        "retries": wms.retries,
+    }
+    if wms.query_layers:
+        data.update(query_layers=wms.query_layers, info_formats=list(wms.info_formats))
+    return data
 
 
 def _empty_data(detection: EmptyTile | None) -> dict[str, Any] | None:
@@ -251,8 +287,16 @@ def config_data(config: Config) -> dict[str, Any]:
                 "url": config.server.url,
                 "memory_cache_mb": config.server.memory_cache_mb,
                 "render_timeout": config.server.render_timeout,
+                "log_format": config.server.log_format,
+                "access_log": config.server.access_log,
+                "metrics": config.server.metrics,
             }
         ),
+        "postgresql": {"connection": config.postgresql.connection},
+        "upstream": {
+            "connections_per_host": config.upstream.connections_per_host,
+            "retry_backoff": config.upstream.retry_backoff,
+        },
         "metadata": {
             "title": config.metadata.title,
             "abstract": config.metadata.abstract,

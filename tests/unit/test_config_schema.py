@@ -284,6 +284,15 @@ def test_dump_config_output_validates(capsys: pytest.CaptureFixture[str]) -> Non
     assert schema_errors(config_data(parse_config(copy.deepcopy(MAXIMAL), CONFIG_DIR))) == []
 
 
+def test_dump_of_every_key_reads_back_into_an_equal_configuration() -> None:
+    """MAXIMAL sets every key config.py reads: what --dump-config prints of it parses back
+    into the same Config, so no key is forgotten by the dump (WMS sources, geoms,
+    connections, upstream...)."""
+    config = parse_config(copy.deepcopy(MAXIMAL), CONFIG_DIR)
+    text = yaml.safe_dump(config_data(config), sort_keys=False)
+    assert parse_config(yaml.safe_load(text), CONFIG_DIR) == config
+
+
 def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     """A copy of data with the dotted path set to value (the `...` Ellipsis deletes it)."""
     data = copy.deepcopy(data)
