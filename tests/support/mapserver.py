@@ -89,6 +89,9 @@ def mapserver_config(mapfile: Path) -> str:
     )
 
 
+FOREIGN_DATA_DIRS = {"PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "ICU_DATA"}
+
+
 class MapServerWMS:
     """The Monaco WMS at `url` (http://127.0.0.1:<free port>/wms), its layer group `osm`
     drawn by a `mapserv` per request from the tables of `load_monaco` in dbname."""
@@ -112,7 +115,10 @@ class MapServerWMS:
     def environment(self) -> dict[str, str]:
         """The runner's (hence mapserv's) environment: the config file and libpq's
         variables for the PostGIS database."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # Not the PG* of the test process, nor the data folders `import mapnik` points
+        # PROJ, GDAL and ICU at: its proj.db is newer than the one Debian's mapserv reads.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PG") and k not in FOREIGN_DATA_DIRS}  # fmt: skip
         params = conninfo_to_dict(self.postgis.dsn(self.dbname))
         for key, name in LIBPQ_ENV.items():
             if params.get(key):
