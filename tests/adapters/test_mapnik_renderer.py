@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -112,3 +113,21 @@ async def test_a_killed_render_process_is_replaced(tmp_path: Path) -> None:
         await renderer.close()
     with pytest.raises(RenderError):
         await renderer.render(sea, metatile, {"SHOW": "yes"})
+
+
+async def test_start_starts_every_render_process_with_its_styles(tmp_path: Path) -> None:
+    from tileserver.adapters.mapnik_worker import load_errors
+
+    sea = layer(tmp_path)
+    renderer = MapnikRenderer([sea], processes=3)
+    await renderer.start()
+    try:
+        pool = renderer._pool
+        assert pool is not None
+        # Every process exists before any render (the executor starts one only for a job
+        # that finds none idle), and each loaded the style at start.
+        assert len(pool._processes) == 3
+        assert all(p.is_alive() for p in pool._processes.values())
+        assert await asyncio.get_running_loop().run_in_executor(pool, load_errors) == {}
+    finally:
+        await renderer.close()

@@ -83,18 +83,25 @@ class MapnikRenderer:
         )
 
     async def start(self) -> None:
-        """Starts the pool and checks that every Mapnik file loads."""
+        """Starts every render process and checks that each loaded every Mapnik file.
+
+        The executor starts a process only for a job that finds none idle, so as many
+        jobs as processes, submitted together, start them all now rather than during
+        the first renders (each then imports Mapnik and loads the styles).
+        """
         self._pool = self._new_pool()
-        if not self._specs:
-            return
         loop = asyncio.get_running_loop()
-        errors = await loop.run_in_executor(self._pool, load_errors)
+        pool = self._pool
+        answers = await asyncio.gather(
+            *(loop.run_in_executor(pool, load_errors) for _ in range(self.processes))
+        )
+        errors = {name: e for answer in answers for name, e in answer.items()}
         if errors:
             await self.close()
             raise ConfigError(
                 [f"layers.{name}.mapfile: Mapnik cannot load it: {e}" for name, e in errors.items()]
             )
-        down = await loop.run_in_executor(self._pool, unavailable)
+        down = await loop.run_in_executor(pool, unavailable)
         for name, error in down.items():
             log.error("layer %s: its database is unavailable, tiles answer 503: %s", name, error)
 
