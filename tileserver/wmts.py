@@ -23,7 +23,7 @@ from tileserver.tile_request import FeatureInfoRequest, TileRequest
 from tileserver.types import TileCoord
 
 VERSION = "1.0.0"
-_INTEGER = re.compile(r"^[+-]?[0-9]{1,18}$")
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")  # fullmatch: `$` would let a final "\n" in
 _SHOWN = 80  # characters of a client's value echoed in a message
 
 
@@ -280,6 +280,6 @@ def _layer(config: Config, name: str) -> Layer:
 
 
 def _integer(name: str, value: str) -> int:
-    if not _INTEGER.match(value):
+    if not _INTEGER.fullmatch(value):
         raise invalid_parameter(name, f"{name} must be an integer, got {_show(value)}")
     return int(value)

@@ -9,12 +9,14 @@ import time
 import time as _time
 from typing import Any
 
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 ACCESS_LOGGER = "tileserver.access"
-TILE_INFO = "tileserver.tile"  # request key: (layer, zoom level) set by the tile handlers
-STARTED = "tileserver.started"  # request key: time.perf_counter() when the answer began
+# Request keys: (layer, zoom level) set by the tile handlers; when the answer began.
+TILE_INFO = web.RequestKey("tileserver.tile", tuple[str, int])
+STARTED = web.RequestKey("tileserver.started", float)  # time.perf_counter()
 
 
 class JsonFormatter(logging.Formatter):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -310,7 +311,9 @@ def create_app(
 
     `load` reads the configuration again: SIGHUP reloads it through that function.
     """
-    app = web.Application(middlewares=[_errors], handler_args={"max_field_size": 8190})
+    # Request line and each header bounded (aiohttp's defaults, explicit): a 400 beyond.
+    limits = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}
+    app = web.Application(middlewares=[_errors], handler_args=limits)
     prometheus = PrometheusMetrics() if metrics else None
     runtime = Runtime(
         config,
@@ -342,21 +345,35 @@ def create_app(
             await runtime.close()
 
     app.cleanup_ctx.append(backends)
-    app.router.add_get("/", _index)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/ready", _ready)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/wmts", _kvp)
-    app.router.add_get("/wmts/", _kvp)
-    app.router.add_get("/wmts/1.0.0/WMTSCapabilities.xml", _capabilities)
-    app.router.add_get("/wmts/1.0.0/{path:.*}", _rest)
-    app.router.add_static("/static/", static_dir(), follow_symlinks=False)
+    routes: list[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+        ("/", _index),
+        ("/health", _health),
+        ("/ready", _ready),
+        ("/metrics", _metrics),
+        ("/wmts", _kvp),
+        ("/wmts/", _kvp),
+        ("/wmts/1.0.0/WMTSCapabilities.xml", _capabilities),
+        # [\s\S], not '.': a path with an encoded newline (%0A) gets an OWS report too.
+        (r"/wmts/1.0.0/{path:[\s\S]*}", _rest),
+    ]
+    for path, handler in routes:
+        app.router.add_get(path, handler, expect_handler=_ignore_expect)
+    app.router.add_static(
+        "/static/", static_dir(), follow_symlinks=False, expect_handler=_ignore_expect
+    )
     return app
+
+
+async def _ignore_expect(request: web.Request) -> None:
+    """Every route is a GET, which has no body to wait for: the Expect header is ignored
+    (RFC 9110, 10.1.1 allows it). aiohttp's own handler answers 417 to a value other than
+    100-continue, and 500 to one that is not UTF-8 (its 417 text cannot be encoded)."""
+    return None
 
 
 # --- handlers -------------------------------------------------------------------------------
 
-_BACKENDS = "tileserver.backends"  # request key: the Backends this request uses
+_BACKENDS = web.RequestKey("tileserver.backends", Backends)  # the backends a request uses
 
 
 def _endpoint(request: web.Request) -> str:
@@ -431,7 +448,11 @@ async def _answer(
         )
     except web.HTTPException:
         raise
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+            # No file has a name too long for the file system: aiohttp's static route lets
+            # the ENAMETOOLONG of its stat through (/static/ + 256 characters).
+            raise web.HTTPNotFound() from exc
         log.exception("internal error on %s", request.path_qs[:300])
         if metrics is not None:
             metrics.error("server", "internal")
@@ -513,7 +534,7 @@ async def _rest(request: web.Request) -> web.Response:
     return await _tile(request, parsed)
 
 
-_FEATURE_INFO = "tileserver.feature_info"  # request key: True for GetFeatureInfo
+_FEATURE_INFO = web.RequestKey("tileserver.feature_info", bool)  # True for GetFeatureInfo
 
 
 async def _feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Response:
@@ -561,7 +582,8 @@ async def _tile(request: web.Request, tile_request: TileRequest) -> web.Response
         "ETag": etag,
         "X-Tile-Source": tile.source,
     }
-    inm = request.headers.get("If-None-Match")
-    if inm is not None and _matches(inm, etag):
+    # Several If-None-Match lines are one comma-separated list (RFC 9110, 5.3).
+    inm = ",".join(request.headers.getall("If-None-Match", []))
+    if inm and _matches(inm, etag):
         return web.Response(status=304, headers=headers)
     return web.Response(body=tile.data, content_type=tile_request.layer.mime_type, headers=headers)
