@@ -245,8 +245,8 @@ def test_openlayers_page_shows_every_layer_from_the_store_in_chromium(
 
     for name, (matrix_set, _, _) in SHOWN_LEVELS.items():
         # On a loaded machine headless Chromium may take its screenshot before OpenLayers
-        # has asked for any tile; try again, up to three times, before judging.
-        for attempt in range(3):
+        # has asked for any tile; try again, up to five times, before judging.
+        for attempt in range(5):
             before = len(requests(log))
             image, console = screenshot(
                 f"{base}/index.html#layer={name}&matrixset={matrix_set}",

@@ -146,6 +146,8 @@ def test_json_log_lines_parse(memcached: Memcached, tileserver: Callable[..., Ti
     server.get(tile_path(ROW, COL))
     server.get(tile_path(ROW, COL + 1))
     server.get("/wmts?SERVICE=WMTS")
+    # An access line is written once its answer is sent: wait for the last one.
+    assert wait_for(lambda: '"path":"/wmts?SERVICE=WMTS"' in server.log())
     lines = [line for line in server.log().splitlines() if line.strip()]
     entries = [json.loads(line) for line in lines]  # every line, not only the access log
     assert all({"time", "level", "logger", "process", "message"} <= set(e) for e in entries)
