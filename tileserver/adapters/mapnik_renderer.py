@@ -59,6 +59,11 @@ def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v)) for k, v in parsed.items() if v is not None))
 
 
+def _cuts(metatile: Metatile) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Where each tile lies in the metatile's image: (z, row, col, x, y)."""
+    return tuple((t.coord.z, t.coord.row, t.coord.col, t.x, t.y) for t in metatile.tiles)
+
+
 class MapnikRenderer:
     """Renders metatiles of `type: mapnik` layers in `processes` worker processes, and
     cuts images rendered elsewhere (`cut`) with the same encoders."""
@@ -137,7 +142,7 @@ class MapnikRenderer:
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=tuple((t.coord.z, t.coord.row, t.coord.col, t.x, t.y) for t in metatile.tiles),
+            tiles=_cuts(metatile),
             image_format=layer.output_format,
             variables=tuple(sorted(dimensions.items())),
         )
@@ -169,7 +174,7 @@ class MapnikRenderer:
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=tuple((t.coord.z, t.coord.row, t.coord.col, t.x, t.y) for t in metatile.tiles),
+            tiles=_cuts(metatile),
             image_format=layer.output_format,
         )
         try:

@@ -175,12 +175,18 @@ def render_metatile(job: RenderJob) -> RenderResult:
             raise DatabaseUnavailable(message) from exc
         raise
     rendered = time.perf_counter()
-    size = job.tile_size
-    tiles = {
-        (z, row, col): image.view(x, y, size, size).to_string(job.image_format)
-        for z, row, col, x, y in job.tiles
-    }
+    tiles = _cut(image, job.tiles, job.tile_size, job.image_format)
     return RenderResult(tiles, rendered - start, time.perf_counter() - rendered)
+
+
+def _cut(
+    image: Any, cuts: tuple[tuple[int, int, int, int, int], ...], size: int, image_format: str
+) -> dict[tuple[int, int, int], bytes]:
+    """Each (z, row, col, x, y) of cuts: the size x size view at (x, y), encoded."""
+    return {
+        (z, row, col): image.view(x, y, size, size).to_string(image_format)
+        for z, row, col, x, y in cuts
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +218,5 @@ def cut_image(job: CutJob) -> RenderResult:
             f"{job.width}x{job.height}"
         )
     decoded = time.perf_counter()
-    size = job.tile_size
-    tiles = {
-        (z, row, col): image.view(x, y, size, size).to_string(job.image_format)
-        for z, row, col, x, y in job.tiles
-    }
+    tiles = _cut(image, job.tiles, job.tile_size, job.image_format)
     return RenderResult(tiles, decoded - start, time.perf_counter() - decoded)
