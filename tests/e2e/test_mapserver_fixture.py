@@ -21,8 +21,9 @@ from psycopg.conninfo import conninfo_to_dict
 from pyproj import Transformer
 
 from tests.support.daemons import find_binary
-from tests.support.mapserver import MapServerWMS, WMSResponse
+from tests.support.mapserver import MapServerWMS
 from tests.support.postgis import PostGIS, load_monaco
+from tests.support.server import Response
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +77,7 @@ def normal_mode(request: pytest.FixtureRequest) -> Iterator[None]:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def image(response: WMSResponse) -> Image.Image:
+def image(response: Response) -> Image.Image:
     assert response.status == 200, response.body[:500]
     assert response.headers["content-type"] == "image/png", response.body[:500]
     assert response.body.startswith(PNG)
@@ -102,7 +103,7 @@ def feature_info(
     info_format: str,
     query_layers: str = "osm",
     version: str = "1.1.1",
-) -> WMSResponse:
+) -> Response:
     params = wms.getmap_params(bbox, 256, 256, version=version)
     params.update(REQUEST="GetFeatureInfo", QUERY_LAYERS=query_layers, INFO_FORMAT=info_format)
     params.update({"X": "128", "Y": "128"} if version == "1.1.1" else {"I": "128", "J": "128"})

@@ -20,8 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -30,6 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tests.support.daemons import find_binary, free_port, stop_process, wait_port
 from tests.support.postgis import PostGIS
+from tests.support.server import Response, fetch
 from tests.support.wms_runner import DIRECT_HEADER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,13 +60,6 @@ class WMSRequest:
     def request(self) -> str:
         """The WMS REQUEST (GetMap, GetFeatureInfo...), "" if none."""
         return self.params.get("REQUEST", "")
-
-
-@dataclass(frozen=True)
-class WMSResponse:
-    status: int
-    headers: dict[str, str]  # names lower-cased
-    body: bytes
 
 
 def mapserv_binary() -> str:
@@ -166,9 +158,9 @@ class MapServerWMS:
 
     def get(
         self, params: dict[str, str], headers: dict[str, str] | None = None, timeout: float = 60
-    ) -> WMSResponse:
+    ) -> Response:
         """GET /wms?params (counted like any client's request unless headers say direct)."""
-        return _fetch(f"{self.url}?{urlencode(params)}", headers, timeout)
+        return fetch(f"{self.url}?{urlencode(params)}", headers, timeout)
 
     def getmap_params(
         self,
@@ -229,9 +221,9 @@ class MapServerWMS:
         """The runner's current mode, e.g. "mode=slow:2" or "mode=truncated remaining=1"."""
         return self._control({}).body.decode().strip()
 
-    def _control(self, params: dict[str, str]) -> WMSResponse:
+    def _control(self, params: dict[str, str]) -> Response:
         query = f"?{urlencode(params)}" if params else ""
-        return _fetch(f"http://127.0.0.1:{self.port}/_control{query}", None, 5)
+        return fetch(f"http://127.0.0.1:{self.port}/_control{query}", None, 5)
 
     # --- access log ----------------------------------------------------------------------
 
@@ -262,14 +254,3 @@ class MapServerWMS:
     def errors(self) -> str:
         """What mapserv and the runner wrote on stderr (MapServer's error messages)."""
         return self.error_log.read_text(errors="replace")
-
-
-def _fetch(url: str, headers: dict[str, str] | None, timeout: float) -> WMSResponse:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return WMSResponse(r.status, {k.lower(): v for k, v in r.headers.items()}, r.read())
-    except urllib.error.HTTPError as e:
-        body = e.read()
-        e.close()
-        return WMSResponse(e.code, {k.lower(): v for k, v in e.headers.items()}, body)
