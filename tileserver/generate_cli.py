@@ -28,7 +28,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -40,7 +40,7 @@ from tileserver.config import Config, EmptyTile, Layer
 from tileserver.config_loader import load_config
 from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
 from tileserver.errors import CacheUnavailable, ConfigError, GeomsError, TileServerError
-from tileserver.grid import format_resolution
+from tileserver.grid import Grid, format_resolution
 from tileserver.protocols import TileStore
 from tileserver.selection import (
     MetatileRef,
@@ -520,13 +520,7 @@ class Command:
                 )
             bbox = clipped
         if selection.tiles is not None:
-            outside = [t for t in selection.tiles if not grid.contains(t)]
-            if outside:
-                raise CommandError(
-                    f"--tiles {self.args.tiles}: tile {outside[0].z}/{outside[0].col}/"
-                    f"{outside[0].row} is outside grid {grid.name!r}",
-                    2,
-                )
+            self.check_tiles_in_grid(grid, selection.tiles)
             chosen = {metatile_ref(t, meta_size) for t in selection.tiles if t.z in zooms}
             in_bbox = tiles_in_bbox(grid, bbox)
 
@@ -837,18 +831,22 @@ class Command:
         stored = tuple(z for z in chosen if not layer.is_on_demand(z))
         return stored, tuple(z for z in chosen if layer.is_on_demand(z))
 
+    def check_tiles_in_grid(self, grid: Grid, tiles: Iterable[TileCoord]) -> None:
+        """CommandError (status 2) naming the first --tiles tile outside the grid."""
+        outside = [t for t in tiles if not grid.contains(t)]
+        if outside:
+            raise CommandError(
+                f"--tiles {self.args.tiles}: tile {outside[0].z}/{outside[0].col}/"
+                f"{outside[0].row} is outside grid {grid.name!r}",
+                2,
+            )
+
     def update_area(self, layer: Layer, selection: Selection) -> tuple[Selection, BaseGeometry]:
         """The selection as the generation takes it (a tile list becomes the area of its
         tiles) and the area to invalidate, within the layer's bbox."""
         grid = layer.grid
         if selection.tiles is not None:
-            outside = [t for t in selection.tiles if not grid.contains(t)]
-            if outside:
-                raise CommandError(
-                    f"--tiles {self.args.tiles}: tile {outside[0].z}/{outside[0].col}/"
-                    f"{outside[0].row} is outside grid {grid.name!r}",
-                    2,
-                )
+            self.check_tiles_in_grid(grid, selection.tiles)
             selection = Selection(geometry=tiles_area(grid, selection.tiles), key=selection.key)
         if selection.bbox is not None:
             area = clip_to_layer(layer, shapely.box(*selection.bbox.as_tuple()))
