@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
@@ -43,7 +42,6 @@ class WmsRenderer:
         self._cutter = cutter
         self._upstream = upstream or UpstreamConfig()
         self._session: aiohttp.ClientSession | None = None
-        self.counters: Counter[str] = Counter()  # getmap, getfeatureinfo, errors by status...
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -79,7 +77,7 @@ class WmsRenderer:
             except ValueError as exc:  # InvalidImage: a broken answer, worth a retry
                 raise UpstreamError(f"WMS {_where(source)} GetMap answered {exc}", 502) from exc
 
-        return await self._with_retries(source, "GetMap", attempt)
+        return await self._with_retries(source, attempt)
 
     async def feature_info(
         self, layer: Layer, coord: TileCoord, i: int, j: int, info_format: str
@@ -91,26 +89,19 @@ class WmsRenderer:
             source, grid, grid.tile_bbox(coord), grid.tile_size, i, j, info_format
         )
         url = URL(source.url).extend_query(params)
-        return await self._with_retries(
-            source, "GetFeatureInfo", lambda: self._once(source, url, "GetFeatureInfo")
-        )
+        return await self._with_retries(source, lambda: self._once(source, url, "GetFeatureInfo"))
 
-    async def _with_retries(
-        self, source: WmsSource, operation: str, attempt: Callable[[], Awaitable[T]]
-    ) -> T:
+    async def _with_retries(self, source: WmsSource, attempt: Callable[[], Awaitable[T]]) -> T:
         attempts = source.retries + 1
         for number in range(1, attempts + 1):
-            self.counters[operation] += 1
             try:
                 return await attempt()
             except UpstreamError as exc:
-                self.counters[f"errors.{exc.status}"] += 1
                 if number == attempts:
                     log.error("%s (after %d attempt(s))", exc, attempts)
                     raise
                 delay = self._upstream.retry_backoff * 2 ** (number - 1)
                 log.warning("%s; retry %d/%d in %.1f s", exc, number, source.retries, delay)
-                self.counters["retries"] += 1
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 

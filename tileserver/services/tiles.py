@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -60,7 +59,6 @@ class TileService:
         self.stores = dict(stores or {})
         self.key_prefix = key_prefix
         self.lock_timeout = lock_timeout
-        self.counters: Counter[str] = Counter()
         self._inflight: dict[tuple[str, int, int, int], asyncio.Task[_Produced]] = {}
 
     async def get_tile(self, request: TileRequest) -> Tile:
@@ -85,9 +83,7 @@ class TileService:
         )  # fmt: skip
         data = await store.get(path)
         if data is not None:
-            self.counters["store"] += 1
             return Tile(data, "store")
-        self.counters["store_miss"] += 1
         if layer.missing_tile == "no_content":
             return Tile(None, "missing")
         if layer.missing_tile == "transparent":
@@ -100,7 +96,6 @@ class TileService:
         key = tile_key(self.key_prefix, part, coord)
         found = await self.cache.get_many([key])
         if key in found:
-            self.counters["hit"] += 1
             return Tile(found[key], self.cache.name)
 
         metatile = metatile_for(
@@ -117,8 +112,6 @@ class TileService:
             task = asyncio.create_task(self._produce(request, part, metatile, dimensions))
             self._inflight[task_key] = task
             task.add_done_callback(lambda _: self._inflight.pop(task_key, None))
-        else:
-            self.counters["coalesced"] += 1
         # shield: a client that goes away must not cancel a render others wait for.
         produced = await asyncio.shield(task)
         data = produced.tiles.get(coord)
@@ -148,7 +141,6 @@ class TileService:
                     # Rendered elsewhere between our miss and the lock?
                     found = await self.cache.get_many([key])
                     if key in found:
-                        self.counters["hit_after_lock"] += 1
                         return _Produced({coord: found[key]}, self.cache.name)
                     return await self._render(layer, part, metatile, dimensions)
                 finally:
@@ -158,7 +150,6 @@ class TileService:
             delay = min(delay * 1.5, _POLL_MAX)
             found = await self.cache.get_many([key, lock])
             if key in found:
-                self.counters["hit_after_wait"] += 1
                 return _Produced({coord: found[key]}, self.cache.name)
             if lock in found and time.monotonic() > deadline:
                 log.warning(
@@ -173,7 +164,6 @@ class TileService:
         start = time.perf_counter()
         tiles = await self.renderer.render(layer, metatile, dimensions)
         elapsed = time.perf_counter() - start
-        self.counters["render"] += 1
         if self._on_render is not None:
             self._on_render(layer.name, elapsed)
         log.info(
