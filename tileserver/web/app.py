@@ -400,8 +400,9 @@ async def _errors(
     metrics = runtime.metrics
     if metrics is not None:
         tile = request.get(TILE_INFO)
-        endpoint = _endpoint(request)
-        if tile is not None:
+        if tile is None:
+            endpoint = _endpoint(request)
+        else:
             endpoint = "featureinfo" if request.get(_FEATURE_INFO) else "tile"
             source = response.headers.get("X-Tile-Source")
             if source is not None:
@@ -422,30 +423,14 @@ async def _answer(
         return await handler(request)
     except OWSException as exc:
         return _ows_response(exc)
-    except UpstreamError as exc:
-        # Logged by the adapter, with its retries.
-        runtime.failed("upstream", str(exc))
+    except (RenderError, StoreUnavailable) as exc:
+        failure = _failure(exc)
+        if failure.logged_as is not None:
+            log.error("%s failed for %s: %s", failure.logged_as, request.path_qs[:300], exc)
+        runtime.failed(failure.dependency, str(exc))
         if metrics is not None:
-            metrics.error("upstream", str(exc.status))
-        return _ows_response(
-            OWSException("NoApplicableCode", f"The upstream server failed: {exc}", None, exc.status)
-        )
-    except RenderError as exc:
-        log.error("render failed for %s: %s", request.path_qs[:300], exc)
-        runtime.failed("renderer", str(exc))
-        if metrics is not None:
-            metrics.error("renderer", "failed")
-        return _ows_response(
-            OWSException("NoApplicableCode", f"Rendering failed: {exc}", None, status=503)
-        )
-    except StoreUnavailable as exc:
-        log.error("tile store failed for %s: %s", request.path_qs[:300], exc)
-        runtime.failed("tile store", str(exc))
-        if metrics is not None:
-            metrics.error("store", "unavailable")
-        return _ows_response(
-            OWSException("NoApplicableCode", "The tile store is unavailable", None, status=503)
-        )
+            metrics.error(failure.label, failure.kind)
+        return _ows_response(OWSException("NoApplicableCode", failure.text, None, failure.status))
     except web.HTTPException:
         raise
     except Exception as exc:
@@ -457,6 +442,29 @@ async def _answer(
         if metrics is not None:
             metrics.error("server", "internal")
         return _ows_response(OWSException("NoApplicableCode", "Internal error", None, 500))
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """How a failed dependency is answered, logged, reported by /ready and counted."""
+
+    dependency: str  # its name in /ready's `degraded`
+    label: str  # its `dependency` label in tileserver_dependency_errors_total
+    kind: str
+    text: str  # of the OWS report
+    status: int
+    logged_as: str | None  # None: the adapter logged it already (with its retries)
+
+
+def _failure(exc: RenderError | StoreUnavailable) -> _Failure:
+    if isinstance(exc, UpstreamError):
+        text = f"The upstream server failed: {exc}"
+        return _Failure("upstream", "upstream", str(exc.status), text, exc.status, None)
+    if isinstance(exc, RenderError):
+        text = f"Rendering failed: {exc}"
+        return _Failure("renderer", "renderer", "failed", text, 503, "render")
+    text = "The tile store is unavailable"
+    return _Failure("tile store", "store", "unavailable", text, 503, "tile store")
 
 
 def _backends(request: web.Request) -> Backends:
