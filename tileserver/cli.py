@@ -38,17 +38,14 @@ def _load(path: str) -> Config | None:
 
 def check_mapfiles(config: Config) -> list[str]:
     """Initialisation stage of the validation: every Mapnik file loads."""
-    from tileserver.adapters.mapnik_renderer import postgis_parameters
-    from tileserver.adapters.mapnik_worker import DatabaseUnavailable, MapSpec, load_map
+    from tileserver.adapters.mapnik_renderer import map_spec
+    from tileserver.adapters.mapnik_worker import DatabaseUnavailable, load_map
 
     errors = []
     for layer in config.layers.values():
         if layer.type == "mapnik" and layer.mapfile is not None:
             try:
-                spec = MapSpec(
-                    layer.name, str(layer.mapfile), layer.grid.srs, postgis_parameters(layer)
-                )
-                load_map(spec)
+                load_map(map_spec(layer))
             except ConfigError as exc:
                 errors.extend(exc.messages)
             except DatabaseUnavailable as exc:

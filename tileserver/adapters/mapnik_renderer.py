@@ -23,7 +23,6 @@ from tileserver.adapters.mapnik_worker import (
     load_errors,
     ping,
     render_metatile,
-    unavailable,
 )
 from tileserver.config import Layer
 from tileserver.errors import ConfigError, RenderError
@@ -34,7 +33,7 @@ log = logging.getLogger("tileserver.render")
 
 J = TypeVar("J")
 
-__all__ = ["InvalidImage", "MapnikRenderer", "postgis_parameters"]
+__all__ = ["InvalidImage", "MapnikRenderer", "map_spec", "postgis_parameters"]
 
 
 def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
@@ -64,15 +63,18 @@ def _cuts(metatile: Metatile) -> tuple[tuple[int, int, int, int, int], ...]:
     return tuple((t.coord.z, t.coord.row, t.coord.col, t.x, t.y) for t in metatile.tiles)
 
 
+def map_spec(layer: Layer) -> MapSpec:
+    """What a render process needs to load a Mapnik layer's style."""
+    return MapSpec(layer.name, str(layer.mapfile), layer.grid.srs, postgis_parameters(layer))
+
+
 class MapnikRenderer:
     """Renders metatiles of `type: mapnik` layers in `processes` worker processes, and
     cuts images rendered elsewhere (`cut`) with the same encoders."""
 
     def __init__(self, layers: Sequence[Layer], processes: int, timeout: float = 60.0) -> None:
         self._specs = tuple(
-            MapSpec(layer.name, str(layer.mapfile), layer.grid.srs, postgis_parameters(layer))
-            for layer in layers
-            if layer.type == "mapnik" and layer.mapfile is not None
+            map_spec(layer) for layer in layers if layer.type == "mapnik" and layer.mapfile
         )
         self.processes = processes
         self._timeout = timeout
@@ -106,7 +108,7 @@ class MapnikRenderer:
             raise ConfigError(
                 [f"layers.{name}.mapfile: Mapnik cannot load it: {e}" for name, e in errors.items()]
             )
-        down = await loop.run_in_executor(pool, unavailable)
+        down = await loop.run_in_executor(pool, ping)
         for name, error in down.items():
             log.error("layer %s: its database is unavailable, tiles answer 503: %s", name, error)
 

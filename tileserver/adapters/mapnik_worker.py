@@ -131,13 +131,8 @@ def load_errors() -> dict[str, str]:
     return dict(_LOAD_ERRORS)
 
 
-def unavailable() -> dict[str, str]:
-    """The layers whose database could not be reached when loading, and why."""
-    return dict(_UNAVAILABLE)
-
-
 def ping() -> dict[str, str]:
-    """A render process answers: the layers whose database it could not reach."""
+    """A render process answers: the layers whose database it could not reach, and why."""
     return dict(_UNAVAILABLE)
 
 
