@@ -50,6 +50,7 @@ from bench_ondemand import (
     cpu_busy_pct,
     cpu_times,
     demo_config,
+    fmt,
     git_revision,
     loadavg,
     log,
@@ -253,14 +254,6 @@ def run_seed_bench(
 # --- report ----------------------------------------------------------------------------
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def direct_table(by_processes: dict[int, list[dict[str, Any]]]) -> str:
     lines = [
         "| processes | wall s (median; runs) | generate_tiles' own s | metatiles | tiles written "
@@ -272,11 +265,11 @@ def direct_table(by_processes: dict[int, list[dict[str, Any]]]) -> str:
         lines.append(
             f"| {processes} | {med['wall_s']:.2f}; "
             + "/".join(f"{r['wall_s']:.2f}" for r in runs)
-            + f" | {_fmt(med['reported_s'])} | {_fmt(med['metatiles'])} "
+            + f" | {fmt(med['reported_s'])} | {fmt(med['metatiles'])} "
             f"| {'/'.join(sorted({str(r['files']) for r in runs}))} "
             f"| {med['bytes'] / 1e6:.1f} "
             f"| {min(r['requested_present'] for r in runs)}/{med['requested']} "
-            f"| {med['written_tiles_per_s']:.0f} | {_fmt(med['requested_tiles_per_s'], 0)} "
+            f"| {med['written_tiles_per_s']:.0f} | {fmt(med['requested_tiles_per_s'], 0)} "
             f"| {'/'.join(str(r['cpu_pct']) for r in runs)} "
             f"| {'/'.join(str(r['rc']) for r in runs)} |"
         )
@@ -296,7 +289,7 @@ def peers_table(bench: dict[str, Any]) -> str:
             + f" | {'/'.join(map(str, r['files']))} | {'/'.join(map(str, r['mb']))} "
             f"| {r['written_tiles_per_s']:.0f} "
             f"| {'/'.join(map(str, r['requested_present']))}/{bench['requested']} "
-            f"| {_fmt(r['requested_tiles_per_s'], 0)} "
+            f"| {fmt(r['requested_tiles_per_s'], 0)} "
             f"| {'/'.join(map(str, r['renders']))} ({r['render_counter']}) "
             f"| {'/'.join(map(str, r['cpu_pct']))} | {'/'.join(map(str, r['rc']))} |"
         )
@@ -433,8 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, r in bench["ratios_tileserver_over_peer"].items():
             print(
                 f"tileserver ÷ {name} (concurrency {bench['concurrency']}): requested tiles/s "
-                f"{_fmt(r['requested_tiles_per_s'], 2)}, written tiles/s "
-                f"{_fmt(r['written_tiles_per_s'], 2)}, wall s {_fmt(r['wall_s'], 2)}"
+                f"{fmt(r['requested_tiles_per_s'], 2)}, written tiles/s "
+                f"{fmt(r['written_tiles_per_s'], 2)}, wall s {fmt(r['wall_s'], 2)}"
             )
         adapter = bench["seeders"].get("tileserver", {}).get("adapter", [])
         if adapter:

@@ -281,7 +281,7 @@ class TileServer:
             if self.proc.poll() is not None:
                 break
             text = self.log_text()
-            if text.count("render pool:") >= self.workers and _get_status(url) == 200:
+            if text.count("render pool:") >= self.workers and http_status(url) == 200:
                 caches = re.findall(r"tile cache: (.*)", text)
                 if not all(c.startswith("memcached") for c in caches):
                     raise RuntimeError(f"tileserver is not on memcached: {caches}")
@@ -307,7 +307,8 @@ class TileServer:
         self._log.close()
 
 
-def _get_status(url: str) -> int | None:
+def http_status(url: str) -> int | None:
+    """The status of a GET of url, None when nothing answers."""
     import urllib.request
 
     try:
@@ -688,7 +689,8 @@ def run_single(target: Target, s: Settings) -> dict[str, Any]:
 # --- report ----------------------------------------------------------------------------
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def fmt(value: Any, digits: int = 1) -> str:
+    """A table cell: "-" for None, floats with `digits` decimals."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -708,19 +710,19 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         h, c, one = r.get("hits") or {}, r.get("cold") or {}, r.get("single") or {}
         runs = r.get("cold_runs", [])
         lines.append(
-            f"| {name} | {_fmt(h.get('rps'), 0)} | {_fmt(h.get('p50_ms'))}/{_fmt(h.get('p99_ms'))} "
-            f"| {_fmt(h.get('non2xx'))} / {_fmt(h.get('socket_errors'))} "
-            f"| {_fmt(h.get('renders'))} "
-            f"| {_fmt(h.get('cpu_pct'))} "
-            f"| {_fmt(c.get('tiles_per_s'), 0)}; "
-            + "/".join(_fmt(x["tiles_per_s"], 0) for x in runs)
-            + f" | {_fmt(c.get('p50_ms'), 0)}/{_fmt(c.get('p99_ms'), 0)} "
-            f"| {'/'.join(_fmt(x['renders']) for x in runs)} ({r.get('cold_min_metatiles', '-')}) "
+            f"| {name} | {fmt(h.get('rps'), 0)} | {fmt(h.get('p50_ms'))}/{fmt(h.get('p99_ms'))} "
+            f"| {fmt(h.get('non2xx'))} / {fmt(h.get('socket_errors'))} "
+            f"| {fmt(h.get('renders'))} "
+            f"| {fmt(h.get('cpu_pct'))} "
+            f"| {fmt(c.get('tiles_per_s'), 0)}; "
+            + "/".join(fmt(x["tiles_per_s"], 0) for x in runs)
+            + f" | {fmt(c.get('p50_ms'), 0)}/{fmt(c.get('p99_ms'), 0)} "
+            f"| {'/'.join(fmt(x['renders']) for x in runs)} ({r.get('cold_min_metatiles', '-')}) "
             f"| {sum(x['errors'] for x in runs) if runs else '-'} "
-            f"| {_fmt(c.get('render_ms_mean'), 0)}/{_fmt(c.get('render_ms_max'), 0)} "
-            f"| {_fmt(one.get('p50_ms'))}/{_fmt(one.get('p99_ms'))} "
-            f"| {_fmt(one.get('render_ms_p50'), 0)}/{_fmt(one.get('render_ms_p99'), 0)} "
-            f"| {_fmt(one.get('minus_render_p50_ms'))}/{_fmt(one.get('minus_render_p99_ms'))} |"
+            f"| {fmt(c.get('render_ms_mean'), 0)}/{fmt(c.get('render_ms_max'), 0)} "
+            f"| {fmt(one.get('p50_ms'))}/{fmt(one.get('p99_ms'))} "
+            f"| {fmt(one.get('render_ms_p50'), 0)}/{fmt(one.get('render_ms_p99'), 0)} "
+            f"| {fmt(one.get('minus_render_p50_ms'))}/{fmt(one.get('minus_render_p99_ms'))} |"
         )
     return "\n".join(lines)
 
@@ -894,7 +896,7 @@ def run_all(
         for t in targets
     }
     for t in targets:  # probe: one warm tile answers
-        status = _get_status(expand(t.template, warm_tiles()[:1])[0])
+        status = http_status(expand(t.template, warm_tiles()[:1])[0])
         if status != 200:
             raise SystemExit(f"{t.name}: probe request answered {status}")
     if "hits" in phases:
@@ -948,9 +950,9 @@ def run_all(
     print(table(results))
     for name, r in ratio_table.items():
         print(
-            f"tileserver ÷ {name}: hit req/s {_fmt(r['hit_rps'], 2)}, "
-            f"cold tiles/s {_fmt(r['cold_tiles_per_s'], 2)}, "
-            f"one-cold-tile p50 latency {_fmt(r['single_cold_p50_latency'], 2)}"
+            f"tileserver ÷ {name}: hit req/s {fmt(r['hit_rps'], 2)}, "
+            f"cold tiles/s {fmt(r['cold_tiles_per_s'], 2)}, "
+            f"one-cold-tile p50 latency {fmt(r['single_cold_p50_latency'], 2)}"
         )
     print(f"\nJSON and logs: {s.run_dir}")
     return 0

@@ -44,7 +44,6 @@ import json
 import re
 import statistics
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +64,9 @@ from bench_ondemand import (
     cpu_times,
     expand,
     fetch_all,
+    fmt,
     git_revision,
+    http_status,
     loadavg,
     log,
     metatiles,
@@ -158,15 +159,6 @@ def deferred_mapfile(folder: Path) -> Path:
     path = folder / "monaco-defer.map"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            r.read()
-            return int(r.status)
-    except OSError:
-        return None
 
 
 def wait_ready(server: TileServer, timeout: float = 120) -> None:
@@ -418,14 +410,6 @@ def per_thousand(r: dict[str, Any]) -> dict[str, float]:
 # --- report -------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def raw_table(results: Sequence[dict[str, Any]]) -> str:
     lines = [
         "| run | tiles | renders (min) | SQL statements | data / metadata / other "
@@ -440,11 +424,11 @@ def raw_table(results: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['run']} | {r['tiles']} | {r['renders']} ({r['min_renders']}) "
             f"| {sql['statements']} | {sql['data']} / {sql['metadata']} / {sql['other']} "
-            f"| {_fmt(r['data_statements_per_render'], 2)} "
+            f"| {fmt(r['data_statements_per_render'], 2)} "
             f"| {sql['data_rows']} | {sql['exec_ms']:.0f} "
             f"| {r['pg_connections']} ({sum(r['pg_connections_open_at_end'].values())}) "
-            f"| {r['getmaps']} ({sizes}) | {r['wall_s']:.1f} | {_fmt(fetch['tiles_per_s'], 0)} "
-            f"| {fetch['errors']} | {_fmt(r['render_ms_p50'], 0)} "
+            f"| {r['getmaps']} ({sizes}) | {r['wall_s']:.1f} | {fmt(fetch['tiles_per_s'], 0)} "
+            f"| {fetch['errors']} | {fmt(r['render_ms_p50'], 0)} "
             f"| {start['render_processes']} / {r['render_processes_at_end']} "
             f"| {start['sql']['statements']} / {start['pg_connections']} |"
         )
@@ -493,7 +477,7 @@ def ratio_lines(table: dict[str, dict[str, float | None]]) -> str:
         "|---|" + "---|" * len(RATIO_KEYS),
     ]
     for kind, values in table.items():
-        lines.append(f"| {names[kind]} | " + " | ".join(_fmt(values[k]) for k in RATIO_KEYS) + " |")
+        lines.append(f"| {names[kind]} | " + " | ".join(fmt(values[k]) for k in RATIO_KEYS) + " |")
     return "\n".join(lines)
 
 

@@ -53,7 +53,9 @@ from bench_ondemand import (
     TileServer,
     bench_config,
     expand,
+    fmt,
     git_revision,
+    http_status,
     loadavg,
     log,
     make_flush,
@@ -157,26 +159,7 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def _status(url: str) -> int | None:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            r.read()
-            return int(r.status)
-    except OSError:
-        return None
-
-
 # --- report ----------------------------------------------------------------------------
-
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -199,13 +182,13 @@ def hits_table(results: dict[str, dict[str, Any]]) -> str:
             f"| {', '.join(f'{k} {v}' for k, v in sources.items())} "
             f"| {med['rps']:.0f}; "
             + "/".join(f"{x['rps']:.0f}" for x in rounds)
-            + f" | {_fmt(med['p50_ms'])}/{_fmt(med['p99_ms'])} "
+            + f" | {fmt(med['p50_ms'])}/{fmt(med['p99_ms'])} "
             f"| {sum(x['non2xx'] for x in rounds)} / {sum(x['socket_errors'] for x in rounds)} "
-            f"| {'/'.join(_fmt(x['renders']) for x in rounds)} "
+            f"| {'/'.join(fmt(x['renders']) for x in rounds)} "
             f"| {'/'.join(str(x['cpu_pct']) for x in rounds)} "
             + (
-                f"| {_fmt(med['cpu_ms_per_request'].get('tileserver'), 3)} / "
-                f"{_fmt(med['cpu_ms_per_request'].get('seaweedfs'), 3)} |"
+                f"| {fmt(med['cpu_ms_per_request'].get('tileserver'), 3)} / "
+                f"{fmt(med['cpu_ms_per_request'].get('seaweedfs'), 3)} |"
                 if name in OURS
                 else "| - |"
             )
@@ -368,7 +351,7 @@ def run_all(
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_before = loadavg()
     for t in targets:  # probe: one warm tile answers
-        status = _status(expand(t.template, warm_tiles()[:1])[0])
+        status = http_status(expand(t.template, warm_tiles()[:1])[0])
         if status != 200:
             raise SystemExit(f"{t.name}: probe request answered {status}")
     results: dict[str, dict[str, Any]] = {
@@ -430,15 +413,15 @@ def run_all(
           "| MB | tiles/s (wall) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for where, g in generation.items():
-        print(f"| {where} | {g['wall_s']:.2f} | {_fmt(g['reported_s'])} | {g['metatiles']} "
+        print(f"| {where} | {g['wall_s']:.2f} | {fmt(g['reported_s'])} | {g['metatiles']} "
               f"| {g['tiles_written']} | {g['stored']} | {g['bytes'] / 1e6:.1f} "
-              f"| {_fmt(g['tiles_per_s'], 0)} |")  # fmt: skip
+              f"| {fmt(g['tiles_per_s'], 0)} |")  # fmt: skip
     print(f"\nhits over the {len(warm_tiles())}-tile warm set, wrk {report['settings']['wrk']}:\n")
     print(hits_table(results))
     print()
     for p in pairs:
-        print(f"{p['ours']} ÷ {p['vs']}: req/s {_fmt(p['rps'], 2)}, p50 {_fmt(p['p50'], 2)}, "
-              f"p99 {_fmt(p['p99'], 2)}")  # fmt: skip
+        print(f"{p['ours']} ÷ {p['vs']}: req/s {fmt(p['rps'], 2)}, p50 {fmt(p['p50'], 2)}, "
+              f"p99 {fmt(p['p99'], 2)}")  # fmt: skip
     print(f"\nJSON and logs: {s.run_dir}")
     return 0
 
