@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from tileserver.config import Layer
@@ -44,8 +44,15 @@ class Renderer(Protocol):
     """Renders a metatile and cuts it into encoded tiles."""
 
     async def render(
-        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
-    ) -> dict[TileCoord, bytes]: ...
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
+    ) -> dict[TileCoord, bytes]:
+        """The metatile's tiles, encoded; only those of `only` when given (generation
+        writes a few tiles of the metatiles at a bbox's edge: the others are not encoded)."""
+        ...
 
     async def close(self) -> None: ...
 

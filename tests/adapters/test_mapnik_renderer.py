@@ -131,3 +131,34 @@ async def test_start_starts_every_render_process_with_its_styles(tmp_path: Path)
         assert await asyncio.get_running_loop().run_in_executor(pool, load_errors) == {}
     finally:
         await renderer.close()
+
+
+@pytest.mark.parametrize("image_format", ["png:z=1", "png", "png8"])
+def test_cut_encodes_a_solid_tile_once_and_every_tile_keeps_its_pixels(image_format: str) -> None:
+    import mapnik
+
+    from tileserver.adapters import mapnik_worker
+
+    def image(painted: tuple[int, int]) -> mapnik.Image:
+        im = mapnik.Image(512, 256)
+        im.fill(mapnik.Color(10, 120, 200, 255))
+        im.set_pixel(*painted, mapnik.Color(255, 0, 0, 255))
+        return im
+
+    cuts = ((5, 0, 0, 0, 0), (5, 0, 1, 256, 0))
+    first = mapnik_worker._cut(image((300, 7)), cuts, 256, image_format)
+    second = mapnik_worker._cut(image((7, 7)), cuts, 256, image_format)
+    assert first[(5, 0, 0)] is second[(5, 0, 1)]  # the solid tile's bytes, encoded once
+    # Decoded, each tile is what its view held: solid, or solid with the red pixel.
+    for tiles, solid, painted in ((first, (5, 0, 0), (5, 0, 1)), (second, (5, 0, 1), (5, 0, 0))):
+        plain = Image.open(io.BytesIO(tiles[solid])).convert("RGBA")
+        assert plain.size == (256, 256) and plain.getcolors() == [(65536, (10, 120, 200, 255))]
+        dotted = Image.open(io.BytesIO(tiles[painted])).convert("RGBA")
+        x = 300 - 256 if painted == (5, 0, 1) else 7
+        assert dotted.getpixel((x, 7)) == (255, 0, 0, 255)
+        assert sorted(c for _, c in dotted.getcolors()) == [(10, 120, 200, 255), (255, 0, 0, 255)]
+    # A different colour is not taken for the cached one.
+    other = mapnik.Image(256, 256)
+    other.fill(mapnik.Color(0, 0, 0, 0))
+    empty = mapnik_worker._cut(other, ((5, 1, 1, 0, 0),), 256, image_format)[(5, 1, 1)]
+    assert Image.open(io.BytesIO(empty)).convert("RGBA").getcolors() == [(65536, (0, 0, 0, 0))]

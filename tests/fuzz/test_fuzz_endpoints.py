@@ -41,7 +41,7 @@ import re
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,7 +244,11 @@ class FastRenderer:
     validated values reach a backend."""
 
     async def render(
-        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
     ) -> dict[TileCoord, bytes]:
         assert 0 <= metatile.z < len(layer.grid.resolutions)
         assert {d.name: d for d in layer.dimensions}.keys() == dimensions.keys()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,14 @@ class FakeRenderer:
         self.renders: Counter[MetatileRef] = Counter()
         self.in_flight = self.most_in_flight = 0
         self.on_render: Callable[[], None] | None = None  # called as each render starts
+        self.encoded = 0  # tiles returned, as a real renderer encodes them
 
     async def render(
-        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
     ) -> dict[TileCoord, bytes]:
         ref = MetatileRef(metatile.z, metatile.row, metatile.col)
         self.renders[ref] += 1
@@ -73,10 +78,13 @@ class FakeRenderer:
         if left:
             self.failures[ref] = left - 1
             raise RenderError(f"boom at {ref}\nsecond line")
-        return {
+        tiles = {
             t.coord: EMPTY if t.coord in self.empty else f"{t.coord} {dict(dimensions)}".encode()
             for t in metatile.tiles
+            if only is None or t.coord in only
         }
+        self.encoded += len(tiles)
+        return tiles
 
     async def close(self) -> None:
         pass
@@ -176,6 +184,7 @@ async def test_writes_exactly_the_wanted_tiles_one_put_many_per_metatile(
     assert store.calls == {"put_many": 4}
     assert (stats.done, stats.failed, stats.skipped, stats.metatiles) == (4, 0, 0, 4)
     assert (stats.tiles_written, stats.empty_dropped) == (9, 0)
+    assert renderer.encoded == 9  # of the 16 tiles rendered: the others are not encoded
     assert not stats.interrupted
     assert stats.tiles_per_second > 0
     assert stats.summary().startswith("generated: 4 metatiles, 9 tiles written, 0 empty dropped")

@@ -4,7 +4,7 @@ metatile within a process and across processes sharing a cache, lock timeouts, f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,11 @@ class FakeRenderer:
         self.renders = 0
 
     async def render(
-        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
     ) -> dict[TileCoord, bytes]:
         self.renders += 1
         await asyncio.sleep(self.delay)

@@ -71,7 +71,8 @@ def test_valid_config_parses_with_defaults() -> None:
     assert roads.ttl_seconds == 14400
     assert (roads.meta, roads.meta_size, roads.meta_buffer) == (True, 8, 32)
     assert roads.effective_meta_size == 8
-    assert (roads.extension, roads.mime_type, roads.output_format) == ("png", "image/png", "png")
+    assert (roads.extension, roads.mime_type) == ("png", "image/png")
+    assert roads.output_format == "png:z=1"
     assert roads.wmts_style == "default"
     assert roads.dimensions == ()
     assert roads.cache is None

@@ -173,7 +173,7 @@ def test_dumped_configuration_reads_back_into_an_equal_configuration() -> None:
     roads = data["layers"]["roads"]
     assert roads["meta_size"] == 4  # merged from layer_default
     assert roads["cache"] == "local"  # from generation.default_cache
-    assert roads["output_format"] == "png"  # a default filled in
+    assert roads["output_format"] == "png:z=1"  # a default filled in
     text = yaml.safe_dump(data, sort_keys=False)
     assert parse(yaml.safe_load(text)) == config
 

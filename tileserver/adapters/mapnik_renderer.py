@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -58,9 +58,15 @@ def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v)) for k, v in parsed.items() if v is not None))
 
 
-def _cuts(metatile: Metatile) -> tuple[tuple[int, int, int, int, int], ...]:
-    """Where each tile lies in the metatile's image: (z, row, col, x, y)."""
-    return tuple((t.coord.z, t.coord.row, t.coord.col, t.x, t.y) for t in metatile.tiles)
+def _cuts(
+    metatile: Metatile, only: Collection[TileCoord] | None = None
+) -> tuple[tuple[int, int, int, int, int], ...]:
+    """Where each tile (of `only`, when given) lies in the metatile's image: (z, row, col, x, y)."""
+    return tuple(
+        (t.coord.z, t.coord.row, t.coord.col, t.x, t.y)
+        for t in metatile.tiles
+        if only is None or t.coord in only
+    )
 
 
 def map_spec(layer: Layer) -> MapSpec:
@@ -136,7 +142,11 @@ class MapnikRenderer:
             pool.shutdown(wait=False, cancel_futures=True)
 
     async def render(
-        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
     ) -> dict[TileCoord, bytes]:
         job = RenderJob(
             layer=layer.name,
@@ -144,7 +154,7 @@ class MapnikRenderer:
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=_cuts(metatile),
+            tiles=_cuts(metatile, only),
             image_format=layer.output_format,
             variables=tuple(sorted(dimensions.items())),
         )
@@ -166,7 +176,13 @@ class MapnikRenderer:
         )
         return {TileCoord(*key): data for key, data in result.tiles.items()}
 
-    async def cut(self, layer: Layer, metatile: Metatile, image: bytes) -> dict[TileCoord, bytes]:
+    async def cut(
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        image: bytes,
+        only: Collection[TileCoord] | None = None,
+    ) -> dict[TileCoord, bytes]:
         """Cuts an image of the metatile (buffer included) into the layer's tiles.
 
         Raises InvalidImage when `image` is not an image of the metatile's size.
@@ -176,7 +192,7 @@ class MapnikRenderer:
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=_cuts(metatile),
+            tiles=_cuts(metatile, only),
             image_format=layer.output_format,
         )
         try:

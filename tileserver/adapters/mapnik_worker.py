@@ -174,14 +174,32 @@ def render_metatile(job: RenderJob) -> RenderResult:
     return RenderResult(tiles, rendered - start, time.perf_counter() - rendered)
 
 
+# Encoded single-colour tiles by (pixel type, colour, size, format): sea, land and empty
+# tiles, often a third of a metatile, are encoded once per render process (as MapCache
+# does with its blank tiles).
+_SOLID: dict[tuple[object, int, int, str], bytes] = {}
+_SOLID_MAX = 4096
+
+
 def _cut(
     image: Any, cuts: tuple[tuple[int, int, int, int, int], ...], size: int, image_format: str
 ) -> dict[tuple[int, int, int], bytes]:
     """Each (z, row, col, x, y) of cuts: the size x size view at (x, y), encoded."""
-    return {
-        (z, row, col): image.view(x, y, size, size).to_string(image_format)
-        for z, row, col, x, y in cuts
-    }
+    tiles = {}
+    for z, row, col, x, y in cuts:
+        view = image.view(x, y, size, size)
+        if view.is_solid():
+            key = (image.get_type(), image.get_pixel(x, y), size, image_format)
+            data = _SOLID.get(key)
+            if data is None:
+                data = view.to_string(image_format)
+                if len(_SOLID) >= _SOLID_MAX:
+                    _SOLID.clear()
+                _SOLID[key] = data
+        else:
+            data = view.to_string(image_format)
+        tiles[(z, row, col)] = data
+    return tiles
 
 
 @dataclass(frozen=True, slots=True)

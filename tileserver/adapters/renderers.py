@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from tileserver.adapters.mapnik_renderer import MapnikRenderer
 from tileserver.adapters.wms_renderer import WmsRenderer
@@ -38,11 +38,15 @@ class LayerRenderer:
                 raise
 
     async def render(
-        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
     ) -> dict[TileCoord, bytes]:
         if layer.type == "wms" and self.wms is not None:
-            return await self.wms.render(layer, metatile, dimensions)
-        return await self.mapnik.render(layer, metatile, dimensions)
+            return await self.wms.render(layer, metatile, dimensions, only)
+        return await self.mapnik.render(layer, metatile, dimensions, only)
 
     async def feature_info(
         self, layer: Layer, coord: TileCoord, i: int, j: int, info_format: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol, TypeVar
 
 import aiohttp
@@ -30,7 +30,13 @@ MAX_BODY = 64 * 1024 * 1024  # bytes; a 2112x2112 RGBA metatile is 18 MB uncompr
 
 
 class ImageCutter(Protocol):
-    async def cut(self, layer: Layer, metatile: Metatile, image: bytes) -> dict[TileCoord, bytes]:
+    async def cut(
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        image: bytes,
+        only: Collection[TileCoord] | None = None,
+    ) -> dict[TileCoord, bytes]:
         """Raises InvalidImage (a ValueError) when image is not the metatile's image."""
         ...
 
@@ -61,7 +67,11 @@ class WmsRenderer:
             await session.close()
 
     async def render(
-        self, layer: Layer, metatile: Metatile, dimensions: Mapping[str, str]
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
     ) -> dict[TileCoord, bytes]:
         source = _source(layer)
         params = getmap_params(
@@ -73,7 +83,7 @@ class WmsRenderer:
         async def attempt() -> dict[TileCoord, bytes]:
             body, _ = await self._once(source, url, "GetMap")
             try:
-                return await self._cutter.cut(layer, metatile, body)
+                return await self._cutter.cut(layer, metatile, body, only)
             except ValueError as exc:  # InvalidImage: a broken answer, worth a retry
                 raise UpstreamError(f"WMS {_where(source)} GetMap answered {exc}", 502) from exc
 

@@ -316,6 +316,12 @@ class TileGenerator:
         stats.interrupted = stats.done + stats.failed < len(todo)
         return stats
 
+    def _wanted_in(self, metatile: Metatile) -> set[TileCoord] | None:
+        """The tiles of metatile this run writes; None for all of them."""
+        if self.wanted is None:
+            return None
+        return {t.coord for t in metatile.tiles if self.wanted(t.coord)}
+
     def _count(self, ref: MetatileRef) -> int:
         return len(wanted_tiles(self.layer, ref, self.wanted))
 
@@ -330,7 +336,9 @@ class TileGenerator:
         for attempt in range(1, attempts + 1):
             try:
                 if rendered is None:
-                    rendered = await self.renderer.render(self.layer, metatile, self.dimensions)
+                    rendered = await self.renderer.render(
+                        self.layer, metatile, self.dimensions, self._wanted_in(metatile)
+                    )
                 written, dropped = await self._write(metatile, rendered)
                 break
             except TileServerError as exc:  # RenderError, StoreUnavailable
