@@ -237,6 +237,20 @@ def bench_config(memcached: str) -> dict[str, Any]:
     return data
 
 
+def apply_settings(data: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
+    """`--set a.b=VALUE` options written into the configuration (VALUE read as YAML)."""
+    for item in settings:
+        path, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item}: expected KEY.PATH=VALUE")
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = yaml.safe_load(value)
+    return data
+
+
 class TileServer:
     """`tileserver serve` on 127.0.0.1:<port>, stderr (with the render log) to a file."""
 
@@ -780,6 +794,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--render-processes", type=int, help="tileserver --render-processes")
     ap.add_argument("--port", type=int, help="tileserver port (default: a free one)")
     ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a tileserver configuration setting, e.g. server.hot_cache_mb=32 (repeatable)",
+    )
+    ap.add_argument(
         "--memcached", help="use this memcached HOST:PORT (e.g. the peers' 127.0.0.1:11211)"
     )
     ap.add_argument("--peer", action="append", default=[], help="NAME or NAME=URL_TEMPLATE")
@@ -842,7 +863,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 address = memcached.address
                 log(f"memcached pid {memcached.proc.pid if memcached.proc else '?'} on {address}")
             port = args.port or free_port()
-            server = TileServer(address, run_dir, port, args.workers, args.render_processes)
+            config = apply_settings(bench_config(address), args.set)
+            server = TileServer(
+                address, run_dir, port, args.workers, args.render_processes, config=config
+            )
             server.wait_ready()
             log(f"tileserver ready: workers {args.workers}, pids {server.worker_pids()}")
             if args.serve:
@@ -928,6 +952,7 @@ def run_all(
             "log": str(server.log_path),
         },
         "settings": {
+            "tileserver_set": list(args.set),
             "wrk": f"-t{s.wrk_threads} -c{s.wrk_conn} -d{s.wrk_duration}",
             "cold_concurrency": s.cold_conc,
             "cold_repeats": s.cold_repeats,

@@ -222,6 +222,11 @@ class ServerConfig:
     render_processes: int | None = None  # default: cores / workers
     url: str | None = None  # public base URL for Capabilities; default from each request
     memory_cache_mb: int = 256  # the embedded cache used when Memcached is absent
+    # A small in-process tier in front of Memcached (0: off). A tile is kept at most
+    # hot_cache_max_age seconds and never beyond its layer's expiry, so a flush_all or an
+    # --update shows everywhere within that time.
+    hot_cache_mb: int = 0
+    hot_cache_max_age: float = 10.0
     render_timeout: float = 60.0
     log_format: str = "text"  # or json: one JSON object per line
     access_log: bool = True  # one line per request
@@ -657,6 +662,8 @@ def _parse_server(s: _Section | None) -> ServerConfig | None:
         "render_processes": s.integer("render_processes", None, minimum=1),
         "url": s.text("url", None),
         "memory_cache_mb": s.integer("memory_cache_mb", 256, minimum=1),
+        "hot_cache_mb": s.integer("hot_cache_mb", 0, minimum=0),
+        "hot_cache_max_age": s.number("hot_cache_max_age", 10.0, positive=True),
         "render_timeout": s.number("render_timeout", 60.0, positive=True),
         "log_format": s.text("log_format", "text"),
         "access_log": s.flag("access_log", True),
@@ -674,8 +681,8 @@ def _parse_server(s: _Section | None) -> ServerConfig | None:
     if values["url"] is not None and not re.match(r"^https?://", values["url"]):
         s.error("url", f"expected an http:// or https:// URL, got {values['url']!r}")
         return None
-    required = ("host", "port", "workers", "memory_cache_mb", "render_timeout", "log_format",
-                "access_log", "metrics")  # fmt: skip
+    required = ("host", "port", "workers", "memory_cache_mb", "hot_cache_mb", "hot_cache_max_age",
+                "render_timeout", "log_format", "access_log", "metrics")  # fmt: skip
     if any(values[k] is None for k in required):
         return None
     return ServerConfig(**values)

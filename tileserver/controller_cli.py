@@ -286,6 +286,8 @@ def config_data(config: Config) -> dict[str, Any]:
                 "render_processes": config.server.render_processes,
                 "url": config.server.url,
                 "memory_cache_mb": config.server.memory_cache_mb,
+                "hot_cache_mb": config.server.hot_cache_mb,
+                "hot_cache_max_age": config.server.hot_cache_max_age,
                 "render_timeout": config.server.render_timeout,
                 "log_format": config.server.log_format,
                 "access_log": config.server.access_log,

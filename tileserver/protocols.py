@@ -40,6 +40,14 @@ class TileCache(Protocol):
     async def close(self) -> None: ...
 
 
+class HotTiles(Protocol):
+    """An in-process tier of recently served tiles, read without awaiting."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+
 class Renderer(Protocol):
     """Renders a metatile and cuts it into encoded tiles."""
 

@@ -139,3 +139,48 @@ async def test_a_client_that_goes_away_does_not_cancel_the_shared_render(layer: 
     assert tile.data.startswith(b"17/47784/68241|")
     assert renderer.renders == 1
     assert (await svc.get_tile(request(layer, 47784, 68240))).source == "memory"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_hot_tier_answers_without_the_cache_for_at_most_its_max_age(
+    layer: Layer,
+) -> None:
+    renderer, cache, clock = FakeRenderer(), MemoryCache(10**8), Clock()
+    svc = TileService(
+        ResilientCache(cache), renderer, "p/", 5, hot=MemoryCache(10**7, clock), hot_max_age=10
+    )
+    first = await svc.get_tile(request(layer, 47790, 68245))
+    assert first.source == "render"
+    # Every tile of the rendered metatile is hot, and answered from there.
+    neighbour = await svc.get_tile(request(layer, 47791, 68246))
+    assert neighbour.source == "hot"
+    assert neighbour.data is not None and neighbour.data.startswith(b"17/47791/68246|")
+    # A flush of the shared cache shows once the hot copy is older than max_age.
+    await cache.close()
+    clock.now += 9
+    assert (await svc.get_tile(request(layer, 47790, 68245))).source == "hot"
+    clock.now += 2
+    again = await svc.get_tile(request(layer, 47790, 68245))
+    assert again.source == "render" and renderer.renders == 2
+
+
+async def test_the_hot_tier_keeps_no_tile_beyond_its_layer_expiry(tmp_path: Path) -> None:
+    short = single_layer(tmp_path, expires=3 / 3600)  # hours: 3 s
+    renderer, clock = FakeRenderer(), Clock()
+    svc = TileService(
+        ResilientCache(MemoryCache(10**8)), renderer, "p/", 5,
+        hot=MemoryCache(10**7, clock), hot_max_age=60,
+    )  # fmt: skip
+    tile = TileRequest(short, "default", (), TileCoord(17, 47790, 68245))
+    await svc.get_tile(tile)
+    clock.now += 2.5
+    assert (await svc.get_tile(tile)).source == "hot"
+    clock.now += 1
+    assert (await svc.get_tile(tile)).source == "memory"

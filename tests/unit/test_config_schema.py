@@ -147,6 +147,8 @@ MAXIMAL: dict[str, Any] = {
         "render_processes": 2,
         "url": "https://maps.example.org",
         "memory_cache_mb": 64,
+        "hot_cache_mb": 16,
+        "hot_cache_max_age": 5,
         "render_timeout": 30,
         "log_format": "json",
         "access_log": False,

@@ -37,7 +37,7 @@ class MemoryCache:
         _, value = self._items.pop(key)
         self._bytes -= len(value) + len(key)
 
-    def _store(self, key: str, value: bytes, ttl: int, now: float) -> None:
+    def _store(self, key: str, value: bytes, ttl: float, now: float) -> None:
         if key in self._items:
             self._remove(key)
         size = len(value) + len(key)
@@ -48,6 +48,13 @@ class MemoryCache:
         self._bytes += size
         while self._bytes > self._max_bytes:
             self._remove(next(iter(self._items)))
+
+    def get(self, key: str) -> bytes | None:
+        """The live value of key, without awaiting (the hot tier's read on every hit)."""
+        return self._live(key, self._clock())
+
+    def put(self, key: str, value: bytes, ttl: float) -> None:
+        self._store(key, value, ttl, self._clock())
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         now = self._clock()

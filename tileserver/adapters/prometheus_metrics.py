@@ -44,7 +44,8 @@ class PrometheusMetrics:
         self.tiles = Counter(
             "tileserver_tiles",
             "Tiles answered, by layer and source (memcached, memory, store, render, "
-            "coalesced: waited for another request's render, missing: empty/no content)",
+            "coalesced: waited for another request's render, hot: the in-process tier, "
+            "missing: empty/no content)",
             ["layer", "source"],
             registry=registry,
         )
@@ -64,13 +65,23 @@ class PrometheusMetrics:
             ["dependency", "kind"],
             registry=registry,
         )
+        # The labelled children of the per-request metrics, looked up once: `labels()`
+        # costs more than the increment (few combinations: endpoints x statuses x layers).
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric._name, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def request(self, endpoint: str, status: int, seconds: float, layer: str = "") -> None:
-        self.requests.labels(endpoint, str(status)).inc()
-        self.latency.labels(endpoint, layer).observe(seconds)
+        self._child(self.requests, endpoint, str(status)).inc()
+        self._child(self.latency, endpoint, layer).observe(seconds)
 
     def tile(self, layer: str, source: str) -> None:
-        self.tiles.labels(layer, source).inc()
+        self._child(self.tiles, layer, source).inc()
 
     def rendered(self, layer: str, seconds: float) -> None:
         self.renders.labels(layer).inc()

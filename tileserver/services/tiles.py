@@ -5,6 +5,10 @@ its tiles share one render task; across processes and hosts, the render is guard
 a lock taken with the cache's atomic `add` (with a TTL, so a crashed holder does not
 block it forever), and the cache is checked again once the lock is held. Waiters
 poll the cache with `asyncio.sleep`, never blocking the event loop.
+
+An optional hot tier (`HotTiles`, in-process) in front of the cache and the stores answers
+the tiles served in the last `hot_max_age` seconds without a round trip; a tile stays
+there no longer than its layer's expiry either.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from tileserver.blank import transparent_tile
 from tileserver.config import Layer
 from tileserver.grid import Metatile, metatile_for
 from tileserver.keys import layer_key_part, metatile_lock_key, tile_key
-from tileserver.protocols import Renderer, TileStore
+from tileserver.protocols import HotTiles, Renderer, TileStore
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.store_layout import tile_path
 from tileserver.tile_request import TileRequest
@@ -34,7 +38,7 @@ _POLL_MAX = 0.25
 @dataclass(frozen=True, slots=True)
 class Tile:
     data: bytes | None  # None: no content (a missing pre-generated tile, missing_tile: no_content)
-    source: str  # memcached | memory | render | coalesced | store | missing
+    source: str  # memcached | memory | render | coalesced | store | missing | hot
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +56,30 @@ class TileService:
         lock_timeout: float = 60.0,
         stores: Mapping[str, TileStore] | None = None,
         on_render: Callable[[str, float], None] | None = None,
+        hot: HotTiles | None = None,
+        hot_max_age: float = 10.0,
     ) -> None:
         self.cache = cache
+        self.hot = hot
+        self.hot_max_age = hot_max_age
         self._on_render = on_render  # (layer name, seconds) of each metatile rendered
         self.renderer = renderer
         self.stores = dict(stores or {})
         self.key_prefix = key_prefix
         self.lock_timeout = lock_timeout
         self._inflight: dict[tuple[str, int, int, int], asyncio.Task[_Produced]] = {}
+
+    @property
+    def renders_in_progress(self) -> int:
+        return len(self._inflight)
+
+    async def cancel_renders(self) -> None:
+        """Cancels the renders under way, at shutdown once no request waits for them:
+        their Memcached locks are released, so other hosts render those metatiles."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def get_tile(self, request: TileRequest) -> Tile:
         layer = request.layer
@@ -81,8 +101,15 @@ class TileService:
             "", layer.name, request.style, request.dimensions, grid.name, matrix,
             coord.row, coord.col, layer.extension,
         )  # fmt: skip
+        hot_key = f"#store/{layer.cache}/{path}"
+        if self.hot is not None:
+            data = self.hot.get(hot_key)
+            if data is not None:
+                return Tile(data, "hot")
         data = await store.get(path)
         if data is not None:
+            if self.hot is not None:
+                self.hot.put(hot_key, data, self.hot_max_age)
             return Tile(data, "store")
         if layer.missing_tile == "no_content":
             return Tile(None, "missing")
@@ -94,8 +121,13 @@ class TileService:
         layer, coord = request.layer, request.coord
         part = layer_key_part(layer.name, request.style, request.dimensions, layer.grid.name)
         key = tile_key(self.key_prefix, part, coord)
+        if self.hot is not None:
+            data = self.hot.get(key)
+            if data is not None:
+                return Tile(data, "hot")
         found = await self.cache.get_many([key])
         if key in found:
+            self._keep_hot(layer, {key: found[key]})
             return Tile(found[key], self.cache.name)
 
         metatile = metatile_for(
@@ -177,4 +209,14 @@ class TileService:
         )
         items = {tile_key(self.key_prefix, part, coord): data for coord, data in tiles.items()}
         await self.cache.set_many(items, layer.ttl_seconds)
+        self._keep_hot(layer, items)
         return _Produced(tiles, "render")
+
+    def _keep_hot(self, layer: Layer, items: Mapping[str, bytes]) -> None:
+        if self.hot is None:
+            return
+        ttl = self.hot_max_age
+        if layer.ttl_seconds > 0:
+            ttl = min(ttl, layer.ttl_seconds)
+        for key, data in items.items():
+            self.hot.put(key, data, ttl)
