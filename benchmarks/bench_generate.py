@@ -1,24 +1,28 @@
 """Generation benchmark: `generate_tiles` tiles/s by number of processes, and the peers' seeders.
 
-  direct  `generate_tiles --layer osm --zoom 12-17 --bbox <Monaco's land bbox> --processes P`
+  direct  `generate_tiles --layer osm --zoom 12-18 --bbox <Monaco's land bbox> --processes P`
           into an emptied folder store, for each P of --processes, interleaved, --repeats
           times: wall seconds of the whole command (process start, config, render pool,
           renders, writes), the seconds generate_tiles reports itself, tiles (files) and
           bytes written, which of the requested tiles are there, written and requested
-          tiles/s (median run shown), CPU busy % of the machine
-  peers   (--peers) the peers' seed_bench.sh over the same zooms and bbox, with tileserver
+          tiles/s (median run shown), CPU busy % of the machine (`--repeats 0`: none)
+  peers   (--peers) the peers' seed_bench.sh over the same zooms and bbox, with two seeders
           added through benchmarks/seed_tileserver.py (generate_tiles, then the tiles
-          renamed to the z/x/y layout seed_bench counts), for each concurrency of
-          --peer-concurrency; tileserver ÷ peer ratios in requested tiles/s
+          renamed to the z/x/y layout seed_bench counts): `tileserver` (layer osm, Mapnik)
+          and `tileserver-wms` (layer osm_wms, `type: wms` over the peers' MapServer WMS on
+          :8081), for each concurrency of --peer-concurrency; tileserver ÷ peer ratios in
+          requested tiles/s, the like-for-like ones being tileserver-wms ÷ mapcache-wms and
+          tileserver ÷ mapproxy-mapnik
 
-The workload is that of seed_bench.sh (tools/tiles.py LAND_BBOX, zooms 12-17 here: 261
-tiles in 12 distinct 8x8 metatiles). tileserver renders `config/demo.yaml.mako`'s layer
-`osm` (Mapnik, its own style over GeoJSON) and writes only the requested tiles; the
-peers render the same metatiles (MapServer WMS or Mapnik over PostGIS) and write all 64
-tiles of each.
+The workload is that of seed_bench.sh (tools/tiles.py LAND_BBOX, zooms 12-18: 928 tiles
+in 28 distinct 8x8 metatiles). tileserver renders `config/demo.yaml.mako`'s layer `osm`
+(Mapnik, its own style over GeoJSON), or `osm_wms` through the same WMS as MapCache, and
+writes only the requested tiles; the peers render the same metatiles (MapServer WMS or
+Mapnik over PostGIS) and write all 64 tiles of each.
 
   .venv/bin/python benchmarks/bench_generate.py
   /work/shared/peers/up.sh && .venv/bin/python benchmarks/bench_generate.py --peers
+  .venv/bin/python benchmarks/bench_generate.py --repeats 0 --peers --peer-concurrency 2
 
 A table goes to stdout; JSON and logs to benchmarks/out/generate-<time>/.
 """
@@ -45,7 +49,11 @@ import yaml
 from bench_ondemand import (
     LAND_BBOX,
     OUT_DIR,
+    PEERS_WMS_URL,
     PNG_SIGNATURE,
+    WMS_LAYER,
+    add_wms_layer,
+    apply_settings,
     covering,
     cpu_busy_pct,
     cpu_times,
@@ -63,6 +71,20 @@ SEED_BENCH = PEERS_DIR / "seed_bench.sh"
 ADAPTER = HERE / "seed_tileserver.py"
 GENERATE_TILES = Path(sys.executable).parent / "generate_tiles"
 LAYER = "osm"
+# the seeders bench_generate adds to seed_bench.sh: name -> (layer, the "what" column)
+ADDED_SEEDERS = {
+    "tileserver": (
+        LAYER,
+        "tileserver generate_tiles; Mapnik, own style over GeoJSON; filesystem store "
+        "(moved to z/x/y)",
+    ),
+    "tileserver-wms": (
+        WMS_LAYER,
+        "tileserver generate_tiles; MapServer WMS; filesystem store (moved to z/x/y)",
+    ),
+}
+# tileserver's seeder -> the peers that render the same way
+LIKE_FOR_LIKE = {"tileserver": ("mapproxy-mapnik",), "tileserver-wms": ("mapcache-wms",)}
 SUMMARY = re.compile(
     r"generated: (\d+) metatiles, (\d+) tiles written, (\d+) empty dropped, (\d+) failed, "
     r"(\d+) resumed, ([\d.]+) s"
@@ -88,13 +110,19 @@ def parse_zooms(text: str) -> tuple[int, int]:
     return int(first), int(last or first)
 
 
-def generate_config(folder: str, max_zoom: int) -> dict[str, Any]:
-    """The demo config, its `osm` layer pre-generated down to max_zoom into `folder`."""
+def generate_config(folder: str, max_zoom: int, wms_url: str | None = None) -> dict[str, Any]:
+    """The demo config, its `osm` layer (and with `wms_url` a `type: wms` layer `osm_wms`
+    over it) pre-generated down to max_zoom into `folder`."""
     data = demo_config()
     data["caches"] = {"bench": {"type": "filesystem", "folder": folder}}
-    data["generation"] = {"default_cache": "bench", "default_layers": [LAYER]}
-    grid = data["grids"][data["layers"][LAYER]["grid"]]
-    data["layers"][LAYER]["min_resolution_seed"] = grid["resolutions"][max_zoom]
+    layers = [LAYER]
+    if wms_url is not None:
+        add_wms_layer(data, wms_url)
+        layers.append(WMS_LAYER)
+    data["generation"] = {"default_cache": "bench", "default_layers": layers}
+    for layer in layers:
+        grid = data["grids"][data["layers"][layer]["grid"]]
+        data["layers"][layer]["min_resolution_seed"] = grid["resolutions"][max_zoom]
     return data
 
 
@@ -188,17 +216,28 @@ def dry_run(config: Path, zooms: str, bbox: str) -> tuple[int, int]:
 # --- the peers' seed_bench.sh --------------------------------------------------------------
 
 
+def seed_bench_command(config: Path, only: str) -> list[str]:
+    """seed_bench.sh --only ONLY, with an --add (and its render counter) for each of
+    ADDED_SEEDERS that ONLY names."""
+    command = [str(SEED_BENCH), "--only", only]
+    for name, (layer, what) in ADDED_SEEDERS.items():
+        if name not in only.split(","):
+            continue
+        adapter = (
+            f"{shlex.quote(sys.executable)} {shlex.quote(str(ADAPTER))} "
+            f"--config {shlex.quote(str(config))} --layer {layer}"
+        )
+        # the metatiles generate_tiles reports, summed by the adapter beside $SEED_OUT
+        counter = f'cat "$RUN_DIR/seed-bench/work/add-{name}/render-count" 2>/dev/null || echo 0'
+        command += ["--add", f"{name}={adapter}", "--renders", f"{name}={counter}",
+                    "--desc", f"{name}={what}"]  # fmt: skip
+    return command
+
+
 def run_seed_bench(
     config: Path, z0: int, z1: int, concurrency: int, repeats: int, only: str, run_dir: Path
 ) -> dict[str, Any]:
-    adapter = f"{shlex.quote(sys.executable)} {shlex.quote(str(ADAPTER))} --config {config}"
-    counter = 'cat "$RUN_DIR/seed-bench/work/add-tileserver/render-count" 2>/dev/null || echo 0'
-    command = [
-        str(SEED_BENCH), "--only", only, "--add", f"tileserver={adapter}",
-        "--renders", f"tileserver={counter}",
-        "--desc", "tileserver=tileserver generate_tiles; Mapnik, own style over GeoJSON; "
-                  "filesystem store (moved to z/x/y)",
-    ]  # fmt: skip
+    command = seed_bench_command(config, only)
     env = {**os.environ, "SEED_MINZOOM": str(z0), "SEED_MAXZOOM": str(z1),
            "SEED_CONCURRENCY": str(concurrency), "SEED_REPEATS": str(repeats)}  # fmt: skip
     log(f"seed_bench.sh, concurrency {concurrency}: {shlex.join(command)}")
@@ -312,8 +351,19 @@ def peer_ratios(bench: dict[str, Any], ours: str = "tileserver") -> dict[str, di
             "wall_s": div(mine["wall_s_median"], r["wall_s_median"]),
         }
         for name, r in bench["seeders"].items()
-        if name != ours
+        if name != ours and name not in ADDED_SEEDERS
     }
+
+
+def like_for_like(bench: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """tileserver-wms ÷ mapcache-wms and tileserver ÷ mapproxy-mapnik, where both ran."""
+    out = {}
+    for mine, theirs in LIKE_FOR_LIKE.items():
+        table = peer_ratios(bench, mine)
+        for peer in theirs:
+            if peer in table:
+                out[f"{mine} ÷ {peer}"] = table[peer]
+    return out
 
 
 # --- main ------------------------------------------------------------------------------
@@ -324,7 +374,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--zoom", default="12-17", help="generate_tiles --zoom (default 12-17)")
+    ap.add_argument("--zoom", default="12-18", help="generate_tiles --zoom (default 12-18)")
     ap.add_argument(
         "--bbox",
         default="land",
@@ -332,16 +382,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "layer's bbox) or MINX,MINY,MAXX,MAXY in EPSG:3857",
     )
     ap.add_argument("--processes", default="1,2", help="generate_tiles --processes, comma list")
-    ap.add_argument("--repeats", type=int, default=3, help="direct runs per count (median)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="direct runs per count (median; 0: none)"
+    )
     ap.add_argument("--pause", type=float, default=2.0, help="seconds (after sync) before a run")
     ap.add_argument("--peers", action="store_true", help="also run the peers' seed_bench.sh")
     ap.add_argument(
         "--peer-only",
-        default="mapcache-wms,mapproxy-mapnik,tileserver",
-        help="seed_bench.sh --only (default %(default)s)",
+        default="mapcache-wms,mapproxy-mapnik,tileserver,tileserver-wms",
+        help="seed_bench.sh --only (default %(default)s); tileserver and tileserver-wms are "
+        "added with --add",
+    )
+    ap.add_argument(
+        "--wms-url", default=PEERS_WMS_URL, help="the WMS of tileserver-wms (default %(default)s)"
     )
     ap.add_argument("--peer-concurrency", default="1,2", help="SEED_CONCURRENCY values, comma list")
     ap.add_argument("--peer-repeats", type=int, default=2, help="SEED_REPEATS (default 2)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a tileserver configuration setting, e.g. layers.osm.meta_size=4 (repeatable)",
+    )
     ap.add_argument("--out", type=Path, default=OUT_DIR, help="default benchmarks/out")
     return ap.parse_args(argv)
 
@@ -356,7 +419,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     folder = work / "tiles"
     config = run_dir / "tileserver.yaml"
-    config.write_text(yaml.safe_dump(generate_config(str(folder), z1), sort_keys=False))
+    # with --peers, the same layers as the seed config, so that every --set applies to both
+    wms_url = args.wms_url if args.peers else None
+    direct_data = apply_settings(generate_config(str(folder), z1, wms_url), args.set)
+    config.write_text(yaml.safe_dump(direct_data, sort_keys=False))
     layer_bbox = demo_config()["layers"][LAYER]["bbox"]
     bbox = {"land": land_bbox_3857(), "layer": ",".join(map(str, layer_bbox))}.get(
         args.bbox, args.bbox
@@ -391,18 +457,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.bbox != "land":
             raise SystemExit("--peers needs --bbox land: seed_bench.sh seeds the land bbox")
         seed_config = run_dir / "seed-tileserver.yaml"
-        seed_config.write_text(yaml.safe_dump(generate_config("@STORE@", z1), sort_keys=False))
+        seed_data = apply_settings(generate_config("@STORE@", z1, args.wms_url), args.set)
+        seed_config.write_text(yaml.safe_dump(seed_data, sort_keys=False))
         for conc in (int(c) for c in args.peer_concurrency.split(",")):
             bench = run_seed_bench(seed_config, z0, z1, conc, args.peer_repeats,
                                    args.peer_only, run_dir)  # fmt: skip
+            bench["min_renders"] = n_metatiles
             bench["ratios_tileserver_over_peer"] = peer_ratios(bench)
+            bench["ratios_tileserver_wms_over_peer"] = peer_ratios(bench, "tileserver-wms")
+            bench["ratios_like_for_like"] = like_for_like(bench)
             seed_benches.append(bench)
 
     report: dict[str, Any] = {
         **run_header(started, load_before),
-        "tileserver": {"revision": git_revision(), "config": str(config)},
+        "tileserver": {"revision": git_revision(), "config": str(config), "set": list(args.set)},
         "workload": {
             "layer": LAYER,
+            "seed_bench_layers": {name: layer for name, (layer, _) in ADDED_SEEDERS.items()},
             "zooms": zooms,
             "bbox_3857": bbox,
             "requested_tiles": n_tiles,
@@ -418,31 +489,36 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"revision {report['tileserver']['revision']}")  # fmt: skip
     print(f"layer {LAYER}, zooms {zooms}, bbox {bbox} (EPSG:3857): {n_tiles} requested tiles "
           f"in {n_metatiles} metatiles\n")  # fmt: skip
-    print("generate_tiles, folder store:\n")
-    print(direct_table(by_processes))
+    if args.repeats:
+        print("generate_tiles, folder store:\n")
+        print(direct_table(by_processes))
     for bench in seed_benches:
         print(f"\nseed_bench.sh, {bench['env']} ({bench['results_dir']}):\n")
         print(peers_table(bench))
-        for name, r in bench["ratios_tileserver_over_peer"].items():
-            print(
-                f"tileserver ÷ {name} (concurrency {bench['concurrency']}): requested tiles/s "
-                f"{fmt(r['requested_tiles_per_s'], 2)}, written tiles/s "
-                f"{fmt(r['written_tiles_per_s'], 2)}, wall s {fmt(r['wall_s'], 2)}"
-            )
-        adapter = bench["seeders"].get("tileserver", {}).get("adapter", [])
-        if adapter:
-            print(
-                "tileserver adapter: generate_tiles "
-                + "/".join(f"{a['generate_s']:.2f}" for a in adapter)
-                + " s, renames to z/x/y "
-                + "/".join(f"{a['relayout_s']:.3f}" for a in adapter)
-                + " s"
-            )
+        for mine in ADDED_SEEDERS:
+            for name, r in peer_ratios(bench, mine).items():
+                same = " (like for like)" if name in LIKE_FOR_LIKE[mine] else ""
+                print(
+                    f"{mine} ÷ {name}{same} (concurrency {bench['concurrency']}): requested "
+                    f"tiles/s {fmt(r['requested_tiles_per_s'], 2)}, written tiles/s "
+                    f"{fmt(r['written_tiles_per_s'], 2)}, wall s {fmt(r['wall_s'], 2)}"
+                )
+            adapter = bench["seeders"].get(mine, {}).get("adapter", [])
+            if adapter:
+                print(
+                    f"{mine} adapter: generate_tiles "
+                    + "/".join(f"{a['generate_s']:.2f}" for a in adapter)
+                    + " s, renames to z/x/y "
+                    + "/".join(f"{a['relayout_s']:.3f}" for a in adapter)
+                    + " s, metatiles "
+                    + "/".join(str(a["metatiles"]) for a in adapter)
+                )
     if seed_benches:
         print(
-            "\n(tileserver renders with its own style over GeoJSON; mapcache-wms through the "
-            "MapServer WMS; mapproxy-mapnik with Mapnik over PostGIS. tileserver writes only "
-            "the requested tiles, the peers all 64 of each metatile: compare requested tiles/s.)"
+            "\n(tileserver renders with its own style over GeoJSON, tileserver-wms and "
+            "mapcache-wms through the MapServer WMS, mapproxy-mapnik with Mapnik over PostGIS. "
+            "tileserver writes only the requested tiles, the peers all 64 of each metatile: "
+            "compare requested tiles/s.)"
         )
     print(f"\nJSON and logs: {run_dir}")
     return 0

@@ -13,10 +13,15 @@ Starts its own memcached and `tileserver serve` on free loopback ports, then mea
 
 and the same phases for each `--peer` over the same tiles, in the same run, printing
 tileserver ÷ peer ratios (absolute figures drift on a shared machine; ratios less so).
-The tile lists are those of the peers' tools/tiles.py (`warm`, `cold`).
+The tile lists are those of the peers' tools/tiles.py (`warm`, `cold`). `--wms-layer` adds
+a `type: wms` layer `osm_wms` over the peers' MapServer WMS to the same server, measured
+as a second target `tileserver-wms`. During tileserver's hit phases the VmRSS of every
+process of the server (master, workers, render processes) is sampled every 0.5 s.
 
   .venv/bin/python benchmarks/bench_ondemand.py --workers 1
   .venv/bin/python benchmarks/bench_ondemand.py --workers 2 --peer mapcache --peer mapproxy-mapnik
+  .venv/bin/python benchmarks/bench_ondemand.py --workers 2 --wms-layer --peer mapcache \
+      --peer mapproxy-mapnik --peer mapproxy-wms
   .venv/bin/python benchmarks/bench_ondemand.py --memcached 127.0.0.1:11211 --serve --port 8090
 
 A table goes to stdout; JSON and logs to benchmarks/out/ondemand-<time>/.
@@ -37,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -60,6 +66,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PEERS_RUN_DIR = Path(os.environ.get("PEERS_RUN_DIR", "/tmp/peers-run"))
 
 TILESERVER_PATH = "/wmts/1.0.0/osm/default/epsg3857/{z}/{y}/{x}.png"
+WMS_LAYER = "osm_wms"
+TILESERVER_WMS_PATH = f"/wmts/1.0.0/{WMS_LAYER}/default/epsg3857/{{z}}/{{y}}/{{x}}.png"
+PEERS_WMS_URL = "http://127.0.0.1:8081/wms"  # the peers' MapServer, WMS layer `osm`
+RSS_INTERVAL_S = 0.5
 RENDER_LINE = "rendered metatile"
 RENDER_MS = re.compile(r" in (\d+(?:\.\d+)?) ms")
 
@@ -237,6 +247,24 @@ def bench_config(memcached: str) -> dict[str, Any]:
     return data
 
 
+def add_wms_layer(data: dict[str, Any], url: str = PEERS_WMS_URL) -> dict[str, Any]:
+    """Adds layer `osm_wms`: `type: wms` over `url` (WMS layer `osm`), with the grid, bbox
+    and 8x8 metatiles (32 px buffer) of `osm`, as MapCache and MapProxy's `osm_wms` have."""
+    osm = data["layers"]["osm"]
+    data["layers"][WMS_LAYER] = {
+        "type": "wms",
+        "title": "Monaco through the peers' MapServer WMS",
+        "grid": osm["grid"],
+        "bbox": list(osm["bbox"]),
+        "url": url,
+        "layers": "osm",
+        "meta": True,
+        "meta_size": 8,
+        "meta_buffer": 32,
+    }
+    return data
+
+
 def apply_settings(data: dict[str, Any], settings: Sequence[str]) -> dict[str, Any]:
     """`--set a.b=VALUE` options written into the configuration (VALUE read as YAML)."""
     for item in settings:
@@ -310,6 +338,10 @@ class TileServer:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(p) for p in children.read_text().split()] if children.exists() else []
 
+    def process_tree(self) -> list[int]:
+        """The master and every process below it (workers, render processes...)."""
+        return descendants(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -331,6 +363,139 @@ def http_status(url: str) -> int | None:
             return int(r.status)
     except OSError:
         return None
+
+
+# --- the server's processes and their memory -----------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it, from /proc/PID/task/*/children."""
+    todo, seen = [pid], []
+    while todo:
+        current = todo.pop()
+        seen.append(current)
+        for path in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                todo += [int(p) for p in path.read_text().split()]
+    return seen
+
+
+def process_kind(pid: int, master: int, workers: int) -> str:
+    """master (or `server` when it serves itself), worker, render, resource tracker..."""
+    try:
+        text = b" ".join(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+    except OSError:
+        return "gone"
+    if pid == master:
+        return "master" if workers > 1 else "server"
+    if b"spawn_main" in text:
+        return "render"
+    if b"resource_tracker" in text:
+        return "resource tracker"
+    if b"tileserver" in text and b"serve" in text:
+        return "worker"
+    return Path(text.split(b" ")[0].decode(errors="replace")).name or "?"
+
+
+def rss_kb(pid: int) -> int | None:
+    """VmRSS of pid in kB (None once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+class RssSampler:
+    """In a thread, every `interval` s: the VmRSS of `root` and of every process below it.
+
+    Keeps the maximum of each process and of their sum; processes that appear during the
+    sampling (a render process restarted) are added as they are seen.
+    """
+
+    def __init__(self, root: int, workers: int, interval: float = RSS_INTERVAL_S) -> None:
+        self.root = root
+        self.workers = workers
+        self.interval = interval
+        self.samples = 0
+        self.max_kb: dict[int, int] = {}
+        self.kinds: dict[int, str] = {}
+        self.max_total_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> None:
+        total = 0
+        for pid in descendants(self.root):
+            kb = rss_kb(pid)
+            if kb is None:
+                continue
+            if pid not in self.kinds:
+                self.kinds[pid] = process_kind(pid, self.root, self.workers)
+            self.max_kb[pid] = max(kb, self.max_kb.get(pid, 0))
+            total += kb
+        self.samples += 1
+        self.max_total_kb = max(self.max_total_kb, total)
+
+    def _run(self) -> None:
+        while True:
+            self.sample()
+            if self._stop.wait(self.interval):
+                self.sample()  # one last sample at the end of the phase
+                return
+
+    def summary(self) -> dict[str, Any]:
+        processes = [
+            {"pid": pid, "kind": self.kinds[pid], "max_rss_mb": round(kb / 1024, 1)}
+            for pid, kb in self.max_kb.items()
+        ]
+        return _rss_report(processes, self.interval, self.samples, self.max_total_kb / 1024)
+
+
+def _rss_report(
+    processes: list[dict[str, Any]], interval: float, samples: int, max_total_mb: float
+) -> dict[str, Any]:
+    processes = sorted(processes, key=lambda p: (p["kind"], p["pid"]))
+    top = max(processes, key=lambda p: p["max_rss_mb"], default=None)
+    by_kind: dict[str, float] = {}
+    for p in processes:
+        by_kind[p["kind"]] = max(by_kind.get(p["kind"], 0.0), p["max_rss_mb"])
+    return {
+        "interval_s": interval,
+        "samples": samples,
+        "processes": processes,
+        "max_rss_mb_by_kind": by_kind,
+        "max_rss_mb": top["max_rss_mb"] if top else None,
+        "max_rss_kind": top["kind"] if top else None,
+        "max_total_rss_mb": round(max_total_mb, 1),
+    }
+
+
+def merge_rss(summaries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The per-process maxima over several RssSampler summaries of the same server."""
+    if not summaries:
+        return None
+    by_pid: dict[int, dict[str, Any]] = {}
+    for summary in summaries:
+        for p in summary["processes"]:
+            known = by_pid.setdefault(p["pid"], dict(p))
+            known["max_rss_mb"] = max(known["max_rss_mb"], p["max_rss_mb"])
+    return _rss_report(
+        list(by_pid.values()),
+        summaries[0]["interval_s"],
+        sum(s["samples"] for s in summaries),
+        max(s["max_total_rss_mb"] for s in summaries),
+    )
 
 
 # --- what is measured: servers, their flush, their render log -----------------------------
@@ -358,6 +523,13 @@ def _tileserver_ms(line: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def tileserver_renders(log_path: Path, layer: str) -> RenderLog:
+    """The `rendered metatile <layer>/<style>/...` lines of one layer in tileserver's log."""
+    return RenderLog(
+        log_path, f"{RENDER_LINE} {layer}/", _tileserver_ms, f"tileserver log, layer {layer}"
+    )
+
+
 def _last_field(scale: float) -> Callable[[str], float | None]:
     def parse(line: str) -> float | None:
         try:
@@ -375,6 +547,8 @@ class Target:
     flush: Callable[[], None]
     flush_desc: str
     renders: RenderLog | None
+    # for a tileserver layer over a WMS: the upstream's own GetMap log (its render times)
+    upstream: RenderLog | None = None
 
     @property
     def base(self) -> str:
@@ -643,6 +817,7 @@ def run_cold(target: Target, s: Settings) -> dict[str, Any]:
     target.flush()
     time.sleep(s.pause)
     r0, c0 = render_count(target.renders), cpu_times()
+    u0 = render_count(target.upstream)
     fetched = fetch_all(urls, s.cold_conc)
     c1 = cpu_times()
     renders, durations = render_ms_since(target.renders, r0)
@@ -653,6 +828,12 @@ def run_cold(target: Target, s: Settings) -> dict[str, Any]:
         render_ms_mean=rounded(sum(durations) / len(durations)) if durations else None,
         render_ms_max=rounded(max(durations)) if durations else None,
     )
+    if target.upstream is not None:
+        upstream, upstream_ms = render_ms_since(target.upstream, u0)
+        result.update(
+            upstream_renders=upstream,
+            upstream_ms_mean=rounded(sum(upstream_ms) / len(upstream_ms)) if upstream_ms else None,
+        )
     return result
 
 
@@ -662,10 +843,11 @@ def run_single(target: Target, s: Settings) -> dict[str, Any]:
     latencies: list[float] = []
     render_ms: list[float | None] = []
     renders_seen: list[int | None] = []
+    upstream_ms: list[float | None] = []
     sources: Counter[str] = Counter()
     errors = 0
     for _ in range(s.single_repeats):
-        r0 = render_count(target.renders)
+        r0, u0 = render_count(target.renders), render_count(target.upstream)
 
         def flush_and_pause() -> None:
             target.flush()
@@ -680,9 +862,21 @@ def run_single(target: Target, s: Settings) -> dict[str, Any]:
         errors += one.errors
         renders_seen.append(renders)
         render_ms.append(durations[0] if len(durations) == 1 else None)
+        if target.upstream is not None:
+            _, upstream = render_ms_since(target.upstream, u0)
+            upstream_ms.append(upstream[0] if len(upstream) == 1 else None)
     lat = sorted(latencies)
     known = [r for r in render_ms if r is not None]
     overhead = sorted(t - r for t, r in zip(latencies, render_ms, strict=True) if r is not None)
+    upstream_known = sorted(u for u in upstream_ms if u is not None)
+    extra: dict[str, Any] = {}
+    if target.upstream is not None:
+        extra = {
+            "upstream": target.upstream.what,
+            "upstream_ms": [rounded(u) for u in upstream_ms],
+            "upstream_ms_p50": rounded(percentile(upstream_known, 50)),
+            "upstream_ms_p99": rounded(percentile(upstream_known, 99)),
+        }
     return {
         "url": url,
         "repeats": s.single_repeats,
@@ -697,6 +891,7 @@ def run_single(target: Target, s: Settings) -> dict[str, Any]:
         "render_ms_p99": rounded(percentile(sorted(known), 99)),
         "minus_render_p50_ms": rounded(percentile(overhead, 50)),
         "minus_render_p99_ms": rounded(percentile(overhead, 99)),
+        **extra,
     }
 
 
@@ -712,9 +907,18 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def rss_cell(rss: dict[str, Any] | None) -> str:
+    """The largest process of each kind, e.g. "render 120, worker 95, master 40" (MB)."""
+    if not rss:
+        return "-"
+    kinds = sorted(rss["max_rss_mb_by_kind"].items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{kind} {mb:.0f}" for kind, mb in kinds)
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     head = (
         "| server | hit req/s | hit p50/p99 ms | hit non-2xx / socket err | hit renders | hit CPU% "
+        "| hit max RSS MB per process (kind) "
         "| cold tiles/s (median; runs) | cold p50/p99 ms | cold renders per run (min) "
         "| cold errors | render ms mean/max | 1 cold tile p50/p99 ms | its render p50/p99 ms "
         "| minus render p50/p99 ms |"
@@ -728,6 +932,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"| {fmt(h.get('non2xx'))} / {fmt(h.get('socket_errors'))} "
             f"| {fmt(h.get('renders'))} "
             f"| {fmt(h.get('cpu_pct'))} "
+            f"| {rss_cell(h.get('rss'))} "
             f"| {fmt(c.get('tiles_per_s'), 0)}; "
             + "/".join(fmt(x["tiles_per_s"], 0) for x in runs)
             + f" | {fmt(c.get('p50_ms'), 0)}/{fmt(c.get('p99_ms'), 0)} "
@@ -741,8 +946,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def ratios(results: dict[str, dict[str, Any]], ours: str) -> dict[str, dict[str, float | None]]:
-    """tileserver ÷ peer: >1 means tileserver is faster (latency: >1 means slower)."""
+def ratios(
+    results: dict[str, dict[str, Any]], ours: str, peers: Sequence[str] | None = None
+) -> dict[str, dict[str, float | None]]:
+    """ours ÷ each peer (default: every other server): >1 means ours is faster (latency:
+    >1 means slower)."""
 
     def div(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a is not None and b else None
@@ -750,10 +958,13 @@ def ratios(results: dict[str, dict[str, Any]], ours: str) -> dict[str, dict[str,
     mine = results[ours]
     out = {}
     for name, r in results.items():
-        if name == ours:
+        if name == ours or (peers is not None and name not in peers):
             continue
         out[name] = {
             "hit_rps": div((mine.get("hits") or {}).get("rps"), (r.get("hits") or {}).get("rps")),
+            "hit_p99_latency": div(
+                (mine.get("hits") or {}).get("p99_ms"), (r.get("hits") or {}).get("p99_ms")
+            ),
             "cold_tiles_per_s": div(
                 (mine.get("cold") or {}).get("tiles_per_s"),
                 (r.get("cold") or {}).get("tiles_per_s"),
@@ -802,6 +1013,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--memcached", help="use this memcached HOST:PORT (e.g. the peers' 127.0.0.1:11211)"
+    )
+    ap.add_argument(
+        "--wms-layer",
+        action="store_true",
+        help=f"add layer {WMS_LAYER} (type: wms over --wms-url, WMS layer osm) to tileserver's "
+        "config and measure it as the target tileserver-wms",
+    )
+    ap.add_argument(
+        "--wms-url", default=PEERS_WMS_URL, help="the WMS of --wms-layer (default %(default)s)"
     )
     ap.add_argument("--peer", action="append", default=[], help="NAME or NAME=URL_TEMPLATE")
     ap.add_argument(
@@ -863,7 +1083,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 address = memcached.address
                 log(f"memcached pid {memcached.proc.pid if memcached.proc else '?'} on {address}")
             port = args.port or free_port()
-            config = apply_settings(bench_config(address), args.set)
+            config = bench_config(address)
+            if args.wms_layer:
+                add_wms_layer(config, args.wms_url)
+            config = apply_settings(config, args.set)
             server = TileServer(
                 address, run_dir, port, args.workers, args.render_processes, config=config
             )
@@ -871,6 +1094,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"tileserver ready: workers {args.workers}, pids {server.worker_pids()}")
             if args.serve:
                 print(f"tileserver {server.base}{TILESERVER_PATH}", flush=True)
+                if args.wms_layer:
+                    print(f"tileserver-wms {server.base}{TILESERVER_WMS_PATH}", flush=True)
                 print(f"log {server.log_path}", flush=True)
                 print(f"memcached {address}", flush=True)
                 print(f"revision {git_revision()}", flush=True)
@@ -879,14 +1104,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                     time.sleep(1)
                 return 1
             flush, flush_desc = make_flush(address)
-            ours = Target(
-                "tileserver",
-                server.base + TILESERVER_PATH,
-                flush,
-                flush_desc,
-                RenderLog(server.log_path, RENDER_LINE, _tileserver_ms, "tileserver log"),
-            )
-            return run_all(args, settings, [ours, *peers], server, address)
+            ours = [
+                Target(
+                    "tileserver",
+                    server.base + TILESERVER_PATH,
+                    flush,
+                    flush_desc,
+                    tileserver_renders(server.log_path, "osm"),
+                )
+            ]
+            if args.wms_layer:
+                ours.append(
+                    Target(
+                        "tileserver-wms",
+                        server.base + TILESERVER_WMS_PATH,
+                        flush,
+                        flush_desc,
+                        tileserver_renders(server.log_path, WMS_LAYER),
+                        upstream=_wms_getmaps() if args.wms_url == PEERS_WMS_URL else None,
+                    )
+                )
+            return run_all(args, settings, ours, peers, server, address)
         except KeyboardInterrupt:
             log("interrupted")
             return 130
@@ -899,13 +1137,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log("memcached stopped")
 
 
+# tileserver's target -> the peers that render the same way (the issue's like-for-like pairs)
+LIKE_FOR_LIKE = {"tileserver": ("mapproxy-mapnik",), "tileserver-wms": ("mapcache", "mapproxy-wms")}
+
+
 def run_all(
     args: argparse.Namespace,
     s: Settings,
-    targets: list[Target],
+    ours: list[Target],
+    peers: list[Target],
     server: TileServer,
     memcached: str,
 ) -> int:
+    """Every phase for tileserver's targets (`ours`, one server) and the peers, then the report."""
+    targets = [*ours, *peers]
     phases = {p.strip() for p in args.phases.split(",")}
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_before = loadavg()
@@ -915,6 +1160,7 @@ def run_all(
             "template": t.template,
             "flush": t.flush_desc,
             "render_counter": t.renders.what if t.renders else None,
+            "upstream_counter": t.upstream.what if t.upstream else None,
             "cold_min_metatiles": metatiles(cold_tiles()),
         }
         for t in targets
@@ -926,7 +1172,14 @@ def run_all(
     if "hits" in phases:
         for t in targets:
             log(f"hits: {t.name}")
-            results[t.name]["hits"] = run_hits(t, s)
+            if t in ours:  # the memory of every process of the server, under this load
+                with RssSampler(server.proc.pid, args.workers) as sampler:
+                    hits = run_hits(t, s)
+                hits["rss"] = sampler.summary()
+                log(f"  max RSS MB per process: {rss_cell(hits['rss'])}")
+            else:
+                hits = run_hits(t, s)
+            results[t.name]["hits"] = hits
     if "cold" in phases:
         for rep in range(s.cold_repeats):
             for t in targets:  # interleaved, so that drift hits every server alike
@@ -940,7 +1193,15 @@ def run_all(
             log(f"single cold tile x{s.single_repeats}: {t.name}")
             results[t.name]["single"] = run_single(t, s)
 
-    ratio_table = ratios(results, "tileserver") if len(targets) > 1 else {}
+    peer_names = [t.name for t in peers]
+    ratio_tables = {t.name: ratios(results, t.name, peer_names) if peers else {} for t in ours}
+    like_for_like = {
+        f"{mine} ÷ {peer}": ratio_tables[mine][peer]
+        for mine, theirs in LIKE_FOR_LIKE.items()
+        for peer in theirs
+        if mine in ratio_tables and peer in ratio_tables[mine]
+    }
+    rss = merge_rss([results[t.name]["hits"]["rss"] for t in ours if "hits" in results[t.name]])
     report: dict[str, Any] = {
         **run_header(started, load_before),
         "tileserver": {
@@ -949,7 +1210,10 @@ def run_all(
             "workers": args.workers,
             "render_processes": args.render_processes,
             "memcached": memcached,
+            "wms_layer": WMS_LAYER if args.wms_layer else None,
+            "wms_url": args.wms_url if args.wms_layer else None,
             "log": str(server.log_path),
+            "config": str(server.config_path),
         },
         "settings": {
             "tileserver_set": list(args.set),
@@ -961,9 +1225,13 @@ def run_all(
             "pause_s": s.pause,
             "warm_tiles": len(warm_tiles()),
             "cold_tiles": len(cold_tiles()),
+            "rss_interval_s": RSS_INTERVAL_S,
         },
         "results": results,
-        "ratios_tileserver_over_peer": ratio_table,
+        "rss_during_hits": rss,
+        "ratios_tileserver_over_peer": ratio_tables.get("tileserver", {}),
+        "ratios_tileserver_wms_over_peer": ratio_tables.get("tileserver-wms", {}),
+        "ratios_like_for_like": like_for_like,
     }
     (s.run_dir / "result.json").write_text(json.dumps(report, indent=1) + "\n")
 
@@ -973,11 +1241,20 @@ def run_all(
           f"{args.render_processes or 'default'}; memcached {memcached}; "
           f"revision {revision}\n")  # fmt: skip
     print(table(results))
-    for name, r in ratio_table.items():
+    for mine, table_ in ratio_tables.items():
+        for name, r in table_.items():
+            same = " (like for like)" if name in LIKE_FOR_LIKE.get(mine, ()) else ""
+            print(
+                f"{mine} ÷ {name}{same}: hit req/s {fmt(r['hit_rps'], 2)}, "
+                f"hit p99 latency {fmt(r['hit_p99_latency'], 2)}, "
+                f"cold tiles/s {fmt(r['cold_tiles_per_s'], 2)}, "
+                f"one-cold-tile p50 latency {fmt(r['single_cold_p50_latency'], 2)}"
+            )
+    if rss:
         print(
-            f"tileserver ÷ {name}: hit req/s {fmt(r['hit_rps'], 2)}, "
-            f"cold tiles/s {fmt(r['cold_tiles_per_s'], 2)}, "
-            f"one-cold-tile p50 latency {fmt(r['single_cold_p50_latency'], 2)}"
+            f"tileserver RSS during the hit phases (every {RSS_INTERVAL_S} s, "
+            f"{rss['samples']} samples), max per process: "
+            + ", ".join(f"{p['kind']} {p['max_rss_mb']:.0f} MB" for p in rss["processes"])
         )
     print(f"\nJSON and logs: {s.run_dir}")
     return 0

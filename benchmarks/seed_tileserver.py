@@ -9,7 +9,8 @@ seed_bench.sh times the whole command; the adapter prints a `SEED_ADAPTER {json}
 the seconds spent in generate_tiles and in the renames, for bench_generate.py.
 
 Run by bench_generate.py as
-  seed_bench.sh --add tileserver='PYTHON benchmarks/seed_tileserver.py --config CFG'
+  seed_bench.sh --add tileserver='PYTHON benchmarks/seed_tileserver.py --config CFG --layer osm'
+(and `--add tileserver-wms='... --layer osm_wms'` for the layer over the peers' WMS)
 where CFG is a tileserver config whose store folder is the placeholder `@STORE@`, and with
 seed_bench.sh's environment: SEED_OUT SEED_MINZOOM SEED_MAXZOOM SEED_BBOX_3857
 SEED_CONCURRENCY (passed as --processes). The metatiles generated are added to the counter
@@ -51,7 +52,7 @@ def relayout(store: Path, out: Path, layer: str, matrix_set: str, style: str) ->
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--config", type=Path, required=True, help=f"with {STORE_PLACEHOLDER}")
-    ap.add_argument("--layer", default="osm")
+    ap.add_argument("--layer", default="osm", help="the layer of CFG to generate")
     ap.add_argument("--matrix-set", default="epsg3857")
     ap.add_argument("--style", default="default")
     args = ap.parse_args(argv)
