@@ -100,3 +100,22 @@ def test_broken_or_wrong_sized_answers_are_refused(data: bytes, message: str) ->
     job = mapnik_worker.CutJob(data, width, 256, 256, CUTS[:1], "png:z=1")
     with pytest.raises(mapnik_worker.InvalidImage, match=message):
         mapnik_worker.cut_image(job)
+
+
+def test_png_tiles_are_unfiltered_pngs_with_the_requested_level() -> None:
+    from PIL import PngImagePlugin
+
+    image = Image.new("RGBA", (256, 256), (0, 0, 0, 0))
+    for x in range(0, 256, 3):
+        image.putpixel((x, x), (x, 255 - x, 7, 128))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    fast = pillow_cut.cut(out.getvalue(), 256, 256, CUTS[:1], 256, Encoding("PNG", 1))
+    best = pillow_cut.cut(out.getvalue(), 256, 256, CUTS[:1], 256, Encoding("PNG", 9))
+    for data in (fast[(5, 0, 0)], best[(5, 0, 0)]):
+        tile = decoded(data)
+        assert isinstance(tile, PngImagePlugin.PngImageFile)
+        assert (tile.mode, tile.size) == ("RGBA", (256, 256))
+        assert tile.tobytes() == image.tobytes()
+        decoded(data).verify()  # chunk CRCs
+    assert len(best[(5, 0, 0)]) < len(fast[(5, 0, 0)])
