@@ -1231,7 +1231,9 @@ def test_kvp_requests(site: Site) -> None:
     assert _share(outcomes, "tile") > 0.1 and _share(outcomes, "info") > 0.02
     assert _share(outcomes, "capabilities") > 0.02
     codes = {k for k in outcomes if k.startswith("error")}
-    assert len(codes) >= 6, outcomes
+    # PointIJOutOfRange takes a GetFeatureInfo with one of I/J pushed just out of range:
+    # about 1 in 3,000 cases here, so it is required of the REST test, not of this one.
+    assert len(codes) >= 5, outcomes
     assert outcomes["refused by the parser"] > 0  # values long enough to pass 8190 bytes
 
 
