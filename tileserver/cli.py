@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -13,11 +14,15 @@ import tempfile
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from tileserver import controller_cli, generate_cli
 from tileserver.config import Config
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("tileserver.server")
 
@@ -74,48 +79,102 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """What asyncio.run does after its coroutine: cancel what is left, then close."""
+    try:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+    finally:
+        loop.close()
+
+
+CLOSE_MARGIN = 5.0  # seconds after the grace period before renders under way are stopped
+
+
 def _run_server(
-    config: Config, path: str, host: str, port: int, reuse_port: bool, processes: int
+    config: Config,
+    path: str,
+    host: str,
+    port: int,
+    reuse_port: bool,
+    processes: int,
+    admin_token: str | None = None,
+    master_pid: int | None = None,
 ) -> int:
+    """Serves until SIGTERM or SIGINT, then stops gracefully: no new connection, requests
+    under way get `server.shutdown_timeout` seconds to finish, the backends close; 0."""
     from aiohttp import web
 
     from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger
-    from tileserver.web.app import create_app
+    from tileserver.web.admin import signal_master
+    from tileserver.web.app import RUNTIME, create_app
 
-    loop: asyncio.AbstractEventLoop
-    try:
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    except ImportError:
-        loop = asyncio.new_event_loop()
-
-    app = create_app(
-        config,
-        render_processes=processes,
-        load=lambda: load_config(path),
-        metrics=config.server.metrics,
-    )
+    grace = config.server.shutdown_timeout
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
 
-    def announce(_: str) -> None:
-        log.warning(
-            "serving WMTS on http://%s:%d/wmts/1.0.0/WMTSCapabilities.xml; demo page http://%s:%d/",
-            shown_host, port, shown_host, port,
-        )  # fmt: skip
+    async def serve() -> None:
+        app = create_app(
+            config,
+            render_processes=processes,
+            load=lambda: load_config(path),
+            metrics=config.server.metrics,
+            admin_token=admin_token,
+            reload_all=None if master_pid is None else signal_master(master_pid),
+        )
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[int] = loop.create_future()
 
-    try:
-        web.run_app(
+        def on_signal(signum: int) -> None:
+            if stop.done():  # a second signal (Ctrl-C reaches the master and its workers)
+                log.warning("%s: already stopping", signal.Signals(signum).name)
+            else:
+                stop.set_result(signum)
+
+        # Our own handlers, not aiohttp's: a second signal must not cut the grace short.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        runner = web.AppRunner(
             app,
-            host=host,
-            port=port,
-            reuse_port=reuse_port or None,
-            loop=loop,
-            print=announce,
+            handle_signals=False,
             access_log=logging.getLogger(ACCESS_LOGGER) if config.server.access_log else None,
             access_log_class=AccessLogger,
-            shutdown_timeout=10.0,
+            keepalive_timeout=75.0,  # web.run_app's
+            shutdown_timeout=grace,
         )
+        await runner.setup()  # opens the backends (ConfigError)
+        try:
+            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            log.warning(
+                "serving WMTS on http://%s:%d/wmts/1.0.0/WMTSCapabilities.xml; demo page "
+                "http://%s:%d/", shown_host, port, shown_host, port,
+            )  # fmt: skip
+            received = await stop
+            log.warning(
+                "%s: stopping: no new connections; %d request(s) under way have up to %g s "
+                "to finish", signal.Signals(received).name, app[RUNTIME].requests_in_progress(),
+                grace,
+            )  # fmt: skip
+        finally:
+            await _stop_runner(runner, grace + CLOSE_MARGIN)
+        log.warning("stopped")
+
+    loop = _new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(serve())
     except ConfigError as exc:
         print("tileserver: cannot start:", file=sys.stderr)
         for message in exc.messages:
@@ -124,15 +183,45 @@ def _run_server(
     except OSError as exc:
         print(f"tileserver: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
+    finally:
+        _close_loop(loop)
     return 0
 
 
-def _run_workers(args: argparse.Namespace, workers: int, processes: int) -> int:
-    """A master that starts `workers` server processes sharing the port (SO_REUSEPORT)."""
+async def _stop_runner(runner: web.AppRunner, deadline: float) -> None:
+    """runner.cleanup() (stop listening, wait for the handlers up to the grace period,
+    close the backends), within `deadline` seconds: a render still running then (nobody
+    waits for it any more) would hold the render pool's close, so its processes are
+    terminated."""
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    done, _ = await asyncio.wait({cleanup}, timeout=deadline)
+    if not done:
+        children = multiprocessing.active_children()
+        log.warning(
+            "still closing %g s after the signal: terminating %d render process(es)",
+            deadline, len(children),
+        )  # fmt: skip
+        for child in children:
+            child.terminate()
+    await cleanup
+
+
+def _exit_status(returncode: int) -> int:
+    """A child's exit status as a shell shows it: 128 + N when signal N killed it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _run_workers(args: argparse.Namespace, workers: int, processes: int, grace: float) -> int:
+    """A master that starts `workers` server processes sharing the port (SO_REUSEPORT).
+
+    SIGHUP, SIGTERM and SIGINT are forwarded to them. Once stopping, a worker still
+    running `grace` + 10 s later is killed. The status is 0 when every worker stopped
+    cleanly, else the first failed one's (128 + N when killed by signal N).
+    """
     command = [
         sys.executable, "-m", "tileserver", "serve", "--config", args.config,
         "--host", args.host_value, "--port", str(args.port_value), "--workers", "1",
-        "--reuse-port", "--render-processes", str(processes),
+        "--reuse-port", "--render-processes", str(processes), "--master-pid", str(os.getpid()),
     ]  # fmt: skip
     if args.log_format:
         command += ["--log-format", args.log_format]
@@ -146,12 +235,14 @@ def _run_workers(args: argparse.Namespace, workers: int, processes: int) -> int:
         metrics_dir = tempfile.TemporaryDirectory(prefix="tileserver-metrics-")
         env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
     children = [subprocess.Popen(command, env=env) for _ in range(workers)]
-    stopping = False
+    stopped_at: float | None = None  # when SIGTERM or SIGINT came, or a worker failed
+    # A worker stopped by the signal forwarded before it could handle it stopped cleanly.
+    clean = {0, -signal.SIGTERM, -signal.SIGINT}
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        if signum != signal.SIGHUP:
-            stopping = True
+        nonlocal stopped_at
+        if signum != signal.SIGHUP and stopped_at is None:
+            stopped_at = time.monotonic()
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -163,17 +254,25 @@ def _run_workers(args: argparse.Namespace, workers: int, processes: int) -> int:
     try:
         while any(child.poll() is None for child in children):
             failed = [c for c in children if c.poll() not in (None, 0)]
-            if failed and not stopping:
-                log.error(
-                    "a server process exited with %s: stopping the others", failed[0].returncode
-                )
-                status = failed[0].returncode or 1
+            if failed and stopped_at is None:
+                code = _exit_status(failed[0].returncode)
+                log.error("a server process exited with status %d: stopping the others", code)
+                status = code or 1
                 forward(signal.SIGTERM, None)
-            time.sleep(0.2)
+            if stopped_at is not None and time.monotonic() > stopped_at + grace + 10:
+                late = [c for c in children if c.poll() is None]
+                log.error("%d server process(es) still running %g s after the signal: killed",
+                          len(late), grace + 10)  # fmt: skip
+                for child in late:
+                    child.kill()
+                    child.wait()
+                status = status or 1
+            time.sleep(0.1)
     finally:
         if metrics_dir is not None:
             metrics_dir.cleanup()
-    return status or max((c.returncode or 0) for c in children)
+    codes = [c.returncode for c in children if c.returncode not in clean]
+    return status or (_exit_status(codes[0]) if codes else 0)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -188,14 +287,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from tileserver.web.app import default_render_processes
 
     processes = args.render_processes or default_render_processes(config, workers)
+    from tileserver.web.admin import admin_token
+
+    try:  # before any process starts: the faces are the only readers of the environment
+        token = admin_token(config.server.admin, os.environ)
+    except ConfigError as exc:
+        print(f"tileserver: cannot start: {exc}", file=sys.stderr)
+        return 1
     if workers > 1:
         if args.port_value == 0:
             print("tileserver: --workers > 1 needs a fixed --port", file=sys.stderr)
             return 2
-        return _run_workers(args, workers, processes)
+        return _run_workers(args, workers, processes, config.server.shutdown_timeout)
     return _run_server(
-        config, args.config, args.host_value, args.port_value, args.reuse_port, processes
-    )
+        config, args.config, args.host_value, args.port_value, args.reuse_port, processes,
+        token, args.master_pid,
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log lines as text or JSON (default: server.log_format)",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    serve.add_argument("--master-pid", type=int, help=argparse.SUPPRESS)  # set by the master
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser("check-config", help="validate a configuration and its Mapnik files")

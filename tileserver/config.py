@@ -215,6 +215,14 @@ class MemcachedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """`server.admin`: the token-protected /admin/ operations, off by default."""
+
+    enabled: bool = False
+    token_env: str = "TILESERVER_ADMIN_TOKEN"  # the environment variable holding the token
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
@@ -231,6 +239,8 @@ class ServerConfig:
     log_format: str = "text"  # or json: one JSON object per line
     access_log: bool = True  # one line per request
     metrics: bool = True  # Prometheus metrics at /metrics
+    shutdown_timeout: float = 30.0  # seconds SIGTERM leaves requests under way to finish
+    admin: AdminConfig = AdminConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -668,6 +678,8 @@ def _parse_server(s: _Section | None) -> ServerConfig | None:
         "log_format": s.text("log_format", "text"),
         "access_log": s.flag("access_log", True),
         "metrics": s.flag("metrics", True),
+        "shutdown_timeout": s.number("shutdown_timeout", 30.0, positive=True),
+        "admin": _parse_admin(s.section("admin")),
     }
     s.finish()
     if values["log_format"] is not None and values["log_format"] not in LOG_FORMATS:
@@ -682,10 +694,29 @@ def _parse_server(s: _Section | None) -> ServerConfig | None:
         s.error("url", f"expected an http:// or https:// URL, got {values['url']!r}")
         return None
     required = ("host", "port", "workers", "memory_cache_mb", "hot_cache_mb", "hot_cache_max_age",
-                "render_timeout", "log_format", "access_log", "metrics")  # fmt: skip
+                "render_timeout", "log_format",
+                "access_log", "metrics", "shutdown_timeout", "admin")  # fmt: skip
     if any(values[k] is None for k in required):
         return None
     return ServerConfig(**values)
+
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _parse_admin(s: _Section | None) -> AdminConfig | None:
+    """`server.admin`; the token itself is read from the environment by the server."""
+    if s is None:
+        return AdminConfig()
+    enabled = s.flag("enabled", False)
+    token_env = s.text("token_env", "TILESERVER_ADMIN_TOKEN")
+    s.finish()
+    if token_env is not None and not _ENV_NAME_RE.match(token_env):
+        s.error("token_env", f"expected the name of an environment variable, got {token_env!r}")
+        return None
+    if enabled is None or token_env is None:
+        return None
+    return AdminConfig(enabled=enabled, token_env=token_env)
 
 
 def _parse_metadata(s: _Section | None) -> Metadata:

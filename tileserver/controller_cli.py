@@ -292,6 +292,11 @@ def config_data(config: Config) -> dict[str, Any]:
                 "log_format": config.server.log_format,
                 "access_log": config.server.access_log,
                 "metrics": config.server.metrics,
+                "shutdown_timeout": config.server.shutdown_timeout,
+                "admin": {  # the name of the token's variable, never the token
+                    "enabled": config.server.admin.enabled,
+                    "token_env": config.server.admin.token_env,
+                },
             }
         ),
         "postgresql": {"connection": config.postgresql.connection},

@@ -21,8 +21,20 @@ class CacheUnavailable(TileServerError):
     """A tile cache (Memcached...) could not be reached or answered wrongly."""
 
 
+class CacheTimeout(CacheUnavailable):
+    """A tile cache did not answer in time: it may hang, or only be slow under load (a
+    `ResilientCache` tells them apart by whether other commands succeeded meanwhile)."""
+
+
 class StoreUnavailable(TileServerError):
     """A tile store (folder, S3...) could not be reached or answered wrongly."""
+
+
+class StoreOutage(StoreUnavailable):
+    """The whole tile store fails, not one tile's path: its file system is full, read-only
+    or over quota, or its S3 endpoint cannot be reached or refuses the bucket. The next
+    write would fail alike, so `generate_tiles` stops (resumable) instead of failing every
+    metatile in turn."""
 
 
 class RenderError(TileServerError):

@@ -671,7 +671,14 @@ class Command:
                 for folder, _, names in os.walk(Path(cache.folder) / prefix):
                     for name in names:
                         if is_temporary(name):
-                            Path(folder, name).unlink(missing_ok=True)
+                            leftover = Path(folder, name)
+                            try:
+                                leftover.unlink(missing_ok=True)
+                            except OSError as exc:  # a store still read-only, say
+                                raise CommandError(
+                                    f"cannot remove {leftover}, left by the interrupted run: "
+                                    f"{exc.strerror}"
+                                ) from None
                             removed += 1
         if removed:
             self.info(f"removed {removed} temporary file(s) left by the interrupted run")
@@ -1074,6 +1081,8 @@ class Command:
                 by_layer.setdefault(job.layer.name, GenerationStats()).add(layer_stats)
                 control.stats.add(layer_stats)
                 control.current = None
+                if layer_stats.store_outage is not None:
+                    break  # a store failing as a whole: stop the run, resumable
         except asyncio.CancelledError:
             if main_task is not None:
                 main_task.uncancel()
@@ -1097,6 +1106,17 @@ class Command:
                 f"replay them with --tiles (move the file aside first)",
                 file=self.err,
             )
+        if stats.store_outage is not None:
+            # Kept, created if no metatile was finished: the rerun resumes, and removes the
+            # temporary files a write cut short may have left in a folder store.
+            await asyncio.to_thread(state_file.touch)
+            print(
+                f"{self.prog}: stopped, the tile store fails: {stats.store_outage}\n"
+                f"{self.prog}: once it works again (space freed, writable, reachable), run the "
+                f"same command again: it resumes from {state_file}",
+                file=self.err,
+            )
+            return 1
         if stats.interrupted:
             print("interrupted: run the same command again to resume", file=self.err)
             return EXIT_INTERRUPTED

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,44 @@ def test_cut_encodes_a_solid_tile_once_and_every_tile_keeps_its_pixels(image_for
     other.fill(mapnik.Color(0, 0, 0, 0))
     empty = mapnik_worker._cut(other, ((5, 1, 1, 0, 0),), 256, image_format)[(5, 1, 1)]
     assert Image.open(io.BytesIO(empty)).convert("RGBA").getcolors() == [(65536, (0, 0, 0, 0))]
+
+
+def die_while_sending_the_result(job: object) -> None:
+    """Run in a render process: dies as one SIGKILLed while it sends a large result does
+    (as the faults-under-load test caught): the result lock held, the start of a message on
+    the result pipe, the rest never written."""
+    import gc
+    import struct
+    from multiprocessing.queues import SimpleQueue
+
+    results = next(o for o in gc.get_objects() if isinstance(o, SimpleQueue))
+    results._wlock.acquire()
+    os.write(results._writer.fileno(), struct.pack("!i", 1 << 20) + b"\0" * 1000)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def test_a_process_killed_while_sending_its_result_does_not_hang_the_renders(
+    tmp_path: Path,
+) -> None:
+    """The pool's manager thread would wait for the rest of that message forever, and the
+    jobs with it, without ever noticing the dead process: the renderer notices, ends that
+    pool and renders in a new one."""
+    sea = layer(tmp_path)
+    renderer = MapnikRenderer([sea], processes=2, timeout=30)
+    await renderer.start()
+    loop = asyncio.get_running_loop()
+    metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
+    try:
+        started = loop.time()
+        waiting = asyncio.create_task(renderer.render(sea, metatile, {"SHOW": "yes"}))
+        with pytest.raises(RenderError, match="render process died"):
+            await renderer._run(die_while_sending_the_result, None)  # dies in both pools
+        assert loop.time() - started < 10, "noticed only by the render timeout"
+        tiles = await waiting  # a render waiting in the same pool got its answer
+        assert colours(tiles[SEA_TILE]) == {(0, 0, 255)}
+        tiles = await renderer.render(sea, metatile, {"SHOW": "no"})
+        assert colours(tiles[SEA_TILE]) == {(255, 255, 255)}
+        assert (await renderer.check())[0] is None
+    finally:
+        async with asyncio.timeout(20):  # no pool left hanging: close ends
+            await renderer.close()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,7 @@ from tests.support.daemons import Memcached, free_port
 from tileserver.adapters.memcached import DELETE_BATCH, MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import MemcachedConfig
-from tileserver.errors import CacheUnavailable
+from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.protocols import TileCache
 
 
@@ -196,6 +198,60 @@ async def test_a_timed_out_command_never_desynchronises_the_connection() -> None
         await asyncio.sleep(0.2)
         for key, value in items.items():
             assert await cache.get_many([key]) == {key: value}
+        await cache.close()
+    finally:
+        daemon.stop()
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP, and wait until the process is stopped (the signal is not instant)."""
+    os.kill(pid, signal.SIGSTOP)
+    for _ in range(1000):
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} did not stop")
+
+
+async def test_the_wait_for_a_pooled_connection_is_budgeted_apart_from_the_command() -> None:
+    """Under load a command may wait for a free connection, then get its own `timeout`:
+    together longer than `timeout`, and still answered. A command that itself takes
+    longer is a CacheTimeout."""
+    daemon = Memcached()
+    daemon.start()
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    try:
+        cache = MemcachedCache(
+            MemcachedConfig(servers=(("127.0.0.1", daemon.port),), timeout=1.0, pool_size=1)
+        )
+        await cache.set_many({"c/k": b"v"}, ttl=60)
+        (server,) = cache._ring.nodes  # its only connection, held by "another request"
+
+        async def busy() -> None:
+            async with server.connection():
+                await asyncio.sleep(0.7)
+
+        async def slow_memcached() -> None:  # the command after the wait takes 0.4 s
+            await asyncio.sleep(0.6)
+            freeze(pid)
+            await asyncio.sleep(0.5)
+            os.kill(pid, signal.SIGCONT)
+
+        started = asyncio.get_running_loop().time()
+        holder, stopper = asyncio.create_task(busy()), asyncio.create_task(slow_memcached())
+        await asyncio.sleep(0)
+        assert await cache.get_many(["c/k"]) == {"c/k": b"v"}
+        assert asyncio.get_running_loop().time() - started > 1.0
+        await holder
+        await stopper
+
+        freeze(pid)
+        try:
+            with pytest.raises(CacheTimeout, match=r"get: no answer from 127\.0\.0\.1:\d+ in 1 s"):
+                await cache.get_many(["c/k"])
+        finally:
+            os.kill(pid, signal.SIGCONT)
         await cache.close()
     finally:
         daemon.stop()

@@ -16,7 +16,7 @@ from tests.support.configs import single_layer
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.config import Layer
 from tileserver.empty_tiles import signature
-from tileserver.errors import RenderError, StoreUnavailable
+from tileserver.errors import RenderError, StoreOutage, StoreUnavailable
 from tileserver.grid import Metatile
 from tileserver.selection import (
     MetatileRef,
@@ -337,3 +337,43 @@ async def test_a_layer_without_empty_detection_writes_every_tile(tmp_path: Path)
     )
     assert (stats.tiles_written, stats.empty_dropped) == (4, 0)
     assert store.calls == {"put_many": 1}
+
+
+class FillingStore(CountingStore):
+    """A folder store with room for `room` more metatiles, then full (a StoreOutage)."""
+
+    def __init__(self, root: Path, room: int) -> None:
+        super().__init__(root)
+        self.room = room
+
+    async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:
+        if self.room == 0:
+            self.calls["refused"] += 1
+            raise StoreOutage(f"{self.root}: write: No space left on device")
+        self.room -= 1
+        await super().put_many(items, content_type)
+
+
+async def test_a_store_outage_stops_the_run_at_once_without_failing_a_metatile(
+    layer: Layer, tmp_path: Path
+) -> None:
+    """A store failing as a whole (full, read-only, unreachable) is not a metatile's
+    failure: no retry, nothing in the error file; the run stops, resumable."""
+    state, errors = tmp_path / "run.state", tmp_path / "errors.txt"
+    refs = [MetatileRef(Z, 10, c) for c in range(0, 12, 2)]
+    store = FillingStore(tmp_path / "tiles", room=2)
+    renderer = FakeRenderer()
+    stats = await generator(
+        layer, renderer, store, state_file=state, error_file=errors, concurrency=1
+    ).run(refs)
+    assert stats.store_outage == f"{store.root}: write: No space left on device"
+    assert (stats.done, stats.failed, stats.interrupted) == (2, 0, True)
+    assert store.calls["refused"] == 1  # not retried
+    assert sum(renderer.renders.values()) == 3  # nothing taken after the outage
+    assert not errors.exists()
+    assert read_state(state, layer) == set(refs[:2])
+
+    store.room = 100  # space freed
+    resumed = await generator(layer, FakeRenderer(), store, state_file=state).run(refs)
+    assert (resumed.skipped, resumed.done, resumed.store_outage) == (2, 4, None)
+    assert len(await store.files()) == 6 * 4

@@ -192,6 +192,33 @@ class SeaweedS3:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
+    def restart(self, timeout: float = 30.0) -> None:
+        """Starts weed again after `kill`, on the same ports with the same data: returns
+        once the bucket answers, with the objects it held."""
+        assert self._dir is not None, "restart() after kill(), not after stop()"
+        self.kill()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(self._dir), stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self._dir,
+                env={**os.environ, "TMPDIR": str(self._dir)},
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        if not wait_port(self.port, timeout, self.proc):
+            raise RuntimeError(f"SeaweedFS did not restart:\n{self.log_tail()}")
+        client = self.client()
+        try:
+            while True:
+                try:
+                    client.head_bucket(Bucket=self.bucket)
+                    return
+                except Exception:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
     def stop(self) -> None:
         stop_process(self.proc)
         self.proc = None

@@ -153,6 +153,8 @@ MAXIMAL: dict[str, Any] = {
         "log_format": "json",
         "access_log": False,
         "metrics": False,
+        "shutdown_timeout": 12.5,
+        "admin": {"enabled": True, "token_env": "MAPS_ADMIN_TOKEN"},
     },
     "memcached": {
         "servers": ["10.0.0.1:11211", "[::1]:11212"],
@@ -213,13 +215,16 @@ MINIMAL: dict[str, Any] = {
         "ortho": {"type": "wms", "grid": "merc", "url": "https://wms.example.org", "layers": "a"},
     },
     "memcached": {"servers": ["10.0.0.1:11211"]},
-    "generation": {},
-    "server": {},
+    "generation": {"queue": "sqs"},  # both `sqs` and `redis` are set
+    "server": {"admin": {}},
     "metadata": {},
     "provider": {"contact": {"info": {"phone": {}, "address": {}}}},
-    "cost": {"s3": {}},
+    "cost": {"s3": {}, "sqs": {}},
     "postgresql": {},
     "upstream": {},
+    "sqs": {"queue": "tiles"},
+    "sns": {"topic": "arn:aws:sns:eu-west-1:123456789012:tiles"},
+    "redis": {"url": "redis://127.0.0.1:6379"},
 }
 
 
@@ -340,6 +345,9 @@ WRONG = [
     ("server.port", 70000, "server.port"),
     ("server.url", "maps.example.org", "server.url"),
     ("server.log_format", "xml", "server.log_format"),
+    ("server.shutdown_timeout", 0, "server.shutdown_timeout"),
+    ("server.admin.token_env", "ADMIN-TOKEN", "server.admin.token_env"),
+    ("server.admin.token", "s3cret", "server.admin"),
     ("memcached.servers", ["memcached"], "memcached.servers"),
     ("memcached.prefix", "a b", "memcached.prefix"),
     ("metadata.keywords", {"a": "b"}, "metadata.keywords"),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
 import pytest
 
-from tileserver.errors import CacheUnavailable
+from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.services.resilient_cache import ResilientCache
 
 RETRY = 2.0
@@ -221,3 +222,56 @@ async def test_no_items_are_lost_after_recovery(
 async def test_close_closes_the_inner_cache(cache: ResilientCache, inner: FlakyCache) -> None:
     await cache.close()
     assert inner.closed
+
+
+class SlowCache(FlakyCache):
+    """Its `slow` key times out once `answer` is set; other keys answer at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = asyncio.Event()
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        if "slow" in keys:
+            await self.answer.wait()
+            raise CacheTimeout("memcached get: no answer from 127.0.0.1:11211 in 1 s")
+        return await super().get_many(keys)
+
+
+async def test_a_timeout_while_other_commands_are_answered_is_a_miss_not_an_outage(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tileserver.cache")
+    inner = SlowCache()
+    cache = ResilientCache(inner, retry_interval=RETRY, clock=clock)
+    slow = asyncio.create_task(cache.get_many(["slow"]))
+    await asyncio.sleep(0)  # sent
+    clock.advance(0.5)
+    assert await cache.get_many(["k"]) == {}  # answered meanwhile
+    clock.advance(0.5)
+    inner.answer.set()
+    assert await slow == {}  # a miss...
+    assert cache.available  # ...but the cache stays in use
+    assert cache.failures == 1
+    assert warnings_of(caplog) == []
+    await cache.get_many(["k"])
+    assert inner.calls == 2  # not skipped
+
+
+async def test_a_timeout_with_no_answer_since_it_was_sent_is_an_outage(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tileserver.cache")
+    inner = SlowCache()
+    cache = ResilientCache(inner, retry_interval=RETRY, clock=clock)
+    assert await cache.get_many(["k"]) == {}  # an answer, before the slow command
+    clock.advance(0.1)
+    slow = asyncio.create_task(cache.get_many(["slow"]))
+    await asyncio.sleep(0)
+    clock.advance(1)
+    inner.answer.set()
+    assert await slow == {}
+    assert not cache.available  # a hung server answers nobody: skipped at once
+    assert "flaky unavailable (memcached get: no answer" in warnings_of(caplog)[0]
+    await cache.get_many(["k"])
+    assert inner.calls == 1  # the retry interval has not passed

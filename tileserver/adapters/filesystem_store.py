@@ -4,12 +4,14 @@ Every file operation runs in a worker thread, so a slow disk never blocks the ev
 A tile is written to a temporary file beside its final name and then renamed over it
 (`os.replace` is atomic on POSIX): a reader sees the old tile or the new one, never part
 of one, and a crash leaves at most a temporary file, whose name (`.{name}.{random}.tmp`)
-no tile path can have. Every failure is raised as `StoreUnavailable`.
+no tile path can have. Every failure is raised as `StoreUnavailable`; `StoreOutage` when
+the file system refuses every write (full, read-only, over quota).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import os
 import secrets
@@ -17,12 +19,14 @@ from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mappin
 from contextlib import suppress
 from pathlib import Path
 
-from tileserver.errors import StoreUnavailable
+from tileserver.errors import StoreOutage, StoreUnavailable
 from tileserver.store_layout import check_path, check_prefix
 
 # Reading a path through a missing directory, or a directory itself, finds no tile.
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _LIST_BATCH = 1000  # paths listed per trip to a worker thread
+# The file system refuses every write, not one path's: full, read-only, over quota.
+_OUTAGES = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 
 
 def is_temporary(name: str) -> bool:
@@ -45,6 +49,8 @@ class FilesystemStore:
 
     def _unavailable(self, what: str, path: str, exc: OSError) -> StoreUnavailable:
         reason = exc.strerror or type(exc).__name__
+        if exc.errno in _OUTAGES:
+            return StoreOutage(f"{self.root}: {what} {path!r}: {reason}")
         return StoreUnavailable(f"{self.root}: {what} {path!r}: {reason}")
 
     async def open(self) -> None:
@@ -118,11 +124,13 @@ class FilesystemStore:
             *(asyncio.to_thread(self._write, files[path], data) for path, data in items.items()),
             return_exceptions=True,
         )
-        for result in results:
+        failures = [(p, r) for p, r in zip(items, results, strict=True) if r is not None]
+        # A failure of the whole file system first: it says more than a path's.
+        failures.sort(key=lambda f: not (isinstance(f[1], OSError) and f[1].errno in _OUTAGES))
+        for path, result in failures:
             if isinstance(result, OSError):
-                raise self._unavailable("write", str(result.filename), result) from result
-            if isinstance(result, BaseException):
-                raise result
+                raise self._unavailable("write", path, result) from result
+            raise result
 
     def _write(self, file: Path, data: bytes) -> None:
         file.parent.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,30 @@ J = TypeVar("J")
 
 __all__ = ["InvalidImage", "MapnikRenderer", "map_spec", "postgis_parameters"]
 
+_WATCH = 0.5  # seconds between two looks at the render processes while a job waits
+_NOTICE = 1.0  # seconds the pool has to notice a dead process itself
+
+
+def _lost_process(pool: ProcessPoolExecutor) -> bool:
+    """True when a process of pool has died (killed, out of memory)."""
+    processes = getattr(pool, "_processes", None) or {}
+    return any(p.exitcode is not None for p in list(processes.values()))
+
+
+def _abandon(pool: ProcessPoolExecutor) -> None:
+    """Ends a pool left hanging by a dead process. A process killed while it sends its
+    result leaves the executor's manager thread reading the rest of that message forever,
+    the result lock held (the other processes wait for it): no job of the pool ever ends,
+    and shutting it down waits forever. So its processes are killed and the parent's end
+    of the result pipe closed: the manager thread reads the end of the pipe, fails the
+    jobs still waiting with BrokenProcessPool and stops. (CPython's executor internals,
+    looked up defensively.)"""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
+    if writer is not None:
+        writer.close()
+
 
 def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
     """The datasource parameters of the layer's `connection` (a libpq string or URI)."""
@@ -132,6 +156,10 @@ class MapnikRenderer:
             self._rebuild(pool, "found broken by a readiness check")
             return "down: a render process died (the pool is being restarted)", {}
         except TimeoutError:
+            if _lost_process(pool):  # a pool hung by a dead process: see _abandon
+                _abandon(pool)
+                self._rebuild(pool, "hung by a dead render process, found by a readiness check")
+                return "down: a render process died (the pool is being restarted)", {}
             return f"busy: no render process answered within {wait:g} s", {}
         return None, down
 
@@ -203,6 +231,27 @@ class MapnikRenderer:
             raise RenderError(f"cutting the metatile failed: {exc}") from exc
         return {TileCoord(*key): data for key, data in result.tiles.items()}
 
+    async def _watch(
+        self, pool: ProcessPoolExecutor, future: asyncio.Future[RenderResult]
+    ) -> RenderResult:
+        """The job's result, watching pool's processes meanwhile: one that died without the
+        pool noticing within `_NOTICE` seconds ends the pool (`_abandon`), and the job
+        fails with BrokenProcessPool, as it would had the pool noticed."""
+        loop = asyncio.get_running_loop()
+        dead_since: float | None = None
+        try:
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=_WATCH)
+                if done:
+                    return future.result()
+                if dead_since is None:
+                    dead_since = loop.time() if _lost_process(pool) else None
+                elif loop.time() - dead_since >= _NOTICE:
+                    _abandon(pool)
+                    raise BrokenProcessPool("a render process died and the pool hung")
+        finally:
+            future.cancel()  # a no-op once done; else the job is not wanted any more
+
     async def _run(self, function: Any, job: J) -> RenderResult:
         """Runs function(job) in a render process; a dead process rebuilds the pool once."""
         loop = asyncio.get_running_loop()
@@ -212,8 +261,7 @@ class MapnikRenderer:
                 raise RenderError("the render pool is closed")
             try:
                 async with asyncio.timeout(self._timeout):
-                    result: RenderResult = await loop.run_in_executor(pool, function, job)
-                    return result
+                    return await self._watch(pool, loop.run_in_executor(pool, function, job))
             except BrokenProcessPool as exc:
                 # A render process died (killed, out of memory): rebuild the pool once.
                 self._rebuild(pool, str(exc))

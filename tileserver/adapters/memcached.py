@@ -9,7 +9,8 @@ unread answer on it (the next command would read a stale value). Any failure mar
 the connection broken, so the pool closes it.
 
 Keys are spread over several servers by consistent hashing. Every failure is raised
-as `CacheUnavailable`.
+as `CacheUnavailable`, `CacheTimeout` when the wait for a free pooled connection or the
+command itself took longer than `timeout` (two budgets, not one).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from contextlib import asynccontextmanager
 from aiomcache.pool import Connection, MemcachePool
 
 from tileserver.config import MemcachedConfig
-from tileserver.errors import CacheUnavailable
+from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.hashring import HashRing
 
 DELETE_BATCH = 1000  # delete commands written at once on a connection before reading replies
@@ -33,18 +34,39 @@ class _Broken(Exception):
     """Marks a pooled connection as unusable."""
 
 
+class _NoAnswer(Exception):
+    """A command, or the wait for a free connection, took longer than its budget."""
+
+
 class _Server:
-    def __init__(self, host: str, port: int, pool_size: int) -> None:
+    def __init__(self, host: str, port: int, pool_size: int, timeout: float) -> None:
         self.address = f"{host}:{port}"
+        self.timeout = timeout
+        self.pool_size = pool_size
         # aiomcache opens connections only up to minsize: ask for all of them, or every
         # request would queue on a single connection.
         self.pool = MemcachePool(host, port, minsize=pool_size, maxsize=pool_size)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Connection]:
-        conn = await self.pool.acquire()
+    async def connection(self, round_trips: int = 1) -> AsyncIterator[Connection]:
+        """A pooled connection, waited for at most `timeout` seconds, then used for at most
+        `timeout` per round trip: under load, the wait for a free connection does not eat
+        into the command's own time (and neither is taken for an outage on its own)."""
         try:
-            yield conn
+            async with asyncio.timeout(self.timeout):
+                conn = await self.pool.acquire()
+        except TimeoutError as exc:
+            raise _NoAnswer(
+                f"no free connection to {self.address} in {self.timeout:g} s "
+                f"({self.pool_size} in use)"
+            ) from exc
+        budget = self.timeout * round_trips
+        try:
+            try:
+                async with asyncio.timeout(budget):
+                    yield conn
+            except TimeoutError as exc:
+                raise _NoAnswer(f"no answer from {self.address} in {budget:g} s") from exc
         except BaseException:
             # Unread replies may be left on the wire: never reuse this connection.
             conn.reader.set_exception(_Broken(self.address))
@@ -75,8 +97,8 @@ class MemcachedCache:
     name = "memcached"
 
     def __init__(self, config: MemcachedConfig) -> None:
-        self._timeout = config.timeout
-        servers = [_Server(host, port, config.pool_size) for host, port in config.servers]
+        servers = [_Server(host, port, config.pool_size, config.timeout)
+                   for host, port in config.servers]  # fmt: skip
         self._ring = HashRing([(s.address, s) for s in servers])
 
     @property
@@ -84,13 +106,13 @@ class MemcachedCache:
         return [s.address for s in self._ring.nodes]
 
     @asynccontextmanager
-    async def _guard(self, what: str, round_trips: int = 1) -> AsyncIterator[None]:
-        timeout = self._timeout * round_trips
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """A command's failures as CacheUnavailable; CacheTimeout when it took too long
+        (each connection bounds its own wait and command, see `_Server.connection`)."""
         try:
-            async with asyncio.timeout(timeout):
-                yield
-        except TimeoutError as exc:
-            raise CacheUnavailable(f"memcached {what}: no answer in {timeout:g} s") from exc
+            yield
+        except _NoAnswer as exc:
+            raise CacheTimeout(f"memcached {what}: {exc}") from exc
         except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             raise CacheUnavailable(f"memcached {what}: {exc or type(exc).__name__}") from exc
 
@@ -197,7 +219,8 @@ class MemcachedCache:
 
     async def _delete_on(self, server: _Server, keys: list[str]) -> int:
         deleted = 0
-        async with server.connection() as conn:
+        round_trips = -(-len(keys) // DELETE_BATCH)
+        async with server.connection(round_trips) as conn:
             for start in range(0, len(keys), DELETE_BATCH):
                 batch = keys[start : start + DELETE_BATCH]
                 conn.writer.write(b"".join(b"delete " + key.encode() + b"\r\n" for key in batch))
@@ -215,8 +238,7 @@ class MemcachedCache:
         if not keys:
             return 0
         groups = self._by_server(keys)
-        round_trips = max(-(-len(group) // DELETE_BATCH) for group in groups.values())
-        async with self._guard("delete", round_trips):
+        async with self._guard("delete"):
             counts = await asyncio.gather(
                 *(self._delete_on(server, group) for server, group in groups.items())
             )

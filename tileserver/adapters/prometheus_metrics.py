@@ -101,3 +101,18 @@ class PrometheusMetrics:
         registry: Any = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return bytes(generate_latest(registry))
+
+    def counters(self) -> dict[str, dict[str, float]]:
+        """The counters of `exposition` as plain data (for /admin/stats): by sample name,
+        each value by its labels written `name=value,...` ("" without labels)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        found: dict[str, dict[str, float]] = {}
+        for family in text_string_to_metric_families(self.exposition().decode()):
+            if family.type != "counter":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                    found.setdefault(sample.name, {})[labels] = sample.value
+        return found

@@ -4,7 +4,9 @@ One client, opened by `open` and kept alive until `close`, carries every request
 semaphore bounds the requests in flight to the size of its connection pool. Timeouts are
 short and retries few, so a dead endpoint fails in about a second instead of hanging a
 tile request. Credentials come from botocore's usual chain (environment, profile, instance
-role). A missing object is None; every other failure is raised as `StoreUnavailable`.
+role). A missing object is None; every other failure is raised as `StoreUnavailable`,
+`StoreOutage` when the endpoint cannot be reached, does not answer in time, or refuses
+the bucket or the credentials (what every request would get).
 """
 
 from __future__ import annotations
@@ -17,12 +19,19 @@ from typing import Any
 import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from tileserver.errors import StoreUnavailable
+from tileserver.errors import StoreOutage, StoreUnavailable
 from tileserver.store_layout import check_path, check_prefix
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+# Answers every request to the bucket would get, not one key's: a StoreOutage.
+_OUTAGE_CODES = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                 "AllAccessDisabled", "AccountProblem", "ServiceUnavailable"}  # fmt: skip
+# The endpoint cannot be reached at all (or not signed for): a StoreOutage too.
+_UNREACHABLE = (BotoConnectionError, NoCredentialsError, aiohttp.ClientConnectorError,
+                ConnectionRefusedError)  # fmt: skip
 _DELETE_BATCH = 1000  # keys per DeleteObjects request, S3's maximum
 
 
@@ -113,9 +122,12 @@ class S3Store:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             reason = f"{error.get('Code', '?')} {error.get('Message', '')}".strip()
-            raise StoreUnavailable(f"{where}: {reason}") from exc
+            failure = StoreOutage if _code(exc) in _OUTAGE_CODES else StoreUnavailable
+            raise failure(f"{where}: {reason}") from exc
         except TimeoutError as exc:
-            raise StoreUnavailable(f"{where}: no answer in {self._request_timeout:g} s") from exc
+            raise StoreOutage(f"{where}: no answer in {self._request_timeout:g} s") from exc
+        except _UNREACHABLE as exc:
+            raise StoreOutage(f"{where}: {exc or type(exc).__name__}") from exc
         except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
             raise StoreUnavailable(f"{where}: {exc or type(exc).__name__}") from exc
 

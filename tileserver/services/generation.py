@@ -5,7 +5,9 @@ wants (those inside the requested bbox or geometry), drops the empty ones (delet
 them from the store, where an older run may have put them) and writes the others with
 one `put_many` per metatile. A metatile that still fails after its retries is appended
 to an error file as a `z/x/y` line (`selection.read_tile_list` reads it back, so
-`--tiles errorfile` replays it) and the run goes on.
+`--tiles errorfile` replays it) and the run goes on. A store that fails as a whole
+(`StoreOutage`: full, read-only, unreachable) stops the run instead, as an interruption
+would: `stats.store_outage` says why.
 
 Resume: once a metatile's tiles are written, a line naming it is appended to a state
 file; a later run given the same state file skips the metatiles listed there. Stores
@@ -32,7 +34,7 @@ from shapely.prepared import PreparedGeometry, prep
 
 from tileserver.config import Layer
 from tileserver.empty_tiles import is_empty
-from tileserver.errors import TileServerError
+from tileserver.errors import StoreOutage, TileServerError
 from tileserver.grid import Grid, Metatile, metatile_for
 from tileserver.protocols import Renderer, TileStore
 from tileserver.selection import MetatileRef, metatile_ref, parse_tile
@@ -189,6 +191,7 @@ class GenerationStats:
     tiles_written: int = 0
     empty_dropped: int = 0
     interrupted: bool = False
+    store_outage: str | None = None  # why the run stopped early: the store failed as a whole
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -211,6 +214,7 @@ class GenerationStats:
         self.tiles_written += other.tiles_written
         self.empty_dropped += other.empty_dropped
         self.interrupted = self.interrupted or other.interrupted
+        self.store_outage = self.store_outage or other.store_outage
         self.finished = other.finished
 
     def summary(self) -> str:
@@ -341,6 +345,16 @@ class TileGenerator:
                     )
                 written, dropped = await self._write(metatile, rendered)
                 break
+            except StoreOutage as exc:
+                # The whole store fails (full, read-only, unreachable): so would every
+                # metatile after this one. Stop, without recording this one anywhere: a
+                # run resumed once the store works again generates it.
+                if stats.store_outage is None:
+                    stats.store_outage = str(exc)
+                    log.error("%s metatile %s: the tile store fails, stopping: %s",
+                              self.layer.name, tile_line(ref), exc)  # fmt: skip
+                self.stop()
+                return
             except TileServerError as exc:  # RenderError, StoreUnavailable
                 reason = f"{type(exc).__name__}: {exc}"
                 where = f"{self.layer.name} metatile {tile_line(ref)}"

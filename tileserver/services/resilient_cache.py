@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from tileserver.errors import CacheUnavailable
+from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.protocols import TileCache
 
 log = logging.getLogger("tileserver.cache")
@@ -17,6 +17,10 @@ class ResilientCache:
     granted lock (add), and the cache is left alone for `retry_interval` seconds so
     requests do not each wait for a timeout. Logs once when an outage starts and once
     when it ends.
+
+    A timeout (`CacheTimeout`) is an outage only if no other command was answered since
+    the timed-out one was sent: under load one slow answer must not turn the cache off
+    for every request, while a hung server, which answers nobody, still does at once.
     """
 
     def __init__(
@@ -33,6 +37,7 @@ class ResilientCache:
         self._clock = clock
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self._last_success = float("-inf")  # when a command last got its answer
         self.failures = 0
 
     @property
@@ -42,10 +47,20 @@ class ResilientCache:
     def _skip(self) -> bool:
         return self._down_since is not None and self._clock() < self._retry_at
 
-    def _failed(self, exc: CacheUnavailable) -> None:
+    def _failed(self, exc: CacheUnavailable, started: float) -> None:
+        """A command sent at `started` failed."""
         self.failures += 1
         if self._on_failure is not None:
             self._on_failure()
+        if (
+            isinstance(exc, CacheTimeout)
+            and self._down_since is None
+            and self._last_success > started
+        ):
+            # Slow, not down: other commands were answered while this one waited (a
+            # burst of renders writing back, a busy machine). A miss, not an outage.
+            log.debug("%s: %s; it answers other commands: still in use", self.name, exc)
+            return
         now = self._clock()
         if self._down_since is None:
             self._down_since = now
@@ -58,6 +73,7 @@ class ResilientCache:
         self._retry_at = now + self._retry_interval
 
     def _succeeded(self) -> None:
+        self._last_success = self._clock()
         if self._down_since is not None:
             log.warning(
                 "%s is back after %.1f s: caching tiles again",
@@ -69,10 +85,11 @@ class ResilientCache:
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
         if self._skip():
             return {}
+        started = self._clock()
         try:
             found = await self.inner.get_many(keys)
         except CacheUnavailable as exc:
-            self._failed(exc)
+            self._failed(exc, started)
             return {}
         self._succeeded()
         return found
@@ -81,10 +98,11 @@ class ResilientCache:
         """True when stored."""
         if self._skip():
             return False
+        started = self._clock()
         try:
             await self.inner.set_many(items, ttl)
         except CacheUnavailable as exc:
-            self._failed(exc)
+            self._failed(exc, started)
             return False
         self._succeeded()
         return True
@@ -92,10 +110,11 @@ class ResilientCache:
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         if self._skip():
             return True
+        started = self._clock()
         try:
             added = await self.inner.add(key, value, ttl)
         except CacheUnavailable as exc:
-            self._failed(exc)
+            self._failed(exc, started)
             return True
         self._succeeded()
         return added
@@ -103,10 +122,11 @@ class ResilientCache:
     async def delete(self, key: str) -> None:
         if self._skip():
             return
+        started = self._clock()
         try:
             await self.inner.delete(key)
         except CacheUnavailable as exc:
-            self._failed(exc)
+            self._failed(exc, started)
             return
         self._succeeded()
 

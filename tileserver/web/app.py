@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 import signal
 import time
 import zlib
@@ -17,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tileserver.adapters.memcached import MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
@@ -40,6 +42,7 @@ from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import Tile, TileService
 from tileserver.tile_request import FeatureInfoRequest, TileRequest
 from tileserver.web.access_log import STARTED, TILE_INFO
+from tileserver.web.admin import setup_admin
 from tileserver.wmts import CapabilitiesRequest, normalize_kvp, parse_kvp, parse_rest
 
 log = logging.getLogger("tileserver.server")
@@ -196,7 +199,10 @@ class Runtime:
         self._retired: list[Backends] = []
         self._reloading = asyncio.Lock()
         self.failures: dict[str, tuple[float, str]] = {}  # dependency: (monotonic, message)
-        self.reloads = 0
+        self.reloads = 0  # successful reloads
+        self.reload_attempts = 0  # finished reloads, successful or not
+        self.last_reload_errors: list[str] = []
+        self._closing: set[asyncio.Task[None]] = set()  # retired backends waiting to close
 
     @property
     def current(self) -> Backends:
@@ -210,8 +216,13 @@ class Runtime:
         )
 
     async def close(self) -> None:
+        """Closes every backend, at shutdown: renders nobody waits for any more are
+        cancelled first (a render process still busy holds the render pool's close)."""
         backends, self._current = self._current, None
-        for old in [*self._retired, *([backends] if backends else [])]:
+        every = [*self._retired, *([backends] if backends else [])]
+        for old in every:
+            await old.tiles.cancel_renders()
+        for old in every:
             await old.stack.aclose()
         self._retired.clear()
 
@@ -229,41 +240,59 @@ class Runtime:
     def failed(self, dependency: str, message: str) -> None:
         self.failures[dependency] = (time.monotonic(), message)
 
-    async def reload(self) -> bool:
-        """Loads the configuration again; on success new requests use it, else the old
-        one keeps serving. True when the new configuration is in use."""
+    async def reload(self) -> list[str]:
+        """Loads the configuration again; on success new requests use it (the old backends
+        close in the background once no request uses them), else the old one keeps
+        serving. The configuration's errors, [] when the new one is in use."""
+        async with self._reloading:
+            errors = await self._swap()
+            self.reload_attempts += 1
+            self.last_reload_errors = errors
+        return errors
+
+    async def _swap(self) -> list[str]:
         if self._load is None:
             log.error("reload: this server was not started from a configuration file")
-            return False
-        async with self._reloading:
-            loop = asyncio.get_running_loop()
-            try:
-                config = await loop.run_in_executor(None, self._load)
-                backends = await open_backends(
-                    config, self.render_processes, self.injected, self.metrics
-                )
-            except ConfigError as exc:
-                log.error(
-                    "reload refused, the configuration in use keeps serving: %s",
-                    "; ".join(exc.messages),
-                    extra={"fields": {"errors": exc.messages}},
-                )
-                return False
-            except Exception as exc:
-                log.error("reload failed, the configuration in use keeps serving: %s", exc)
-                return False
-            old = self.current
-            if (config.server.host, config.server.port) != (old.config.server.host,
-                                                            old.config.server.port):  # fmt: skip
-                log.warning("reload: server.host and server.port take effect at the next restart")
-            self.config = config
-            self._current = backends
-            self.reloads += 1
-            log.warning("configuration reloaded: %d layer(s): %s", len(config.layers),
-                        ", ".join(config.layers))  # fmt: skip
-            self._retired.append(old)
-        await self._close_when_idle(old)
-        return True
+            return ["this server was not started from a configuration file"]
+        loop = asyncio.get_running_loop()
+        try:
+            config = await loop.run_in_executor(None, self._load)
+            backends = await open_backends(
+                config, self.render_processes, self.injected, self.metrics
+            )
+        except ConfigError as exc:
+            log.error(
+                "reload refused, the configuration in use keeps serving: %s",
+                "; ".join(exc.messages),
+                extra={"fields": {"errors": exc.messages}},
+            )
+            return exc.messages
+        except Exception as exc:
+            log.error("reload failed, the configuration in use keeps serving: %s", exc)
+            return [f"reload failed: {exc}"]
+        old = self.current
+        if (config.server.host, config.server.port) != (old.config.server.host,
+                                                        old.config.server.port):  # fmt: skip
+            log.warning("reload: server.host and server.port take effect at the next restart")
+        if (config.server.admin, config.server.shutdown_timeout) != (
+            old.config.server.admin, old.config.server.shutdown_timeout):  # fmt: skip
+            log.warning(
+                "reload: server.admin and server.shutdown_timeout take effect at the next restart"
+            )
+        self.config = config
+        self._current = backends
+        self.reloads += 1
+        log.warning("configuration reloaded: %d layer(s): %s", len(config.layers),
+                    ", ".join(config.layers))  # fmt: skip
+        self._retired.append(old)
+        task = loop.create_task(self._close_when_idle(old))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return []
+
+    def requests_in_progress(self) -> int:
+        """Requests being answered, with the current backends or retired ones."""
+        return sum(b.in_use for b in [*self._retired, *([self._current] if self._current else [])])
 
     async def _close_when_idle(self, old: Backends) -> None:
         if old.in_use > 0:
@@ -319,11 +348,16 @@ def create_app(
     feature_info: FeatureInfoSource | None = None,
     load: Callable[[], Config] | None = None,
     metrics: bool = True,
+    admin_token: str | None = None,
+    reload_all: Callable[[], bool] | None = None,
 ) -> web.Application:
     """Builds the application; backends open in its cleanup context, not here.
 
     `load` reads the configuration again: SIGHUP reloads it through that function.
+    `admin_token` (see `web.admin.admin_token`) is needed when `server.admin.enabled`;
+    `reload_all`, in a worker of a master, makes /admin/reload reload every worker.
     """
+    _quiet_parser_errors()
     # Request line and each header bounded (aiohttp's defaults, explicit): a 400 beyond.
     limits = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}
     app = web.Application(middlewares=[_errors], handler_args=limits)
@@ -341,7 +375,7 @@ def create_app(
         await runtime.open()
         loop = asyncio.get_running_loop()
         if load is not None:
-            tasks: set[asyncio.Task[bool]] = set()
+            tasks: set[asyncio.Task[list[str]]] = set()
 
             def on_hangup() -> None:
                 log.warning("SIGHUP: reloading the configuration")
@@ -374,7 +408,38 @@ def create_app(
     app.router.add_static(
         "/static/", static_dir(), follow_symlinks=False, expect_handler=_ignore_expect
     )
+    if config.server.admin.enabled:
+        if admin_token is None:
+            raise ConfigError(
+                [f"server.admin.enabled is true but no token was given (from the environment "
+                 f"variable {config.server.admin.token_env})"]
+            )  # fmt: skip
+        setup_admin(app, runtime, admin_token, reload_all)
     return app
+
+
+class _ParserErrorFilter(logging.Filter):
+    """aiohttp logs every request its HTTP parser refuses (a bad request line, a header
+    over the limits: answered 400) at ERROR with a traceback. The client is at fault, not
+    the server: one WARNING line without the traceback, so that garbage costs the logs little.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and record.levelno > logging.WARNING:
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            reason = " ".join(str(exc.message).split())[:300]
+            record.msg, record.args = "refused a malformed request from %s: %d %s", (
+                remote, exc.code, reason)  # fmt: skip
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _quiet_parser_errors() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ParserErrorFilter) for f in logger.filters):
+        logger.addFilter(_ParserErrorFilter())
 
 
 async def _ignore_expect(request: web.Request) -> None:
@@ -524,8 +589,23 @@ async def _metrics(request: web.Request) -> web.Response:
     )
 
 
+# A Host header as RFC 9110 (7.2) allows it: a name or IPv4 address, or an IPv6 literal,
+# and an optional port. Anything else (empty, spaces, quotes...) is not used in URLs.
+_HOST_RE = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 def _base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    """The URL clients reach this server at (`server.url`, when set, wins over it in the
+    Capabilities): from the Host header, else the address the request came in on."""
+    host = request.headers.get("Host", "")
+    if not _HOST_RE.fullmatch(host):
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            address = str(sockname[0])
+            host = f"[{address}]:{sockname[1]}" if ":" in address else f"{address}:{sockname[1]}"
+        else:
+            host = "localhost"
+    return f"{request.scheme}://{host}"
 
 
 async def _capabilities(request: web.Request) -> web.Response:

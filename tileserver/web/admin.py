@@ -1,0 +1,409 @@
+"""Operations for operators under /admin/: expire cached tiles, reload the configuration,
+stats. Off by default (`server.admin.enabled`): then no route exists under /admin/, which
+answers 404 like any unknown path.
+
+When enabled, every request under /admin/, whatever its path and method, first needs
+`Authorization: Bearer <token>`, the token being read from the environment variable
+`server.admin.token_env` when the server starts (never from the configuration file, never
+from the query string). Both sides are hashed with SHA-256 and the digests compared with
+`hmac.compare_digest`, so the time taken tells nothing of the token or of its length. A
+missing or wrong token is answered 401 with `WWW-Authenticate: Bearer` before the path,
+the method or the body is looked at.
+
+- `POST /admin/expire` `{"layer": L, "geometry": WKT or GeoJSON | "bbox": [4 numbers],
+  "zooms": "15-18" | [15, 16], "dry_run": false}`: deletes from the tile cache every
+  tile of the metatiles that intersect the area (default: the layer's bbox) at those
+  levels (default: the layer's on-demand levels), with `services/invalidation`, as
+  `generate_tiles --update` does; answers the counts.
+- `POST /admin/reload`: reads the configuration again, as SIGHUP does; answers the
+  layers in use, or the configuration's errors (422) while the old one keeps serving.
+- `GET /admin/stats`: layers, tile cache, render pool, requests under way, counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import shapely
+from aiohttp import HttpVersion11, web
+from shapely.geometry.base import BaseGeometry
+
+from tileserver.config import AdminConfig, Config, Layer
+from tileserver.errors import CacheUnavailable, ConfigError
+from tileserver.selection import parse_geometry, parse_zooms
+from tileserver.services.invalidation import (
+    Invalidation,
+    InvalidationStats,
+    clip_to_layer,
+    delete_keys,
+)
+
+if TYPE_CHECKING:
+    from tileserver.web.app import Runtime
+
+MIN_TOKEN_LENGTH = 16
+MAX_EXPIRE_TILES = 5_000_000  # as generate_tiles --max-invalidate: beyond, flush the cache
+RELOAD_WAIT = 120.0  # seconds a worker waits for the reload its master was asked for
+_REALM = 'Bearer realm="tileserver admin"'
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def admin_token(admin: AdminConfig, environ: Mapping[str, str]) -> str | None:
+    """The admin token from environ: None when the admin operations are off; ConfigError
+    naming the variable when they are on and it is unset, empty or too short."""
+    if not admin.enabled:
+        return None
+    token = environ.get(admin.token_env, "")
+    if len(token.strip()) < MIN_TOKEN_LENGTH:
+        state = "is not set" if admin.token_env not in environ else (
+            "is empty" if not token.strip() else f"holds only {len(token.strip())} characters"
+        )  # fmt: skip
+        raise ConfigError(
+            [
+                f"server.admin.enabled is true but the environment variable {admin.token_env} "
+                f"{state}: set it to a secret of at least {MIN_TOKEN_LENGTH} characters "
+                "(e.g. `openssl rand -hex 32`), or disable server.admin"
+            ]
+        )
+    return token.strip()
+
+
+@dataclass(frozen=True)
+class _Admin:
+    runtime: Runtime
+    digest: bytes  # SHA-256 of the token
+    reload_all: Callable[[], bool] | None  # asks the master to reload every worker
+    started: float
+
+
+_ADMIN = web.AppKey("tileserver.admin", _Admin)
+
+
+def setup_admin(
+    app: web.Application,
+    runtime: Runtime,
+    token: str,
+    reload_all: Callable[[], bool] | None = None,
+) -> None:
+    """Adds the /admin/ routes, answered only with `token` (see `admin_token`).
+
+    `reload_all`, in a worker of `tileserver serve --workers N`, asks the master to reload
+    every worker (and says whether it could); /admin/reload then reports this worker's.
+    """
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError([f"server.admin: the token must have {MIN_TOKEN_LENGTH} characters"])
+    app[_ADMIN] = _Admin(runtime, _digest(token), reload_all, time.monotonic())
+    # One catch-all route: every path and method under /admin/ is authorized first.
+    app.router.add_route("*", "/admin/{operation:.*}", _dispatch, expect_handler=_expect)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
+class _Refused(Exception):
+    """An admin request answered with a JSON error."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+def _json(
+    data: Mapping[str, Any], status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        data, status=status, headers={**_NO_STORE, **(headers or {})}, dumps=_dumps
+    )
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
+
+
+def _unauthorized(request: web.Request, digest: bytes) -> web.Response | None:
+    """The 401 answer, or None when the request carries the token (RFC 6750)."""
+    values = request.headers.getall("Authorization", [])
+    scheme, _, given = values[0].strip().partition(" ") if len(values) == 1 else ("", "", "")
+    if scheme.lower() != "bearer" or not given.strip():
+        return _json(
+            {"error": "authorization required: Authorization: Bearer <token>"},
+            401,
+            {"WWW-Authenticate": _REALM},
+        )
+    if not hmac.compare_digest(_digest(given.strip()), digest):
+        return _json(
+            {"error": "invalid token"},
+            401,
+            {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+        )
+    return None
+
+
+async def _expect(request: web.Request) -> None:
+    """`Expect: 100-continue` (curl sends it before a large body) is answered only to a
+    request with the token; any other Expect value is ignored (RFC 9110, 10.1.1)."""
+    continues = request.headers.get("Expect", "").lower() == "100-continue"
+    if continues and request.version == HttpVersion11 and _unauthorized(
+        request, request.app[_ADMIN].digest) is None:  # fmt: skip
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own handler: the body starts after
+
+
+_Handler = Callable[[web.Request, _Admin], Awaitable[web.Response]]
+
+
+async def _dispatch(request: web.Request) -> web.Response:
+    admin = request.app[_ADMIN]
+    refused = _unauthorized(request, admin.digest)
+    if refused is not None:
+        return refused
+    name = request.match_info["operation"]
+    operation = _OPERATIONS.get(name)
+    if operation is None:
+        known = ", ".join(f"{m} /admin/{n}" for n, (m, _) in _OPERATIONS.items())
+        return _json({"error": f"no admin operation {name!r} (known: {known})"}, 404)
+    method, handler = operation
+    if request.method != method:
+        return _json(
+            {"error": f"/admin/{name} takes {method}, not {request.method}"}, 405, {"Allow": method}
+        )
+    try:
+        return await handler(request, admin)
+    except _Refused as exc:
+        return _json({"error": str(exc), **exc.extra}, exc.status)
+
+
+# --- expire ----------------------------------------------------------------------------------
+
+_EXPIRE_KEYS = ("layer", "geometry", "bbox", "zooms", "dry_run")
+
+
+async def _read_object(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _Refused(400, f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise _Refused(400, "the body must be a JSON object")
+    return data
+
+
+def _layer(config: Config, data: Mapping[str, Any]) -> Layer:
+    name = data.get("layer")
+    if not isinstance(name, str) or name not in config.layers:
+        raise _Refused(
+            400, f"unknown layer {name!r} (defined: {', '.join(config.layers) or 'none'})"
+        )
+    return config.layers[name]
+
+
+def _zooms(layer: Layer, value: Any) -> tuple[int, ...]:
+    levels = len(layer.grid.resolutions)
+    if value is None:
+        zooms = tuple(z for z in range(levels) if layer.is_on_demand(z))
+        if not zooms:
+            raise _Refused(
+                400, f"layer {layer.name!r} has no on-demand level: give `zooms` to expire"
+            )
+        return zooms
+    try:
+        if isinstance(value, str):
+            return parse_zooms(value, levels)
+        if isinstance(value, list) and value and all(type(z) is int for z in value):
+            return parse_zooms(",".join(map(str, value)), levels)
+    except ValueError as exc:
+        raise _Refused(400, f"zooms: {exc}") from None
+    raise _Refused(400, f"zooms: expected '15-18' or a list of levels, got {value!r}")
+
+
+def _area(layer: Layer, data: Mapping[str, Any]) -> BaseGeometry:
+    geometry, bbox = data.get("geometry"), data.get("bbox")
+    if geometry is not None and bbox is not None:
+        raise _Refused(400, "give `geometry` or `bbox`, not both")
+    if geometry is not None:
+        if not isinstance(geometry, str | dict):
+            raise _Refused(400, "geometry: expected WKT text or a GeoJSON object")
+        raw = geometry.encode() if isinstance(geometry, str) else json.dumps(geometry).encode()
+        try:
+            area = parse_geometry(raw)
+        except ValueError as exc:
+            raise _Refused(400, f"geometry: {exc}") from None
+    elif bbox is not None:
+        numbers = isinstance(bbox, list) and len(bbox) == 4 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)  # fmt: skip
+        if not numbers or not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
+            raise _Refused(400, f"bbox: expected [minx, miny, maxx, maxy], got {bbox!r}")
+        area = shapely.box(*bbox)
+    else:
+        area = shapely.box(*layer.bbox.as_tuple())
+    clipped = clip_to_layer(layer, area)
+    if clipped.is_empty:
+        raise _Refused(
+            400,
+            f"the area does not reach layer {layer.name!r}'s bbox "
+            f"{list(layer.bbox.as_tuple())}: coordinates must be in the grid's CRS, "
+            f"{layer.grid.srs}",
+        )
+    return clipped
+
+
+async def _expire(request: web.Request, admin: _Admin) -> web.Response:
+    data = await _read_object(request)
+    unknown = sorted(set(data) - set(_EXPIRE_KEYS))
+    if unknown:
+        allowed = ", ".join(_EXPIRE_KEYS)
+        raise _Refused(400, f"unknown key(s) {', '.join(unknown)} (allowed: {allowed})")
+    backends = admin.runtime.current
+    layer = _layer(backends.config, data)
+    zooms = _zooms(layer, data.get("zooms"))
+    area = _area(layer, data)
+    dry_run = data.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise _Refused(400, f"dry_run: expected true or false, got {dry_run!r}")
+    invalidation = Invalidation(layer, zooms, area, backends.tiles.key_prefix)
+    levels = {}
+    for z in zooms:
+        metatiles, tiles = invalidation.count(z)
+        levels[str(z)] = {"metatiles": metatiles, "tiles": tiles}
+    total = sum(level["tiles"] for level in levels.values())
+    cache = backends.tiles.cache.inner  # not the resilient wrapper: an outage is reported
+    answer: dict[str, Any] = {
+        "layer": layer.name,
+        "zooms": list(zooms),
+        "levels": levels,
+        "tiles": total,
+        "cache": cache.name,
+    }
+    if cache.name != "memcached":
+        answer["note"] = (
+            f"no memcached: only the in-process cache of server process {os.getpid()} was expired"
+        )
+    if dry_run:
+        return _json({**answer, "dry_run": True})
+    if total > MAX_EXPIRE_TILES:
+        raise _Refused(
+            400,
+            f"{total} tiles to expire, more than {MAX_EXPIRE_TILES}: give a smaller area or "
+            "fewer zooms, or flush the cache",
+            **answer,
+        )
+    stats = InvalidationStats()
+    pool = backends.config.memcached.pool_size if backends.config.memcached else 4
+    try:
+        await delete_keys(cache, invalidation.keys(), stats, concurrency=pool)
+    except CacheUnavailable as exc:
+        raise _Refused(
+            503,
+            f"{cache.name} unavailable, the tiles were not all expired: {exc}",
+            **answer,
+            keys_done=stats.keys,
+            deleted=stats.deleted,
+        ) from None
+    return _json({**answer, "deleted": stats.deleted, "seconds": round(stats.elapsed, 3)})
+
+
+# --- reload ----------------------------------------------------------------------------------
+
+
+async def _reload(request: web.Request, admin: _Admin) -> web.Response:
+    runtime = admin.runtime
+    if admin.reload_all is None:
+        errors = await runtime.reload()
+    else:
+        # The master forwards SIGHUP to every worker, this one included: wait for ours.
+        attempts = runtime.reload_attempts
+        if not admin.reload_all():
+            raise _Refused(503, "the master process is gone: restart the server")
+        deadline = time.monotonic() + RELOAD_WAIT
+        while runtime.reload_attempts == attempts:
+            if time.monotonic() > deadline:
+                raise _Refused(504, f"no reload within {RELOAD_WAIT:g} s")
+            await asyncio.sleep(0.05)
+        errors = runtime.last_reload_errors
+    if errors:
+        raise _Refused(422, "reload refused, the configuration in use keeps serving",
+                       errors=errors)  # fmt: skip
+    config = runtime.config
+    return _json(
+        {"status": "reloaded", "config": str(config.source or ""), "layers": list(config.layers),
+         "reloads": runtime.reloads}
+    )  # fmt: skip
+
+
+# --- stats -----------------------------------------------------------------------------------
+
+
+async def _stats(request: web.Request, admin: _Admin) -> web.Response:
+    runtime = admin.runtime
+    ready, report = await runtime.readiness()
+    backends = runtime.current
+    config = backends.config
+    resilient = backends.tiles.cache
+    layers = {}
+    for layer in config.layers.values():
+        on_demand = [z for z in range(len(layer.grid.resolutions)) if layer.is_on_demand(z)]
+        layers[layer.name] = {
+            "type": layer.type,
+            "grid": layer.grid.name,
+            "levels": len(layer.grid.resolutions),
+            "on_demand_levels": f"{on_demand[0]}-{on_demand[-1]}" if on_demand else "",
+            "tile_store": layer.cache if layer.min_resolution_seed is not None else None,
+            "expires_hours": layer.expires_hours,
+        }
+    metrics = runtime.metrics
+    counters = None
+    if metrics is not None:
+        counters = await asyncio.get_running_loop().run_in_executor(None, metrics.counters)
+    return _json(
+        {
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.monotonic() - admin.started, 1),
+            "config": report.get("config"),
+            "reloads": runtime.reloads,
+            "ready": ready,
+            "layers": layers,
+            "tile_cache": {
+                "name": resilient.name,
+                "available": resilient.available,
+                "failures": resilient.failures,
+            },
+            "render_pool": {
+                "processes": runtime.render_processes,
+                "state": report.get("render_pool", "none"),
+            },
+            "degraded": report.get("degraded", {}),
+            "requests_in_progress": runtime.requests_in_progress() - 1,  # not this one
+            "counters": counters,
+        }
+    )
+
+
+_OPERATIONS: dict[str, tuple[str, _Handler]] = {
+    "expire": ("POST", _expire),
+    "reload": ("POST", _reload),
+    "stats": ("GET", _stats),
+}
+
+
+def signal_master(master_pid: int) -> Callable[[], bool]:
+    """`reload_all` of a worker: SIGHUP to its master, as long as it is still its parent
+    (a master that died leaves the worker to init, which must not get the signal)."""
+
+    def reload_all() -> bool:
+        if os.getppid() != master_pid:
+            return False
+        os.kill(master_pid, signal.SIGHUP)
+        return True
+
+    return reload_all
