@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # PostgreSQL + PostGIS: the `geoms` tests start a throwaway cluster of their own.
 bash scripts/install-system-deps.sh memcached chromium postgresql-15 postgresql-15-postgis-3 \
-  cgi-mapserver mapcache-tools docker-compose fonts-dejavu-core
+  cgi-mapserver mapcache-tools docker-compose fonts-dejavu-core redis-server wrk
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -69,6 +69,7 @@ DEFAULT_INFO_FORMATS = ("application/vnd.ogc.gml",)
 CACHE_TYPES = ("filesystem", "s3")
 MISSING_TILE = ("render", "no_content", "transparent")
 LOG_FORMATS = ("text", "json")
+QUEUE_TYPES = ("sqs", "redis")  # the queues of distributed generation (generate_tiles --role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +257,44 @@ class Generation:
     default_cache: str | None = None
     default_layers: tuple[str, ...] = ()
     number_process: int | None = None
+    queue: str | None = None  # sqs | redis: the queue of --role master/worker (see Config.queue)
+
+
+@dataclass(frozen=True, slots=True)
+class SqsConfig:
+    """The `sqs` section (TileCloud-chain's): the SQS queue of distributed generation, and
+    the queue where jobs that failed `max_tries` times go with their reason."""
+
+    queue: str
+    errors_queue: str  # default "<queue>-errors"
+    region: str = "eu-west-1"
+    endpoint_url: str = ""  # an SQS-compatible server (moto, ElasticMQ, LocalStack)
+    visibility_timeout: int = 300  # seconds a received job stays hidden from other workers
+    max_tries: int = 5  # failed deliveries of a job before it goes to errors_queue
+    # Seconds the queue must look empty before `--role master --wait` calls a generation
+    # finished: SQS's counts are approximate and lag by up to a minute.
+    counts_delay: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SnsConfig:
+    """The `sns` section (TileCloud-chain's): the topic told when a generation is finished."""
+
+    topic: str  # the topic's ARN
+    region: str  # default: the ARN's
+    endpoint_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    """The `redis` section: distributed generation over a Redis stream and consumer group."""
+
+    url: str  # redis://[user:password@]host[:port][/db], rediss://... or unix://path
+    stream: str = "tileserver-jobs"  # also the prefix of its companion keys
+    group: str = "tileserver"
+    claim_timeout: float = 300.0  # seconds before another worker claims an unfinished job
+    max_tries: int = 5  # failed deliveries of a job before it goes to the error list
+    timeout: float = 5.0  # seconds per Redis command
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +308,13 @@ class S3Cost:
 
 
 @dataclass(frozen=True, slots=True)
+class SqsCost:
+    """Price of SQS requests, in dollars (default: AWS SQS standard queues)."""
+
+    request: float = 0.40  # per million requests (a batch of up to 10 messages is one)
+
+
+@dataclass(frozen=True, slots=True)
 class CostConfig:
     """What `generate_controller --cost` estimates with (TileCloud-chain's `cost` figures)."""
 
@@ -278,6 +324,7 @@ class CostConfig:
     tile_size: float = 20.0  # KiB, the average stored tile
     requests_per_month: float = 10_000_000.0  # tile requests one layer receives a month
     s3: S3Cost = S3Cost()
+    sqs: SqsCost = SqsCost()
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +372,18 @@ class Config:
     cost: CostConfig = CostConfig()
     postgresql: PostgresqlConfig = PostgresqlConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    sqs: SqsConfig | None = None
+    sns: SnsConfig | None = None
+    redis: RedisConfig | None = None
     source: Path | None = None
+
+    @property
+    def queue(self) -> str | None:
+        """The queue of distributed generation: `generation.queue`, else `sqs` or `redis`,
+        whichever is set (parse_config refuses both without `generation.queue`)."""
+        if self.generation.queue is not None:
+            return self.generation.queue
+        return "sqs" if self.sqs is not None else "redis" if self.redis is not None else None
 
 
 # --- the small validating reader ----------------------------------------------------------
@@ -774,9 +832,100 @@ def _parse_generation(s: _Section | None) -> Generation:
         default_cache=s.text("default_cache", None),
         default_layers=s.texts("default_layers", ()) or (),
         number_process=s.integer("number_process", None, minimum=1),
+        queue=s.text("queue", None),
     )
     s.finish()
+    if generation.queue is not None and generation.queue not in QUEUE_TYPES:
+        s.error("queue", f"expected one of {', '.join(QUEUE_TYPES)}, got {generation.queue!r}")
     return generation
+
+
+_SQS_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")  # SQS's rule for standard queues
+_SNS_ARN_RE = re.compile(r"^arn:[^:]+:sns:([^:]*):[^:]*:[A-Za-z0-9_\-]{1,256}$")
+
+
+def _endpoint_url(s: _Section) -> str | None:
+    url = s.text("endpoint_url", "")
+    if url and not re.match(r"^https?://[^/]", url):
+        s.error("endpoint_url", f"expected an http:// or https:// URL, got {url!r}")
+        return None
+    return url  # type: ignore[no-any-return]
+
+
+def _parse_sqs(s: _Section) -> SqsConfig | None:
+    queue = s.text("queue")
+    errors_queue = s.text("errors_queue", None)
+    values: dict[str, Any] = {
+        "region": s.text("region", "eu-west-1"),
+        "endpoint_url": _endpoint_url(s),
+        "visibility_timeout": s.integer("visibility_timeout", 300, minimum=1),
+        "max_tries": s.integer("max_tries", 5, minimum=1),
+        "counts_delay": s.number("counts_delay", 60.0),
+    }
+    s.finish()
+    if values["counts_delay"] is not None and values["counts_delay"] < 0:
+        s.error("counts_delay", f"must be at least 0, got {values['counts_delay']:g}")
+        return None
+    if queue is not None and errors_queue is None:
+        errors_queue = f"{queue}-errors"
+    for key, name in (("queue", queue), ("errors_queue", errors_queue)):
+        if name is not None and not _SQS_NAME_RE.match(name):
+            fifo = " (FIFO queues are not supported)" if name.endswith(".fifo") else ""
+            s.error(key, f"expected an SQS queue name of at most 80 letters, digits, '-' and '_',"
+                         f" got {name!r}{fifo}")  # fmt: skip
+            return None
+    if queue is not None and queue == errors_queue:
+        s.error("errors_queue", "must differ from `queue`")
+        return None
+    if values["visibility_timeout"] is not None and values["visibility_timeout"] > 43200:
+        s.error("visibility_timeout", f"must be at most 43200 (12 h, SQS's limit), got "
+                                      f"{values['visibility_timeout']}")  # fmt: skip
+        return None
+    if queue is None or None in values.values():
+        return None
+    return SqsConfig(queue=queue, errors_queue=errors_queue, **values)
+
+
+def _parse_sns(s: _Section) -> SnsConfig | None:
+    topic = s.text("topic")
+    region = s.text("region", None)
+    endpoint_url = _endpoint_url(s)
+    s.finish()
+    if topic is None or endpoint_url is None:
+        return None
+    match = _SNS_ARN_RE.match(topic)
+    if match is None:
+        s.error("topic", f"expected an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME), got "
+                         f"{topic!r}")  # fmt: skip
+        return None
+    region = region or match.group(1)
+    if not region:
+        s.error("region", "missing, and the topic ARN names no region")
+        return None
+    return SnsConfig(topic=topic, region=region, endpoint_url=endpoint_url)
+
+
+def _parse_redis(s: _Section) -> RedisConfig | None:
+    values: dict[str, Any] = {
+        "url": s.text("url"),
+        "stream": s.text("stream", "tileserver-jobs"),
+        "group": s.text("group", "tileserver"),
+        "claim_timeout": s.number("claim_timeout", 300.0, positive=True),
+        "max_tries": s.integer("max_tries", 5, minimum=1),
+        "timeout": s.number("timeout", 5.0, positive=True),
+    }
+    s.finish()
+    url = values["url"]
+    if url is not None and not re.match(r"^(redis|rediss)://[^/]|^unix:///?[^/]", url):
+        s.error("url", f"expected a redis://host:port, rediss:// or unix:// URL, got {url!r}")
+        return None
+    for key in ("stream", "group"):
+        if values[key] is not None and not values[key].strip():
+            s.error(key, "must not be empty")
+            return None
+    if None in values.values():
+        return None
+    return RedisConfig(**values)
 
 
 def _parse_cost(s: _Section | None) -> CostConfig | None:
@@ -798,17 +947,22 @@ def _parse_cost(s: _Section | None) -> CostConfig | None:
     if s3 is not None:
         s3_values = {f.name: s3.number(f.name, getattr(default.s3, f.name)) for f in fields(S3Cost)}
         s3.finish()
+    sqs = s.section("sqs")
+    sqs_values: dict[str, Any] = {}
+    if sqs is not None:
+        sqs_values = {"request": sqs.number("request", default.sqs.request)}
+        sqs.finish()
     s.finish()
     ok = True
-    for section, found in ((s, values), (s3, s3_values)):
+    for section, found in ((s, values), (s3, s3_values), (sqs, sqs_values)):
         for key, value in found.items():
             if value is not None and value < 0:
                 assert section is not None
                 section.error(key, f"must be at least 0, got {value:g}")
                 ok = False
-    if not ok or None in values.values() or None in s3_values.values():
+    if not ok or None in (*values.values(), *s3_values.values(), *sqs_values.values()):
         return None
-    return CostConfig(**values, s3=S3Cost(**s3_values))
+    return CostConfig(**values, s3=S3Cost(**s3_values), sqs=SqsCost(**sqs_values))
 
 
 def _parse_empty(s: _Section | None) -> EmptyTile | None:
@@ -1190,12 +1344,29 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     cost = _parse_cost(root.section("cost"))
     postgresql = _parse_postgresql(root.section("postgresql"))
     upstream = _parse_upstream(root.section("upstream"))
+    sqs_section, sns_section = root.section("sqs"), root.section("sns")
+    sqs = _parse_sqs(sqs_section) if sqs_section is not None else None
+    sns = _parse_sns(sns_section) if sns_section is not None else None
+    redis_section = root.section("redis")
+    redis = _parse_redis(redis_section) if redis_section is not None else None
     layer_default = root.section("layer_default")
     layers_section = root.section("layers", required=True)
     root.finish()
     errors.raise_if_any()
 
     # Stage 2: references between sections, and the layers (which reference the rest).
+    if generation.queue is not None and root.data.get(generation.queue) is None:
+        errors.add(
+            "generation.queue",
+            f"{generation.queue!r} needs a `{generation.queue}` section (see the README, "
+            "'Generation across many machines')",
+        )
+    elif generation.queue is None and sqs is not None and redis is not None:
+        errors.add(
+            "generation.queue",
+            "both `sqs` and `redis` are set: say which one distributed generation uses "
+            f"({' or '.join(QUEUE_TYPES)})",
+        )
     if generation.default_cache is not None and generation.default_cache not in caches:
         errors.add(
             "generation.default_cache",
@@ -1245,5 +1416,8 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         cost=cost,
         postgresql=postgresql,
         upstream=upstream,
+        sqs=sqs,
+        sns=sns,
+        redis=redis,
         source=source,
     )

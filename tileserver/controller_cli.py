@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import html
 import json
 import os
 import secrets
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -41,8 +43,9 @@ from tileserver.config import (
     WmsSource,
 )
 from tileserver.config_loader import load_config
-from tileserver.errors import ConfigError, StoreUnavailable
+from tileserver.errors import ConfigError, QueueUnavailable, StoreUnavailable
 from tileserver.generate_cli import CommandError, format_zooms, print_config_errors
+from tileserver.protocols import JobQueue
 from tileserver.selection import parse_zooms
 from tileserver.services.capabilities import store_capabilities
 from tileserver.services.mapcache_config import has_mapcache_source, mapcache_config
@@ -53,7 +56,9 @@ ACTIONS = (
     "dump_config",
     "cost",
     "generate_mapcache_config",
+    "status",
 )
+STATUS_FAILURES = 50  # failed jobs --status lists
 Files = dict[str, tuple[bytes, str]]  # the bytes and content type of files, by store path
 OPENLAYERS_FOLDER = "openlayers"  # the page's script, style and vendored libraries
 KIB_PER_GIB = 1024 * 1024
@@ -111,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write a MapCache configuration: a memcache cache on memcached.servers, a "
         "tileset per type: wms layer (--layer, default: every layer)",
     )
+    actions.add_argument(
+        "--status",
+        action="store_true",
+        help="the queue of generate_tiles --role master/worker (`sqs` or `redis`): jobs "
+        "queued, in flight and failed, and the failed ones with their reasons",
+    )
     parser.add_argument(
         "--mapcache-config-file",
         metavar="PATH",
@@ -161,6 +172,9 @@ def run(args: argparse.Namespace) -> int:
         return exc.status
     except StoreUnavailable as exc:
         print(f"{prog}: cannot write to the tile store: {exc}", file=sys.stderr)
+        return 1
+    except QueueUnavailable as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
 
 
@@ -276,6 +290,7 @@ def config_data(config: Config) -> dict[str, Any]:
                 "default_cache": config.generation.default_cache,
                 "default_layers": list(config.generation.default_layers),
                 "number_process": config.generation.number_process,
+                "queue": config.generation.queue,
             }
         ),
         "server": _without_none(
@@ -331,6 +346,9 @@ def config_data(config: Config) -> dict[str, Any]:
             },
         },
         "cost": _cost_data(config.cost),
+        "sqs": None if config.sqs is None else dataclasses.asdict(config.sqs),
+        "sns": None if config.sns is None else dataclasses.asdict(config.sns),
+        "redis": None if config.redis is None else dataclasses.asdict(config.redis),
     }
     return _without_none(data)
 
@@ -362,6 +380,7 @@ def _cost_data(cost: CostConfig) -> dict[str, Any]:
             "storage": cost.s3.storage,
             "download": cost.s3.download,
         },
+        "sqs": {"request": cost.sqs.request},
     }
 
 
@@ -468,6 +487,32 @@ def format_size(kib: float) -> str:
 
 def money(dollars: float) -> str:
     return f"${dollars:,.4f}"
+
+
+# Jobs per request of the master: SQS's SendMessageBatch takes 10, RedisQueue's script 200.
+QUEUE_BATCH = {"sqs": 10, "redis": 200}
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRequests:
+    """Requests a distributed generation of `jobs` metatile jobs makes to its queue: the
+    master's sends, batched; one receive per job (a busy worker asks for as many jobs as it
+    has free render processes, most often one); one delete per job, when it is done.
+    Lease renewals of jobs longer than a third of the lease, and the empty polls of idle
+    workers, come on top."""
+
+    jobs: int
+    sends: int
+    receives: int
+    deletes: int
+
+    @property
+    def total(self) -> int:
+        return self.sends + self.receives + self.deletes
+
+
+def queue_requests(jobs: int, batch: int) -> QueueRequests:
+    return QueueRequests(jobs, -(-jobs // batch), jobs, jobs)
 
 
 # --- --openlayers-test: the demo page, laid out for a store --------------------------------
@@ -671,6 +716,7 @@ class Controller:
         cost_layers = self.layers() if args.cost else []
         cost_zooms = [self.zooms(layer) for layer in cost_layers]
         mapcache = self.mapcache_config() if args.generate_mapcache_config else None
+        queue = self.queue() if args.status else None
 
         if args.dump_config:
             yaml.safe_dump(
@@ -691,7 +737,44 @@ class Controller:
             except OSError as exc:
                 raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from exc
             self.info(f"wrote the MapCache configuration to {target}")
+        if queue is not None:
+            asyncio.run(self.status(queue))
         return 0
+
+    def queue(self) -> JobQueue:
+        from tileserver.adapters.queues import queue_for
+
+        queue = queue_for(self.config)
+        if queue is None:
+            raise CommandError(
+                f"--status needs a `sqs` or `redis` section in {self.args.config}: the queue of "
+                "generate_tiles --role master/worker"
+            )
+        return queue
+
+    async def status(self, queue: JobQueue) -> None:
+        """--status: the queue's counts, then its failed jobs with their reasons."""
+        await queue.open()
+        try:
+            counts = await queue.counts()
+            failures = await queue.failures(STATUS_FAILURES) if counts.failed else []
+        finally:
+            await queue.close()
+        out = self.out
+        print(f"queue: {queue.name}", file=out)
+        print(f"queued: {counts.queued}", file=out)
+        print(f"in flight: {counts.in_flight}", file=out)
+        print(f"failed: {counts.failed}", file=out)
+        if queue.counts_delay:
+            print(f"(the counts may lag by up to {queue.counts_delay:g} s)", file=out)
+        if failures:
+            print("failed jobs:", file=out)
+        for failed in failures:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(failed.failed_at))
+            reason = " ".join(failed.reason.split())
+            print(f"  {failed.job_id}: {reason} ({failed.tries} tries, {when})", file=out)
+        if counts.failed > len(failures):
+            print(f"  ... and {counts.failed - len(failures)} more", file=out)
 
     def mapcache_config(self) -> str:
         """The mapcache.xml text of --layer, else of every layer; warns of those left out."""
@@ -726,6 +809,8 @@ class Controller:
         out = self.out
         total = Estimate()
         monthly_total = MonthlyCost(0.0, 0.0, 0.0)
+        queue = self.config.queue  # --role master/worker's, when the config has one
+        queue_jobs = 0
         for layer, layer_zooms in zip(layers, zooms, strict=True):
             renders = (
                 f"{layer.meta_size}x{layer.meta_size} metatiles" if layer.meta else "no metatiles"
@@ -753,6 +838,11 @@ class Controller:
                 f"{money(monthly.get)}, download {money(monthly.download)}",
                 file=out,
             )
+            if queue is not None:
+                jobs = sum(level_count(layer, z).metatiles for z in layer_zooms)
+                layer_requests = queue_requests(jobs, QUEUE_BATCH[queue])
+                queue_jobs += jobs
+                print(f"  {self.queue_cost(queue, layer_requests)}", file=out)
             total = total.add(layer_total)
             monthly_total = MonthlyCost(
                 monthly_total.storage + monthly.storage,
@@ -773,3 +863,16 @@ class Controller:
             f"{money(monthly_total.total)} in all",
             file=out,
         )
+        if queue is not None:
+            requests = queue_requests(queue_jobs, QUEUE_BATCH[queue])
+            print(f"total {self.queue_cost(queue, requests)}", file=out)
+
+    def queue_cost(self, queue: str, requests: QueueRequests) -> str:
+        """'queue (sqs): N jobs, M requests (...), $x' (Redis has no price per request)."""
+        text = (
+            f"queue ({queue}): {requests.jobs} jobs, {requests.total} requests "
+            f"({requests.sends} sends, {requests.receives} receives, {requests.deletes} deletes)"
+        )
+        if queue == "sqs":
+            text += f", SQS {money(requests.total * self.config.cost.sqs.request / 1e6)}"
+        return text

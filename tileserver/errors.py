@@ -51,6 +51,11 @@ class UpstreamError(RenderError):
         super().__init__(message)
 
 
+class QueueUnavailable(TileServerError):
+    """The job queue of distributed generation (Redis, SQS) or its SNS topic could not be
+    reached, refused a request or does not exist; the message names it."""
+
+
 class GeomsError(TileServerError):
     """A layer's `geoms` could not be read at generation time (a file that is not a
     geometry, a database that does not answer, a query that fails); the message starts

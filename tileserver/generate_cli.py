@@ -14,6 +14,10 @@ deletes from Memcached the tiles of the on-demand levels there.
 A layer's `geoms` (files, or PostGIS queries run when the command starts) limit every run
 but a --tiles list to the metatiles that intersect them, level by level; --geom and
 --bbox are intersected with them.
+
+Across many machines, --role master puts the selection's metatiles in the queue of the
+`redis` or `sqs` section, and --role worker on every host renders them
+(services/distributed.py).
 """
 
 from __future__ import annotations
@@ -39,9 +43,16 @@ from shapely.geometry.base import BaseGeometry
 from tileserver.config import Config, EmptyTile, Layer
 from tileserver.config_loader import load_config
 from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
-from tileserver.errors import CacheUnavailable, ConfigError, GeomsError, TileServerError
+from tileserver.errors import (
+    CacheUnavailable,
+    ConfigError,
+    GeomsError,
+    QueueUnavailable,
+    TileServerError,
+)
 from tileserver.grid import Grid, format_resolution
-from tileserver.protocols import TileStore
+from tileserver.jobs import QueueCounts, encode_job
+from tileserver.protocols import JobQueue, TileStore
 from tileserver.selection import (
     MetatileRef,
     level_geometries,
@@ -53,6 +64,7 @@ from tileserver.selection import (
     parse_zooms,
     read_tile_list,
 )
+from tileserver.services.distributed import Worker, WorkerStats, layer_jobs, wait_until_empty
 from tileserver.services.generation import (
     GenerationStats,
     MetatileOutcome,
@@ -82,6 +94,9 @@ PLAIN_PROGRESS_EVERY = 5.0  # seconds between two progress lines when not on a t
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 _DELETE_BATCH = 64  # tiles read at once by --delete-empty
 MAX_INVALIDATE = 5_000_000  # default of --max-invalidate
+ROLES = ("local", "master", "worker", "slave")  # --role; slave is TileCloud-chain's worker
+WORKER_WAIT = 2.0  # seconds a worker waits for a job before it looks whether the queue is done
+DAEMON_WAIT = 20.0  # the same for --daemon (SQS's longest poll: fewer requests)
 
 
 class CommandError(Exception):
@@ -215,6 +230,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write the run's counters by layer in Prometheus' text format at the end "
         "(for node_exporter's textfile collector: a *.prom file in its folder)",
     )
+    # Generation across many machines: TileCloud-chain's roles (slave is worker).
+    parser.add_argument(
+        "--role",
+        choices=ROLES,
+        default="local",
+        help="local: generate here (default); master: put the selection's metatiles in the "
+        "queue (the `sqs` or `redis` section) as jobs; worker (or slave): render the queue's "
+        "jobs until it is empty",
+    )
+    parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="--role worker: wait for jobs forever instead of stopping once the queue is empty",
+    )
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="--role master: wait until the workers have emptied the queue, then announce the "
+        "end (on the `sns` topic, and the Redis channel STREAM:end)",
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument(
         "-q", "--quiet", action="store_true", help="no progress, only the summary and errors"
@@ -267,6 +302,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: {exc}", file=sys.stderr)
         return exc.status
     except GeomsError as exc:  # a layer's `geoms` file or query, read when the run starts
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except QueueUnavailable as exc:  # --role master/worker: Redis, SQS or SNS
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -617,6 +655,8 @@ class Command:
 
     def run(self) -> int:
         args = self.args
+        if args.role != "local" or args.daemon or args.wait:
+            return self.distributed()
         if args.update:
             for option, value in (("--get-bbox", args.get_bbox), ("--get-hash", args.get_hash),
                                   ("--delete-empty", args.delete_empty)):  # fmt: skip
@@ -762,6 +802,179 @@ class Command:
                 total_metatiles += len(refs)
                 total_tiles += tiles
         print(f"total: {total_metatiles} metatiles, {total_tiles} tiles", file=self.out)
+        return 0
+
+    # --- --role master / worker: generation across many machines ------------------------
+
+    def distributed(self) -> int:
+        """--role master or worker (and the checks of --daemon and --wait); the exit status."""
+        args = self.args
+        role = "worker" if args.role == "slave" else args.role
+        if args.daemon and role != "worker":
+            raise CommandError("--daemon goes with --role worker", 2)
+        if args.wait and role != "master":
+            raise CommandError("--wait goes with --role master", 2)
+        excluded = {"--update": args.update, "--delete-empty": args.delete_empty,
+                    "--get-hash": args.get_hash, "--get-bbox": args.get_bbox}  # fmt: skip
+        for option, value in excluded.items():
+            if value:
+                raise CommandError(f"--role {args.role} cannot be combined with {option}", 2)
+        if role == "worker":
+            chosen = [option for option, value in (
+                ("--layer", args.layer), ("--cache", args.cache), ("--zoom", args.zoom),
+                ("--bbox", args.bbox), ("--geom", args.geom), ("--tiles", args.tiles),
+                ("--dry-run", args.dry_run)) if value]  # fmt: skip
+            if chosen:
+                raise CommandError(
+                    f"--role {args.role} takes its jobs from the queue, which the master filled: "
+                    f"leave out {', '.join(chosen)}",
+                    2,
+                )
+        from tileserver.adapters.queues import queue_for
+
+        queue = queue_for(self.config)
+        if queue is None:
+            raise CommandError(
+                f"--role {args.role} needs a `sqs` or `redis` section in {args.config}: the queue "
+                "of the jobs (see 'Generation across many machines' in the README)"
+            )
+        if role == "worker":
+            return asyncio.run(self.work(queue))
+        jobs = self.jobs(read_selection(args))
+        if args.dry_run:
+            return self.dry_run(jobs)
+        return asyncio.run(self.enqueue(jobs, queue))
+
+    async def enqueue(self, jobs: Sequence[LayerJob], queue: JobQueue) -> int:
+        """--role master: the jobs of every metatile into the queue, and with --wait, the
+        wait for the end and its announcement; the exit status."""
+        from tileserver.adapters.queues import notifiers_for
+
+        for job in jobs:
+            self.describe(job)
+        messages = [
+            (job.id, encode_job(job))
+            for layer_job in jobs
+            for job in layer_jobs(
+                layer_job.layer, layer_job.cache, layer_job.metatiles, layer_job.wanted
+            )
+        ]
+        await queue.open(create=True)
+        try:
+            added = await queue.put(messages)
+            print(
+                f"enqueued {added} jobs on {queue.name} ({len(messages) - added} of the "
+                f"{len(messages)} already queued or in flight)",
+                file=self.out,
+            )
+            if not self.args.wait:
+                return 0
+            start = await queue.counts()
+            last_line = 0.0
+
+            def progress(counts: QueueCounts) -> None:
+                nonlocal last_line
+                now = time.monotonic()
+                if not self.args.quiet and now - last_line >= PLAIN_PROGRESS_EVERY:
+                    last_line = now
+                    self.info(f"{counts.queued} jobs queued, {counts.in_flight} in flight, "
+                              f"{counts.failed} failed")  # fmt: skip
+
+            poll = min(PLAIN_PROGRESS_EVERY, max(0.5, queue.lease / 4))
+            end = await wait_until_empty(
+                queue, poll=poll, settle=queue.counts_delay, progress=progress
+            )
+            failed = max(0, end.failed - start.failed)
+            names = ", ".join(f"{j.layer.name} (zooms {format_zooms(j.zooms)})" for j in jobs)
+            message = (
+                f"The generation of {names} is finished: {len(messages)} jobs, {failed} of "
+                f"them failed. {end.failed} jobs are in the error list of {queue.name} "
+                "(generate_controller --status lists them with their reasons)."
+            )
+            for notifier in notifiers_for(self.config, queue):
+                await notifier.publish("tileserver: generation finished", message)
+                self.info(f"announced the end on {notifier.name}")
+            print(f"finished: {len(messages)} jobs, {failed} failed", file=self.out)
+            if failed:
+                print(f"{self.prog}: {failed} job(s) failed: generate_controller --status "
+                      "lists them", file=self.err)  # fmt: skip
+            return 1 if failed else 0
+        finally:
+            await queue.close()
+
+    async def work(self, queue: JobQueue) -> int:
+        """--role worker: renders the queue's jobs until it is empty (or forever with
+        --daemon, until SIGINT or SIGTERM); the exit status."""
+        from tileserver.adapters.renderers import LayerRenderer
+        from tileserver.adapters.stores import store_for
+
+        processes = self.processes()
+        await queue.open()
+        renderer = None
+        worker: Worker | None = None
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+
+        def on_signal() -> None:
+            if worker is None or worker.stats.interrupted:
+                if main_task is not None:
+                    main_task.cancel()  # a second Ctrl-C: stop now
+                return
+            worker.stats.interrupted = True
+            self.info("stopping: finishing the jobs under way (Ctrl-C again to stop now)")
+            worker.stop()
+
+        last_line = time.monotonic()
+
+        def progress(stats: WorkerStats) -> None:
+            nonlocal last_line
+            now = time.monotonic()
+            if not self.args.quiet and now - last_line >= PLAIN_PROGRESS_EVERY:
+                last_line = now
+                self.info(f"{stats.done} jobs, {stats.tiles_written + stats.empty_dropped} "
+                          f"tiles, {stats.tiles_per_second:.1f} tiles/s")  # fmt: skip
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+        try:
+            renderer = LayerRenderer(
+                list(self.config.layers.values()),
+                processes,
+                self.config.server.render_timeout,
+                self.config.upstream,
+            )
+            await renderer.start()
+            stores = {name: store_for(cache) for name, cache in self.config.caches.items()}
+            worker = Worker(
+                queue,
+                renderer,
+                stores,
+                self.config.layers,
+                concurrency=processes + 1,
+                daemon=self.args.daemon,
+                wait=DAEMON_WAIT if self.args.daemon else WORKER_WAIT,
+                progress=progress,
+            )
+            self.info(f"worker with {processes} render process(es), jobs from {queue.name}")
+            stats = await worker.run()
+        except asyncio.CancelledError:
+            if main_task is not None:
+                main_task.uncancel()
+            print("interrupted: the jobs under way come back after the lease", file=self.err)
+            return EXIT_INTERRUPTED
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            if renderer is not None:
+                await renderer.close()
+            await queue.close()
+        print(stats.summary(), file=self.out)
+        if stats.stopped_by is not None:
+            print(f"{self.prog}: stopped: {stats.stopped_by}", file=self.err)
+            return 1
+        if stats.interrupted:
+            print("interrupted: the jobs not started stay in the queue", file=self.err)
+            return EXIT_INTERRUPTED
         return 0
 
     # --- --update: regenerate, then invalidate ------------------------------------------

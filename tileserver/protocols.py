@@ -7,6 +7,7 @@ from typing import Protocol
 
 from tileserver.config import Layer
 from tileserver.grid import Metatile
+from tileserver.jobs import Delivery, FailedJob, QueueCounts
 from tileserver.types import TileCoord
 
 
@@ -104,3 +105,65 @@ class TileStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class JobQueue(Protocol):
+    """The queue of distributed generation (`generate_tiles --role master/worker`): at-least-
+    once delivery of job messages (`tileserver.jobs`) to many workers.
+
+    A received job is hidden from the other workers for `lease` seconds; `extend` renews
+    that while the job runs. A job neither acknowledged nor failed in time (its worker
+    died) is delivered again. Every method may raise `QueueUnavailable`; `open` before any
+    other call.
+    """
+
+    name: str  # for messages: "redis://host:6379 stream tileserver-jobs", "SQS queue tiles"
+    lease: float  # seconds a received job stays with its worker without `extend`
+    max_tries: int  # failed deliveries of a job before `fail` puts it in the error list
+    counts_delay: float  # seconds `counts` may lag behind (SQS's are approximate)
+
+    async def open(self, create: bool = False) -> None:
+        """Connects; with `create`, makes the queue (and its error list) when missing."""
+        ...
+
+    async def put(self, messages: Sequence[tuple[str, str]]) -> int:
+        """Enqueues (job id, body) pairs; how many were added (a queue that knows its jobs
+        leaves out those already queued or in flight)."""
+        ...
+
+    async def receive(self, count: int, wait: float) -> list[Delivery]:
+        """Up to count jobs, waiting up to `wait` seconds for the first one; jobs whose
+        worker did not finish them within the lease come first."""
+        ...
+
+    async def extend(self, delivery: Delivery) -> bool:
+        """Renews the lease of a job under way; False when another worker has it now."""
+        ...
+
+    async def ack(self, delivery: Delivery) -> None:
+        """The job is done: never delivered again."""
+        ...
+
+    async def retry(self, delivery: Delivery, delay: float) -> None:
+        """The job failed: deliver it again after `delay` seconds."""
+        ...
+
+    async def fail(self, delivery: Delivery, reason: str) -> None:
+        """The job failed for good: into the error list with its reason, never delivered again."""
+        ...
+
+    async def counts(self) -> QueueCounts: ...
+
+    async def failures(self, limit: int) -> list[FailedJob]:
+        """Up to limit entries of the error list."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class Notifier(Protocol):
+    """Tells the world that a generation is finished (an SNS topic, a Redis channel)."""
+
+    name: str
+
+    async def publish(self, subject: str, message: str) -> None: ...

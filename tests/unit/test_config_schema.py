@@ -139,7 +139,12 @@ MAXIMAL: dict[str, Any] = {
             "info_formats": ["text/html", "application/json"],
         },
     },
-    "generation": {"default_cache": "fs", "default_layers": ["roads"], "number_process": 2},
+    "generation": {
+        "default_cache": "fs",
+        "default_layers": ["roads"],
+        "number_process": 2,
+        "queue": "redis",
+    },
     "server": {
         "host": "0.0.0.0",
         "port": 9000,
@@ -198,9 +203,32 @@ MAXIMAL: dict[str, Any] = {
         "tile_size": 12,
         "requests_per_month": 1000,
         "s3": {"put": 0.0054, "get": 0.00043, "storage": 0.025, "download": 0.08},
+        "sqs": {"request": 0.5},
     },
     "postgresql": {"connection": "host=127.0.0.1 dbname=osm"},
     "upstream": {"connections_per_host": 4, "retry_backoff": 0.25},
+    "sqs": {
+        "queue": "tiles",
+        "errors_queue": "tiles-failed",
+        "region": "eu-central-1",
+        "endpoint_url": "http://127.0.0.1:5000",
+        "visibility_timeout": 600,
+        "max_tries": 3,
+        "counts_delay": 0,
+    },
+    "sns": {
+        "topic": "arn:aws:sns:eu-central-1:123456789012:tiles",
+        "region": "eu-central-1",
+        "endpoint_url": "http://127.0.0.1:5000",
+    },
+    "redis": {
+        "url": "redis://:secret@10.0.0.2:6379/1",
+        "stream": "tiles-jobs",
+        "group": "workers",
+        "claim_timeout": 120,
+        "max_tries": 4,
+        "timeout": 2.5,
+    },
 }
 
 # What every configuration must have, and one layer of each type, each key left to its default.
@@ -355,6 +383,16 @@ WRONG = [
     ("cost.s3.put", -1, "cost.s3.put"),
     ("upstream.retry_backoff", -0.5, "upstream.retry_backoff"),
     ("generation.number_process", 0, "generation.number_process"),
+    ("generation.queue", "kafka", "generation.queue"),
+    ("sqs.queue", "tiles.fifo", "sqs.queue"),
+    ("sqs.visibility_timeout", 50000, "sqs.visibility_timeout"),
+    ("sqs.endpoint_url", "127.0.0.1:5000", "sqs.endpoint_url"),
+    ("sqs.max_tries", 0, "sqs.max_tries"),
+    ("sns.topic", "tiles", "sns.topic"),
+    ("redis.url", "http://127.0.0.1:6379", "redis.url"),
+    ("redis.claim_timeout", 0, "redis.claim_timeout"),
+    ("redis.stream", "", "redis.stream"),
+    ("cost.sqs.request", -1, "cost.sqs.request"),
     ("layers", {}, "layers"),
     ("grids", ..., ""),
 ]

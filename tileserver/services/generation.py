@@ -228,11 +228,13 @@ class GenerationStats:
 @dataclass(frozen=True, slots=True)
 class MetatileOutcome:
     """What became of one metatile: 'done', 'skipped' (resumed) or 'failed'; `tiles` is
-    the number of wanted tiles it holds (written + dropped, when done)."""
+    the number of wanted tiles it holds (written + dropped, when done); `reason` says why
+    a metatile failed (the distributed workers put it in the queue's error list)."""
 
     ref: MetatileRef
     status: Literal["done", "skipped", "failed"]
     tiles: int
+    reason: str = ""
 
 
 Progress = Callable[[MetatileOutcome, GenerationStats], None]
@@ -365,7 +367,7 @@ class TileGenerator:
                 log.error("%s failed after %d tries: %s", where, attempts, reason)
                 await self._record_failure(ref, reason)
                 stats.failed += 1
-                self._report(MetatileOutcome(ref, "failed", self._count(ref)), stats)
+                self._report(MetatileOutcome(ref, "failed", self._count(ref), reason), stats)
                 return
         if self.state_file is not None:
             line = f"{self.layer.name} {tile_line(ref)}\n"

@@ -1,0 +1,369 @@
+"""The worker loop of distributed generation (services/distributed.py) over an in-memory
+queue with the JobQueue semantics (leases, delivery counts, an error list), a fake
+renderer and a real FilesystemStore: jobs done once and acknowledged, retries with their
+count, the error list and its reasons, leases renewed for long jobs, stopping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.configs import single_layer
+from tileserver.adapters.filesystem_store import FilesystemStore
+from tileserver.config import Layer
+from tileserver.errors import RenderError, StoreOutage
+from tileserver.grid import Metatile
+from tileserver.jobs import Delivery, FailedJob, QueueCounts, encode_job, job_id_of, make_job
+from tileserver.protocols import TileStore
+from tileserver.selection import MetatileRef
+from tileserver.services.distributed import Worker, layer_jobs, wait_until_empty
+from tileserver.services.generation import metatile_of, tiles_in_bbox
+from tileserver.types import BBox, TileCoord
+
+Z = 5
+
+
+@dataclass
+class _Entry:
+    job_id: str
+    body: str
+    tries: int = 0
+    visible_at: float = 0.0
+    delivery: int = 0  # which delivery holds it: an older receipt can no longer touch it
+
+
+class MemoryQueue:
+    """A JobQueue in memory: a received job is hidden for `lease` seconds, then delivered
+    again; `fail` keeps it in `failed` with its reason."""
+
+    name = "memory"
+    counts_delay = 0.0
+
+    def __init__(self, lease: float = 1.0, max_tries: int = 3) -> None:
+        self.lease = lease
+        self.max_tries = max_tries
+        self.entries: dict[str, _Entry] = {}
+        self.failed: dict[str, FailedJob] = {}
+        self.acked: Counter[str] = Counter()
+        self._next = 0
+
+    async def open(self, create: bool = False) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def put(self, messages: Sequence[tuple[str, str]]) -> int:
+        for job_id, body in messages:
+            self._next += 1
+            self.entries[str(self._next)] = _Entry(job_id, body)
+        return len(messages)
+
+    def _entry(self, delivery: Delivery) -> _Entry | None:
+        key, number = delivery.receipt.split("#")
+        entry = self.entries.get(key)
+        return entry if entry is not None and entry.delivery == int(number) else None
+
+    async def receive(self, count: int, wait: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        while True:
+            now = time.monotonic()
+            found = []
+            for key, entry in self.entries.items():
+                if entry.visible_at <= now and len(found) < count:
+                    entry.tries += 1
+                    entry.delivery += 1
+                    entry.visible_at = now + self.lease
+                    receipt = f"{key}#{entry.delivery}"
+                    found.append(Delivery(receipt, entry.job_id, entry.body, entry.tries))
+            if found or now >= deadline:
+                return found
+            await asyncio.sleep(0.005)
+
+    async def extend(self, delivery: Delivery) -> bool:
+        entry = self._entry(delivery)
+        if entry is None:
+            return False
+        entry.visible_at = time.monotonic() + self.lease
+        return True
+
+    async def ack(self, delivery: Delivery) -> None:
+        self.acked[delivery.job_id] += 1
+        self.entries.pop(delivery.receipt.split("#")[0], None)
+
+    async def retry(self, delivery: Delivery, delay: float) -> None:
+        entry = self._entry(delivery)
+        if entry is not None:
+            entry.visible_at = time.monotonic() + delay
+
+    async def fail(self, delivery: Delivery, reason: str) -> None:
+        self.failed[delivery.job_id] = FailedJob(
+            delivery.job_id, delivery.body, reason, delivery.tries, time.time()
+        )
+        self.entries.pop(delivery.receipt.split("#")[0], None)
+
+    async def counts(self) -> QueueCounts:
+        now = time.monotonic()
+        queued = sum(1 for e in self.entries.values() if e.visible_at <= now)
+        return QueueCounts(queued, len(self.entries) - queued, len(self.failed))
+
+    async def failures(self, limit: int) -> list[FailedJob]:
+        return list(self.failed.values())[:limit]
+
+
+class FakeRenderer:
+    """Tiles whose bytes name them; a render takes `delay` seconds; `failures[ref]` renders
+    of a metatile fail (-1: all)."""
+
+    def __init__(self, delay: float = 0.0, failures: Mapping[MetatileRef, int] | None = None):
+        self.delay = delay
+        self.failures = dict(failures or {})
+        self.renders: Counter[MetatileRef] = Counter()
+
+    async def render(
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
+    ) -> dict[TileCoord, bytes]:
+        ref = MetatileRef(metatile.z, metatile.row, metatile.col)
+        self.renders[ref] += 1
+        await asyncio.sleep(self.delay)
+        if self.failures.get(ref, 0):
+            self.failures[ref] -= 1
+            raise RenderError(f"no data at {ref}\nsecond line")
+        return {t.coord: f"tile {t.coord}".encode() for t in metatile.tiles}
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def layer(tmp_path: Path) -> Layer:
+    return single_layer(tmp_path, levels=10, meta_size=2)
+
+
+def refs(count: int) -> list[MetatileRef]:
+    return [MetatileRef(Z, 0, 2 * i) for i in range(count)]
+
+
+async def enqueue(queue: MemoryQueue, layer: Layer, metatiles: Sequence[MetatileRef]) -> None:
+    jobs = list(layer_jobs(layer, "tiles", metatiles, None))
+    await queue.put([(job.id, encode_job(job)) for job in jobs])
+
+
+def worker(
+    queue: MemoryQueue, layer: Layer, store: TileStore, renderer: FakeRenderer, **options: object
+) -> Worker:
+    return Worker(
+        queue,
+        renderer,
+        {"tiles": store},
+        {layer.name: layer},
+        wait=0.05,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def files(store: FilesystemStore) -> dict[str, bytes]:
+    found = {}
+    async for path in store.list_paths(""):
+        data = await store.get(path)
+        assert data is not None
+        found[path] = data
+    return found
+
+
+async def test_jobs_are_done_once_acknowledged_and_the_worker_stops_when_empty(
+    layer: Layer, tmp_path: Path
+) -> None:
+    queue, renderer = MemoryQueue(), FakeRenderer()
+    store = FilesystemStore(str(tmp_path / "tiles"))
+    # A bbox over columns 1 to 4 of rows 0 and 1: half of the first and last metatiles.
+    grid = layer.grid
+    top_left, bottom_right = grid.tile_bbox(TileCoord(Z, 0, 1)), grid.tile_bbox(TileCoord(Z, 1, 4))
+    bbox = BBox(top_left.minx, bottom_right.miny, bottom_right.maxx, top_left.maxy)
+    jobs = list(layer_jobs(layer, "tiles", refs(3), tiles_in_bbox(grid, bbox)))
+    assert [job.mask for job in jobs] == [0b1010, None, 0b0101]  # bit: row * 2 + column
+    await queue.put([(job.id, encode_job(job)) for job in jobs])
+
+    stats = await worker(queue, layer, store, renderer, concurrency=2).run()
+
+    assert (stats.done, stats.failed, stats.retried, stats.tiles_written) == (3, 0, 0, 8)
+    assert not stats.interrupted and stats.stopped_by is None
+    assert renderer.renders == Counter(refs(3))
+    assert set(queue.acked.values()) == {1} and len(queue.acked) == 3
+    assert await queue.counts() == QueueCounts(0, 0, 0)
+    written = await files(store)
+    assert len(written) == 8
+    assert written["1.0.0/l/default/g/5/1/4.png"] == b"tile 5/1/4"
+    assert "1.0.0/l/default/g/5/1/5.png" not in written  # outside the bbox: not wanted
+    assert "1.0.0/l/default/g/5/0/0.png" not in written
+
+
+async def test_a_job_failing_every_time_goes_to_the_error_list_after_max_tries(
+    layer: Layer, tmp_path: Path
+) -> None:
+    queue = MemoryQueue(lease=0.05, max_tries=3)
+    poison = refs(2)[1]
+    renderer = FakeRenderer(failures={poison: -1, refs(1)[0]: 1})  # the other fails once
+    await enqueue(queue, layer, refs(2))
+    store = FilesystemStore(str(tmp_path / "tiles"))
+
+    stats = await worker(queue, layer, store, renderer).run()
+
+    assert (stats.done, stats.retried, stats.failed) == (1, 1 + 2, 1)
+    assert renderer.renders[poison] == 3
+    [failed] = await queue.failures(10)
+    assert failed.job_id == "l/tiles/5/2/0"
+    assert failed.tries == 3
+    assert failed.reason == f"RenderError: no data at {poison}\nsecond line"
+    assert await queue.counts() == QueueCounts(0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{", "not a job message (not JSON"),
+        ('{"v": 2}', "job format 2, this worker reads format 1"),
+        (
+            encode_job(make_job("nope", "tiles", MetatileRef(Z, 0, 0), 2, [TileCoord(Z, 0, 0)], 4)),
+            "unknown layer 'nope' (every host needs the same configuration)",
+        ),
+        (
+            encode_job(make_job("l", "s3", MetatileRef(Z, 0, 0), 2, [TileCoord(Z, 0, 0)], 4)),
+            "unknown cache 's3'",
+        ),
+        (
+            encode_job(make_job("l", "tiles", MetatileRef(Z, 0, 0), 4, [TileCoord(Z, 0, 0)], 16)),
+            "the job's metatiles are 4x4 tiles, layer 'l''s here 2",
+        ),
+        (
+            encode_job(make_job("l", "tiles", MetatileRef(Z, 64, 0), 2, [TileCoord(Z, 64, 0)], 4)),
+            "metatile 5/64/0 is outside grid 'g'",
+        ),
+    ],
+)
+async def test_a_job_this_worker_cannot_do_fails_at_once_with_the_reason(
+    layer: Layer, tmp_path: Path, body: str, reason: str
+) -> None:
+    queue, renderer = MemoryQueue(), FakeRenderer()
+    await queue.put([(job_id_of(body), body)])
+    stats = await worker(queue, layer, FilesystemStore(str(tmp_path)), renderer).run()
+    assert (stats.done, stats.retried, stats.failed) == (0, 0, 1)
+    [failed] = await queue.failures(10)
+    assert failed.tries == 1
+    assert reason in failed.reason
+    assert not renderer.renders
+
+
+async def test_a_job_delivered_more_than_max_tries_is_not_tried_again(
+    layer: Layer, tmp_path: Path
+) -> None:
+    """Workers that die on a job (killed, out of memory) never answer: the delivery count
+    ends it."""
+    queue, renderer = MemoryQueue(lease=0.01, max_tries=2), FakeRenderer()
+    await enqueue(queue, layer, refs(1))
+    for _ in range(2):  # two workers took it and died
+        assert len(await queue.receive(1, 0)) == 1
+        await asyncio.sleep(0.02)
+    stats = await worker(queue, layer, FilesystemStore(str(tmp_path)), renderer).run()
+    assert stats.failed == 1
+    [failed] = await queue.failures(10)
+    assert failed.tries == 3
+    assert failed.reason.startswith("delivered 3 times without an answer")
+    assert not renderer.renders
+
+
+async def test_a_job_longer_than_the_lease_keeps_it_and_is_done_once(
+    layer: Layer, tmp_path: Path
+) -> None:
+    queue = MemoryQueue(lease=0.1)
+    renderer = FakeRenderer(delay=0.5)  # five leases
+    await enqueue(queue, layer, refs(4))
+    store = FilesystemStore(str(tmp_path / "tiles"))
+    workers = [worker(queue, layer, store, renderer, concurrency=2) for _ in range(2)]
+    started = time.monotonic()
+    both = await asyncio.gather(*(w.run() for w in workers))
+    assert [s.done for s in both] == [2, 2]  # shared
+    assert renderer.renders == Counter(refs(4))  # never taken over
+    assert time.monotonic() - started < 2.0
+
+
+async def test_stop_finishes_the_jobs_under_way_and_leaves_the_others_queued(
+    layer: Layer, tmp_path: Path
+) -> None:
+    queue, renderer = MemoryQueue(), FakeRenderer(delay=0.2)
+    await enqueue(queue, layer, refs(5))
+    running = worker(queue, layer, FilesystemStore(str(tmp_path)), renderer, concurrency=2)
+    task = asyncio.create_task(running.run())
+    await asyncio.sleep(0.05)
+    running.stop()
+    stats = await task
+    assert stats.interrupted and stats.stopped_by is None
+    assert stats.done == 2
+    assert await queue.counts() == QueueCounts(3, 0, 0)
+
+
+async def test_a_daemon_waits_for_jobs_until_stopped(layer: Layer, tmp_path: Path) -> None:
+    queue, renderer = MemoryQueue(), FakeRenderer()
+    daemon = worker(queue, layer, FilesystemStore(str(tmp_path)), renderer, daemon=True)
+    task = asyncio.create_task(daemon.run())
+    await asyncio.sleep(0.1)
+    assert not task.done()  # an empty queue does not end a daemon
+    await enqueue(queue, layer, refs(2))
+    await asyncio.wait_for(wait_until_empty(queue, poll=0.01), 5)
+    daemon.stop()
+    stats = await task
+    assert stats.done == 2
+
+
+class OutageStore(FilesystemStore):
+    async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:
+        raise StoreOutage(f"{self.root}: No space left on device")
+
+
+async def test_a_store_outage_gives_the_job_back_and_stops_the_worker(
+    layer: Layer, tmp_path: Path
+) -> None:
+    queue, renderer = MemoryQueue(), FakeRenderer()
+    await enqueue(queue, layer, refs(3))
+    stats = await worker(queue, layer, OutageStore(str(tmp_path)), renderer, concurrency=1).run()
+    assert stats.stopped_by is not None
+    assert "No space left on device" in stats.stopped_by
+    assert (stats.done, stats.failed) == (0, 0)
+    assert await queue.counts() == QueueCounts(3, 0, 0)  # nothing lost, nothing failed
+
+
+async def test_wait_until_empty_needs_the_counts_to_stay_empty(layer: Layer) -> None:
+    queue = MemoryQueue()
+    await enqueue(queue, layer, refs(1))
+    seen: list[QueueCounts] = []
+    waiting = asyncio.create_task(
+        wait_until_empty(queue, poll=0.01, settle=0.1, progress=seen.append)
+    )
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    [delivery] = await queue.receive(1, 0)
+    await queue.ack(delivery)
+    started = time.monotonic()
+    assert await asyncio.wait_for(waiting, 5) == QueueCounts(0, 0, 0)
+    assert time.monotonic() - started >= 0.1
+    assert seen[0] == QueueCounts(1, 0, 0)
+
+
+def test_layer_jobs_leave_out_metatiles_without_a_wanted_tile(layer: Layer) -> None:
+    def nothing(coord: TileCoord) -> bool:
+        return False
+
+    assert list(layer_jobs(layer, "tiles", refs(3), nothing)) == []
+    jobs = list(layer_jobs(layer, "tiles", refs(1), None))
+    assert [job.id for job in jobs] == ["l/tiles/5/0/0"]
+    assert len(metatile_of(layer, refs(1)[0]).tiles) == 4
