@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tileserver.config import Layer
 from tileserver.errors import QueueUnavailable, StoreUnavailable
@@ -26,6 +26,7 @@ from tileserver.protocols import JobQueue, Renderer, TileStore
 from tileserver.selection import MetatileRef
 from tileserver.services.generation import (
     MetatileOutcome,
+    TileCounts,
     TileFilter,
     TileGenerator,
     metatile_of,
@@ -53,28 +54,14 @@ def layer_jobs(
 
 
 @dataclass
-class WorkerStats:
+class WorkerStats(TileCounts):
     """Counters of a worker; `tiles_per_second` counts the tiles written and dropped."""
 
     done: int = 0
     retried: int = 0  # failed deliveries given back to the queue
     failed: int = 0  # jobs this worker put in the error list
-    tiles_written: int = 0
-    empty_dropped: int = 0
     interrupted: bool = False
     stopped_by: str | None = None  # why the worker stopped early (the store, the queue)
-    started: float = field(default_factory=time.monotonic)
-    finished: float | None = None
-
-    @property
-    def elapsed(self) -> float:
-        end = self.finished if self.finished is not None else time.monotonic()
-        return end - self.started
-
-    @property
-    def tiles_per_second(self) -> float:
-        elapsed = self.elapsed
-        return (self.tiles_written + self.empty_dropped) / elapsed if elapsed > 0 else 0.0
 
     def summary(self) -> str:
         return (

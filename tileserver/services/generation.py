@@ -181,17 +181,11 @@ def _append(path: Path, text: str) -> None:
 
 
 @dataclass
-class GenerationStats:
-    """Counters of a run; `tiles_per_second` counts the tiles written and dropped."""
+class TileCounts:
+    """Tiles written and dropped as empty since `started`, for local runs and workers."""
 
-    metatiles: int = 0  # in the run's list, resumed ones included
-    done: int = 0
-    skipped: int = 0  # finished by an earlier run (the state file)
-    failed: int = 0
     tiles_written: int = 0
     empty_dropped: int = 0
-    interrupted: bool = False
-    store_outage: str | None = None  # why the run stopped early: the store failed as a whole
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -204,6 +198,18 @@ class GenerationStats:
     def tiles_per_second(self) -> float:
         elapsed = self.elapsed
         return (self.tiles_written + self.empty_dropped) / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class GenerationStats(TileCounts):
+    """Counters of a run; `tiles_per_second` counts the tiles written and dropped."""
+
+    metatiles: int = 0  # in the run's list, resumed ones included
+    done: int = 0
+    skipped: int = 0  # finished by an earlier run (the state file)
+    failed: int = 0
+    interrupted: bool = False
+    store_outage: str | None = None  # why the run stopped early: the store failed as a whole
 
     def add(self, other: GenerationStats) -> None:
         """Adds another run's counters (the layers of one command); keeps this start."""
