@@ -159,7 +159,7 @@ def container_port(mapping: str) -> int:
 def test_compose_services_have_health_checks_restart_policies_and_profiles() -> None:
     data = compose()
     services = data["services"]
-    assert set(services) == {"tileserver", "memcached", "postgis", "s3"}
+    assert set(services) == {"tileserver", "memcached", "postgis", "s3", "redis"}
     for name, service in services.items():
         assert service.get("restart") == "unless-stopped", name
         if name != "tileserver":  # the image's HEALTHCHECK (test below)
@@ -168,6 +168,9 @@ def test_compose_services_have_health_checks_restart_policies_and_profiles() -> 
     # The demo needs neither: they start on demand, with a profile named after them.
     assert services["postgis"]["profiles"] == ["postgis"]
     assert services["s3"]["profiles"] == ["s3"]
+    assert services["redis"]["profiles"] == ["distributed"]  # generate_tiles --role
+    # SIGTERM's grace period (server.shutdown_timeout, 30 s) fits in Compose's stop timeout.
+    assert int(services["tileserver"]["stop_grace_period"].removesuffix("s")) > 30
     for name, service in services.items():
         for dependency, options in service.get("depends_on", {}).items():
             assert dependency in services, (name, dependency)
