@@ -32,8 +32,7 @@ from PIL import Image
 
 from tests.support.configs import mercator_grid
 from tests.support.daemons import Memcached
-from tests.support.mapserver import MapServerWMS
-from tests.support.postgis import PostGIS, load_monaco
+from tests.support.mapserver import MapServerWMS, monaco_wms
 from tests.support.s3 import SeaweedS3
 from tests.support.schemas import validate_exception_report
 from tests.support.server import TileServer, demo_config
@@ -416,16 +415,8 @@ def test_s3_killed_then_restarted_under_load(
 
 @pytest.fixture(scope="module")
 def wms() -> Iterator[MapServerWMS]:
-    postgis = PostGIS()
-    postgis.start()
-    load_monaco(postgis)
-    server = MapServerWMS(postgis)
-    server.start()
-    yield server
-    server.stop()
-    if not postgis.running:
-        postgis.start()
-    postgis.stop()
+    with monaco_wms() as server:
+        yield server
 
 
 def upstream_config(wms: MapServerWMS, memcached: Memcached, folder: Path) -> dict[str, Any]:

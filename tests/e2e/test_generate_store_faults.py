@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -98,18 +97,6 @@ def tmpfs() -> Iterator[Callable[[Path, str], Tmpfs]]:
     yield mount
     for m in mounts:
         m.unmount()
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    """Generation processes started by a test, each in its own process group; whatever is
-    left of them (render processes included) is killed at the end."""
-    processes: list[subprocess.Popen[str]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=30)
 
 
 def start(config: Path, started: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -290,18 +290,6 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     files = stored(workdir / "tiles")
     assert len(files) == summary(result)["metatiles"] > 100
     return files
-
-
-@pytest.fixture
-def started() -> Iterator[list[subprocess.Popen[str]]]:
-    """Generation processes started by a test, each in its own process group; whatever is
-    left of them (render processes included) is killed at the end."""
-    processes: list[subprocess.Popen[str]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate(timeout=30)
 
 
 def start(config: Path, started: list[subprocess.Popen[str]]) -> subprocess.Popen[str]:

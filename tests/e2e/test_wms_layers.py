@@ -24,8 +24,7 @@ from PIL import Image, ImageChops
 from tests.e2e.test_on_demand import assert_map_tile
 from tests.support.configs import MERC, mercator_grid
 from tests.support.daemons import Memcached
-from tests.support.mapserver import MapServerWMS
-from tests.support.postgis import PostGIS, load_monaco
+from tests.support.mapserver import MapServerWMS, monaco_wms
 from tests.support.schemas import validate_capabilities, validate_exception_report
 from tests.support.server import TileServer
 
@@ -43,14 +42,8 @@ Z = 17
 
 @pytest.fixture(scope="module")
 def wms() -> Iterator[MapServerWMS]:
-    postgis = PostGIS()
-    postgis.start()
-    load_monaco(postgis)
-    server = MapServerWMS(postgis)
-    server.start()
-    yield server
-    server.stop()
-    postgis.stop()
+    with monaco_wms() as server:
+        yield server
 
 
 def wms_config(wms: MapServerWMS, memcached: Memcached | None, **layer: Any) -> dict[str, Any]:

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -27,7 +29,7 @@ from urllib.parse import parse_qsl, urlencode
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.support.daemons import find_binary, free_port, stop_process, wait_port
-from tests.support.postgis import PostGIS
+from tests.support.postgis import PostGIS, load_monaco
 from tests.support.server import Response, fetch
 from tests.support.wms_runner import DIRECT_HEADER
 
@@ -82,6 +84,25 @@ def mapserver_config(mapfile: Path) -> str:
 
 
 FOREIGN_DATA_DIRS = {"PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "ICU_DATA"}
+
+
+@contextmanager
+def monaco_wms() -> Iterator[MapServerWMS]:
+    """A MapServer WMS over a PostGIS of its own loaded with the Monaco data; both stopped
+    at the end (PostGIS restarted first if a test left it stopped, so that its stop
+    removes the cluster)."""
+    postgis = PostGIS()
+    postgis.start()
+    load_monaco(postgis)
+    server = MapServerWMS(postgis)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if not postgis.running:
+            postgis.start()
+        postgis.stop()
 
 
 class MapServerWMS:
