@@ -120,7 +120,8 @@ def _run_server(
 
     from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger
     from tileserver.web.admin import signal_master
-    from tileserver.web.app import RUNTIME, create_app
+    from tileserver.web.app import create_app
+    from tileserver.web.runtime import RUNTIME
 
     grace = config.server.shutdown_timeout
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -284,7 +285,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     args.host_value = args.host or config.server.host
     args.port_value = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
-    from tileserver.web.app import default_render_processes
+    from tileserver.web.runtime import default_render_processes
 
     processes = args.render_processes or default_render_processes(config, workers)
     from tileserver.web.admin import admin_token

@@ -72,7 +72,8 @@ from tileserver.grid import Metatile
 from tileserver.store_layout import tile_path
 from tileserver.types import TileCoord
 from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger, JsonFormatter
-from tileserver.web.app import create_app, static_dir
+from tileserver.web.app import create_app
+from tileserver.web.handlers import static_dir
 
 # --- budget ---------------------------------------------------------------------------------
 

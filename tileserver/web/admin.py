@@ -31,7 +31,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import shapely
 from aiohttp import HttpVersion11, web
@@ -46,9 +46,7 @@ from tileserver.services.invalidation import (
     clip_to_layer,
     delete_keys,
 )
-
-if TYPE_CHECKING:
-    from tileserver.web.app import Runtime
+from tileserver.web.runtime import Runtime
 
 MIN_TOKEN_LENGTH = 16
 MAX_EXPIRE_TILES = 5_000_000  # as generate_tiles --max-invalidate: beyond, flush the cache

@@ -1,0 +1,155 @@
+"""The request handlers: WMTS KVP and REST (tiles, GetFeatureInfo, Capabilities), the
+demo page, /health, /ready and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+
+from tileserver.adapters.prometheus_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from tileserver.errors import OWSException
+from tileserver.services.tiles import Tile
+from tileserver.tile_request import FeatureInfoRequest, TileRequest
+from tileserver.web.access_log import TILE_INFO
+from tileserver.web.headers import CORS, etag_matches, etag_of, expires_header
+from tileserver.web.runtime import BACKENDS, FEATURE_INFO, RUNTIME, Backends
+from tileserver.wmts import CapabilitiesRequest, normalize_kvp, parse_kvp, parse_rest
+
+
+def static_dir() -> Path:
+    return Path(str(resources.files("tileserver").joinpath("static")))
+
+
+async def ignore_expect(request: web.Request) -> None:
+    """Every route is a GET, which has no body to wait for: the Expect header is ignored
+    (RFC 9110, 10.1.1 allows it). aiohttp's own handler answers 417 to a value other than
+    100-continue, and 500 to one that is not UTF-8 (its 417 text cannot be encoded)."""
+    return None
+
+
+# --- handlers -------------------------------------------------------------------------------
+def backends_of(request: web.Request) -> Backends:
+    backends: Backends = request[BACKENDS]
+    return backends
+
+
+async def index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(static_dir() / "index.html")
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process answers (its event loop runs)."""
+    return web.json_response({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the configuration is loaded and the render pool answers; degraded
+    dependencies are listed without making the process unready (it still serves)."""
+    ready, report = await request.app[RUNTIME].readiness()
+    report["reloads"] = request.app[RUNTIME].reloads
+    return web.json_response(
+        report, status=200 if ready else 503, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    metrics = request.app[RUNTIME].metrics
+    if metrics is None:
+        raise web.HTTPNotFound()
+    body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
+    return web.Response(
+        body=body, headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"}
+    )
+
+
+# A Host header as RFC 9110 (7.2) allows it: a name or IPv4 address, or an IPv6 literal,
+# and an optional port. Anything else (empty, spaces, quotes...) is not used in URLs.
+_HOST_RE = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _base_url(request: web.Request) -> str:
+    """The URL clients reach this server at (`server.url`, when set, wins over it in the
+    Capabilities): from the Host header, else the address the request came in on."""
+    host = request.headers.get("Host", "")
+    if not _HOST_RE.fullmatch(host):
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            address = str(sockname[0])
+            host = f"[{address}]:{sockname[1]}" if ":" in address else f"{address}:{sockname[1]}"
+        else:
+            host = "localhost"
+    return f"{request.scheme}://{host}"
+
+
+async def capabilities(request: web.Request) -> web.Response:
+    body = backends_of(request).capabilities.document(_base_url(request))
+    return web.Response(
+        body=body,
+        content_type="application/xml",
+        charset="utf-8",
+        headers={**CORS, "Cache-Control": "public, max-age=300"},
+    )
+
+
+async def kvp(request: web.Request) -> web.Response:
+    params = normalize_kvp(list(request.query.items()))
+    parsed = parse_kvp(backends_of(request).config, params)
+    if isinstance(parsed, CapabilitiesRequest):
+        return await capabilities(request)
+    if isinstance(parsed, FeatureInfoRequest):
+        return await feature_info(request, parsed)
+    return await tile(request, parsed)
+
+
+async def rest(request: web.Request) -> web.Response:
+    parsed = parse_rest(backends_of(request).config, request.match_info["path"])
+    if isinstance(parsed, FeatureInfoRequest):
+        return await feature_info(request, parsed)
+    return await tile(request, parsed)
+
+
+async def feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Response:
+    request[TILE_INFO] = (info.tile.layer.name, info.tile.coord.z)
+    request[FEATURE_INFO] = True
+    source = backends_of(request).feature_info
+    if source is None:
+        raise OWSException(
+            "OperationNotSupported", "GetFeatureInfo is not available", "request", status=501
+        )
+    body, content_type = await source.feature_info(
+        info.tile.layer, info.tile.coord, info.i, info.j, info.info_format
+    )
+    return web.Response(
+        body=body,
+        headers={**CORS, "Content-Type": content_type or info.info_format,
+                 "Cache-Control": "no-cache"},
+    )  # fmt: skip
+
+
+async def tile(request: web.Request, tile_request: TileRequest) -> web.Response:
+    request[TILE_INFO] = (tile_request.layer.name, tile_request.coord.z)
+    tile: Tile = await backends_of(request).tiles.get_tile(tile_request)
+    ttl = tile_request.layer.ttl_seconds
+    if tile.data is None:
+        # A pre-generated tile that is not in the store (TileCloud-chain's answer).
+        return web.Response(
+            status=204, headers={**CORS, "Cache-Control": f"public, max-age={ttl}",
+                                 "X-Tile-Source": tile.source},
+        )  # fmt: skip
+    etag = etag_of(tile.data)
+    headers = {
+        **CORS,
+        "Cache-Control": f"public, max-age={ttl}",
+        "Expires": expires_header(ttl),
+        "ETag": etag,
+        "X-Tile-Source": tile.source,
+    }
+    # Several If-None-Match lines are one comma-separated list (RFC 9110, 5.3).
+    inm = ",".join(request.headers.getall("If-None-Match", []))
+    if inm and etag_matches(inm, etag):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=tile.data, content_type=tile_request.layer.mime_type, headers=headers)

@@ -1,0 +1,315 @@
+"""What one server process answers with: the backends of a configuration (`Backends`),
+swapped whole on reload by the `Runtime`, and the typed keys under which the application
+and its requests carry them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from tileserver.adapters.memcached import MemcachedCache
+from tileserver.adapters.memory_cache import MemoryCache
+from tileserver.adapters.prometheus_metrics import PrometheusMetrics
+from tileserver.adapters.renderers import LayerRenderer
+from tileserver.adapters.stores import store_for
+from tileserver.config import Config
+from tileserver.errors import ConfigError
+from tileserver.protocols import FeatureInfoSource, Renderer, TileCache, TileStore
+from tileserver.services.capabilities import CapabilitiesService
+from tileserver.services.resilient_cache import ResilientCache
+from tileserver.services.tiles import TileService
+
+log = logging.getLogger("tileserver.server")
+
+
+async def open_tile_cache(config: Config) -> tuple[TileCache, str]:
+    """Memcached when configured and reachable, else the embedded LRU; and why."""
+    memory = MemoryCache(config.server.memory_cache_mb * 1024 * 1024)
+    embedded = f"embedded in-process LRU cache ({config.server.memory_cache_mb} MB)"
+    if config.memcached is None:
+        return memory, f"{embedded}: no memcached section in the config"
+    memcached = MemcachedCache(config.memcached)
+    alive = await memcached.ping()
+    if not alive:
+        await memcached.close()
+        servers = ", ".join(memcached.addresses)
+        return memory, f"{embedded}: memcached {servers} not reachable at start-up"
+    return memcached, f"memcached {', '.join(memcached.addresses)}"
+
+
+def _hot_tiles(config: Config, cache: TileCache) -> MemoryCache | None:
+    """The in-process hot tier, when configured and the tile cache is not in-process too."""
+    if config.server.hot_cache_mb <= 0 or isinstance(cache, MemoryCache):
+        return None
+    log.warning(
+        "hot tiles: in-process tier of %d MB, %g s", config.server.hot_cache_mb,
+        config.server.hot_cache_max_age,
+    )  # fmt: skip
+    return MemoryCache(config.server.hot_cache_mb * 1024 * 1024)
+
+
+async def open_stores(config: Config, stack: AsyncExitStack) -> dict[str, TileStore]:
+    """The tile stores that serve the pre-generated levels of some layer, each closed
+    with the stack."""
+    names = {
+        layer.cache
+        for layer in config.layers.values()
+        if layer.cache is not None and layer.min_resolution_seed is not None
+    }
+    stores: dict[str, TileStore] = {}
+    for name in sorted(names):
+        store = store_for(config.caches[name])
+        await store.open()
+        stack.push_async_callback(store.close)
+        log.warning("tile store %r: %r (pre-generated levels)", name, store)
+        stores[name] = store
+    return stores
+
+
+def default_render_processes(config: Config, workers: int) -> int:
+    if config.server.render_processes:
+        return config.server.render_processes
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+@dataclass(frozen=True, slots=True)
+class Injected:
+    """Backends a caller (a test, a benchmark) provides instead of the configured ones."""
+
+    tile_cache: TileCache | None = None
+    renderer: Renderer | None = None
+    tile_stores: Mapping[str, TileStore] | None = None
+    feature_info: FeatureInfoSource | None = None
+
+
+@dataclass(eq=False)
+class Backends:
+    """Everything one configuration serves with; replaced as a whole on reload."""
+
+    config: Config
+    tiles: TileService
+    capabilities: CapabilitiesService
+    renderer: Renderer
+    feature_info: FeatureInfoSource | None
+    stack: AsyncExitStack
+    in_use: int = 0  # requests being answered with these backends
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_use is 0
+
+
+async def open_backends(
+    config: Config, render_processes: int, injected: Injected, metrics: PrometheusMetrics | None
+) -> Backends:
+    """Opens the cache, the renderer and the stores of config; ConfigError when a Mapnik
+    file does not load. Closed with `backends.stack`."""
+    stack = AsyncExitStack()
+    try:
+        if injected.tile_cache is None:
+            cache, why = await open_tile_cache(config)
+        else:
+            cache, why = injected.tile_cache, injected.tile_cache.name
+        stack.push_async_callback(cache.close)
+        log.warning("tile cache: %s", why)
+        renderer = injected.renderer
+        feature_info = injected.feature_info
+        if renderer is None:
+            layer_renderer = LayerRenderer(
+                list(config.layers.values()),
+                render_processes,
+                config.server.render_timeout,
+                config.upstream,
+            )
+            await layer_renderer.start()
+            log.warning("render pool: %d Mapnik process(es)", render_processes)
+            renderer = layer_renderer
+            feature_info = feature_info or layer_renderer
+        stack.push_async_callback(renderer.close)
+        if injected.tile_stores is None:
+            stores = await open_stores(config, stack)
+        else:
+            stores = dict(injected.tile_stores)
+        memcached = config.memcached
+        on_failure = None if metrics is None else lambda: metrics.error("memcached", "unavailable")
+        tiles = TileService(
+            ResilientCache(cache, memcached.retry_interval if memcached else 2.0, on_failure),
+            renderer,
+            memcached.prefix if memcached else "tileserver/",
+            memcached.lock_timeout if memcached else 60.0,
+            stores,
+            on_render=None if metrics is None else metrics.rendered,
+            hot=_hot_tiles(config, cache),
+            hot_max_age=config.server.hot_cache_max_age,
+        )
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Backends(config, tiles, CapabilitiesService(config), renderer, feature_info, stack)
+
+
+class Runtime:
+    """The backends requests are answered with, swapped whole by `reload`: a request
+    keeps the backends it started with, and old backends close once none uses them."""
+
+    def __init__(
+        self,
+        config: Config,
+        render_processes: int,
+        injected: Injected,
+        metrics: PrometheusMetrics | None,
+        load: Callable[[], Config] | None = None,
+    ) -> None:
+        self.config = config
+        self.render_processes = render_processes
+        self.injected = injected
+        self.metrics = metrics
+        self._load = load
+        self._current: Backends | None = None
+        self._retired: list[Backends] = []
+        self._reloading = asyncio.Lock()
+        self.failures: dict[str, tuple[float, str]] = {}  # dependency: (monotonic, message)
+        self.reloads = 0  # successful reloads
+        self.reload_attempts = 0  # finished reloads, successful or not
+        self.last_reload_errors: list[str] = []
+        self._closing: set[asyncio.Task[None]] = set()  # retired backends waiting to close
+
+    @property
+    def current(self) -> Backends:
+        if self._current is None:
+            raise RuntimeError("the backends are not open")
+        return self._current
+
+    async def open(self) -> None:
+        self._current = await open_backends(
+            self.config, self.render_processes, self.injected, self.metrics
+        )
+
+    async def close(self) -> None:
+        """Closes every backend, at shutdown: renders nobody waits for any more are
+        cancelled first (a render process still busy holds the render pool's close)."""
+        backends, self._current = self._current, None
+        every = [*self._retired, *([backends] if backends else [])]
+        for old in every:
+            await old.tiles.cancel_renders()
+        for old in every:
+            await old.stack.aclose()
+        self._retired.clear()
+
+    def acquire(self) -> Backends:
+        backends = self.current
+        backends.in_use += 1
+        backends.idle.clear()
+        return backends
+
+    def release(self, backends: Backends) -> None:
+        backends.in_use -= 1
+        if backends.in_use == 0:
+            backends.idle.set()
+
+    def failed(self, dependency: str, message: str) -> None:
+        self.failures[dependency] = (time.monotonic(), message)
+
+    async def reload(self) -> list[str]:
+        """Loads the configuration again; on success new requests use it (the old backends
+        close in the background once no request uses them), else the old one keeps
+        serving. The configuration's errors, [] when the new one is in use."""
+        async with self._reloading:
+            errors = await self._swap()
+            self.reload_attempts += 1
+            self.last_reload_errors = errors
+        return errors
+
+    async def _swap(self) -> list[str]:
+        if self._load is None:
+            log.error("reload: this server was not started from a configuration file")
+            return ["this server was not started from a configuration file"]
+        loop = asyncio.get_running_loop()
+        try:
+            config = await loop.run_in_executor(None, self._load)
+            backends = await open_backends(
+                config, self.render_processes, self.injected, self.metrics
+            )
+        except ConfigError as exc:
+            log.error(
+                "reload refused, the configuration in use keeps serving: %s",
+                "; ".join(exc.messages),
+                extra={"fields": {"errors": exc.messages}},
+            )
+            return exc.messages
+        except Exception as exc:
+            log.error("reload failed, the configuration in use keeps serving: %s", exc)
+            return [f"reload failed: {exc}"]
+        old = self.current
+        if (config.server.host, config.server.port) != (old.config.server.host,
+                                                        old.config.server.port):  # fmt: skip
+            log.warning("reload: server.host and server.port take effect at the next restart")
+        if (config.server.admin, config.server.shutdown_timeout) != (
+            old.config.server.admin, old.config.server.shutdown_timeout):  # fmt: skip
+            log.warning(
+                "reload: server.admin and server.shutdown_timeout take effect at the next restart"
+            )
+        self.config = config
+        self._current = backends
+        self.reloads += 1
+        log.warning("configuration reloaded: %d layer(s): %s", len(config.layers),
+                    ", ".join(config.layers))  # fmt: skip
+        self._retired.append(old)
+        task = loop.create_task(self._close_when_idle(old))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return []
+
+    def requests_in_progress(self) -> int:
+        """Requests being answered, with the current backends or retired ones."""
+        return sum(b.in_use for b in [*self._retired, *([self._current] if self._current else [])])
+
+    async def _close_when_idle(self, old: Backends) -> None:
+        if old.in_use > 0:
+            try:
+                async with asyncio.timeout(old.config.server.render_timeout + 10):
+                    await old.idle.wait()
+            except TimeoutError:
+                log.warning("reload: %d request(s) still use the old configuration", old.in_use)
+        if old in self._retired:
+            self._retired.remove(old)
+            await old.stack.aclose()
+
+    async def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Whether this process can answer tiles, and what is degraded."""
+        report: dict[str, object] = {"config": str(self.config.source or "")}
+        backends = self._current
+        if backends is None:
+            return False, {**report, "ready": False, "render_pool": "not started"}
+        report["layers"] = list(backends.config.layers)
+        degraded: dict[str, str] = {}
+        ready = True
+        check = getattr(backends.renderer, "check", None)
+        if check is not None:
+            problem, unavailable = await check()
+            report["render_pool"] = problem or "up"
+            ready = problem is None
+            for layer, message in unavailable.items():
+                degraded[f"layers.{layer} database"] = message
+        cache = backends.tiles.cache
+        if not cache.available:
+            degraded["tile cache"] = f"{cache.name} unavailable"
+        now = time.monotonic()
+        for dependency, (when, message) in self.failures.items():
+            if now - when < _DEGRADED_WINDOW:
+                degraded[dependency] = f"failed {now - when:.0f} s ago: {message}"
+        report["degraded"] = degraded
+        report["ready"] = ready
+        return ready, report
+
+
+_DEGRADED_WINDOW = 30.0  # seconds a dependency's failure is reported by /ready
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+BACKENDS = web.RequestKey("tileserver.backends", Backends)  # the backends a request uses
+FEATURE_INFO = web.RequestKey("tileserver.feature_info", bool)  # True for GetFeatureInfo
