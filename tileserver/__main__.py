@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from tileserver.cli import main
+from tileserver.cli.main import main
 
 raise SystemExit(main())

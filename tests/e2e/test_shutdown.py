@@ -52,7 +52,7 @@ STYLE = """<Map srs="epsg:3857" background-color="white">
 """
 SLOW = 6.0  # seconds a render of layer `slow` takes
 STUCK = 60.0  # ... of layer `stuck`: longer than any grace period here
-CLOSE_MARGIN = 5.0  # tileserver.cli.CLOSE_MARGIN
+CLOSE_MARGIN = 5.0  # tileserver.cli.serve.CLOSE_MARGIN
 SLEEPING = "state = 'active' AND query LIKE '%pg_sleep(CASE%' AND pid <> pg_backend_pid()"
 
 

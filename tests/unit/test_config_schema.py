@@ -23,9 +23,9 @@ import pytest
 import yaml
 
 from tileserver import config as config_module
+from tileserver.cli.controller import config_data, main
 from tileserver.config import parse_config
 from tileserver.config_loader import render_text
-from tileserver.controller_cli import config_data, main
 from tileserver.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,8 +18,7 @@ from lxml import etree
 
 from tests.support.configs import MERC, mercator_grid
 from tests.support.schemas import validate_capabilities
-from tileserver.config import CacheConfig, Config, CostConfig, S3Cost, parse_config
-from tileserver.controller_cli import (
+from tileserver.cli.controller import (
     Estimate,
     LevelCount,
     config_data,
@@ -29,6 +28,7 @@ from tileserver.controller_cli import (
     monthly_cost,
     openlayers_files,
 )
+from tileserver.config import CacheConfig, Config, CostConfig, S3Cost, parse_config
 from tileserver.errors import ConfigError
 from tileserver.selection import metatiles_in_bbox
 from tileserver.services.capabilities import (

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tileserver.adapters.redis_queue import RedisQueue
+from tileserver.cli.controller import QUEUE_BATCH, main, queue_requests
 from tileserver.config import Config, RedisConfig, SnsConfig, SqsConfig, parse_config
-from tileserver.controller_cli import QUEUE_BATCH, main, queue_requests
 from tileserver.errors import ConfigError
 from tileserver.jobs import (
     FailedJob,

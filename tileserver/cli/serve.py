@@ -1,4 +1,5 @@
-"""The `tileserver` command: serve, check-config, generate, controller."""
+"""`tileserver serve`: the WMTS server, in one process or a master of several sharing
+the port; stops gracefully on SIGTERM and SIGINT."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from tileserver import controller_cli, generate_cli
+from tileserver.cli.common import load_or_report, setup_logging
 from tileserver.config import Config
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError
@@ -25,58 +25,6 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 log = logging.getLogger("tileserver.server")
-
-
-def _setup_logging(verbose: bool = False, log_format: str = "text") -> None:
-    from tileserver.web.access_log import setup_logging
-
-    setup_logging(log_format, verbose)
-
-
-def _load(path: str) -> Config | None:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        generate_cli.print_config_errors("tileserver", path, exc.messages)
-        return None
-
-
-def check_mapfiles(config: Config) -> list[str]:
-    """Initialisation stage of the validation: every Mapnik file loads."""
-    from tileserver.adapters.mapnik_renderer import map_spec
-    from tileserver.adapters.mapnik_worker import DatabaseUnavailable, load_map
-
-    errors = []
-    for layer in config.layers.values():
-        if layer.type == "mapnik" and layer.mapfile is not None:
-            try:
-                load_map(map_spec(layer))
-            except ConfigError as exc:
-                errors.extend(exc.messages)
-            except DatabaseUnavailable as exc:
-                print(
-                    f"warning: layers.{layer.name}: its database is unavailable, the style "
-                    f"could not be checked: {exc}",
-                    file=sys.stderr,
-                )
-            except Exception as exc:
-                errors.append(f"layers.{layer.name}.mapfile: Mapnik cannot load it: {exc}")
-    return errors
-
-
-def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    if config is None:
-        return 1
-    errors = check_mapfiles(config)
-    if errors:
-        generate_cli.print_config_errors("tileserver", args.config, errors)
-        return 1
-    print(
-        f"{args.config}: OK ({len(config.layers)} layer(s): {', '.join(config.layers)}; "
-        f"{len(config.grids)} grid(s): {', '.join(config.grids)})"
-    )
-    return 0
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -277,11 +225,11 @@ def _run_workers(args: argparse.Namespace, workers: int, processes: int, grace: 
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = load_or_report(args.config)
     if config is None:
         return 1
     if args.log_format is None and config.server.log_format != "text":
-        _setup_logging(args.verbose, config.server.log_format)
+        setup_logging(args.verbose, config.server.log_format)
     args.host_value = args.host or config.server.host
     args.port_value = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
@@ -304,55 +252,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config, args.config, args.host_value, args.port_value, args.reuse_port, processes,
         token, args.master_pid,
     )  # fmt: skip
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tileserver", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the WMTS server")
-    serve.add_argument("--config", required=True, help="YAML file, or a Mako template (*.mako)")
-    serve.add_argument("--host", help="address to listen on (default: server.host)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
-    serve.add_argument("--workers", type=int, help="server processes sharing the port")
-    serve.add_argument("--render-processes", type=int, help="Mapnik processes per server process")
-    serve.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        help="log lines as text or JSON (default: server.log_format)",
-    )
-    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
-    serve.add_argument("--master-pid", type=int, help=argparse.SUPPRESS)  # set by the master
-    serve.set_defaults(func=cmd_serve)
-
-    check = sub.add_parser("check-config", help="validate a configuration and its Mapnik files")
-    check.add_argument("config", help="YAML file, or a Mako template (*.mako)")
-    check.set_defaults(func=cmd_check_config)
-
-    generate = sub.add_parser(
-        "generate",
-        help="pre-generate tiles into a tile store (the same as generate_tiles)",
-        description=generate_cli.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    generate_cli.add_arguments(generate)
-    generate.set_defaults(func=generate_cli.run, prog_name="tileserver generate")
-
-    controller = sub.add_parser(
-        "controller",
-        help="write the Capabilities and an OpenLayers page into a tile store, dump the "
-        "configuration, estimate costs (the same as generate_controller)",
-        description=controller_cli.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    controller_cli.add_arguments(controller)
-    controller.set_defaults(func=controller_cli.run, prog_name="tileserver controller")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, getattr(args, "log_format", None) or "text")
-    result: int = args.func(args)
-    return result

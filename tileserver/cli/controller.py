@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from tileserver.cli.common import CommandError, format_zooms, print_config_errors
 from tileserver.config import (
     CacheConfig,
     Config,
@@ -44,7 +45,6 @@ from tileserver.config import (
 )
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError, QueueUnavailable, StoreUnavailable
-from tileserver.generate_cli import CommandError, format_zooms, print_config_errors
 from tileserver.protocols import JobQueue
 from tileserver.selection import parse_zooms
 from tileserver.services.capabilities import store_capabilities

@@ -40,6 +40,7 @@ from typing import Any, TextIO
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from tileserver.cli.common import CommandError, format_zooms, print_config_errors
 from tileserver.config import Config, EmptyTile, Layer
 from tileserver.config_loader import load_config
 from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
@@ -97,15 +98,6 @@ MAX_INVALIDATE = 5_000_000  # default of --max-invalidate
 ROLES = ("local", "master", "worker", "slave")  # --role; slave is TileCloud-chain's worker
 WORKER_WAIT = 2.0  # seconds a worker waits for a job before it looks whether the queue is done
 DAEMON_WAIT = 20.0  # the same for --daemon (SQS's longest poll: fewer requests)
-
-
-class CommandError(Exception):
-    """A problem with the command line or with the settings it needs; `status` is the
-    exit status (1: configuration, 2: an option's value)."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -312,13 +304,6 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-def print_config_errors(prog: str, path: str, messages: Sequence[str]) -> None:
-    """Every configuration mistake, one per line, as all the commands report them."""
-    print(f"{prog}: invalid configuration {path}:", file=sys.stderr)
-    for message in messages:
-        print(f"  {message}", file=sys.stderr)
-
-
 # --- what the command line selects ---------------------------------------------------------
 
 
@@ -399,20 +384,6 @@ def read_selection(args: argparse.Namespace) -> Selection:
             raise CommandError(f"--tiles {args.tiles}: {exc}", 2) from None
         return Selection(tiles=tiles, key="tiles " + hashlib.sha1(raw).hexdigest())
     return Selection()
-
-
-def format_zooms(zooms: Sequence[int]) -> str:
-    """(2, 3, 4, 7) -> '2-4,7'."""
-    parts: list[str] = []
-    start = previous = None
-    for z in [*zooms, None]:
-        if previous is not None and z == previous + 1:
-            previous = z
-            continue
-        if start is not None:
-            parts.append(str(start) if start == previous else f"{start}-{previous}")
-        start = previous = z
-    return ",".join(parts)
 
 
 def _bbox_text(bbox: BBox) -> str:

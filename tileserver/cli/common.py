@@ -1,0 +1,56 @@
+"""Helpers every command shares: logging, the configuration loaded with its errors
+reported, and the errors of a command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from tileserver.config import Config
+from tileserver.config_loader import load_config
+from tileserver.errors import ConfigError
+
+
+class CommandError(Exception):
+    """A problem with the command line or with the settings it needs; `status` is the
+    exit status (1: configuration, 2: an option's value)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def setup_logging(verbose: bool = False, log_format: str = "text") -> None:
+    from tileserver.web.access_log import setup_logging
+
+    setup_logging(log_format, verbose)
+
+
+def load_or_report(path: str, prog: str = "tileserver") -> Config | None:
+    """The configuration at path; None once its errors are printed."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print_config_errors(prog, path, exc.messages)
+        return None
+
+
+def print_config_errors(prog: str, path: str, messages: Sequence[str]) -> None:
+    """Every configuration mistake, one per line, as all the commands report them."""
+    print(f"{prog}: invalid configuration {path}:", file=sys.stderr)
+    for message in messages:
+        print(f"  {message}", file=sys.stderr)
+
+
+def format_zooms(zooms: Sequence[int]) -> str:
+    """(2, 3, 4, 7) -> '2-4,7'."""
+    parts: list[str] = []
+    start = previous = None
+    for z in [*zooms, None]:
+        if previous is not None and z == previous + 1:
+            previous = z
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = z
+    return ",".join(parts)
