@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import html
 import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,11 +36,7 @@ from tileserver.config import (
     CacheConfig,
     Config,
     CostConfig,
-    EmptyTile,
     Layer,
-    LayerGeom,
-    MemcachedConfig,
-    WmsSource,
 )
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError, QueueUnavailable, StoreUnavailable
@@ -181,207 +176,12 @@ def run(args: argparse.Namespace) -> int:
 # --- --dump-config: the configuration as plain data ----------------------------------------
 
 
-def _without_none(values: Mapping[str, Any]) -> dict[str, Any]:
-    """A key set to null is an error in a configuration; an unset optional key is left out."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _layer_data(layer: Layer) -> dict[str, Any]:
-    return _without_none(
-        {
-            "type": layer.type,
-            "title": layer.title,
-            "abstract": layer.abstract,
-            "grid": layer.grid.name,
-            "bbox": list(layer.bbox.as_tuple()),
-            "mapfile": None if layer.mapfile is None else str(layer.mapfile),
-            "meta": layer.meta,
-            "meta_size": layer.meta_size,
-            "meta_buffer": layer.meta_buffer,
-            "extension": layer.extension,
-            "mime_type": layer.mime_type,
-            "output_format": layer.output_format,
-            "wmts_style": layer.wmts_style,
-            "dimensions": [
-                {"name": d.name, "values": list(d.values), "default": d.default}
-                for d in layer.dimensions
-            ],
-            "expires": layer.expires_hours,
-            "min_resolution_seed": layer.min_resolution_seed,
-            "cache": layer.cache,
-            "missing_tile": layer.missing_tile,
-            "empty_tile_detection": _empty_data(layer.empty_tile_detection),
-            "empty_metatile_detection": _empty_data(layer.empty_metatile_detection),
-            "geoms": [_geom_data(geom) for geom in layer.geoms] or None,
-            "connection": layer.connection or None,
-            **(_wms_data(layer.wms) if layer.wms is not None else {}),
-        }
-    )
-
-
-def _geom_data(geom: LayerGeom) -> dict[str, Any]:
-    data: dict[str, Any] = {"file": str(geom.file)} if geom.file is not None else {
-        "sql": geom.sql, "connection": geom.connection}  # fmt: skip
-    return _without_none(
-        {**data, "min_resolution": geom.min_resolution, "max_resolution": geom.max_resolution}
-    )
-
-
-def _wms_data(wms: WmsSource) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "url": wms.url,
-        "layers": wms.layers,
-        "version": wms.version,
-        "params": dict(wms.params),
-        "headers": dict(wms.headers),
-        "generate_salt": wms.generate_salt,
-        "timeout": wms.timeout,
-        "retries": wms.retries,
-    }
-    if wms.query_layers:
-        data.update(query_layers=wms.query_layers, info_formats=list(wms.info_formats))
-    return data
-
-
-def _empty_data(detection: EmptyTile | None) -> dict[str, Any] | None:
-    return None if detection is None else {"size": detection.size, "hash": detection.hash}
-
-
-def _cache_data(cache: CacheConfig) -> dict[str, Any]:
-    data: dict[str, Any] = {"type": cache.type}
-    if cache.type == "filesystem":
-        data["folder"] = cache.folder
-    else:
-        data.update(
-            bucket=cache.bucket,
-            folder=cache.folder,
-            region=cache.region,
-            endpoint_url=cache.endpoint_url,
-            cache_control=cache.cache_control,
-        )
-    data.update(
-        http_url=cache.http_url,
-        http_urls=list(cache.http_urls),
-        wmtscapabilities_file=cache.wmtscapabilities_file,
-    )
-    return data
-
-
 def config_data(config: Config) -> dict[str, Any]:
-    """The configuration as the plain data of a YAML document that reads back into an equal
-    Config: every default written out, `layer_default` merged into the layers."""
-    p = config.provider
-    data: dict[str, Any] = {
-        "grids": {
-            name: {
-                "srs": grid.srs,
-                "bbox": list(grid.bbox.as_tuple()),
-                "resolutions": list(grid.resolutions),
-                "tile_size": grid.tile_size,
-                "matrix_identifier": grid.matrix_identifier,
-            }
-            for name, grid in config.grids.items()
-        },
-        "caches": {name: _cache_data(cache) for name, cache in config.caches.items()},
-        "memcached": None if config.memcached is None else _memcached_data(config.memcached),
-        "layers": {name: _layer_data(layer) for name, layer in config.layers.items()},
-        "generation": _without_none(
-            {
-                "default_cache": config.generation.default_cache,
-                "default_layers": list(config.generation.default_layers),
-                "number_process": config.generation.number_process,
-                "queue": config.generation.queue,
-            }
-        ),
-        "server": _without_none(
-            {
-                "host": config.server.host,
-                "port": config.server.port,
-                "workers": config.server.workers,
-                "render_processes": config.server.render_processes,
-                "url": config.server.url,
-                "memory_cache_mb": config.server.memory_cache_mb,
-                "hot_cache_mb": config.server.hot_cache_mb,
-                "hot_cache_max_age": config.server.hot_cache_max_age,
-                "render_timeout": config.server.render_timeout,
-                "log_format": config.server.log_format,
-                "access_log": config.server.access_log,
-                "metrics": config.server.metrics,
-                "shutdown_timeout": config.server.shutdown_timeout,
-                "admin": {  # the name of the token's variable, never the token
-                    "enabled": config.server.admin.enabled,
-                    "token_env": config.server.admin.token_env,
-                },
-            }
-        ),
-        "postgresql": {"connection": config.postgresql.connection},
-        "upstream": {
-            "connections_per_host": config.upstream.connections_per_host,
-            "retry_backoff": config.upstream.retry_backoff,
-        },
-        "metadata": {
-            "title": config.metadata.title,
-            "abstract": config.metadata.abstract,
-            "keywords": list(config.metadata.keywords),
-            "fees": config.metadata.fees,
-            "access_constraints": config.metadata.access_constraints,
-        },
-        "provider": {
-            "name": p.name,
-            "url": p.url,
-            "contact": {
-                "name": p.contact_name,
-                "position": p.contact_position,
-                "info": {
-                    "phone": {"voice": p.phone_voice, "fax": p.phone_fax},
-                    "address": {
-                        "delivery": p.delivery_point,
-                        "city": p.city,
-                        "area": p.area,
-                        "postal_code": p.postal_code,
-                        "country": p.country,
-                        "email": p.email,
-                    },
-                },
-            },
-        },
-        "cost": _cost_data(config.cost),
-        "sqs": None if config.sqs is None else dataclasses.asdict(config.sqs),
-        "sns": None if config.sns is None else dataclasses.asdict(config.sns),
-        "redis": None if config.redis is None else dataclasses.asdict(config.redis),
-    }
-    return _without_none(data)
+    """The configuration as plain YAML data (tileserver.config.dump, from the one typed
+    description of the configuration)."""
+    from tileserver.config.dump import config_data as dump
 
-
-def _memcached_data(m: MemcachedConfig) -> dict[str, Any]:
-    def address(host: str, port: int) -> str:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    return {
-        "servers": [address(host, port) for host, port in m.servers],
-        "prefix": m.prefix,
-        "timeout": m.timeout,
-        "pool_size": m.pool_size,
-        "retry_interval": m.retry_interval,
-        "lock_timeout": m.lock_timeout,
-    }
-
-
-def _cost_data(cost: CostConfig) -> dict[str, Any]:
-    return {
-        "metatile_generation_time": cost.metatile_generation_time,
-        "tile_generation_time": cost.tile_generation_time,
-        "tileonly_generation_time": cost.tileonly_generation_time,
-        "tile_size": cost.tile_size,
-        "requests_per_month": cost.requests_per_month,
-        "s3": {
-            "put": cost.s3.put,
-            "get": cost.s3.get,
-            "storage": cost.s3.storage,
-            "download": cost.s3.download,
-        },
-        "sqs": {"request": cost.sqs.request},
-    }
+    return dump(config)
 
 
 # --- --cost: grid math and prices ----------------------------------------------------------

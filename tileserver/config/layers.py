@@ -1,0 +1,340 @@
+"""A layer's checks beyond its types, and its `Layer`: grids, formats, WMS source, geoms,
+dimensions. Messages name the key and, for an inherited value, where it was set."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from tileserver.config.document import DimensionDoc, GeomDoc, LayerDoc
+from tileserver.config.model import (
+    _NAME_RE,
+    _VALUE_RE,
+    _WMTS_PARAMETERS,
+    DEFAULT_INFO_FORMATS,
+    DEFAULT_OUTPUT_FORMAT,
+    FORMATS,
+    LAYER_TYPES,
+    MISSING_TILE,
+    WMS_VERSIONS,
+    CacheConfig,
+    Dimension,
+    EmptyTile,
+    Layer,
+    LayerCost,
+    LayerGeom,
+    WmsSource,
+    info_extension,
+)
+from tileserver.config.sections import Errors, bbox_of, names_of, texts
+from tileserver.grid import Grid
+
+WMS_RESERVED = {
+    "service", "request", "version", "layers", "bbox", "width", "height", "srs", "crs",
+    "query_layers", "info_format", "i", "j", "x", "y",
+}  # fmt: skip
+WMS_KEYS = ("url", "layers", "params", "headers", "query_layers", "info_formats")
+UTFGRID = "UTFGrid tiles (TileCloud-chain's `extension: json`, `output_format: grid`)"
+# Encoder names per image format: what a layer's output_format may say for its extension.
+_ENCODER_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
+
+
+class Scope:
+    """Reports on one layer: 'layers.NAME.key: message (set in ORIGIN)'."""
+
+    def __init__(self, errors: Errors, name: str, origin: Mapping[str, str]) -> None:
+        self.errors, self.path, self.origin = errors, f"layers.{name}", origin
+        self.failed = False
+
+    def set_in(self, key: str) -> str:
+        return f" (set in {self.origin[key]})" if key in self.origin else ""
+
+    def error(self, key: str, message: str) -> None:
+        where = f"{self.path}.{key}" if key else self.path
+        self.errors.add(where, message + self.set_in(key.split(".")[0].split("[")[0]))
+        self.failed = True
+
+    def warn(self, key: str, message: str) -> None:
+        self.errors.warn(f"{self.path}.{key}", message + self.set_in(key))
+
+
+def config_path(raw: str, base_dir: Path) -> Path:
+    """A path of the configuration: '~' expanded, relative to the config file's folder."""
+    path = Path(os.path.expanduser(raw))
+    return path if path.is_absolute() else base_dir / path
+
+
+def unreadable(path: Path) -> str | None:
+    """Why path is not a readable file, or None when it is one."""
+    if path.is_file() and os.access(path, os.R_OK):
+        return None
+    return "no such file" if not path.exists() else "not a readable file"
+
+
+def is_utfgrid(doc: LayerDoc) -> bool:
+    return (
+        doc.extension == "json"
+        or (doc.output_format or "").lower() == "grid"
+        or (doc.mime_type or "").lower() == "application/utfgrid"
+    )
+
+
+def _formats(s: Scope, doc: LayerDoc) -> tuple[str, str] | None:
+    """(mime_type, output_format), cross-checked with the extension: a layer never stores
+    bytes of one format under another's name or Content-Type."""
+    if doc.extension not in FORMATS:
+        s.error("extension", f"unsupported extension {doc.extension!r} (supported: png, jpeg)")
+        return None
+    expected = FORMATS[doc.extension]
+    mime_type = doc.mime_type or expected
+    if mime_type != expected:
+        s.error("mime_type", f"{mime_type!r} does not match extension {doc.extension!r}")
+        return None
+    output_format = doc.output_format or DEFAULT_OUTPUT_FORMAT[doc.extension]
+    encoder = re.split(r"[:0-9]", output_format.lower(), maxsplit=1)[0]
+    encoder = {"jpg": "jpeg"}.get(encoder, encoder)
+    if encoder != _ENCODER_FORMATS[doc.extension]:
+        s.error(
+            "output_format",
+            f"{output_format!r} encodes {encoder.upper() or '?'} tiles but the layer's "
+            f"extension is {doc.extension!r} ({expected}): set an output_format of that "
+            "format (e.g. "
+            f"{DEFAULT_OUTPUT_FORMAT[doc.extension]!r}) or leave it out",
+        )
+        return None
+    return mime_type, output_format
+
+
+def _grids(s: Scope, doc: LayerDoc, grids: Mapping[str, Grid | None]) -> list[Grid]:
+    names = list(doc.grids or ())
+    if doc.grid is not None and doc.grid not in names:
+        names.insert(0, doc.grid)
+    if not names:
+        s.error("grid", "missing required key")
+        return []
+    found = []
+    for name in names:
+        key = "grid" if name == doc.grid else "grids"
+        grid = grids.get(name)
+        if name not in grids:
+            s.error(key, f"unknown grid {name!r} (defined: {names_of(grids)})")
+        elif grid is None:
+            s.failed = True  # defined, and wrong: reported at the grid
+        else:
+            found.append(grid)
+    return found
+
+
+def _dimensions(s: Scope, docs: list[DimensionDoc]) -> tuple[Dimension, ...]:
+    dimensions = []
+    for i, d in enumerate(docs):
+        key = f"dimensions[{i}]"
+        values, generate = texts(d.values), texts(d.generate)
+        if not _NAME_RE.match(d.name) or d.name.lower() in _WMTS_PARAMETERS:
+            s.error(f"{key}.name", f"invalid dimension name {d.name!r}")
+            continue
+        bad = [v for v in values if not _VALUE_RE.match(v)]
+        if bad:
+            s.error(f"{key}.values", f"invalid value {bad[0]!r}: use letters, digits and '_.:+-'")
+            continue
+        if d.default not in values:
+            s.error(f"{key}.default", f"{d.default!r} is not one of the values {list(values)}")
+            continue
+        wrong = [v for v in generate if v not in values]
+        if wrong:
+            s.error(f"{key}.generate", f"{wrong[0]!r} is not one of the values {list(values)}")
+            continue
+        dimensions.append(Dimension(d.name, values, d.default, generate))
+    names = [d.name.lower() for d in dimensions]
+    if len(set(names)) != len(names):
+        s.error("dimensions", "dimension names must be unique")
+    return tuple(dimensions)
+
+
+def _geoms(
+    s: Scope, docs: list[GeomDoc], grids: list[Grid], base_dir: Path, connection: str
+) -> tuple[LayerGeom, ...]:
+    geoms = []
+    for i, g in enumerate(docs):
+        key = f"geoms[{i}]"
+        failed = s.failed
+        s.failed = False
+        if (g.file is None) == (g.sql is None):
+            both = "not both" if g.file is not None else "none given"
+            s.error(key, f"needs exactly one of 'file' and 'sql', {both}")
+        if g.file is not None and g.connection is not None:
+            s.error(f"{key}.connection", "only for an 'sql' entry")
+        path = None
+        if g.file is not None:
+            path = config_path(g.file, base_dir)
+            reason = unreadable(path)
+            if reason is not None:
+                s.error(f"{key}.file", f"cannot read geometry file '{path}': {reason}")
+        if g.sql is not None and not g.sql.strip():
+            s.error(f"{key}.sql", "is empty")
+        elif g.sql is not None and re.match(r"(?i)\s*select\b", g.sql):
+            # TileCloud-chain's form: it is run as SELECT ST_AsBinary(geom) FROM (SELECT <sql>).
+            s.error(
+                f"{key}.sql", "write it without the leading SELECT, e.g. 'way AS geom FROM ...'"
+            )
+        low, high = g.min_resolution, g.max_resolution
+        if low is not None and high is not None and low > high:
+            s.error(f"{key}.min_resolution", f"{low:g} is above max_resolution {high:g}")
+        geom = LayerGeom(path, g.sql, g.connection or connection, low, high)
+        for grid in grids if not s.failed else ():
+            if not any(geom.applies_to(r) for r in grid.resolutions):
+                s.error(key, f"no level of grid {grid.name!r} has a resolution between "
+                             "min_resolution and max_resolution")  # fmt: skip
+        if not s.failed:
+            geoms.append(geom)
+        s.failed = s.failed or failed
+    return tuple(geoms)
+
+
+def _wms(s: Scope, doc: LayerDoc) -> WmsSource | None:
+    if doc.type != "wms":
+        for key in WMS_KEYS:
+            if key not in doc.model_fields_set:
+                continue
+            if key in s.origin:
+                s.warn(key, f"ignored: only for layers of type 'wms' (this layer is of type "
+                            f"{doc.type!r}), as TileCloud-chain does")  # fmt: skip
+            else:
+                s.error(key, f"only for layers of type 'wms' (this layer is of type {doc.type!r})")
+        return None
+    for key in ("url", "layers"):
+        if getattr(doc, key) is None:
+            s.error(key, "missing required key")
+    if doc.url is not None and not re.match(r"^https?://[^/\s]+", doc.url):
+        s.error("url", f"expected an http:// or https:// URL, got {doc.url!r}")
+    if doc.version not in WMS_VERSIONS:
+        s.error("version", f"expected one of {', '.join(WMS_VERSIONS)}, got {doc.version!r}")
+    for name in doc.params:
+        if name.lower() in WMS_RESERVED:
+            s.error(f"params.{name}", "set by tileserver for each request; remove it from params")
+    info_formats = texts(doc.info_formats)
+    if doc.info_formats is not None and not doc.query_layers:
+        s.error("info_formats", "needs query_layers (the WMS layers GetFeatureInfo queries)")
+    by_extension: dict[str, str] = {}
+    for info_format in info_formats:
+        other = by_extension.setdefault(info_extension(info_format), info_format)
+        if other != info_format:
+            s.error("info_formats", f"{other!r} and {info_format!r} would share the REST "
+                                    f"extension '.{info_extension(info_format)}': keep one")  # fmt: skip
+
+    def pairs(mapping: Mapping[str, str | int | float | bool]) -> tuple[tuple[str, str], ...]:
+        return tuple(
+            sorted(
+                (str(k), ("TRUE" if v else "FALSE") if isinstance(v, bool) else str(v))
+                for k, v in mapping.items()
+            )
+        )
+
+    if s.failed or doc.url is None or doc.layers is None:
+        return None
+    return WmsSource(
+        url=doc.url,
+        layers=doc.layers,
+        version=doc.version,
+        params=pairs(doc.params),
+        headers=pairs(doc.headers),
+        generate_salt=doc.generate_salt,
+        timeout=doc.timeout,
+        retries=doc.retries,
+        query_layers=doc.query_layers,
+        info_formats=info_formats or (DEFAULT_INFO_FORMATS if doc.query_layers else ()),
+    )
+
+
+def build_layer(
+    errors: Errors,
+    name: str,
+    doc: LayerDoc,
+    origin: Mapping[str, str],
+    grids: Mapping[str, Grid | None],
+    caches: Mapping[str, CacheConfig | None],
+    base_dir: Path,
+    default_cache: str | None,
+    default_connection: str,
+) -> Layer | None:
+    s = Scope(errors, name, origin)
+    if doc.type not in LAYER_TYPES:
+        s.error("type", f"unknown layer type {doc.type!r} (supported: {', '.join(LAYER_TYPES)})")
+        return None
+    layer_grids = _grids(s, doc, grids)
+    bbox = bbox_of(errors, f"layers.{name}.bbox", doc.bbox) if doc.bbox is not None else None
+    if doc.bbox is not None and bbox is None:
+        s.failed = True
+    formats = _formats(s, doc)
+    if doc.missing_tile not in MISSING_TILE:
+        s.error("missing_tile", f"expected one of {', '.join(MISSING_TILE)}, "
+                                f"got {doc.missing_tile!r}")  # fmt: skip
+    if not _NAME_RE.match(doc.wmts_style):
+        s.error("wmts_style", f"invalid style name {doc.wmts_style!r}")
+    cache = doc.cache if doc.cache is not None else default_cache
+    if doc.cache is not None and doc.cache not in caches:
+        s.error("cache", f"unknown cache {doc.cache!r} (defined: {names_of(caches)})")
+    elif doc.cache is not None and caches[doc.cache] is None:
+        s.failed = True  # defined, and wrong: reported at the cache
+    elif cache not in caches or caches[cache] is None:
+        cache = None  # an unknown generation.default_cache is reported once, at its path
+    for grid in layer_grids:
+        if bbox is not None and not bbox.intersects(grid.bbox):
+            s.error("bbox", f"{list(bbox.as_tuple())} is outside grid {grid.name!r}")
+        if doc.meta_buffer > 4 * grid.tile_size:
+            s.error("meta_buffer", f"at most {4 * grid.tile_size} pixels, got {doc.meta_buffer}")
+    mapfile = None
+    if doc.type == "mapnik" and doc.mapfile is None:
+        s.error("mapfile", "missing required key")
+    elif doc.mapfile is not None:
+        mapfile = config_path(doc.mapfile, base_dir)
+        reason = unreadable(mapfile)
+        if reason is not None:
+            s.error("mapfile", f"cannot read Mapnik file '{mapfile}': {reason}")
+    connection = doc.connection
+    if connection and doc.type != "mapnik":
+        if origin.get("connection") != "layer_default":
+            s.error("connection", "only for layers of type 'mapnik' (PostGIS datasources)")
+        connection = ""
+    dimensions = _dimensions(s, doc.dimensions)
+    geoms = _geoms(s, doc.geoms, layer_grids, base_dir, default_connection)
+    wms = _wms(s, doc)
+    if s.failed or not layer_grids or formats is None:
+        return None
+
+    def empty(detection: object) -> EmptyTile | None:
+        return None if detection is None else EmptyTile(detection.size, detection.hash)  # type: ignore[attr-defined]
+
+    cost = doc.cost
+    return Layer(
+        name=name,
+        type=doc.type,
+        title=doc.title if doc.title is not None else name,
+        abstract=doc.abstract,
+        grid=layer_grids[0],
+        grids=tuple(layer_grids),
+        bbox=bbox or layer_grids[0].bbox,
+        mapfile=mapfile,
+        meta=doc.meta,
+        meta_size=doc.meta_size,
+        meta_buffer=doc.meta_buffer,
+        mime_type=formats[0],
+        extension=doc.extension,
+        output_format=formats[1],
+        wmts_style=doc.wmts_style,
+        dimensions=dimensions,
+        expires_hours=doc.expires,
+        min_resolution_seed=doc.min_resolution_seed,
+        cache=cache,
+        missing_tile=doc.missing_tile,
+        empty_tile_detection=empty(doc.empty_tile_detection),
+        empty_metatile_detection=empty(doc.empty_metatile_detection),
+        geoms=geoms,
+        wms=wms,
+        connection=connection,
+        px_buffer=doc.px_buffer,
+        data_buffer=doc.data_buffer,
+        cost=None if cost is None else LayerCost(**cost.model_dump()),
+    )
