@@ -6,15 +6,41 @@ The only module that reads the config file and the environment.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from mako.exceptions import text_error_template
+from mako.exceptions import RichTraceback
 from mako.template import Template
 
-from tileserver.config import Config, parse_config
+from tileserver.config import Config, MergedDict, parse_config
 from tileserver.errors import ConfigError
+
+# Mako drops a '## comment' line whole; an empty line keeps the YAML's line numbers those
+# of the file the user edits.
+_MAKO_COMMENT = re.compile(r"^[ \t]*##.*$", re.MULTILINE)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, noting which keys of a mapping came from a YAML anchor
+    (`<<: *layer`), so that a message about them says they were set in `defaults`."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        own = {key.value for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"}
+        super().flatten_mapping(node)
+        self._merged = frozenset(key.value for key, _ in node.value) - own
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
+    data = MergedDict()
+    yield data
+    loader._merged = frozenset()
+    data.update(loader.construct_mapping(node))
+    data.merged = loader._merged
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 
 
 def render_text(path: Path, environ: dict[str, str] | None = None) -> str:
@@ -29,10 +55,28 @@ def render_text(path: Path, environ: dict[str, str] | None = None) -> str:
         return text
     env = dict(os.environ if environ is None else environ)
     try:
-        return str(Template(text, strict_undefined=True).render(env=env, environ=env))
+        return str(
+            Template(_MAKO_COMMENT.sub("", text), strict_undefined=True).render(
+                env=env, environ=env
+            )
+        )
     except Exception as exc:
-        detail = text_error_template().render().strip().splitlines()[-1]
-        raise ConfigError([f"{path}: Mako template error: {detail or exc}"]) from exc
+        line = next(
+            (ln for file, ln, *_ in reversed(RichTraceback().traceback) if "memory:" in file),
+            None,
+        )
+        where = f" line {line}" if line else ""
+        if isinstance(exc, KeyError):
+            raise ConfigError(
+                [f"{path}:{where}: the environment variable {exc.args[0]} is not set"]
+            ) from exc
+        if isinstance(exc, NameError):
+            name = str(exc).split("'")[1] if "'" in str(exc) else str(exc)
+            raise ConfigError(
+                [f"{path}:{where}: Mako template error: {name!r} is not defined (environment "
+                 "variables are read as ${environ['NAME']})"]
+            ) from exc  # fmt: skip
+        raise ConfigError([f"{path}:{where}: Mako template error: {exc}"]) from exc
 
 
 def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = None) -> Config:
@@ -40,7 +84,7 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
     source = Path(path).resolve()
     text = render_text(source, environ)
     try:
-        data: Any = yaml.safe_load(text)
+        data: Any = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

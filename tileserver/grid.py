@@ -37,13 +37,18 @@ class Grid:
     def __post_init__(self) -> None:
         for z in range(len(self.resolutions)):
             self._ids[self.matrix_id(z)] = z
+            if self.matrix_identifier == "resolution":
+                # tileserver < 0.2 wrote '2.5' where TileCloud-chain writes '2_5'.
+                self._ids.setdefault(format_resolution(self.resolutions[z]), z)
 
     # --- identifiers -------------------------------------------------------------------
 
     def matrix_id(self, z: int) -> str:
         """The TileMatrix identifier of level z."""
         if self.matrix_identifier == "resolution":
-            return format_resolution(self.resolutions[z])
+            # TileCloud-chain's identifier: '2_5' for 2.5, '1' for 1.0 (its store paths and
+            # its users' URLs use it).
+            return format_resolution(self.resolutions[z]).replace(".", "_")
         return str(z)
 
     def zoom_of(self, matrix_id: str) -> int | None:

@@ -682,14 +682,16 @@ def test_mako_template_with_an_undefined_env_var(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={"LAYER": "osm", "MAPFILE": MAPFILE})
     (message,) = info.value.messages
-    assert message.startswith(f"{path}: Mako template error: ")
-    assert "KeyError" in message and "PREFIX" in message
+    # The line of the file the user edits, and the variable to set (issue 13).
+    line = MAKO_TEMPLATE.splitlines().index(next(
+        x for x in MAKO_TEMPLATE.splitlines() if "PREFIX" in x)) + 1  # fmt: skip
+    assert message == f"{path}: line {line}: the environment variable PREFIX is not set"
 
 
 def test_mako_template_with_an_undefined_name(tmp_path: Path) -> None:
     path = tmp_path / "tileserver.yaml.mako"
     path.write_text("layers: ${prefix}\n")
-    with pytest.raises(ConfigError, match=r"Mako template error: NameError: 'prefix'"):
+    with pytest.raises(ConfigError, match=r"Mako template error: 'prefix' is not defined"):
         load_config(path, environ={})
 
 

@@ -232,12 +232,15 @@ def test_swiss_crs_facts() -> None:
 
 @pytest.mark.parametrize(
     ("resolution", "identifier"),
-    [(4000, "4000"), (650, "650"), (2.5, "2.5"), (1, "1"), (0.5, "0.5"), (0.25, "0.25")],
+    [(4000, "4000"), (650, "650"), (2.5, "2_5"), (1, "1"), (0.5, "0_5"), (0.25, "0_25")],
 )
 def test_swiss_resolution_identifiers(resolution: float, identifier: str) -> None:
+    """TileCloud-chain's identifiers (its store paths and its users' URLs use them); the
+    '2.5' spelling tileserver used before is still understood."""
     z = SWISS_RESOLUTIONS.index(resolution)
     assert SWISS.matrix_id(z) == identifier
     assert SWISS.zoom_of(identifier) == z
+    assert SWISS.zoom_of(identifier.replace("_", ".")) == z
 
 
 def test_swiss_identifiers_round_trip_for_every_level() -> None:

@@ -37,6 +37,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_or_report(args.config)
     if config is None:
         return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     errors = check_mapfiles(config)
     if errors:
         print_config_errors("tileserver", args.config, errors)

@@ -73,6 +73,8 @@ def config_data(config: Config) -> dict[str, Any]:
         plain.pop("grid", None)
         plain["grids"] = list(layer.grid_names)
         plain.update(mime_type=layer.mime_type, output_format=layer.output_format)
+        if layer.cache is not None:
+            plain["cache"] = layer.cache
         data["layers"][name] = plain
     generation = data.setdefault("generation", {})
     generation.update(default_layers=list(config.generation.default_layers))

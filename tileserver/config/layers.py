@@ -198,7 +198,9 @@ def _wms(s: Scope, doc: LayerDoc) -> WmsSource | None:
         for key in WMS_KEYS:
             if key not in doc.model_fields_set:
                 continue
-            if key in s.origin:
+            if key in s.origin or key == "info_formats":
+                # TileCloud-chain accepts info_formats on every layer, and drops the keys an
+                # anchor brings into a layer of another type.
                 s.warn(key, f"ignored: only for layers of type 'wms' (this layer is of type "
                             f"{doc.type!r}), as TileCloud-chain does")  # fmt: skip
             else:
