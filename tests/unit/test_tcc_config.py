@@ -1,0 +1,264 @@
+"""TileCloud-chain's configuration keys: each understood, warned about, or refused naming
+the feature (issue 13); and TCC's own files, read unchanged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tileserver.config import parse_config
+from tileserver.config_loader import load_config
+from tileserver.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+# ../shared/tcc-configs beside the clone (TILESERVER_TCC_CONFIGS elsewhere, e.g. a worktree).
+TCC_CONFIGS = Path(
+    os.environ.get("TILESERVER_TCC_CONFIGS", ROOT.parent / "shared" / "tcc-configs")
+)
+SWISS = {"srs": "EPSG:21781", "bbox": [420000, 30000, 900000, 350000]}
+
+
+def base(**layer: Any) -> dict[str, Any]:
+    return {
+        "grids": {
+            "swissgrid_5": {**SWISS, "resolutions": [100, 50, 20, 10, 5]},
+            "swissgrid_01": {**SWISS, "resolutions": [2.5, 0.5], "matrix_identifier": "resolution"},
+        },
+        "caches": {"local": {"type": "filesystem", "folder": "/tmp/tiles"}},
+        "layers": {
+            "point": {"type": "wms", "url": "http://localhost/mapserv", "layers": "point",
+                      "grid": "swissgrid_5", **layer},
+        },
+    }  # fmt: skip
+
+
+def messages(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, ROOT)
+    return info.value.messages
+
+
+# --- understood and honoured ------------------------------------------------------------------
+
+
+def test_grids_list_gives_the_layer_several_tile_matrix_sets() -> None:
+    layer = parse_config(base(grids=["swissgrid_5", "swissgrid_01"]), ROOT).layers["point"]
+    assert layer.grid_names == ("swissgrid_5", "swissgrid_01")
+    other = layer.on_grid("swissgrid_01")
+    assert other is not None and other.grid.name == "swissgrid_01"
+    assert [v.grid.name for v in layer.variants()] == ["swissgrid_5", "swissgrid_01"]
+    assert layer.on_grid("nope") is None
+
+
+def test_tcc_resolution_identifiers() -> None:
+    grid = parse_config(base(), ROOT).grids["swissgrid_01"]
+    assert [grid.matrix_id(z) for z in range(2)] == ["2_5", "0_5"]
+
+
+def test_dimension_generate_px_buffer_data_buffer_and_layer_cost() -> None:
+    dimension = {"name": "DATE", "values": ["2010", "2012"], "default": "2012",
+                 "generate": ["2010"]}  # fmt: skip
+    layer = parse_config(
+        base(dimensions=[dimension], px_buffer=100, data_buffer=64,
+             cost={"tile_generation_time": 12}),
+        ROOT,
+    ).layers["point"]  # fmt: skip
+    assert layer.dimensions[0].generated == ("2010",)
+    assert (layer.px_buffer, layer.data_buffer) == (100, 64)
+    assert layer.cost is not None and layer.cost.tile_generation_time == 12
+    wrong = {**dimension, "generate": ["1999"]}
+    assert messages(base(dimensions=[wrong])) == [
+        "layers.point.dimensions[0].generate: '1999' is not one of the values ['2010', '2012']"
+    ]
+
+
+def test_generation_keys_and_default_layers_absent_means_every_layer() -> None:
+    data = base()
+    data["layers"]["line"] = {**data["layers"]["point"], "layers": "line"}
+    data["generation"] = {"error_file": "error.list", "maxconsecutive_errors": 2}
+    config = parse_config(data, ROOT)
+    assert config.generation.default_layers == ("point", "line")
+    assert (config.generation.error_file, config.generation.maxconsecutive_errors) == (
+        "error.list",
+        2,
+    )
+
+
+def test_hosts_placeholders_give_one_url_per_host() -> None:
+    data = base()
+    data["caches"] = {
+        "multi": {"type": "filesystem", "folder": "/tmp", "http_url": "http://%(host)s/tiles/",
+                  "hosts": ["wmts1", "wmts2"]},
+        "s3": {"type": "s3", "http_url": "https://%(host)s/%(bucket)s/%(folder)s/",
+               "host": "s3-eu-west-1.amazonaws.com", "bucket": "tiles", "folder": "t"},
+    }  # fmt: skip
+    caches = parse_config(data, ROOT).caches
+    assert caches["multi"].public_urls == ("http://wmts1/tiles", "http://wmts2/tiles")
+    assert caches["s3"].public_urls == ("https://s3-eu-west-1.amazonaws.com/tiles/t",)
+    assert caches["s3"].endpoint_url == "https://s3-eu-west-1.amazonaws.com"
+
+
+def test_cost_request_per_layers_and_mapcache_memcached() -> None:
+    data = base()
+    data["cost"] = {"request_per_layers": 1000}
+    data["mapcache"] = {"memcache_host": "127.0.0.1", "memcache_port": 11212}
+    config = parse_config(data, ROOT)
+    assert config.cost.requests_per_month == 1000
+    assert config.memcached is not None and config.memcached.servers == (("127.0.0.1", 11212),)
+
+
+def test_defaults_section_is_read_through_anchors_and_named_in_messages(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "grids:\n  g: {srs: 'EPSG:21781', bbox: [420000, 30000, 900000, 350000], "
+        "resolutions: [10]}\n"
+        "defaults:\n  layer: &layer\n    type: wms\n    grid: g\n    meta_size: 0\n"
+        "    url: http://localhost/\n"
+        "layers:\n  a:\n    <<: *layer\n    layers: a\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.messages == [
+        "layers.a.meta_size: must be at least 1, got 0 (set in defaults)"
+    ]
+
+
+# --- accepted with one warning ---------------------------------------------------------------
+
+
+def test_keys_without_effect_get_one_warning_each() -> None:
+    data = base(wms_url="http://x/", post_process="optipng")
+    data["layers"]["line"] = {**data["layers"]["point"], "layers": "line"}
+    data.update(apache={"location": "/tiles"}, process={}, openlayers={"srs": "EPSG:21781"})
+    data["generation"] = {"authorised_user": "www-data"}
+    warnings = parse_config(data, ROOT).warnings
+    for key in ("layers.wms_url", "layers.post_process", "apache", "process", "openlayers",
+                "generation.authorised_user"):  # fmt: skip
+        found = [w for w in warnings if w.startswith(f"{key}:")]
+        assert len(found) == 1 and "no effect" in found[0], (key, warnings)
+
+
+def test_a_wms_key_an_anchor_brings_into_a_mapnik_layer_is_ignored_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "style.xml").write_text("<Map/>")
+    data = base()
+    data["layers"]["m"] = {"type": "mapnik", "mapfile": "style.xml", "grid": "swissgrid_5"}
+    data["layer_default"] = {"url": "http://localhost/"}
+    config = parse_config(data, tmp_path)
+    assert any(w.startswith("layers.m.url: ignored") for w in config.warnings)
+
+
+# --- refused, naming the feature ---------------------------------------------------------------
+
+
+def test_a_tcc_cache_type_is_refused_where_a_layer_uses_it() -> None:
+    data = base(cache="db")
+    data["caches"]["db"] = {"type": "bsddb", "folder": "/tmp"}
+    assert messages(data) == [
+        "caches.db.type: 'bsddb' is a TileCloud-chain cache type tileserver does not offer "
+        "(supported: filesystem, s3); used by layer 'point'"
+    ]
+    del data["layers"]["point"]["cache"]
+    warnings = parse_config(data, ROOT).warnings
+    assert any(w.startswith("caches.db.type: 'bsddb' is a TileCloud-chain") for w in warnings)
+
+
+def test_utfgrid_layers_are_left_out_and_refused_where_asked_for() -> None:
+    data = base()
+    data["layers"]["grid"] = {**data["layers"]["point"], "extension": "json",
+                              "output_format": "grid", "mime_type": "application/utfgrid"}  # fmt: skip
+    config = parse_config(data, ROOT)
+    assert "grid" not in config.layers
+    assert any(w.startswith("layers.grid: UTFGrid") for w in config.warnings)
+    data["generation"] = {"default_layers": ["grid"]}
+    assert messages(data)[0].startswith("generation.default_layers[0]: layer 'grid' is left out")
+
+
+# --- silent wrong output impossible ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("layer", "expected"),
+    [
+        ({"extension": "jpeg", "output_format": "png"}, "layers.point.output_format: 'png' "
+         "encodes PNG tiles but the layer's extension is 'jpeg' (image/jpeg)"),
+        ({"extension": "png", "output_format": "jpeg85"}, "layers.point.output_format: "
+         "'jpeg85' encodes JPEG tiles but the layer's extension is 'png' (image/png)"),
+        ({"extension": "jpeg", "mime_type": "image/png"},
+         "layers.point.mime_type: 'image/png' does not match extension 'jpeg'"),
+    ],
+)  # fmt: skip
+def test_contradicting_formats_are_refused(layer: dict[str, Any], expected: str) -> None:
+    (message,) = messages(base(**layer))
+    assert message.startswith(expected)
+
+
+def test_a_png_output_format_from_layer_default_on_a_jpeg_layer_says_where_it_was_set() -> None:
+    data = base(extension="jpeg")
+    data["layer_default"] = {"output_format": "png"}
+    (message,) = messages(data)
+    assert message.startswith("layers.point.output_format: 'png' encodes PNG tiles")
+    assert message.endswith("(set in layer_default)")
+
+
+# --- TCC's wrong_*.yaml mistakes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("resolutions", [5, 10], "grids.swissgrid_5.resolutions: resolutions must be sorted "
+         "from the largest to the smallest"),
+        ("srs", "EPSG:99999", "grids.swissgrid_5.srs: unknown CRS 'EPSG:99999'"),
+        ("tile_size", "256", "grids.swissgrid_5.tile_size: expected an integer, got str '256'"),
+        ("bbox", "420000 30000", "grids.swissgrid_5.bbox: expected a non-empty list of numbers"),
+    ],
+)  # fmt: skip
+def test_tcc_wrong_grids_are_refused(path: str, value: Any, expected: str) -> None:
+    data = base()
+    data["grids"]["swissgrid_5"][path] = value
+    assert any(m.startswith(expected) for m in messages(data)), messages(data)
+
+
+# --- TileCloud-chain's own files, unchanged ----------------------------------------------------
+
+needs_tcc_configs = pytest.mark.skipif(
+    not TCC_CONFIGS.is_dir(),
+    reason=f"{TCC_CONFIGS} is absent: TileCloud-chain's files are not part of this project",
+)
+
+
+@needs_tcc_configs
+@pytest.mark.parametrize(
+    "name",
+    ["scaffold-config.yaml", "test-1.9.4.yaml", "test-master.yaml", "test-multidim-master.yaml"],
+)
+def test_tcc_files_load_unchanged(name: str, tmp_path: Path) -> None:
+    """Copied beside the fixture they name (mapfile/test.mapnik: the demo style, with its
+    data), byte for byte."""
+    shutil.copy(TCC_CONFIGS / name, tmp_path / name)
+    (tmp_path / "mapfile").mkdir()
+    shutil.copy(ROOT / "config" / "styles" / "osm.xml", tmp_path / "mapfile" / "test.mapnik")
+    (tmp_path / "data").symlink_to(ROOT / "config" / "data")
+    config = load_config(tmp_path / name)
+    assert config.layers
+    assert all(layer.grid.name in config.grids for layer in config.layers.values())
+    if name.startswith("test-") and name != "test-multidim-master.yaml":
+        assert config.layers["polygon2"].grid.matrix_id(0) == "1"
+        assert config.grids["swissgrid_2_5"].matrix_id(0) == "2_5"
+        assert set(config.generation.default_layers) == {"line", "polygon"}
+        assert config.layers["point"].dimensions[0].generated == ("2012",)
+        assert config.layers["point_px_buffer"].px_buffer == 100
+        assert config.cost.requests_per_month == 10_000_000
+        assert [c for c in config.caches] == ["local", "multi_host", "multi_url", "s3"]
+        assert config.caches["multi_host"].public_urls == tuple(
+            f"http://wmts{i}{'/tiles' if '1.9' in name else ''}" for i in (1, 2, 3)
+        )
+    if name == "scaffold-config.yaml":
+        assert config.memcached is not None and config.memcached.servers == (("localhost", 11211),)
+        assert config.layers["ortho"].mime_type == "image/jpeg"
