@@ -36,7 +36,7 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Any:
     data = MergedDict()
     yield data
     loader._merged = frozenset()
-    data.update(loader.construct_mapping(node))
+    data.update({str(k): v for k, v in loader.construct_mapping(node).items()})
     data.merged = loader._merged
 
 
@@ -84,7 +84,7 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
     source = Path(path).resolve()
     text = render_text(source, environ)
     try:
-        data: Any = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+        data: Any = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

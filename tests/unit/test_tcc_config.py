@@ -16,9 +16,7 @@ from tileserver.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 # ../shared/tcc-configs beside the clone (TILESERVER_TCC_CONFIGS elsewhere, e.g. a worktree).
-TCC_CONFIGS = Path(
-    os.environ.get("TILESERVER_TCC_CONFIGS", ROOT.parent / "shared" / "tcc-configs")
-)
+TCC_CONFIGS = Path(os.environ.get("TILESERVER_TCC_CONFIGS", ROOT.parent / "shared" / "tcc-configs"))
 SWISS = {"srs": "EPSG:21781", "bbox": [420000, 30000, 900000, 350000]}
 
 
@@ -170,8 +168,8 @@ def test_a_tcc_cache_type_is_refused_where_a_layer_uses_it() -> None:
 
 def test_utfgrid_layers_are_left_out_and_refused_where_asked_for() -> None:
     data = base()
-    data["layers"]["grid"] = {**data["layers"]["point"], "extension": "json",
-                              "output_format": "grid", "mime_type": "application/utfgrid"}  # fmt: skip
+    utfgrid = {"extension": "json", "output_format": "grid", "mime_type": "application/utfgrid"}
+    data["layers"]["grid"] = {**data["layers"]["point"], **utfgrid}
     config = parse_config(data, ROOT)
     assert "grid" not in config.layers
     assert any(w.startswith("layers.grid: UTFGrid") for w in config.warnings)

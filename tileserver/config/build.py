@@ -12,9 +12,10 @@ named where something uses them.
 from __future__ import annotations
 
 import copy
-import re
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ from tileserver.config.messages import (
     messages_of,
     unknown_key,
 )
-from tileserver.config.model import _NAME_RE, QUEUE_TYPES, CACHE_TYPES, Config, Layer
+from tileserver.config.model import _NAME_RE, CACHE_TYPES, QUEUE_TYPES, Config, Layer
 from tileserver.errors import ConfigError
 from tileserver.grid import Grid
 
@@ -201,7 +202,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     def section(key: str) -> Any:
         field = Document.model_fields[key]
         model: Any = field.annotation
-        model = next((a for a in getattr(model, "__args__", (model,)) if a is not type(None)))
+        model = next(a for a in getattr(model, "__args__", (model,)) if a is not type(None))
         if data.get(key) is None:
             return field.get_default(call_default_factory=True)
         return _validate(errors, model, data[key], key)[0]
@@ -220,7 +221,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         grid_doc, salvaged = _validate(errors, GridDoc, value, f"grids.{name}")
         grid_docs[name] = grid_doc
         if salvaged is not None:
-            grid = _checked(errors, lambda n=name, d=salvaged: S.build_grid(errors, n, d),
+            grid = _checked(errors, partial(S.build_grid, errors, name, salvaged),
                             grid_doc is not None)  # fmt: skip
             if grid is not None:
                 grids[name] = grid

@@ -223,8 +223,9 @@ def _wms(s: Scope, doc: LayerDoc) -> WmsSource | None:
     for info_format in info_formats:
         other = by_extension.setdefault(info_extension(info_format), info_format)
         if other != info_format:
+            ext = info_extension(info_format)
             s.error("info_formats", f"{other!r} and {info_format!r} would share the REST "
-                                    f"extension '.{info_extension(info_format)}': keep one")  # fmt: skip
+                                    f"extension '.{ext}': keep one")  # fmt: skip
 
     def pairs(mapping: Mapping[str, str | int | float | bool]) -> tuple[tuple[str, str], ...]:
         return tuple(
@@ -278,9 +279,9 @@ def build_layer(
     cache = doc.cache if doc.cache is not None else default_cache
     if doc.cache is not None and doc.cache not in caches:
         s.error("cache", f"unknown cache {doc.cache!r} (defined: {names_of(caches)})")
-    elif doc.cache is not None and caches[doc.cache] is None:
+    elif doc.cache is not None and caches.get(doc.cache) is None:
         s.failed = True  # defined, and wrong: reported at the cache
-    elif cache not in caches or caches[cache] is None:
+    elif cache is None or caches.get(cache) is None:
         cache = None  # an unknown generation.default_cache is reported once, at its path
     for grid in layer_grids:
         if bbox is not None and not bbox.intersects(grid.bbox):
