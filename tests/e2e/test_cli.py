@@ -209,7 +209,7 @@ def test_mako_config_rendered_with_the_environment(tmp_path: Path) -> None:
     template.write_text(text)
     env_missing = run("check-config", str(template))
     assert env_missing.returncode == 1
-    assert "Mako template error" in env_missing.stderr
+    assert "the environment variable STYLE_PATH is not set" in env_missing.stderr
     assert "STYLE_PATH" in env_missing.stderr
     result = subprocess.run(
         [sys.executable, "-m", "tileserver", "check-config", str(template)],
