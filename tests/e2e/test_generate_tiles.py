@@ -406,10 +406,12 @@ def test_a_failed_metatile_goes_to_the_error_file_and_replays_from_it(tmp_path: 
 def test_errors_name_the_missing_setting(tmp_path: Path) -> None:
     config = write_config(tmp_path)  # no generation section, no layer cache
 
-    no_layer = run(config, "--zoom", "13")
-    assert no_layer.returncode == 1
-    assert "generation.default_layers" in no_layer.stderr
-    assert "--layer" in no_layer.stderr
+    # Without --layer nor generation.default_layers, every layer is generated (as in
+    # TileCloud-chain): here the only one, which then lacks a store.
+    every_layer = run(config, "--zoom", "13")
+    assert every_layer.returncode == 1
+    assert "layer 'osm' has no tile store" in every_layer.stderr
+    assert "generation.default_cache" in every_layer.stderr
 
     no_cache = run(config, "--layer", "osm", "--zoom", "13")
     assert no_cache.returncode == 1
