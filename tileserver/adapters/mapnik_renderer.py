@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -116,7 +117,8 @@ class MapnikRenderer:
             max_workers=self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=init_worker,
-            initargs=(self._specs,),
+            # A render process dies with this one, even killed by SIGKILL (OOM).
+            initargs=(self._specs, os.getpid()),
         )
 
     async def start(self) -> None:

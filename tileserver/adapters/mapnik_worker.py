@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tileserver.adapters import pillow_cut
+from tileserver.adapters.parent_death import die_with_parent
 
 mapnik: Any = None  # the module, imported by `init_worker`
 _MAPS: dict[str, Any] = {}
@@ -116,8 +117,11 @@ def load_map(spec: MapSpec) -> Any:
     return m
 
 
-def init_worker(specs: tuple[MapSpec, ...]) -> None:
-    """Pool initializer: the parent handles Ctrl-C; load every map once."""
+def init_worker(specs: tuple[MapSpec, ...], parent_pid: int | None = None) -> None:
+    """Pool initializer: dies with the parent (`parent_pid`), which handles Ctrl-C; loads
+    every map once."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for spec in specs:
         _SPECS[spec.layer] = spec

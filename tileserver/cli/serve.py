@@ -71,6 +71,11 @@ def _run_server(
     from tileserver.web.app import create_app
     from tileserver.web.runtime import RUNTIME
 
+    if master_pid is not None:
+        # A worker of a master killed by SIGKILL stops gracefully instead of serving on.
+        from tileserver.adapters.parent_death import die_with_parent
+
+        die_with_parent(master_pid, signal.SIGTERM)
     grace = config.server.shutdown_timeout
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
 

@@ -1,0 +1,75 @@
+"""End to end: the render processes of `tileserver serve` (one process, or a master and its
+workers) and of `generate_tiles` die with them when they are killed by SIGKILL (as the OOM
+killer does): nothing is left behind, orphaned, holding Mapnik's memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_generate_tiles import command, write_config
+from tests.support.processes import alive, descendants, render_processes, wait_until
+from tests.support.server import TileServer, demo_config
+
+pytestmark = pytest.mark.e2e
+
+GONE_WITHIN = 5.0  # seconds after the kill
+
+
+def assert_all_gone(pids: list[int], what: str) -> None:
+    assert wait_until(lambda: not any(alive(p) for p in pids), GONE_WITHIN), (
+        f"{what}: still alive {GONE_WITHIN:g} s after the kill: {[p for p in pids if alive(p)]}"
+    )
+
+
+def test_render_processes_die_with_a_killed_server(
+    tileserver: Callable[..., TileServer],
+) -> None:
+    server = tileserver(demo_config(None), render_processes=2)
+    assert server.proc is not None
+    renderers = render_processes(server.proc.pid)
+    assert len(renderers) == 2, renderers
+    everything = descendants(server.proc.pid)
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    assert_all_gone(everything, "the render processes of a server killed by SIGKILL")
+
+
+def test_workers_and_their_render_processes_die_with_a_killed_master(
+    tileserver: Callable[..., TileServer],
+) -> None:
+    server = tileserver(demo_config(None), workers=2, render_processes=2)
+    assert server.proc is not None
+    master = server.proc.pid
+    assert wait_until(lambda: len(render_processes(master)) == 4, 30), descendants(master)
+    everything = descendants(master)
+    server.proc.send_signal(signal.SIGKILL)
+    server.proc.wait()
+    assert_all_gone(everything, "the workers of a master killed by SIGKILL")
+
+
+def test_render_processes_die_with_a_killed_generate_tiles(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    config = write_config(tmp_path, {"cache": "tiles", "meta_size": 1})
+    process = subprocess.Popen(
+        command(config, "--layer", "osm", "--zoom", "13-17", "--processes", "2"),
+        cwd=config.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    started.append(process)
+    assert wait_until(lambda: len(render_processes(process.pid)) == 2, 60), "no render pool"
+    # Rendering under way: tiles are being written.
+    assert wait_until(lambda: any((tmp_path / "tiles").rglob("*.png")), 60)
+    everything = descendants(process.pid)
+    os.kill(process.pid, signal.SIGKILL)  # the generation alone, not its process group
+    process.wait()
+    assert_all_gone(everything, "the render processes of generate_tiles killed by SIGKILL")
