@@ -104,6 +104,8 @@ MAXIMAL: dict[str, Any] = {
             "wmts_style": "default",
             "dimensions": [{"name": "YEAR", "values": [2024, "2025"], "default": "2025"}],
             "expires": 0.5,
+            "stale_while_revalidate": 60,
+            "stale_if_error": 3600,
             "min_resolution_seed": 19.1,
             "missing_tile": "no_content",
             "cache": "fs",
@@ -165,6 +167,7 @@ MAXIMAL: dict[str, Any] = {
         "pool_size": 4,
         "retry_interval": 1,
         "lock_timeout": 30,
+        "lock_lease": 3,
     },
     "metadata": {
         "title": "Maps",

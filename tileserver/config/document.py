@@ -174,6 +174,14 @@ class LayerDoc(Section):
     wmts_style: Text = "default"
     dimensions: list[DimensionDoc] = Field(default_factory=list)
     expires: Number = Field(4.0, gt=0, description="Hours a tile is cached")
+    stale_while_revalidate: Int = Field(
+        0, ge=0, description="Seconds past `expires` a cached tile is answered at once while "
+        "one background render refreshes it (RFC 5861; 0: off)",
+    )  # fmt: skip
+    stale_if_error: Int = Field(
+        0, ge=0, description="Seconds past `expires` a cached tile is answered when its render "
+        "fails (WMS or database down, render timeout) instead of a 503 (RFC 5861; 0: off)",
+    )  # fmt: skip
     min_resolution_seed: Number | None = Field(None, gt=0)
     missing_tile: Text = Field(
         "render", json_schema_extra=enum("render", "no_content", "transparent")
@@ -280,7 +288,14 @@ class MemcachedDoc(Section):
     timeout: Number = Field(1.0, gt=0)
     pool_size: Int = Field(8, ge=1)
     retry_interval: Number = Field(2.0, gt=0)
-    lock_timeout: Number = Field(60.0, gt=0)
+    lock_timeout: Number = Field(
+        60.0, gt=0, description="Seconds a request waits at most for another process's "
+        "render of its metatile, then renders it itself",
+    )  # fmt: skip
+    lock_lease: Number = Field(
+        5.0, gt=0, description="Seconds a render lock lives unless its holder renews it (it "
+        "does while the render runs): a lock whose holder died is gone this soon",
+    )  # fmt: skip
 
 
 class MetadataDoc(Section):

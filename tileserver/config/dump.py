@@ -91,5 +91,6 @@ def config_data(config: Config) -> dict[str, Any]:
             "pool_size": m.pool_size,
             "retry_interval": m.retry_interval,
             "lock_timeout": m.lock_timeout,
+            "lock_lease": m.lock_lease,
         }
     return data

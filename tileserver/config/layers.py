@@ -340,4 +340,6 @@ def build_layer(
         px_buffer=doc.px_buffer,
         data_buffer=doc.data_buffer,
         cost=None if cost is None else LayerCost(**cost.model_dump()),
+        stale_while_revalidate=doc.stale_while_revalidate,
+        stale_if_error=doc.stale_if_error,
     )

@@ -163,6 +163,11 @@ class Layer:
     px_buffer: float = 0.0  # pixels added around `geoms` when selecting tiles to generate
     data_buffer: int | None = None  # mapnik: the style's buffer-size, in pixels
     cost: LayerCost | None = None  # overrides of the top-level `cost` figures
+    # RFC 5861, opt-in (0: off): seconds past `expires` a cached tile is still answered, at
+    # once while one background render refreshes it (stale_while_revalidate), or when its
+    # render fails (stale_if_error).
+    stale_while_revalidate: int = 0
+    stale_if_error: int = 0
 
     def __post_init__(self) -> None:
         if not self.grids:
@@ -194,6 +199,11 @@ class Layer:
     def ttl_seconds(self) -> int:
         """Memcached TTL and HTTP max-age."""
         return max(1, round(self.expires_hours * 3600))
+
+    @property
+    def cache_ttl_seconds(self) -> int:
+        """The tile cache's TTL: the expiry, and the longer stale window after it."""
+        return self.ttl_seconds + max(self.stale_while_revalidate, self.stale_if_error)
 
     @property
     def effective_meta_size(self) -> int:
@@ -244,7 +254,10 @@ class MemcachedConfig:
     timeout: float = 1.0  # seconds per Memcached round trip
     pool_size: int = 8  # connections per server
     retry_interval: float = 2.0  # seconds to skip Memcached after a failure
-    lock_timeout: float = 60.0  # TTL of the render lock of a metatile
+    lock_timeout: float = 60.0  # longest wait for another process's render of a metatile
+    # A render lock is a lease of this many seconds, renewed while its render runs: the
+    # lock of a holder that died (or of a paused Memcached) is gone this soon.
+    lock_lease: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

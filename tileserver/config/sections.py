@@ -225,6 +225,7 @@ def build_memcached(errors: Errors, doc: MemcachedDoc) -> MemcachedConfig | None
         pool_size=doc.pool_size,
         retry_interval=doc.retry_interval,
         lock_timeout=doc.lock_timeout,
+        lock_lease=doc.lock_lease,
     )
 
 
