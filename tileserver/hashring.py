@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -40,3 +40,20 @@ class HashRing(Generic[T]):
             return self._nodes[0]
         i = bisect.bisect(self._hashes, _hash(key)) % len(self._hashes)
         return self._nodes[self._owners[i]]
+
+    def nodes_for(self, key: str) -> Iterator[T]:
+        """Every node, once, in the order the ring meets them from the key's point: the
+        key's own node first (`node_for`), then where it fails over to. Skipping dead
+        nodes moves only their keys, spread over the others (each node owns many points)."""
+        if len(self._nodes) == 1:
+            yield self._nodes[0]
+            return
+        start = bisect.bisect(self._hashes, _hash(key))
+        seen: set[int] = set()
+        for step in range(len(self._hashes)):
+            owner = self._owners[(start + step) % len(self._hashes)]
+            if owner not in seen:
+                seen.add(owner)
+                yield self._nodes[owner]
+                if len(seen) == len(self._nodes):
+                    return

@@ -8,23 +8,29 @@ from typing import Protocol
 from tileserver.config import Layer
 from tileserver.grid import Metatile
 from tileserver.jobs import Delivery, FailedJob, QueueCounts
-from tileserver.types import TileCoord
+from tileserver.types import CacheEntry, TileCoord
 
 
 class TileCache(Protocol):
     """A key/value tile cache with expiry (Memcached, or the embedded LRU).
+
+    Each value carries a stamp: the Unix time, in whole seconds, it was made (a tile: when
+    its metatile was rendered), 0 when unknown. It tells a fresh tile from a stale one
+    (`stale_while_revalidate`) and dates it for HTTP (`Age`, `Last-Modified`); Memcached
+    keeps it in the item's 32-bit flags, so the value stays the tile's bytes alone.
 
     Every method may raise `CacheUnavailable`; none raises anything else on purpose.
     """
 
     name: str
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        """The values found, by key; missing keys are absent from the result."""
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        """The entries found, by key; missing keys are absent from the result."""
         ...
 
-    async def set_many(self, items: Mapping[str, bytes], ttl: int) -> None:
-        """Stores every item with a TTL in seconds, in as few round trips as possible."""
+    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> None:
+        """Stores every item with a TTL in seconds and the stamp, in as few round trips as
+        possible."""
         ...
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
@@ -44,9 +50,9 @@ class TileCache(Protocol):
 class HotTiles(Protocol):
     """An in-process tier of recently served tiles, read without awaiting."""
 
-    def get(self, key: str) -> bytes | None: ...
+    def get(self, key: str) -> CacheEntry | None: ...
 
-    def put(self, key: str, value: bytes, ttl: float) -> None: ...
+    def put(self, key: str, value: bytes, ttl: float, stamp: int = 0) -> None: ...
 
 
 class Renderer(Protocol):

@@ -53,3 +53,13 @@ class Limits:
 
     def contains(self, row: int, col: int) -> bool:
         return self.min_row <= row <= self.max_row and self.min_col <= col <= self.max_col
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A value read from a tile cache, with the Unix time (whole seconds) it was made: a
+    tile's render time, 0 when unknown (written by an older version or another program)."""
+
+    value: bytes
+    stamp: int = 0
+    source: str = ""  # the cache that answered it: its `name` ("memcached", "memory")

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import MemcachedConfig
 from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.protocols import TileCache
+from tileserver.types import CacheEntry
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,10 @@ async def cache(
     await backend.close()
 
 
+def values(found: Mapping[str, CacheEntry]) -> dict[str, bytes]:
+    return {key: entry.value for key, entry in found.items()}
+
+
 def tiles(n: int, size: int = 5000) -> dict[str, bytes]:
     return {f"c/layer/default/g/17/{i}/{i * 7}": os.urandom(size) for i in range(n)}
 
@@ -53,7 +58,7 @@ def tiles(n: int, size: int = 5000) -> dict[str, bytes]:
 async def test_set_many_then_get_many_returns_every_value(cache: TileCache) -> None:
     items = tiles(64)
     await cache.set_many(items, ttl=60)
-    assert await cache.get_many(list(items)) == items
+    assert values(await cache.get_many(list(items))) == items
 
 
 async def test_missing_keys_are_absent(cache: TileCache) -> None:
@@ -62,13 +67,32 @@ async def test_missing_keys_are_absent(cache: TileCache) -> None:
     keys = [*items, "c/nothing/here"]
     found = await cache.get_many(keys)
     assert set(found) == set(items)
-    assert await cache.get_many([]) == {}
+    assert values(await cache.get_many([])) == {}
 
 
 async def test_binary_values_survive_byte_for_byte(cache: TileCache) -> None:
     value = b"\r\nEND\r\nVALUE x 0 1\r\n\x00\xff" * 100
     await cache.set_many({"c/binary": value, "c/empty": b""}, ttl=60)
-    assert await cache.get_many(["c/binary", "c/empty"]) == {"c/binary": value, "c/empty": b""}
+    assert values(await cache.get_many(["c/binary", "c/empty"])) == {
+        "c/binary": value,
+        "c/empty": b"",
+    }
+
+
+async def test_each_value_carries_the_stamp_it_was_set_with(cache: TileCache) -> None:
+    """The render time of a tile: a Unix time in whole seconds (Memcached's 32-bit flags)."""
+    rendered = int(time.time())
+    await cache.set_many({"c/a": b"A", "c/b": b"B"}, ttl=60, stamp=rendered)
+    await cache.set_many({"c/late": b"L"}, ttl=60, stamp=2**32 - 1)  # 2106, the last one
+    await cache.set_many({"c/unknown": b"U"}, ttl=60)
+    found = await cache.get_many(["c/a", "c/b", "c/late", "c/unknown"])
+    assert {k: (e.value, e.stamp) for k, e in found.items()} == {
+        "c/a": (b"A", rendered), "c/b": (b"B", rendered), "c/late": (b"L", 2**32 - 1),
+        "c/unknown": (b"U", 0),
+    }  # fmt: skip
+    assert {e.source for e in found.values()} == {cache.name}
+    await cache.set_many({"c/a": b"A2"}, ttl=60, stamp=rendered + 5)  # rendered again
+    assert (await cache.get_many(["c/a"]))["c/a"].stamp == rendered + 5
 
 
 async def test_add_is_a_lock(cache: TileCache) -> None:
@@ -93,7 +117,7 @@ async def test_values_expire_after_their_ttl(cache: TileCache) -> None:
     else:
         await cache.set_many({"c/short": b"x"}, ttl=1)
         await asyncio.sleep(2.1)
-    assert await cache.get_many(["c/short"]) == {}
+    assert values(await cache.get_many(["c/short"])) == {}
     assert await cache.add("c/short", b"y", ttl=60) is True
 
 
@@ -103,7 +127,7 @@ async def test_ttls_beyond_thirty_days_are_kept(cache: TileCache) -> None:
     forty_days = 40 * 24 * 3600
     await cache.set_many({"c/long": b"kept"}, ttl=forty_days)
     assert await cache.add("c/long-lock", b"1", ttl=forty_days) is True
-    assert await cache.get_many(["c/long", "c/long-lock"]) == {
+    assert values(await cache.get_many(["c/long", "c/long-lock"])) == {
         "c/long": b"kept",
         "c/long-lock": b"1",
     }
@@ -111,7 +135,7 @@ async def test_ttls_beyond_thirty_days_are_kept(cache: TileCache) -> None:
 
 async def test_delete_of_a_missing_key_is_fine(cache: TileCache) -> None:
     await cache.delete("c/never/set")
-    assert await cache.get_many(["c/never/set"]) == {}
+    assert values(await cache.get_many(["c/never/set"])) == {}
 
 
 async def test_delete_many_deletes_the_keys_and_counts_those_that_were_there(
@@ -122,10 +146,10 @@ async def test_delete_many_deletes_the_keys_and_counts_those_that_were_there(
     keys = list(items)
     gone = [*keys[:6], "c/never/set", "c/never/set/either", keys[0]]
     assert await cache.delete_many(gone) == 6  # a key repeated is gone the second time
-    assert await cache.get_many(keys) == {k: items[k] for k in keys[6:]}
+    assert values(await cache.get_many(keys)) == {k: items[k] for k in keys[6:]}
     assert await cache.delete_many(gone) == 0
     assert await cache.delete_many([]) == 0
-    assert await cache.get_many(keys) == {k: items[k] for k in keys[6:]}
+    assert values(await cache.get_many(keys)) == {k: items[k] for k in keys[6:]}
 
 
 async def test_delete_many_of_thousands_of_keys_over_two_memcached_servers(
@@ -143,7 +167,7 @@ async def test_delete_many_of_thousands_of_keys_over_two_memcached_servers(
     assert min(per_server) > DELETE_BATCH, per_server
     missing = [f"c/missing/{i}" for i in range(300)]
     assert await cache.delete_many(keys[:-7] + missing) == len(keys) - 7
-    assert await cache.get_many(keys) == {k: b"x" for k in keys[-7:]}
+    assert values(await cache.get_many(keys)) == {k: b"x" for k in keys[-7:]}
     await cache.close()
 
 
@@ -158,7 +182,7 @@ async def test_keys_spread_over_two_memcached_servers(daemons: list[Memcached]) 
     counts = [sum(1 for key in items if d.get(key) is not None) for d in daemons]
     assert sum(counts) == 64
     assert min(counts) >= 10, counts
-    assert await cache.get_many(list(items)) == items
+    assert values(await cache.get_many(list(items))) == items
     await cache.close()
 
 
@@ -197,7 +221,7 @@ async def test_a_timed_out_command_never_desynchronises_the_connection() -> None
         # The replies to the timed-out gets arrive now; they must not be read as answers.
         await asyncio.sleep(0.2)
         for key, value in items.items():
-            assert await cache.get_many([key]) == {key: value}
+            assert values(await cache.get_many([key])) == {key: value}
         await cache.close()
     finally:
         daemon.stop()
@@ -226,10 +250,10 @@ async def test_the_wait_for_a_pooled_connection_is_budgeted_apart_from_the_comma
             MemcachedConfig(servers=(("127.0.0.1", daemon.port),), timeout=1.0, pool_size=1)
         )
         await cache.set_many({"c/k": b"v"}, ttl=60)
-        (server,) = cache._ring.nodes  # its only connection, held by "another request"
+        (server,) = cache.servers  # its only connection, held by "another request"
 
         async def busy() -> None:
-            async with server.connection():
+            async with server._pool.connection():
                 await asyncio.sleep(0.7)
 
         async def slow_memcached() -> None:  # the command after the wait takes 0.4 s
@@ -241,7 +265,7 @@ async def test_the_wait_for_a_pooled_connection_is_budgeted_apart_from_the_comma
         started = asyncio.get_running_loop().time()
         holder, stopper = asyncio.create_task(busy()), asyncio.create_task(slow_memcached())
         await asyncio.sleep(0)
-        assert await cache.get_many(["c/k"]) == {"c/k": b"v"}
+        assert values(await cache.get_many(["c/k"])) == {"c/k": b"v"}
         assert asyncio.get_running_loop().time() - started > 1.0
         await holder
         await stopper

@@ -197,12 +197,15 @@ def test_memcached_killed_then_restarted(
     assert server.get(tile_path(ROW, COL)).status == 200
     memcached.kill()
 
-    # Down: every request is still a tile (rendered, not stored), never an error.
+    # Down: every request is still a tile, never an error: rendered once, then kept in
+    # the in-process cache while Memcached is away.
+    sources = []
     for row, col in [(ROW, COL), *NEIGHBOURS]:
         r = server.get(tile_path(row, col))
         assert r.status == 200
-        assert r.headers["x-tile-source"] in {"render", "coalesced"}
+        sources.append(r.headers["x-tile-source"])
         assert_map_tile(r.body)
+    assert sources == ["render"] + ["memory"] * len(NEIGHBOURS)
     assert server.log().count("memcached unavailable") == 1, "one log line per outage"
 
     memcached.start()  # same port

@@ -118,7 +118,8 @@ def test_health_and_ready_when_the_render_pool_dies(
     server.get(tile_path(ROW - 8, COL))
     degraded = json.loads(server.get("/ready").body)
     assert degraded["ready"] is True  # still serving, without its cache
-    assert "tile cache" in degraded["degraded"]
+    assert f"tile cache memcached {memcached.address}" in degraded["degraded"], degraded
+    assert degraded["tile_cache"]["memcached"][memcached.address].startswith("down for")
 
 
 def _render_processes(server_pid: int) -> list[int]:

@@ -78,3 +78,36 @@ def test_nodes_lists_the_nodes_in_order() -> None:
 def test_an_empty_ring_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one node"):
         HashRing([])
+
+
+def test_nodes_for_starts_with_the_key_node_and_lists_every_node_once() -> None:
+    ring = HashRing(servers(4))
+    for key in KEYS[:500]:
+        order = list(ring.nodes_for(key))
+        assert order[0] == ring.node_for(key)
+        assert sorted(order) == ["node0", "node1", "node2", "node3"]
+    assert list(HashRing(servers(1)).nodes_for("a")) == ["node0"]
+
+
+def test_skipping_a_dead_node_moves_only_its_keys_and_spreads_them() -> None:
+    """Failover: the first live node of nodes_for. The live nodes keep every key they had;
+    the dead node's keys go to the others, each taking a share (no single heir)."""
+    ring = HashRing(servers(3))
+
+    def live_node(key: str, dead: str) -> str:
+        return next(node for node in ring.nodes_for(key) if node != dead)
+
+    heirs = Counter[str]()
+    for key in KEYS:
+        home = ring.node_for(key)
+        if home == "node1":
+            heirs[live_node(key, "node1")] += 1
+        else:
+            assert live_node(key, "node1") == home
+    assert set(heirs) == {"node0", "node2"}
+    assert min(heirs.values()) > 0.25 * sum(heirs.values()), heirs
+    # The same failover node for a key in every process (no randomness).
+    again = HashRing(servers(3))
+    assert [list(ring.nodes_for(k)) for k in KEYS[:200]] == [
+        list(again.nodes_for(k)) for k in KEYS[:200]
+    ]

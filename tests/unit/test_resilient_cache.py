@@ -10,8 +10,13 @@ import pytest
 
 from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.services.resilient_cache import ResilientCache
+from tileserver.types import CacheEntry
 
 RETRY = 2.0
+
+
+def values(found: Mapping[str, CacheEntry]) -> dict[str, bytes]:
+    return {key: entry.value for key, entry in found.items()}
 
 
 class FakeClock:
@@ -41,11 +46,11 @@ class FlakyCache:
         if self.down:
             raise CacheUnavailable("connection refused")
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
         self._call()
-        return {k: self.items[k] for k in keys if k in self.items}
+        return {k: CacheEntry(self.items[k], 0, self.name) for k in keys if k in self.items}
 
-    async def set_many(self, items: Mapping[str, bytes], ttl: int) -> None:
+    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> None:
         self._call()
         self.items.update(items)
 
@@ -91,7 +96,7 @@ async def test_passes_calls_through_while_the_cache_is_up(
     cache: ResilientCache, inner: FlakyCache, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert await cache.set_many({"a": b"1"}, ttl=60) is True
-    assert await cache.get_many(["a", "b"]) == {"a": b"1"}
+    assert values(await cache.get_many(["a", "b"])) == {"a": b"1"}
     assert await cache.add("lock", b"1", ttl=60) is True
     assert await cache.add("lock", b"1", ttl=60) is False
     await cache.delete("lock")
@@ -175,11 +180,11 @@ async def test_the_inner_cache_is_skipped_during_the_retry_interval(
     cache: ResilientCache, inner: FlakyCache, clock: FakeClock
 ) -> None:
     inner.down = True
-    assert await cache.get_many(["k"]) == {}
+    assert values(await cache.get_many(["k"])) == {}
     assert inner.calls == 1
     for _ in range(5):
         clock.advance(RETRY / 10)
-        assert await cache.get_many(["k"]) == {}
+        assert values(await cache.get_many(["k"])) == {}
         assert await cache.set_many({"k": b"v"}, ttl=60) is False
         assert await cache.add("lock", b"1", ttl=60) is True
         await cache.delete("lock")
@@ -187,7 +192,7 @@ async def test_the_inner_cache_is_skipped_during_the_retry_interval(
 
     inner.down = False
     clock.advance(RETRY / 2)  # 1.5 x RETRY after the failure
-    assert await cache.get_many(["k"]) == {}
+    assert values(await cache.get_many(["k"])) == {}
     assert inner.calls == 2
     assert cache.available
 
@@ -216,7 +221,7 @@ async def test_no_items_are_lost_after_recovery(
     inner.down = False
     clock.advance(RETRY)
     assert await cache.set_many({"k": b"v"}, ttl=60) is True
-    assert await cache.get_many(["k"]) == {"k": b"v"}
+    assert values(await cache.get_many(["k"])) == {"k": b"v"}
 
 
 async def test_close_closes_the_inner_cache(cache: ResilientCache, inner: FlakyCache) -> None:
@@ -231,7 +236,7 @@ class SlowCache(FlakyCache):
         super().__init__()
         self.answer = asyncio.Event()
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
         if "slow" in keys:
             await self.answer.wait()
             raise CacheTimeout("memcached get: no answer from 127.0.0.1:11211 in 1 s")
@@ -247,7 +252,7 @@ async def test_a_timeout_while_other_commands_are_answered_is_a_miss_not_an_outa
     slow = asyncio.create_task(cache.get_many(["slow"]))
     await asyncio.sleep(0)  # sent
     clock.advance(0.5)
-    assert await cache.get_many(["k"]) == {}  # answered meanwhile
+    assert values(await cache.get_many(["k"])) == {}  # answered meanwhile
     clock.advance(0.5)
     inner.answer.set()
     assert await slow == {}  # a miss...
@@ -264,7 +269,7 @@ async def test_a_timeout_with_no_answer_since_it_was_sent_is_an_outage(
     caplog.set_level(logging.WARNING, logger="tileserver.cache")
     inner = SlowCache()
     cache = ResilientCache(inner, retry_interval=RETRY, clock=clock)
-    assert await cache.get_many(["k"]) == {}  # an answer, before the slow command
+    assert values(await cache.get_many(["k"])) == {}  # an answer, before the slow command
     clock.advance(0.1)
     slow = asyncio.create_task(cache.get_many(["slow"]))
     await asyncio.sleep(0)

@@ -8,9 +8,13 @@ timeout or a cancellation must never return its connection to the pool with an
 unread answer on it (the next command would read a stale value). Any failure marks
 the connection broken, so the pool closes it.
 
-Keys are spread over several servers by consistent hashing. Every failure is raised
-as `CacheUnavailable`, `CacheTimeout` when the wait for a free pooled connection or the
-command itself took longer than `timeout` (two budgets, not one).
+`MemcachedServer` is one server; the tile server puts each behind its own health
+tracking (`services.cache_ring`), so that a dead server costs only its own keys.
+`MemcachedCache` spreads keys over every server by consistent hashing, for the commands
+that need every server to answer (`generate_tiles --update`). A tile's render time
+travels in the item's 32-bit flags. Every failure is raised as `CacheUnavailable`,
+`CacheTimeout` when the wait for a free pooled connection or the command itself took
+longer than `timeout` (two budgets, not one).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from aiomcache.pool import Connection, MemcachePool
@@ -26,6 +30,7 @@ from aiomcache.pool import Connection, MemcachePool
 from tileserver.config import MemcachedConfig
 from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.hashring import HashRing
+from tileserver.types import CacheEntry
 
 DELETE_BATCH = 1000  # delete commands written at once on a connection before reading replies
 
@@ -38,7 +43,9 @@ class _NoAnswer(Exception):
     """A command, or the wait for a free connection, took longer than its budget."""
 
 
-class _Server:
+class _Pool:
+    """A server's connection pool, each command's wait and round trips bounded."""
+
     def __init__(self, host: str, port: int, pool_size: int, timeout: float) -> None:
         self.address = f"{host}:{port}"
         self.timeout = timeout
@@ -93,52 +100,48 @@ def expiry(ttl: int) -> int:
     return int(time.time()) + ttl
 
 
-class MemcachedCache:
+MAX_FLAGS = 2**32 - 1  # memcached's item flags are 32 bits
+
+
+@asynccontextmanager
+async def _guard(what: str) -> AsyncIterator[None]:
+    """A command's failures as CacheUnavailable; CacheTimeout when it took too long
+    (each connection bounds its own wait and command, see `_Pool.connection`)."""
+    try:
+        yield
+    except _NoAnswer as exc:
+        raise CacheTimeout(f"memcached {what}: {exc}") from exc
+    except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+        raise CacheUnavailable(f"memcached {what}: {exc or type(exc).__name__}") from exc
+
+
+class MemcachedServer:
+    """One Memcached server: a TileCache of its own."""
+
     name = "memcached"
 
-    def __init__(self, config: MemcachedConfig) -> None:
-        servers = [_Server(host, port, config.pool_size, config.timeout)
-                   for host, port in config.servers]  # fmt: skip
-        self._ring = HashRing([(s.address, s) for s in servers])
+    def __init__(self, host: str, port: int, pool_size: int = 8, timeout: float = 1.0) -> None:
+        self._pool = _Pool(host, port, pool_size, timeout)
+        self.address = self._pool.address
 
-    @property
-    def addresses(self) -> list[str]:
-        return [s.address for s in self._ring.nodes]
+    def __repr__(self) -> str:
+        return f"memcached {self.address}"
 
-    @asynccontextmanager
-    async def _guard(self, what: str) -> AsyncIterator[None]:
-        """A command's failures as CacheUnavailable; CacheTimeout when it took too long
-        (each connection bounds its own wait and command, see `_Server.connection`)."""
+    async def ping(self) -> bool:
+        """True when the server answers `version`."""
         try:
-            yield
-        except _NoAnswer as exc:
-            raise CacheTimeout(f"memcached {what}: {exc}") from exc
-        except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
-            raise CacheUnavailable(f"memcached {what}: {exc or type(exc).__name__}") from exc
+            async with _guard("version"), self._pool.connection() as conn:
+                conn.writer.write(b"version\r\n")
+                return (await _read_line(conn)).startswith(b"VERSION ")
+        except CacheUnavailable:
+            return False
 
-    def _by_server(self, keys: Sequence[str]) -> dict[_Server, list[str]]:
-        groups: dict[_Server, list[str]] = defaultdict(list)
-        for key in keys:
-            groups[self._ring.node_for(key)].append(key)
-        return groups
-
-    async def ping(self) -> list[str]:
-        """Addresses of the servers that answer `version`."""
-        alive = []
-        for server in self._ring.nodes:
-            try:
-                async with self._guard("version"), server.connection() as conn:
-                    conn.writer.write(b"version\r\n")
-                    if (await _read_line(conn)).startswith(b"VERSION "):
-                        alive.append(server.address)
-            except CacheUnavailable:
-                continue
-        return alive
-
-    async def _get_from(self, server: _Server, keys: list[str]) -> dict[str, bytes]:
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        if not keys:
+            return {}
         wanted = set(keys)
-        found: dict[str, bytes] = {}
-        async with server.connection() as conn:
+        found: dict[str, CacheEntry] = {}
+        async with _guard("get"), self._pool.connection() as conn:
             conn.writer.write(b"get " + " ".join(dict.fromkeys(keys)).encode() + b"\r\n")
             while True:
                 line = await _read_line(conn)
@@ -151,54 +154,31 @@ class MemcachedCache:
                 value = await conn.reader.readexactly(length + 2)
                 if key not in wanted:
                     raise ValueError(f"reply for a key not asked for: {key[:80]!r}")
-                found[key] = value[:-2]
+                found[key] = CacheEntry(value[:-2], int(terms[2]), self.name)
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        if not keys:
-            return {}
-        async with self._guard("get"):
-            parts = await asyncio.gather(
-                *(self._get_from(server, group) for server, group in self._by_server(keys).items())
-            )
-        found: dict[str, bytes] = {}
-        for part in parts:
-            found.update(part)
-        return found
-
-    async def _set_on(
-        self, server: _Server, items: Mapping[str, bytes], keys: list[str], ttl: int
-    ) -> None:
+    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> None:
+        if not items:
+            return
+        flags = stamp if 0 <= stamp <= MAX_FLAGS else 0
+        exptime = expiry(ttl)
         payload = bytearray()
-        for key in keys:
-            value = items[key]
-            payload += f"set {key} 0 {expiry(ttl)} {len(value)}\r\n".encode()
+        for key, value in items.items():
+            payload += f"set {key} {flags} {exptime} {len(value)}\r\n".encode()
             payload += value
             payload += b"\r\n"
-        async with server.connection() as conn:
+        async with _guard("set"), self._pool.connection() as conn:
             conn.writer.write(bytes(payload))
             await conn.writer.drain()
             failures = []
-            for key in keys:
+            for key in items:
                 reply = await _read_line(conn)
                 if reply != b"STORED\r\n":
                     failures.append(f"{key}: {reply.strip().decode(errors='replace')}")
-            if failures and len(failures) == len(keys):
+            if failures and len(failures) == len(items):
                 raise ValueError(f"set refused: {failures[0]}")
 
-    async def set_many(self, items: Mapping[str, bytes], ttl: int) -> None:
-        if not items:
-            return
-        async with self._guard("set"):
-            await asyncio.gather(
-                *(
-                    self._set_on(server, items, group, ttl)
-                    for server, group in self._by_server(list(items)).items()
-                )
-            )
-
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
-        server = self._ring.node_for(key)
-        async with self._guard("add"), server.connection() as conn:
+        async with _guard("add"), self._pool.connection() as conn:
             conn.writer.write(
                 f"add {key} 0 {expiry(ttl)} {len(value)}\r\n".encode() + value + b"\r\n"
             )
@@ -210,17 +190,19 @@ class MemcachedCache:
             raise ValueError(f"add: unexpected reply {reply[:80]!r}")
 
     async def delete(self, key: str) -> None:
-        server = self._ring.node_for(key)
-        async with self._guard("delete"), server.connection() as conn:
+        async with _guard("delete"), self._pool.connection() as conn:
             conn.writer.write(f"delete {key}\r\n".encode())
             reply = await _read_line(conn)
             if reply not in (b"DELETED\r\n", b"NOT_FOUND\r\n"):
                 raise ValueError(f"delete: unexpected reply {reply[:80]!r}")
 
-    async def _delete_on(self, server: _Server, keys: list[str]) -> int:
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Pipelined: DELETE_BATCH commands in one write, then their replies."""
+        if not keys:
+            return 0
         deleted = 0
         round_trips = -(-len(keys) // DELETE_BATCH)
-        async with server.connection(round_trips) as conn:
+        async with _guard("delete"), self._pool.connection(round_trips) as conn:
             for start in range(0, len(keys), DELETE_BATCH):
                 batch = keys[start : start + DELETE_BATCH]
                 conn.writer.write(b"".join(b"delete " + key.encode() + b"\r\n" for key in batch))
@@ -233,20 +215,82 @@ class MemcachedCache:
                         raise ValueError(f"delete: unexpected reply {reply[:80]!r}")
         return deleted
 
-    async def delete_many(self, keys: Sequence[str]) -> int:
-        """Pipelined: per server, DELETE_BATCH commands in one write, then their replies."""
-        if not keys:
-            return 0
-        groups = self._by_server(keys)
-        async with self._guard("delete"):
-            counts = await asyncio.gather(
-                *(self._delete_on(server, group) for server, group in groups.items())
-            )
-        return sum(counts)
-
     async def close(self) -> None:
-        for server in self._ring.nodes:
-            await server.pool.clear()
+        await self._pool.pool.clear()
         # The pool closes transports without waiting; let their close callbacks run
         # before the loop may stop.
         await asyncio.sleep(0)
+
+
+def servers_of(config: MemcachedConfig) -> list[MemcachedServer]:
+    return [MemcachedServer(host, port, config.pool_size, config.timeout)
+            for host, port in config.servers]  # fmt: skip
+
+
+class MemcachedCache:
+    """Every server of the configuration, keys spread by consistent hashing; a failure of
+    any server fails the command. `delete_many` also deletes each key from the server it
+    fails over to (where the tile server kept it while its own server was down)."""
+
+    name = "memcached"
+
+    def __init__(self, config: MemcachedConfig) -> None:
+        self._ring = HashRing([(s.address, s) for s in servers_of(config)])
+
+    @property
+    def addresses(self) -> list[str]:
+        return [s.address for s in self._ring.nodes]
+
+    @property
+    def servers(self) -> list[MemcachedServer]:
+        return self._ring.nodes
+
+    def _by_server(self, keys: Iterable[str]) -> dict[MemcachedServer, list[str]]:
+        groups: dict[MemcachedServer, list[str]] = defaultdict(list)
+        for key in keys:
+            groups[self._ring.node_for(key)].append(key)
+        return groups
+
+    async def ping(self) -> list[str]:
+        """Addresses of the servers that answer `version`."""
+        return [s.address for s in self._ring.nodes if await s.ping()]
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
+        parts = await asyncio.gather(
+            *(server.get_many(group) for server, group in self._by_server(keys).items())
+        )
+        return {key: entry for part in parts for key, entry in part.items()}
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> None:
+        await asyncio.gather(
+            *(
+                server.set_many({key: items[key] for key in group}, ttl, stamp)
+                for server, group in self._by_server(items).items()
+            )
+        )
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool:
+        return await self._ring.node_for(key).add(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        await self._ring.node_for(key).delete(key)
+
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        """Pipelined per server; how many keys were on their own server."""
+        if len(self._ring.nodes) == 1:
+            return await self._ring.nodes[0].delete_many(keys)
+        own: dict[MemcachedServer, list[str]] = defaultdict(list)
+        failover: dict[MemcachedServer, list[str]] = defaultdict(list)
+        for key in keys:
+            nodes = self._ring.nodes_for(key)
+            own[next(nodes)].append(key)
+            failover[next(nodes)].append(key)
+        counts = await asyncio.gather(
+            *(server.delete_many(group) for server, group in own.items()),
+            *(server.delete_many(group) for server, group in failover.items()),
+        )
+        return sum(counts[: len(own)])
+
+    async def close(self) -> None:
+        for server in self._ring.nodes:
+            await server.close()

@@ -6,75 +6,78 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
+from tileserver.types import CacheEntry
+
 
 class MemoryCache:
-    """Same semantics as Memcached (TTL, add), for a single process and no daemon."""
+    """Same semantics as Memcached (TTL, add, stamps), for a single process and no daemon."""
 
     name = "memory"
 
     def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._max_bytes = max_bytes
         self._clock = clock
-        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, CacheEntry]] = OrderedDict()
         self._bytes = 0
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
-    def _live(self, key: str, now: float) -> bytes | None:
+    def _live(self, key: str, now: float) -> CacheEntry | None:
         item = self._items.get(key)
         if item is None:
             return None
-        expires_at, value = item
+        expires_at, entry = item
         if expires_at <= now:
             self._remove(key)
             return None
         self._items.move_to_end(key)
-        return value
+        return entry
 
     def _remove(self, key: str) -> None:
-        _, value = self._items.pop(key)
-        self._bytes -= len(value) + len(key)
+        _, entry = self._items.pop(key)
+        self._bytes -= len(entry.value) + len(key)
 
-    def _store(self, key: str, value: bytes, ttl: float, now: float) -> None:
+    def _store(self, key: str, value: bytes, ttl: float, now: float, stamp: int) -> None:
         if key in self._items:
             self._remove(key)
         size = len(value) + len(key)
         if size > self._max_bytes:
             return
         # As in Memcached, a TTL of 0 means no expiry.
-        self._items[key] = (now + ttl if ttl > 0 else float("inf"), value)
+        expires_at = now + ttl if ttl > 0 else float("inf")
+        self._items[key] = (expires_at, CacheEntry(value, stamp, self.name))
         self._bytes += size
         while self._bytes > self._max_bytes:
             self._remove(next(iter(self._items)))
 
-    def get(self, key: str) -> bytes | None:
-        """The live value of key, without awaiting (the hot tier's read on every hit)."""
+    def get(self, key: str) -> CacheEntry | None:
+        """The live entry of key, without awaiting (the hot tier's read on every hit)."""
         return self._live(key, self._clock())
 
-    def put(self, key: str, value: bytes, ttl: float) -> None:
-        self._store(key, value, ttl, self._clock())
+    def put(self, key: str, value: bytes, ttl: float, stamp: int = 0) -> None:
+        self._store(key, value, ttl, self._clock(), stamp)
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
         now = self._clock()
         found = {}
         for key in keys:
-            value = self._live(key, now)
-            if value is not None:
-                found[key] = value
+            entry = self._live(key, now)
+            if entry is not None:
+                found[key] = entry
         return found
 
-    async def set_many(self, items: Mapping[str, bytes], ttl: int) -> None:
+    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> None:
         now = self._clock()
         for key, value in items.items():
-            self._store(key, value, ttl, now)
+            self._store(key, value, ttl, now, stamp)
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
         now = self._clock()
         if self._live(key, now) is not None:
             return False
-        self._store(key, value, ttl, now)
+        self._store(key, value, ttl, now, 0)
         return True
 
     async def delete(self, key: str) -> None:

@@ -23,7 +23,7 @@ class PrometheusMetrics:
     """The server's counters and histograms, in a registry of their own."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.multiprocess = bool(os.environ.get(MULTIPROCESS_ENV))
         self._registry = CollectorRegistry(auto_describe=True)
@@ -45,7 +45,8 @@ class PrometheusMetrics:
             "tileserver_tiles",
             "Tiles answered, by layer and source (memcached, memory, store, render, "
             "coalesced: waited for another request's render, hot: the in-process tier, "
-            "missing: empty/no content)",
+            "missing: empty/no content, stale: past its expiry, within the layer's "
+            "stale_while_revalidate or stale_if_error)",
             ["layer", "source"],
             registry=registry,
         )
@@ -64,6 +65,15 @@ class PrometheusMetrics:
             "Failures of Memcached, tile stores, upstream WMS and renderers, by kind",
             ["dependency", "kind"],
             registry=registry,
+        )
+        # "min" over the server processes: 0 as soon as one of them finds the server down.
+        self.cache_servers = Gauge(
+            "tileserver_cache_server_up",
+            "Each Memcached server: 1 when it answers, 0 while its keys go to the next "
+            "server on the ring (or to the in-process cache)",
+            ["server"],
+            registry=registry,
+            multiprocess_mode="min",
         )
         # The labelled children of the per-request metrics, looked up once: `labels()`
         # costs more than the increment (few combinations: endpoints x statuses x layers).
@@ -86,6 +96,9 @@ class PrometheusMetrics:
     def rendered(self, layer: str, seconds: float) -> None:
         self.renders.labels(layer).inc()
         self.render_time.labels(layer).observe(seconds)
+
+    def cache_server(self, address: str, up: bool) -> None:
+        self.cache_servers.labels(address).set(1 if up else 0)
 
     def error(self, dependency: str, kind: str) -> None:
         self.errors.labels(dependency, kind).inc()

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -25,7 +26,6 @@ from shapely.prepared import prep
 from tileserver.config import Layer
 from tileserver.grid import Grid
 from tileserver.keys import layer_key_part, tile_key
-from tileserver.protocols import TileCache
 from tileserver.types import BBox, TileCoord
 
 BATCH_KEYS = 10_000  # keys per delete_many call
@@ -181,8 +181,14 @@ def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+class KeyDeleter(Protocol):
+    """What an invalidation needs of a cache: a `TileCache`, or a server's `CacheRing`."""
+
+    async def delete_many(self, keys: Sequence[str]) -> int: ...
+
+
 async def delete_keys(
-    cache: TileCache,
+    cache: KeyDeleter,
     keys: Iterable[str],
     stats: InvalidationStats,
     *,

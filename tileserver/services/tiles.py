@@ -2,13 +2,19 @@
 
 A metatile is rendered at most once at a time: within a process, requests for any of
 its tiles share one render task; across processes and hosts, the render is guarded by
-a lock taken with the cache's atomic `add` (with a TTL, so a crashed holder does not
-block it forever), and the cache is checked again once the lock is held. Waiters
-poll the cache with `asyncio.sleep`, never blocking the event loop.
+a lock that is a lease (`render_lock`): short, renewed while the render runs, so that a
+lock whose holder died, or that a paused Memcached wrote late, holds nobody up for long.
+The cache is checked again once the lock is held. Waiters poll the cache with
+`asyncio.sleep`, never blocking the event loop.
+
+Cached tiles carry their render time. A layer may opt in to RFC 5861's stale windows
+(`freshness`): a tile past its expiry is answered at once while one background render
+refreshes its metatile (`stale_while_revalidate`), or instead of an error when its
+render fails (`stale_if_error`).
 
 An optional hot tier (`HotTiles`, in-process) in front of the cache and the stores answers
 the tiles served in the last `hot_max_age` seconds without a round trip; a tile stays
-there no longer than its layer's expiry either.
+there no longer than it is fresh either.
 """
 
 from __future__ import annotations
@@ -16,18 +22,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from tileserver.blank import transparent_tile
 from tileserver.config import Layer
+from tileserver.errors import RenderError
+from tileserver.freshness import Staleness, fresh_for, staleness
 from tileserver.grid import Metatile, metatile_for
 from tileserver.keys import layer_key_part, metatile_lock_key, tile_key
 from tileserver.protocols import HotTiles, Renderer, TileStore
-from tileserver.services.resilient_cache import ResilientCache
+from tileserver.services.render_lock import RenderLocks
 from tileserver.store_layout import tile_path
 from tileserver.tile_request import TileRequest
-from tileserver.types import TileCoord
+from tileserver.types import CacheEntry, TileCoord
 
 log = logging.getLogger("tileserver.render")
 
@@ -38,22 +47,48 @@ _POLL_FIRST = 0.02  # seconds; a metatile render takes 50 ms and more
 _POLL_MAX = 0.1
 
 
+class ServingCache(Protocol):
+    """The tile cache as the service uses it: failures are misses, never errors (a
+    `CacheRing`, or a single `ResilientCache`)."""
+
+    name: str
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]: ...
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> bool: ...
+
+    async def add(self, key: str, value: bytes, ttl: int) -> bool: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Tile:
     data: bytes | None  # None: no content (a missing pre-generated tile, missing_tile: no_content)
-    source: str  # memcached | memory | render | coalesced | store | missing | hot
+    source: str  # memcached | memory | render | coalesced | store | missing | hot | stale
+    # Unix time the tile's metatile was rendered; None when unknown (pre-generated tiles,
+    # cache entries written by older versions).
+    rendered_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Produced:
     tiles: Mapping[TileCoord, bytes]
     source: str
+    stamp: int  # when rendered (Unix seconds), 0: unknown
+
+
+def _rendered_at(stamp: int) -> float | None:
+    return float(stamp) if stamp > 0 else None
+
+
+TaskKey = tuple[str, int, int, int]  # layer key part, metatile z, row, col
 
 
 class TileService:
     def __init__(
         self,
-        cache: ResilientCache,
+        cache: ServingCache,
         renderer: Renderer,
         key_prefix: str,
         lock_timeout: float = 60.0,
@@ -61,6 +96,8 @@ class TileService:
         on_render: Callable[[str, float], None] | None = None,
         hot: HotTiles | None = None,
         hot_max_age: float = 10.0,
+        lock_lease: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.cache = cache
         self.hot = hot
@@ -70,16 +107,19 @@ class TileService:
         self.stores = dict(stores or {})
         self.key_prefix = key_prefix
         self.lock_timeout = lock_timeout
-        self._inflight: dict[tuple[str, int, int, int], asyncio.Task[_Produced]] = {}
+        self.locks = RenderLocks(cache, lock_lease, clock=clock)
+        self._clock = clock  # Unix time: render times are compared across hosts
+        self._inflight: dict[TaskKey, asyncio.Task[_Produced]] = {}
+        self._refreshing: dict[TaskKey, asyncio.Task[None]] = {}  # stale_while_revalidate
 
     @property
     def renders_in_progress(self) -> int:
-        return len(self._inflight)
+        return len(self._inflight) + len(self._refreshing)
 
     async def cancel_renders(self) -> None:
         """Cancels the renders under way, at shutdown once no request waits for them:
         their Memcached locks are released, so other hosts render those metatiles."""
-        tasks = list(self._inflight.values())
+        tasks: list[asyncio.Task[object]] = [*self._inflight.values(), *self._refreshing.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -106,9 +146,9 @@ class TileService:
         )  # fmt: skip
         hot_key = f"#store/{layer.cache}/{path}"
         if self.hot is not None:
-            data = self.hot.get(hot_key)
-            if data is not None:
-                return Tile(data, "hot")
+            entry = self.hot.get(hot_key)
+            if entry is not None:
+                return Tile(entry.value, "hot")
         data = await store.get(path)
         if data is not None:
             if self.hot is not None:
@@ -120,31 +160,60 @@ class TileService:
             return Tile(transparent_tile(layer.mime_type, grid.tile_size), "missing")
         return None
 
+    def _fresh(self, layer: Layer, entry: CacheEntry | None) -> bool:
+        return entry is not None and staleness(layer, entry.stamp, self._clock()) is Staleness.FRESH
+
     async def _on_demand(self, request: TileRequest) -> Tile:
         layer, coord = request.layer, request.coord
         part = layer_key_part(layer.name, request.style, request.dimensions, layer.grid.name)
         key = tile_key(self.key_prefix, part, coord)
         if self.hot is not None:
-            data = self.hot.get(key)
-            if data is not None:
-                return Tile(data, "hot")
+            entry = self.hot.get(key)
+            if entry is not None:
+                return Tile(entry.value, "hot", _rendered_at(entry.stamp))
         found = await self.cache.get_many([key])
-        if key in found:
-            self._keep_hot(layer, {key: found[key]})
-            return Tile(found[key], self.cache.name)
+        entry = found.get(key)
+        stale: CacheEntry | None = None
+        if entry is not None:
+            state = staleness(layer, entry.stamp, self._clock())
+            if state is Staleness.FRESH:
+                self._keep_hot(layer, {key: entry.value}, entry.stamp, _rendered_at(entry.stamp))
+                return Tile(entry.value, entry.source, _rendered_at(entry.stamp))
+            if state is Staleness.REVALIDATE:
+                self._refresh(request, part, self._metatile(request))
+                return Tile(entry.value, "stale", _rendered_at(entry.stamp))
+            if state is Staleness.IF_ERROR:
+                stale = entry
+        try:
+            return await self._render_or_wait(request, part)
+        except RenderError as exc:
+            if stale is None:
+                raise
+            log.warning(
+                "layer %s: render of %s failed, answered with a tile %.0f s past its "
+                "expiry (stale_if_error): %s", layer.name, coord,
+                self._clock() - stale.stamp - layer.ttl_seconds, exc,
+            )  # fmt: skip
+            return Tile(stale.value, "stale", _rendered_at(stale.stamp))
 
-        metatile = metatile_for(
+    @staticmethod
+    def _metatile(request: TileRequest) -> Metatile:
+        layer = request.layer
+        return metatile_for(
             grid=layer.grid,
-            coord=coord,
+            coord=request.coord,
             meta_size=layer.effective_meta_size,
             meta_buffer=layer.meta_buffer,
         )
-        dimensions = dict(zip((d.name for d in layer.dimensions), request.dimensions, strict=True))
+
+    async def _render_or_wait(self, request: TileRequest, part: str) -> Tile:
+        coord = request.coord
+        metatile = self._metatile(request)
         task_key = (part, metatile.z, metatile.row, metatile.col)
         task = self._inflight.get(task_key)
         first = task is None
         if task is None:
-            task = asyncio.create_task(self._produce(request, part, metatile, dimensions))
+            task = asyncio.create_task(self._produce(request, part, metatile))
             self._inflight[task_key] = task
             task.add_done_callback(lambda _: self._inflight.pop(task_key, None))
         # shield: a client that goes away must not cancel a render others wait for.
@@ -153,49 +222,81 @@ class TileService:
         if data is None:
             # The shared task found its own tile in the cache, not ours: look ours up
             # (and render it, should it be gone) under the same lock discipline.
-            produced = await self._produce(request, part, metatile, dimensions)
-            return Tile(produced.tiles[coord], produced.source)
-        return Tile(data, produced.source if first else "coalesced")
+            produced = await self._produce(request, part, metatile)
+            return Tile(produced.tiles[coord], produced.source, _rendered_at(produced.stamp))
+        source = produced.source if first else "coalesced"
+        return Tile(data, source, _rendered_at(produced.stamp))
 
-    async def _produce(
-        self,
-        request: TileRequest,
-        part: str,
-        metatile: Metatile,
-        dimensions: Mapping[str, str],
-    ) -> _Produced:
+    def _dimensions(self, request: TileRequest) -> dict[str, str]:
+        names = (d.name for d in request.layer.dimensions)
+        return dict(zip(names, request.dimensions, strict=True))
+
+    async def _produce(self, request: TileRequest, part: str, metatile: Metatile) -> _Produced:
         layer, coord = request.layer, request.coord
         key = tile_key(self.key_prefix, part, coord)
         lock = metatile_lock_key(self.key_prefix, part, metatile.z, metatile.row, metatile.col)
-        lock_ttl = max(1, round(self.lock_timeout))
         deadline = time.monotonic() + self.lock_timeout
         delay = _POLL_FIRST
         while True:
-            if await self.cache.add(lock, b"1", lock_ttl):
-                try:
+            lease = await self.locks.acquire(lock)
+            if lease is not None:
+                async with lease:
                     # Rendered elsewhere between our miss and the lock?
-                    found = await self.cache.get_many([key])
-                    if key in found:
-                        return _Produced({coord: found[key]}, self.cache.name)
-                    return await self._render(layer, part, metatile, dimensions)
-                finally:
-                    await self.cache.delete(lock)
+                    entry = (await self.cache.get_many([key])).get(key)
+                    if entry is not None and self._fresh(layer, entry):
+                        return _Produced({coord: entry.value}, entry.source, entry.stamp)
+                    return await self._render(layer, part, metatile, self._dimensions(request))
             # Another process or host renders this metatile: wait for its tiles.
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, _POLL_MAX)
             found = await self.cache.get_many([key, lock])
-            if key in found:
-                return _Produced({coord: found[key]}, self.cache.name)
-            if lock in found and time.monotonic() > deadline:
+            entry = found.get(key)
+            if entry is not None and self._fresh(layer, entry):
+                return _Produced({coord: entry.value}, entry.source, entry.stamp)
+            holder = found.get(lock)
+            if holder is None:
+                continue  # lock gone without the tile (render failed, cache flushed): take it
+            if self.locks.is_stale(holder.value):
+                await self.locks.break_stale(lock, holder.value)
+                continue
+            if time.monotonic() > deadline:
                 log.warning(
                     "lock %s held for more than %g s: rendering anyway", lock, self.lock_timeout
                 )
-                return await self._render(layer, part, metatile, dimensions)
-            # Lock gone without the tile (render failed, cache flushed): try to take it.
+                return await self._render(layer, part, metatile, self._dimensions(request))
+
+    def _refresh(self, request: TileRequest, part: str, metatile: Metatile) -> None:
+        """Starts the background render of a metatile whose tile was answered stale, unless
+        one is under way here; another process or host holding its lock refreshes it."""
+        task_key = (part, metatile.z, metatile.row, metatile.col)
+        if task_key in self._refreshing or task_key in self._inflight:
+            return
+        task = asyncio.create_task(self._revalidate(request, part, metatile))
+        self._refreshing[task_key] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(task_key, None))
+
+    async def _revalidate(self, request: TileRequest, part: str, metatile: Metatile) -> None:
+        layer = request.layer
+        key = tile_key(self.key_prefix, part, request.coord)
+        lock = metatile_lock_key(self.key_prefix, part, metatile.z, metatile.row, metatile.col)
+        try:
+            lease = await self.locks.acquire(lock)
+            if lease is None:
+                return
+            async with lease:
+                entry = (await self.cache.get_many([key])).get(key)
+                if entry is not None and self._fresh(layer, entry):
+                    return  # refreshed elsewhere meanwhile
+                await self._render(layer, part, metatile, self._dimensions(request))
+        except RenderError as exc:
+            log.warning("layer %s: background refresh of a stale metatile failed: %s",
+                        layer.name, exc)  # fmt: skip
 
     async def _render(
         self, layer: Layer, part: str, metatile: Metatile, dimensions: Mapping[str, str]
     ) -> _Produced:
+        rendered_at = self._clock()
+        stamp = int(rendered_at)  # whole seconds: a tile goes stale up to 1 s early, never late
         start = time.perf_counter()
         tiles = await self.renderer.render(layer, metatile, dimensions)
         elapsed = time.perf_counter() - start
@@ -211,15 +312,17 @@ class TileService:
             elapsed * 1000,
         )
         items = {tile_key(self.key_prefix, part, coord): data for coord, data in tiles.items()}
-        await self.cache.set_many(items, layer.ttl_seconds)
-        self._keep_hot(layer, items)
-        return _Produced(tiles, "render")
+        await self.cache.set_many(items, layer.cache_ttl_seconds, stamp)
+        self._keep_hot(layer, items, stamp, rendered_at)
+        return _Produced(tiles, "render", stamp)
 
-    def _keep_hot(self, layer: Layer, items: Mapping[str, bytes]) -> None:
+    def _keep_hot(
+        self, layer: Layer, items: Mapping[str, bytes], stamp: int, rendered_at: float | None
+    ) -> None:
         if self.hot is None:
             return
-        ttl = self.hot_max_age
-        if layer.ttl_seconds > 0:
-            ttl = min(ttl, layer.ttl_seconds)
+        ttl = min(self.hot_max_age, fresh_for(layer, rendered_at, self._clock()))
+        if ttl <= 0:
+            return
         for key, data in items.items():
-            self.hot.put(key, data, ttl)
+            self.hot.put(key, data, ttl, stamp)

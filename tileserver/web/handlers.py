@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from importlib import resources
 from pathlib import Path
 
 from aiohttp import web
 
+from tileserver import freshness
 from tileserver.adapters.prometheus_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tileserver.errors import OWSException
 from tileserver.services.tiles import Tile
@@ -133,18 +135,20 @@ async def feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Re
 async def tile(request: web.Request, tile_request: TileRequest) -> web.Response:
     request[TILE_INFO] = (tile_request.layer.name, tile_request.coord.z)
     tile: Tile = await backends_of(request).tiles.get_tile(tile_request)
-    ttl = tile_request.layer.ttl_seconds
+    # With stale windows (RFC 5861): what is left of the tile's freshness, and of each window.
+    cache_control, max_age = freshness.cache_control(tile_request.layer, tile.rendered_at,
+                                                     time.time())  # fmt: skip
     if tile.data is None:
         # A pre-generated tile that is not in the store (TileCloud-chain's answer).
         return web.Response(
-            status=204, headers={**CORS, "Cache-Control": f"public, max-age={ttl}",
+            status=204, headers={**CORS, "Cache-Control": cache_control,
                                  "X-Tile-Source": tile.source},
         )  # fmt: skip
     etag = etag_of(tile.data)
     headers = {
         **CORS,
-        "Cache-Control": f"public, max-age={ttl}",
-        "Expires": expires_header(ttl),
+        "Cache-Control": cache_control,
+        "Expires": expires_header(max_age),
         "ETag": etag,
         "X-Tile-Source": tile.source,
     }

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tileserver.adapters.memcached import MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.adapters.prometheus_metrics import PrometheusMetrics
 from tileserver.adapters.renderers import LayerRenderer
@@ -22,31 +21,18 @@ from tileserver.adapters.stores import store_for
 from tileserver.config import Config
 from tileserver.errors import ConfigError
 from tileserver.protocols import FeatureInfoSource, Renderer, TileCache, TileStore
+from tileserver.services.cache_ring import CacheRing
 from tileserver.services.capabilities import CapabilitiesService
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import TileService
+from tileserver.web.tile_cache import open_tile_cache
 
 log = logging.getLogger("tileserver.server")
 
 
-async def open_tile_cache(config: Config) -> tuple[TileCache, str]:
-    """Memcached when configured and reachable, else the embedded LRU; and why."""
-    memory = MemoryCache(config.server.memory_cache_mb * 1024 * 1024)
-    embedded = f"embedded in-process LRU cache ({config.server.memory_cache_mb} MB)"
-    if config.memcached is None:
-        return memory, f"{embedded}: no memcached section in the config"
-    memcached = MemcachedCache(config.memcached)
-    alive = await memcached.ping()
-    if not alive:
-        await memcached.close()
-        servers = ", ".join(memcached.addresses)
-        return memory, f"{embedded}: memcached {servers} not reachable at start-up"
-    return memcached, f"memcached {', '.join(memcached.addresses)}"
-
-
-def _hot_tiles(config: Config, cache: TileCache) -> MemoryCache | None:
+def _hot_tiles(config: Config, cache: CacheRing) -> MemoryCache | None:
     """The in-process hot tier, when configured and the tile cache is not in-process too."""
-    if config.server.hot_cache_mb <= 0 or isinstance(cache, MemoryCache):
+    if config.server.hot_cache_mb <= 0 or not cache.servers:
         return None
     log.warning(
         "hot tiles: in-process tier of %d MB, %g s", config.server.hot_cache_mb,
@@ -99,6 +85,7 @@ class Backends:
     renderer: Renderer
     feature_info: FeatureInfoSource | None
     stack: AsyncExitStack
+    cache: CacheRing  # the tile cache of `tiles`
     in_use: int = 0  # requests being answered with these backends
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_use is 0
 
@@ -110,12 +97,13 @@ async def open_backends(
     file does not load. Closed with `backends.stack`."""
     stack = AsyncExitStack()
     try:
+        memcached = config.memcached
         if injected.tile_cache is None:
-            cache, why = await open_tile_cache(config)
+            cache = await open_tile_cache(config, metrics)
         else:
-            cache, why = injected.tile_cache, injected.tile_cache.name
+            cache = CacheRing([], ResilientCache(injected.tile_cache))
+            log.warning("tile cache: %s", injected.tile_cache.name)
         stack.push_async_callback(cache.close)
-        log.warning("tile cache: %s", why)
         renderer = injected.renderer
         feature_info = injected.feature_info
         if renderer is None:
@@ -134,10 +122,8 @@ async def open_backends(
             stores = await open_stores(config, stack)
         else:
             stores = dict(injected.tile_stores)
-        memcached = config.memcached
-        on_failure = None if metrics is None else lambda: metrics.error("memcached", "unavailable")
         tiles = TileService(
-            ResilientCache(cache, memcached.retry_interval if memcached else 2.0, on_failure),
+            cache,
             renderer,
             memcached.prefix if memcached else "tileserver/",
             memcached.lock_timeout if memcached else 60.0,
@@ -145,11 +131,14 @@ async def open_backends(
             on_render=None if metrics is None else metrics.rendered,
             hot=_hot_tiles(config, cache),
             hot_max_age=config.server.hot_cache_max_age,
+            lock_lease=memcached.lock_lease if memcached else 5.0,
         )
     except BaseException:
         await stack.aclose()
         raise
-    return Backends(config, tiles, CapabilitiesService(config), renderer, feature_info, stack)
+    return Backends(
+        config, tiles, CapabilitiesService(config), renderer, feature_info, stack, cache
+    )
 
 
 class Runtime:
@@ -295,9 +284,11 @@ class Runtime:
             ready = problem is None
             for layer, message in unavailable.items():
                 degraded[f"layers.{layer} database"] = message
-        cache = backends.tiles.cache
-        if not cache.available:
-            degraded["tile cache"] = f"{cache.name} unavailable"
+        cache = backends.cache
+        await cache.probe()  # a server back since the last request is seen back now
+        if cache.servers:
+            report["tile_cache"] = {"memcached": cache.states()}
+        degraded.update(cache.degraded())
         now = time.monotonic()
         for dependency, (when, message) in self.failures.items():
             if now - when < _DEGRADED_WINDOW:
