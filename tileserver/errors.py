@@ -41,6 +41,11 @@ class RenderError(TileServerError):
     """A renderer failed to produce a metatile."""
 
 
+class DatabaseUnavailable(RenderError):
+    """A layer's database (PostGIS) cannot be reached; the message names it, so it goes
+    to the log, never to a client."""
+
+
 class UpstreamError(RenderError):
     """An upstream service (a WMS) failed; `status` is what the HTTP face answers:
     502 for a wrong answer (a ServiceException, an HTML page, a broken image), 503 when

@@ -504,7 +504,7 @@ def test_postgis_stopped_then_started_under_load(
     down = load.during(stopped + 0.5, restarted)
     assert_answers([a for a in down if a.kind == "pg"], {200, 503}, "PostGIS down", within=5)
     assert 503 in {a.status for a in down if a.kind == "pg"}
-    assert b"database of layer 'pg' is unavailable" in next(a.body for a in down
+    assert b"database of layer 'pg' cannot be reached" in next(a.body for a in down
                                                              if a.status == 503)  # fmt: skip
     assert_answers([a for a in down if a.kind != "pg"], {200}, "PostGIS down, other layers")
     validate_errors(down)

@@ -27,6 +27,7 @@ from tileserver.adapters.mapnik_worker import (
 )
 from tileserver.config import Layer
 from tileserver.errors import ConfigError, RenderError
+from tileserver.errors import DatabaseUnavailable as DatabaseDown
 from tileserver.grid import Metatile
 from tileserver.types import TileCoord
 
@@ -191,7 +192,7 @@ class MapnikRenderer:
         try:
             result = await self._run(render_metatile, job)
         except DatabaseUnavailable as exc:
-            raise RenderError(
+            raise DatabaseDown(
                 f"the database of layer {layer.name!r} is unavailable: {exc}"
             ) from exc
         except RenderError:

@@ -75,7 +75,7 @@ class Tile:
 class _Produced:
     tiles: Mapping[TileCoord, bytes]
     source: str
-    stamp: int  # when rendered (Unix seconds), 0: unknown
+    rendered_at: float | None
 
 
 def _rendered_at(stamp: int) -> float | None:
@@ -223,9 +223,9 @@ class TileService:
             # The shared task found its own tile in the cache, not ours: look ours up
             # (and render it, should it be gone) under the same lock discipline.
             produced = await self._produce(request, part, metatile)
-            return Tile(produced.tiles[coord], produced.source, _rendered_at(produced.stamp))
+            return Tile(produced.tiles[coord], produced.source, produced.rendered_at)
         source = produced.source if first else "coalesced"
-        return Tile(data, source, _rendered_at(produced.stamp))
+        return Tile(data, source, produced.rendered_at)
 
     def _dimensions(self, request: TileRequest) -> dict[str, str]:
         names = (d.name for d in request.layer.dimensions)
@@ -244,7 +244,9 @@ class TileService:
                     # Rendered elsewhere between our miss and the lock?
                     entry = (await self.cache.get_many([key])).get(key)
                     if entry is not None and self._fresh(layer, entry):
-                        return _Produced({coord: entry.value}, entry.source, entry.stamp)
+                        return _Produced(
+                            {coord: entry.value}, entry.source, _rendered_at(entry.stamp)
+                        )
                     return await self._render(layer, part, metatile, self._dimensions(request))
             # Another process or host renders this metatile: wait for its tiles.
             await asyncio.sleep(delay)
@@ -252,7 +254,7 @@ class TileService:
             found = await self.cache.get_many([key, lock])
             entry = found.get(key)
             if entry is not None and self._fresh(layer, entry):
-                return _Produced({coord: entry.value}, entry.source, entry.stamp)
+                return _Produced({coord: entry.value}, entry.source, _rendered_at(entry.stamp))
             holder = found.get(lock)
             if holder is None:
                 continue  # lock gone without the tile (render failed, cache flushed): take it
@@ -295,11 +297,13 @@ class TileService:
     async def _render(
         self, layer: Layer, part: str, metatile: Metatile, dimensions: Mapping[str, str]
     ) -> _Produced:
-        rendered_at = self._clock()
-        stamp = int(rendered_at)  # whole seconds: a tile goes stale up to 1 s early, never late
         start = time.perf_counter()
         tiles = await self.renderer.render(layer, metatile, dimensions)
         elapsed = time.perf_counter() - start
+        # Its expiry counts from when it is stored, as a Memcached TTL does; in whole
+        # seconds in the cache: a tile read back goes stale up to 1 s early, never late.
+        rendered_at = self._clock()
+        stamp = int(rendered_at)
         if self._on_render is not None:
             self._on_render(layer.name, elapsed)
         log.info(
@@ -314,7 +318,7 @@ class TileService:
         items = {tile_key(self.key_prefix, part, coord): data for coord, data in tiles.items()}
         await self.cache.set_many(items, layer.cache_ttl_seconds, stamp)
         self._keep_hot(layer, items, stamp, rendered_at)
-        return _Produced(tiles, "render", stamp)
+        return _Produced(tiles, "render", rendered_at)
 
     def _keep_hot(
         self, layer: Layer, items: Mapping[str, bytes], stamp: int, rendered_at: float | None

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from tileserver.errors import OWSException, RenderError, StoreUnavailable, UpstreamError
+from tileserver.errors import (
+    DatabaseUnavailable,
+    OWSException,
+    RenderError,
+    StoreUnavailable,
+    UpstreamError,
+)
 from tileserver.ows import CONTENT_TYPE as OWS_CONTENT_TYPE
 from tileserver.ows import exception_report
 from tileserver.web.access_log import STARTED, TILE_INFO
@@ -95,7 +101,8 @@ async def _answer(
     except OWSException as exc:
         return ows_response(exc)
     except (RenderError, StoreUnavailable) as exc:
-        failure = _failure(exc)
+        info = request.get(TILE_INFO)
+        failure = _failure(exc, info[0] if info else "")
         if failure.logged_as is not None:
             log.error("%s failed for %s: %s", failure.logged_as, request.path_qs[:300], exc)
         runtime.failed(failure.dependency, str(exc))
@@ -127,12 +134,24 @@ class _Failure:
     logged_as: str | None  # None: the adapter logged it already (with its retries)
 
 
-def _failure(exc: RenderError | StoreUnavailable) -> _Failure:
+_UPSTREAM = {
+    503: "cannot be reached",
+    504: "did not answer in time",
+}
+
+
+def _failure(exc: RenderError | StoreUnavailable, layer: str) -> _Failure:
+    """The report names the failing dependency, never where it is (a host, a port, a
+    database or a user name): that goes to the log and to /ready."""
     if isinstance(exc, UpstreamError):
-        text = f"The upstream server failed: {exc}"
+        what = _UPSTREAM.get(exc.status, "answered with an error or a broken image")
+        text = f"The WMS of layer {layer!r} {what}"
         return _Failure("upstream", "upstream", str(exc.status), text, exc.status, None)
+    if isinstance(exc, DatabaseUnavailable):
+        text = f"Rendering failed: the database of layer {layer!r} cannot be reached"
+        return _Failure("renderer", "renderer", "failed", text, 503, "render")
     if isinstance(exc, RenderError):
-        text = f"Rendering failed: {exc}"
+        text = f"Rendering failed for layer {layer!r}; the server's log says why"
         return _Failure("renderer", "renderer", "failed", text, 503, "render")
     text = "The tile store is unavailable"
     return _Failure("tile store", "store", "unavailable", text, 503, "tile store")
