@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 
@@ -115,6 +116,25 @@ class Memcached:
             if len(parts) == 3 and parts[0] == "STAT" and parts[2].isdigit():
                 values[parts[1]] = int(parts[2])
         return values
+
+    def keys(self, containing: str = "") -> list[str]:
+        """The keys of the live items that contain `containing` (memcached's metadump
+        lists every item in its LRUs, expired ones too: each is read back to tell)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"lru_crawler metadump all\r\n")
+            data = b""
+            while not (data.endswith(b"END\r\n") or data.endswith(b"ERROR\r\n")):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        found = []
+        for line in data.decode().splitlines():
+            if line.startswith("key="):
+                key = urllib.parse.unquote(line.split()[0][4:])
+                if containing in key and self.get(key) is not None:
+                    found.append(key)
+        return found
 
     def get(self, key: str) -> bytes | None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
