@@ -15,6 +15,7 @@ from tileserver.config import Layer
 from tileserver.errors import RenderError
 from tileserver.grid import Metatile
 from tileserver.keys import layer_key_part, metatile_lock_key
+from tileserver.services.render_lock import lock_value
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import TileService
 from tileserver.tile_request import TileRequest
@@ -184,3 +185,119 @@ async def test_the_hot_tier_keeps_no_tile_beyond_its_layer_expiry(tmp_path: Path
     assert (await svc.get_tile(tile)).source == "hot"
     clock.now += 1
     assert (await svc.get_tile(tile)).source == "memory"
+
+
+# --- leases and stale windows ----------------------------------------------------------------
+
+
+class UnixClock:
+    """The service's Unix clock, moved by the test (render times are compared with it)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stale_service(
+    cache: MemoryCache, renderer: FakeRenderer, clock: UnixClock, lock_lease: float = 5.0
+) -> TileService:
+    return TileService(ResilientCache(cache), renderer, "p/", 30, lock_lease=lock_lease,
+                       clock=clock)  # fmt: skip
+
+
+async def test_a_lock_whose_deadline_passed_is_taken_over_at_once(layer: Layer) -> None:
+    """A lock written late (by a Memcached resumed from a pause) or left by a dead holder:
+    its deadline is past, so nobody waits for its TTL or for lock_timeout (30 s)."""
+    cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0)
+    part = layer_key_part("l", "default", ("a",), "g")
+    lock = metatile_lock_key("p/", part, 17, 47784, 68240)
+    await cache.add(lock, lock_value("elsewhere:1", clock.now - 15), ttl=3600)
+    svc = stale_service(cache, renderer, clock)
+    started = asyncio.get_running_loop().time()
+    tile = await svc.get_tile(request(layer, 47784, 68240))
+    assert asyncio.get_running_loop().time() - started < 1
+    assert tile.source == "render" and renderer.renders == 1
+    assert await cache.get_many([lock]) == {}  # released
+
+
+async def test_a_lease_is_renewed_while_its_render_runs(layer: Layer) -> None:
+    """A render longer than the lease keeps its lock: another process waits for it instead
+    of rendering too."""
+    shared = MemoryCache(10**8)
+    first, second = FakeRenderer(delay=2.0), FakeRenderer(delay=2.0)
+    one = TileService(ResilientCache(shared), first, "p/", 30, lock_lease=0.3)
+    two = TileService(ResilientCache(shared), second, "p/", 30, lock_lease=0.3)
+    rendering = asyncio.create_task(one.get_tile(request(layer, 47784, 68240)))
+    await asyncio.sleep(0.1)
+    waiting = await two.get_tile(request(layer, 47785, 68241))
+    assert (await rendering).source == "render"
+    assert waiting.source == "memory"
+    assert first.renders + second.renders == 1
+
+
+@pytest.fixture
+def stale_layer(tmp_path: Path) -> Layer:
+    # expires in hours: 10 s; answered stale for 100 s past it while refreshing, or for
+    # 300 s past it when the render fails.
+    return single_layer(tmp_path, expires=10 / 3600, stale_while_revalidate=100,
+                        stale_if_error=300)  # fmt: skip
+
+
+async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
+    stale_layer: Layer,
+) -> None:
+    cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0.2)
+    svc = stale_service(cache, renderer, clock)
+    tile = TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240))
+    rendered = await svc.get_tile(tile)
+    assert rendered.source == "render" and rendered.rendered_at == clock.now
+    clock.now += 9
+    assert (await svc.get_tile(tile)).source == "memory"
+    clock.now += 6  # 15 s old: stale
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answers = await asyncio.gather(
+        *(svc.get_tile(TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240 + i)))
+          for i in range(8))
+    )  # fmt: skip
+    assert loop.time() - started < 0.1  # not waiting for the 0.2 s render
+    assert {a.source for a in answers} == {"stale"}
+    assert answers[0].data == rendered.data and answers[0].rendered_at == clock.now - 15
+    assert svc.renders_in_progress == 1
+    await asyncio.wait_for(asyncio.gather(*svc._refreshing.values()), 5)
+    assert renderer.renders == 2
+    fresh = await svc.get_tile(tile)
+    assert fresh.source == "memory" and fresh.rendered_at == clock.now
+
+
+async def test_stale_if_error_answers_the_stale_tile_until_the_window_closes(
+    stale_layer: Layer,
+) -> None:
+    cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0)
+    svc = stale_service(cache, renderer, clock)
+    tile = TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240))
+    rendered = await svc.get_tile(tile)
+    renderer.fail = True
+    clock.now += 10 + 150  # past stale_while_revalidate, within stale_if_error
+    stale = await svc.get_tile(tile)
+    assert stale.source == "stale" and stale.data == rendered.data
+    assert renderer.renders == 2  # it did try
+    clock.now += 200  # 350 s past its expiry: beyond the window
+    with pytest.raises(RenderError):
+        await svc.get_tile(tile)
+    renderer.fail = False
+    assert (await svc.get_tile(tile)).source == "render"
+
+
+async def test_without_stale_windows_an_expired_tile_is_rendered_again(layer: Layer) -> None:
+    """Both windows off (the default): a tile past its expiry is never answered, even while
+    the cache still holds it."""
+    cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0)
+    svc = stale_service(cache, renderer, clock)
+    assert (await svc.get_tile(request(layer, 47784, 68240))).source == "render"
+    clock.now += layer.ttl_seconds + 1
+    renderer.fail = True
+    with pytest.raises(RenderError):
+        await svc.get_tile(request(layer, 47784, 68240))

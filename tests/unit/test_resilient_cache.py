@@ -65,6 +65,10 @@ class FlakyCache:
         self._call()
         self.items.pop(key, None)
 
+    async def delete_many(self, keys: Sequence[str]) -> int:
+        self._call()
+        return sum(self.items.pop(k, None) is not None for k in keys)
+
     async def close(self) -> None:
         self.closed = True
 
