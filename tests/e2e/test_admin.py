@@ -317,7 +317,8 @@ def test_reload_reaches_every_worker_and_stats_answer(
         "type": "mapnik", "grid": "epsg3857", "levels": 21, "on_demand_levels": "0-20",
         "tile_store": None, "expires_hours": 2.0,
     }  # fmt: skip
-    assert data["tile_cache"] == {"name": "memcached", "available": True, "failures": 0}
+    assert data["tile_cache"] == {"name": "memcached", "available": True, "failures": 0,
+                                  "servers": {memcached.address: "up"}}  # fmt: skip
     assert data["render_pool"] == {"processes": 1, "state": "up"}
     assert data["ready"] is True and data["reloads"] == 1 and data["requests_in_progress"] == 0
     # Counters of both processes (/metrics' multiprocess directory).

@@ -375,6 +375,7 @@ async def _stats(request: web.Request, admin: _Admin) -> web.Response:
                 "name": resilient.name,
                 "available": resilient.available,
                 "failures": resilient.failures,
+                "servers": resilient.states(),
             },
             "render_pool": {
                 "processes": runtime.render_processes,

@@ -4,6 +4,7 @@ the keys no server can take (or alone, with no `memcached` section)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -52,8 +53,8 @@ async def open_tile_cache(config: Config, metrics: PrometheusMetrics | None) -> 
     ring = CacheRing(nodes, ResilientCache(memory))
     addresses = ", ".join(s.address for s in servers)
     log.warning("tile cache: memcached %s; %s for the keys of servers down", addresses, embedded)
-    for server, node in zip(servers, nodes, strict=True):
-        up = await server.ping()
+    answers = await asyncio.gather(*(server.ping() for server in servers))
+    for server, node, up in zip(servers, nodes, answers, strict=True):
         if not up:
             node.mark_down("not reachable at start-up")
         if metrics is not None:
