@@ -49,10 +49,13 @@ class DatabaseUnavailable(RenderError):
 class UpstreamError(RenderError):
     """An upstream service (a WMS) failed; `status` is what the HTTP face answers:
     502 for a wrong answer (a ServiceException, an HTML page, a broken image), 503 when
-    it cannot be reached, 504 when it did not answer in time."""
+    it cannot be reached, 504 when it did not answer in time. `public` says what went
+    wrong without the upstream's address or words (its messages may name its database):
+    what a client may be told."""
 
-    def __init__(self, message: str, status: int = 502) -> None:
+    def __init__(self, message: str, status: int = 502, public: str = "") -> None:
         self.status = status
+        self.public = public
         super().__init__(message)
 
 

@@ -325,10 +325,13 @@ def test_memcached_killed_then_restarted_under_load(
     before = load.before(killed)
     assert_answers(before, {200}, "before the kill")
     assert sources(before, "cached") == {"memcached"}
-    # Down: every tile is still served, rendered without being stored.
+    # Down: every tile is still served, rendered once per process...
     down = load.during(killed, restarted)
     assert_answers(down, {200}, "memcached down")
-    assert sources(load.answers(killed + 1, restarted), "cached") <= {"render", "coalesced"}
+    # ... and kept in the in-process cache meanwhile.
+    assert "memory" in sources(load.answers(killed + 1, restarted), "cached")
+    assert sources(load.answers(killed + 1, restarted), "cached") <= {"render", "coalesced",
+                                                                       "memory"}  # fmt: skip
     assert_answers(load.answers(restarted), {200}, "after the restart")
     assert sources(load.answers(back), "stored") == {"store"}
     assert_answers(load.answers(), {200}, "the whole run")

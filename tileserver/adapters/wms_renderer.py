@@ -85,7 +85,10 @@ class WmsRenderer:
             try:
                 return await self._cutter.cut(layer, metatile, body, only)
             except ValueError as exc:  # InvalidImage: a broken answer, worth a retry
-                raise UpstreamError(f"WMS {_where(source)} GetMap answered {exc}", 502) from exc
+                raise UpstreamError(
+                    f"WMS {_where(source)} GetMap answered {exc}", 502,
+                    "answered something that is not a readable image of the size asked for",
+                ) from exc  # fmt: skip
 
         return await self._with_retries(source, attempt)
 
@@ -128,20 +131,28 @@ class WmsRenderer:
                     content_type = response.headers.get("Content-Type", "")
                     body = await _read(response)
         except TimeoutError as exc:
-            raise UpstreamError(f"{where}: no answer within {source.timeout:g} s", 504) from exc
+            late = f"gave no answer within {source.timeout:g} s"
+            raise UpstreamError(f"{where}: no answer within {source.timeout:g} s", 504,
+                                late) from exc  # fmt: skip
         except aiohttp.ClientConnectorError as exc:
-            raise UpstreamError(f"{where}: cannot connect ({exc.os_error})", 503) from exc
+            raise UpstreamError(f"{where}: cannot connect ({exc.os_error})", 503,
+                                "cannot be reached") from exc  # fmt: skip
         except (aiohttp.ClientError, ValueError) as exc:
-            raise UpstreamError(f"{where}: broken answer ({type(exc).__name__}: {exc})") from exc
+            raise UpstreamError(f"{where}: broken answer ({type(exc).__name__}: {exc})", 502,
+                                "sent a broken answer") from exc  # fmt: skip
         if status != 200:
-            raise UpstreamError(f"{where}: HTTP {status}: {error_message(content_type, body)}")
+            raise UpstreamError(f"{where}: HTTP {status}: {error_message(content_type, body)}",
+                                502, f"answered HTTP {status}")  # fmt: skip
         if is_service_exception(content_type, body):
-            raise UpstreamError(f"{where}: ServiceException: {error_message(content_type, body)}")
+            raise UpstreamError(
+                f"{where}: ServiceException: {error_message(content_type, body)}", 502,
+                "answered a ServiceException",
+            )  # fmt: skip
         if operation == "GetMap" and not content_type.lower().startswith("image/"):
             raise UpstreamError(
                 f"{where}: answered {content_type or 'no Content-Type'} instead of an image: "
-                f"{error_message(content_type, body)}"
-            )
+                f"{error_message(content_type, body)}", 502, "answered something but an image",
+            )  # fmt: skip
         return body, content_type
 
 

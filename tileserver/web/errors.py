@@ -137,14 +137,14 @@ class _Failure:
 _UPSTREAM = {
     503: "cannot be reached",
     504: "did not answer in time",
-}
+}  # for an UpstreamError without its `public` text
 
 
 def _failure(exc: RenderError | StoreUnavailable, layer: str) -> _Failure:
     """The report names the failing dependency, never where it is (a host, a port, a
     database or a user name): that goes to the log and to /ready."""
     if isinstance(exc, UpstreamError):
-        what = _UPSTREAM.get(exc.status, "answered with an error or a broken image")
+        what = exc.public or _UPSTREAM.get(exc.status, "answered with an error or a broken image")
         text = f"The WMS of layer {layer!r} {what}"
         return _Failure("upstream", "upstream", str(exc.status), text, exc.status, None)
     if isinstance(exc, DatabaseUnavailable):
