@@ -324,7 +324,7 @@ def test_store_capabilities_point_at_the_store_and_list_its_levels() -> None:
             e.text or "" for e in element.iterfind(".//wmts:TileMatrixLimits/wmts:TileMatrix", NS)
         ]
     assert limits["roads"] == [str(z) for z in range(2, 14)]  # levels 0, 1 are in row 0
-    assert limits["rivers"] == ["250", "100", "10", "1", "0.5"]  # 1000: a single tile
+    assert limits["rivers"] == ["250", "100", "10", "1", "0_5"]  # 1000: a single tile
 
 
 def test_the_servers_capabilities_keep_kvp_and_the_wmts_path() -> None:
