@@ -17,7 +17,9 @@ from tileserver.protocols import FeatureInfoSource, Renderer, TileCache, TileSto
 from tileserver.web import handlers
 from tileserver.web.admin import setup_admin
 from tileserver.web.errors import errors_middleware, quiet_parser_errors
+from tileserver.web.ogcapi import setup_ogcapi
 from tileserver.web.runtime import RUNTIME, Injected, Runtime, default_render_processes
+from tileserver.web.tms import setup_tms
 
 log = logging.getLogger("tileserver.server")
 
@@ -95,6 +97,8 @@ def create_app(
         follow_symlinks=False,
         expect_handler=handlers.ignore_expect,
     )
+    setup_ogcapi(app)
+    setup_tms(app)
     if config.server.admin.enabled:
         if admin_token is None:
             raise ConfigError(

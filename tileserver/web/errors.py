@@ -1,5 +1,6 @@
 """What goes wrong while answering, and how it is answered: OWS exception reports for
-the WMTS errors and the failed dependencies, counted and reported by /ready; and the
+the WMTS errors and the failed dependencies (JSON exceptions where the handler set
+`problems.ERROR_FORMAT`: OGC API, TMS, XYZ), counted and reported by /ready; and the
 HTTP parser's refusals, logged in one line."""
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tileserver.ows import CONTENT_TYPE as OWS_CONTENT_TYPE
 from tileserver.ows import exception_report
 from tileserver.web.access_log import STARTED, TILE_INFO
 from tileserver.web.headers import CORS
+from tileserver.web.problems import ERROR_FORMAT
 from tileserver.web.runtime import BACKENDS, FEATURE_INFO, RUNTIME, Runtime
 
 log = logging.getLogger("tileserver.server")
@@ -55,8 +57,9 @@ def quiet_parser_errors() -> None:
 
 def _endpoint(request: web.Request) -> str:
     path = request.path
-    if path.startswith("/wmts"):
-        return "wmts"
+    for service in ("wmts", "ogcapi", "tms", "gmaps", "xyz"):
+        if path.startswith(f"/{service}"):
+            return service
     if path in ("/health", "/ready", "/metrics"):
         return path[1:]
     return "other"
@@ -99,7 +102,7 @@ async def _answer(
     try:
         return await handler(request)
     except OWSException as exc:
-        return ows_response(exc)
+        return _error_response(request, exc)
     except (RenderError, StoreUnavailable) as exc:
         info = request.get(TILE_INFO)
         failure = _failure(exc, info[0] if info else "")
@@ -108,7 +111,8 @@ async def _answer(
         runtime.failed(failure.dependency, str(exc))
         if metrics is not None:
             metrics.error(failure.label, failure.kind)
-        return ows_response(OWSException("NoApplicableCode", failure.text, None, failure.status))
+        failed = OWSException("NoApplicableCode", failure.text, None, failure.status)
+        return _error_response(request, failed)
     except web.HTTPException:
         raise
     except Exception as exc:
@@ -119,7 +123,8 @@ async def _answer(
         log.exception("internal error on %s", request.path_qs[:300])
         if metrics is not None:
             metrics.error("server", "internal")
-        return ows_response(OWSException("NoApplicableCode", "Internal error", None, 500))
+        internal = OWSException("NoApplicableCode", "Internal error", None, 500)
+        return _error_response(request, internal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,12 @@ def _failure(exc: RenderError | StoreUnavailable, layer: str) -> _Failure:
         return _Failure("renderer", "renderer", "failed", text, 503, "render")
     text = "The tile store is unavailable"
     return _Failure("tile store", "store", "unavailable", text, 503, "tile store")
+
+
+def _error_response(request: web.Request, exc: OWSException) -> web.Response:
+    """An OWS ExceptionReport, or the format the handler chose (OGC API's JSON...)."""
+    errors = request.get(ERROR_FORMAT)
+    return ows_response(exc) if errors is None else errors.response(exc)
 
 
 def ows_response(exc: OWSException) -> web.Response:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -73,7 +74,7 @@ async def metrics(request: web.Request) -> web.Response:
 _HOST_RE = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
-def _base_url(request: web.Request) -> str:
+def base_url(request: web.Request) -> str:
     """The URL clients reach this server at (`server.url`, when set, wins over it in the
     Capabilities): from the Host header, else the address the request came in on."""
     host = request.headers.get("Host", "")
@@ -88,7 +89,7 @@ def _base_url(request: web.Request) -> str:
 
 
 async def capabilities(request: web.Request) -> web.Response:
-    body = backends_of(request).capabilities.document(_base_url(request))
+    body = backends_of(request).capabilities.document(base_url(request))
     return web.Response(
         body=body,
         content_type="application/xml",
@@ -132,21 +133,27 @@ async def feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Re
     )  # fmt: skip
 
 
-async def tile(request: web.Request, tile_request: TileRequest) -> web.Response:
+async def tile(
+    request: web.Request, tile_request: TileRequest, vary: Mapping[str, str] | None = None
+) -> web.Response:
+    """One tile with its caching headers, for every protocol (WMTS, OGC API - Tiles, TMS,
+    XYZ): a header every tile carries is added here. `vary` goes on every answer (where
+    the format was negotiated)."""
     request[TILE_INFO] = (tile_request.layer.name, tile_request.coord.z)
     tile: Tile = await backends_of(request).tiles.get_tile(tile_request)
     # With stale windows (RFC 5861): what is left of the tile's freshness, and of each window.
     cache_control, max_age = freshness.cache_control(tile_request.layer, tile.rendered_at,
                                                      time.time())  # fmt: skip
+    common = {**CORS, **(vary or {})}
     if tile.data is None:
         # A pre-generated tile that is not in the store (TileCloud-chain's answer).
         return web.Response(
-            status=204, headers={**CORS, "Cache-Control": cache_control,
+            status=204, headers={**common, "Cache-Control": cache_control,
                                  "X-Tile-Source": tile.source},
         )  # fmt: skip
     etag = etag_of(tile.data)
     headers = {
-        **CORS,
+        **common,
         "Cache-Control": cache_control,
         "Expires": expires_header(max_age),
         "ETag": etag,
