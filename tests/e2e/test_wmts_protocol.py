@@ -104,6 +104,20 @@ def test_capabilities_describe_both_grids_exactly(server: TileServer) -> None:
     last = lv95.findall("wmts:TileMatrix", NS)[-1]
     assert last.findtext("wmts:MatrixWidth", namespaces=NS) == "7500"
     assert last.findtext("wmts:MatrixHeight", namespaces=NS) == "8125"
+    # Each TileMatrixSet advertises its grid's extent (the coarse LV95 matrices run past it).
+    for tms, crs, lower, upper in (
+        (
+            merc,
+            "urn:ogc:def:crs:EPSG::3857",
+            ["-20037508.342789244"] * 2,
+            ["20037508.342789244"] * 2,
+        ),
+        (lv95, "urn:ogc:def:crs:EPSG::2056", ["2420000", "830000"], ["2900000", "1350000"]),
+    ):
+        box = tms.find("ows:BoundingBox", NS)
+        assert box.get("crs") == crs
+        assert box.findtext("ows:LowerCorner", namespaces=NS).split() == lower
+        assert box.findtext("ows:UpperCorner", namespaces=NS).split() == upper
 
     layers = {
         layer.findtext("ows:Identifier", namespaces=NS): layer

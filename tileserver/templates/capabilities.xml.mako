@@ -157,6 +157,10 @@
 % for grid in grids:
     <TileMatrixSet>
       <ows:Identifier>${grid.name | x}</ows:Identifier>
+      <ows:BoundingBox crs="${grid.crs_urn | x}">
+        <ows:LowerCorner>${corner(grid, grid.bbox.minx, grid.bbox.miny)}</ows:LowerCorner>
+        <ows:UpperCorner>${corner(grid, grid.bbox.maxx, grid.bbox.maxy)}</ows:UpperCorner>
+      </ows:BoundingBox>
       <ows:SupportedCRS>${grid.crs_urn | x}</ows:SupportedCRS>
 % for z in range(len(grid.resolutions)):
 <% width, height = grid.matrix_size(z) %>\
