@@ -5,8 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # PostgreSQL + PostGIS: the `geoms` tests start a throwaway cluster of their own.
+# gdal-bin: GDAL's OGCAPI driver reads the OGC API - Tiles endpoints (tests/e2e/test_ogcapi.py).
 bash scripts/install-system-deps.sh memcached chromium postgresql-15 postgresql-15-postgis-3 \
-  cgi-mapserver mapcache-tools docker-compose fonts-dejavu-core redis-server wrk
+  cgi-mapserver mapcache-tools docker-compose fonts-dejavu-core redis-server wrk \
+  gdal-bin
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
