@@ -344,6 +344,8 @@ def openlayers_files(capabilities_file: str) -> Files:
         json.dumps(capabilities_file),
         "demo.js",
     )
+    # A store has WMTS only: no protocol switch (OGC API, XYZ are the server's).
+    script = _replace_all(script, "var SERVER_APIS = true;", "var SERVER_APIS = false;", "demo.js")
     vendor = static.joinpath("vendor")
     files: Files = {
         "index.html": (page.encode(), "text/html; charset=utf-8"),

@@ -5,8 +5,14 @@
  *   #layer=osm_lv95                      first matrix set of layer osm_lv95
  *   #layer=osm_lv95&matrixset=epsg2056   that layer on that matrix set
  *   #osm_lv95                            short form of #layer=osm_lv95
+ *   #layer=osm&protocol=compare          WMTS, OGC API - Tiles and XYZ side by side
  * Without a (matching) hash the first layer x matrix set is shown. Choosing in
  * the <select> rewrites the hash, and editing the hash switches the layer.
+ *
+ * Served by tileserver, the page can show the same layer through WMTS, OGC API -
+ * Tiles (ol.source.OGCMapTile, from the tileset metadata) or XYZ (ol.source.TileJSON,
+ * Web Mercator quadtree grids only), or the three side by side on one shared view.
+ * A tile store's copy (generate_controller --openlayers-test) shows WMTS only.
  */
 (function () {
   'use strict';
@@ -37,18 +43,26 @@
   var capsAbsUrl = new URL(CAPABILITIES_URL, document.baseURI).href;
   capsLink.href = capsAbsUrl;
 
-  var map = new ol.Map({
-    target: 'map',
-    controls: ol.control.defaults
-      .defaults({ attribution: true })
-      .extend([new ol.control.ScaleLine()]),
-    view: new ol.View({ center: [0, 0], zoom: 1 }),
-  });
+  // false in a tile store's copy (generate_controller --openlayers-test): WMTS only.
+  var SERVER_APIS = true;
+  var PROTOCOLS = {
+    wmts: 'WMTS',
+    ogcapi: 'OGC API – Tiles',
+    xyz: 'XYZ (TileJSON)',
+  };
+  var protocolBox = document.getElementById('protocol-box');
+  var protocolSelect = document.getElementById('protocol-select');
+  var mapsEl = document.getElementById('maps');
+  protocolBox.hidden = !SERVER_APIS;
+
+  var maps = []; // the ol.Map objects shown
+  var protocol = 'wmts'; // wmts | ogcapi | xyz | compare
+  var shownProtocol = null;
 
   var caps = null;
   var choices = []; // [{layer, matrixSet, title, crs}]
   var current = null; // the choice shown
-  var tileStats = { loaded: 0, failed: 0 };
+  var tileStats = { loaded: 0, failed: 0, errors: [] };
 
   function setStatus(text, isError) {
     statusEl.textContent = text || '';
@@ -132,6 +146,9 @@
     } else {
       var params = new URLSearchParams(hash);
       layer = params.get('layer');
+      var wanted = params.get('protocol');
+      protocol = SERVER_APIS && wanted && (PROTOCOLS[wanted] || wanted === 'compare')
+        ? wanted : 'wmts';
       matrixSet =
         params.get('matrixset') ||
         params.get('matrixSet') ||
@@ -147,7 +164,8 @@
   function writeHash(c) {
     var hash =
       '#layer=' + encodeURIComponent(c.layer) +
-      '&matrixset=' + encodeURIComponent(c.matrixSet);
+      '&matrixset=' + encodeURIComponent(c.matrixSet) +
+      (protocol !== 'wmts' ? '&protocol=' + protocol : '');
     if (location.hash !== hash) history.replaceState(null, '', hash);
   }
 
@@ -157,22 +175,38 @@
     })[0];
   }
 
-  function show(c) {
-    current = c;
-    select.value = String(choices.indexOf(c));
-    writeHash(c);
-    map.getLayers().clear();
-    layerTitleEl.textContent = c.title;
-    crsEl.textContent = c.crs || '–';
-    tileUrlEl.textContent = '–';
+  function newMap(target) {
+    return new ol.Map({
+      target: target,
+      controls: ol.control.defaults
+        .defaults({ attribution: true })
+        .extend([new ol.control.ScaleLine()]),
+    });
+  }
 
-    var projection = c.crs ? ol.proj.get(c.crs) : null;
-    if (!projection) {
-      setStatus('CRS ' + (c.crs || '(none)') + ' of matrix set ' + c.matrixSet +
-        ' is not known to this page.', true);
-      return;
-    }
+  /** One map element per protocol shown, each with its caption in compare mode. */
+  function layoutMaps(protocols) {
+    maps.forEach(function (m) {
+      m.setTarget(null);
+    });
+    mapsEl.textContent = '';
+    maps = protocols.map(function (p) {
+      var el = document.createElement('div');
+      el.className = 'map';
+      el.dataset.protocol = p;
+      if (protocols.length > 1) {
+        var caption = document.createElement('div');
+        caption.className = 'map-caption';
+        caption.textContent = PROTOCOLS[p];
+        el.appendChild(caption);
+      }
+      mapsEl.appendChild(el);
+      return newMap(el);
+    });
+  }
 
+  /** The WMTS source of a choice, from the Capabilities (REST). */
+  function wmtsSource(c, projection) {
     var options = ol.source.WMTS.optionsFromCapabilities(caps, {
       layer: c.layer,
       matrixSet: c.matrixSet,
@@ -180,11 +214,9 @@
       requestEncoding: 'REST',
     });
     if (!options) {
-      setStatus('Layer ' + c.layer + ' / ' + c.matrixSet +
-        ' could not be read from the capabilities.', true);
-      return;
+      throw new Error('Layer ' + c.layer + ' / ' + c.matrixSet +
+        ' could not be read from the capabilities.');
     }
-
     // optionsFromCapabilities takes every tile ResourceURL of the layer; keep
     // only the one of the first tile format so that tiles are not mixed.
     var l = layerCapabilities(c.layer);
@@ -196,8 +228,7 @@
       options.format = resource.format;
     }
     if (!options.urls || !options.urls.length) {
-      setStatus('Layer ' + c.layer + ' has no REST tile ResourceURL.', true);
-      return;
+      throw new Error('Layer ' + c.layer + ' has no REST tile ResourceURL.');
     }
     options.urls = options.urls.map(absoluteTemplate);
     options.attributions = ATTRIBUTION;
@@ -207,29 +238,114 @@
     // screenshots (chromium --virtual-time-budget) freeze that clock once the
     // budget is spent, so every tile stayed invisible: grey map, 200 tiles.
     options.transition = 0;
-
     var source = new ol.source.WMTS(options);
-    var stats = (tileStats = { loaded: 0, failed: 0 });
-    source.on('tileloadend', function () {
-      stats.loaded++;
-      if (stats === tileStats) updateTileStatus();
-    });
-    source.on('tileloaderror', function () {
-      stats.failed++;
-      if (stats === tileStats) updateTileStatus();
-    });
+    source.set('template', options.urls[0]);
+    return source;
+  }
 
-    var tileGrid = source.getTileGrid();
+  function fetchJson(url) {
+    return fetch(url, { headers: { Accept: 'application/json' } }).then(function (r) {
+      if (!r.ok) {
+        return r.json().then(
+          function (problem) {
+            throw new Error(url + ': ' + (problem.detail || r.status));
+          },
+          function () {
+            throw new Error(url + ': HTTP ' + r.status);
+          }
+        );
+      }
+      return r.json();
+    });
+  }
+
+  /** The OGC API - Tiles source of a choice: the collection's tileset in the
+   *  choice's CRS, read by ol.source.OGCMapTile. */
+  function ogcApiSource(c, projection) {
+    var list = 'ogcapi/collections/' + encodeURIComponent(c.layer) + '/map/tiles';
+    return fetchJson(list).then(function (tilesets) {
+      var tileset = tilesets.tilesets.filter(function (t) {
+        return normaliseCrs(t.crs) === c.crs;
+      })[0];
+      if (!tileset) throw new Error(list + ' has no tileset in ' + c.crs);
+      var self = tileset.links.filter(function (l) {
+        return l.rel === 'self';
+      })[0];
+      var source = new ol.source.OGCMapTile({
+        url: self.href,
+        projection: projection,
+        attributions: ATTRIBUTION,
+        transition: 0,
+      });
+      source.set('template', self.href + '/{tileMatrix}/{tileRow}/{tileCol}');
+      return source;
+    });
+  }
+
+  /** The XYZ source of a choice from its TileJSON: Web Mercator quadtrees only. */
+  function xyzSource(c) {
+    if (c.crs !== 'EPSG:3857') {
+      return Promise.reject(new Error('XYZ and TileJSON need the Web Mercator quadtree: ' +
+        c.matrixSet + ' is in ' + c.crs + '.'));
+    }
+    var url = 'xyz/' + encodeURIComponent(c.layer) + '/' +
+      encodeURIComponent(c.matrixSet) + '/tilejson.json';
+    return fetchJson(url).then(function (tilejson) {
+      var source = new ol.source.TileJSON({
+        tileJSON: tilejson,
+        attributions: ATTRIBUTION,
+        transition: 0,
+      });
+      source.set('template', tilejson.tiles[0]);
+      return source;
+    });
+  }
+
+  function sourceFor(p, c, projection) {
+    if (p === 'ogcapi') return ogcApiSource(c, projection);
+    if (p === 'xyz') return xyzSource(c);
+    try {
+      return Promise.resolve(wmtsSource(c, projection));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  function show(c) {
+    current = c;
+    shownProtocol = protocol;
+    select.value = String(choices.indexOf(c));
+    protocolSelect.value = protocol;
+    writeHash(c);
+    layerTitleEl.textContent = c.title;
+    crsEl.textContent = c.crs || '–';
+    tileUrlEl.textContent = '–';
+
+    var projection = c.crs ? ol.proj.get(c.crs) : null;
+    if (!projection) {
+      layoutMaps(['wmts']);
+      setStatus('CRS ' + (c.crs || '(none)') + ' of matrix set ' + c.matrixSet +
+        ' is not known to this page.', true);
+      return;
+    }
+    var protocols = protocol === 'compare' ? ['wmts', 'ogcapi', 'xyz'] : [protocol];
+    layoutMaps(protocols);
+
+    // One view for every map: they pan and zoom together. Its resolutions are
+    // the WMTS matrix set's, read from the Capabilities.
+    var tileGrid;
+    try {
+      tileGrid = wmtsSource(c, projection).getTileGrid();
+    } catch (e) {
+      setStatus(e.message, true);
+      return;
+    }
     var view = new ol.View({
       projection: projection,
       resolutions: tileGrid.getResolutions(),
       constrainResolution: true,
     });
-
-    map.addLayer(new ol.layer.Tile({ source: source }));
-    map.setView(view);
-
-    // Zoom to the layer's WGS84BoundingBox in the matrix set's CRS.
+    var l = layerCapabilities(c.layer);
     var extent = null;
     if (l.WGS84BoundingBox) {
       extent = ol.proj.transformExtent(l.WGS84BoundingBox, 'EPSG:4326', projection, 8);
@@ -237,19 +353,48 @@
     if (!extent || !extent.every(isFinite) || ol.extent.isEmpty(extent)) {
       extent = tileGrid.getExtent();
     }
-    view.fit(extent, { size: map.getSize() });
+    maps.forEach(function (m) {
+      m.setView(view);
+    });
+    view.fit(extent, { size: maps[0].getSize() });
 
     layerTitleEl.textContent = c.title + (c.title !== c.layer ? ' (' + c.layer + ')' : '');
     crsEl.textContent = c.crs + (projection.getUnits() ? ' (' + projection.getUnits() + ')' : '');
-    tileUrlEl.textContent = options.urls[0];
     document.title = 'tileserver demo – ' + c.layer + ' / ' + c.matrixSet;
     setStatus('');
+
+    var stats = (tileStats = { loaded: 0, failed: 0, errors: [] });
+    var shown = c;
+    protocols.forEach(function (p, i) {
+      sourceFor(p, c, projection).then(
+        function (source) {
+          if (current !== shown) return;
+          source.on('tileloadend', function () {
+            stats.loaded++;
+            if (stats === tileStats) updateTileStatus();
+          });
+          source.on('tileloaderror', function () {
+            stats.failed++;
+            if (stats === tileStats) updateTileStatus();
+          });
+          maps[i].addLayer(new ol.layer.Tile({ source: source }));
+          if (protocols.length === 1) tileUrlEl.textContent = source.get('template');
+        },
+        function (err) {
+          if (current !== shown) return;
+          stats.errors.push(PROTOCOLS[p] + ': ' + err.message);
+          updateTileStatus();
+        }
+      );
+    });
   }
 
   function updateTileStatus() {
+    var parts = tileStats.errors.slice();
     if (tileStats.failed) {
-      setStatus('Tiles: ' + tileStats.loaded + ' loaded, ' + tileStats.failed + ' failed.', true);
+      parts.push('Tiles: ' + tileStats.loaded + ' loaded, ' + tileStats.failed + ' failed.');
     }
+    if (parts.length) setStatus(parts.join(' '), true);
   }
 
   function showFromHash() {
@@ -264,8 +409,13 @@
       return;
     }
     c = c || choices[0];
-    if (c !== current) show(c);
+    if (c !== current || protocol !== shownProtocol) show(c);
   }
+
+  protocolSelect.addEventListener('change', function () {
+    protocol = protocolSelect.value;
+    if (current) show(current);
+  });
 
   select.addEventListener('change', function () {
     var c = choices[Number(select.value)];
