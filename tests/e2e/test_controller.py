@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from lxml import etree
 from PIL import Image
 from pyproj import Transformer
 
+from tests.support.chromium import chromium_binary
 from tests.support.daemons import free_port, stop_process, wait_port
 from tests.support.s3 import SeaweedS3
 from tests.support.schemas import validate_capabilities
@@ -165,18 +165,6 @@ def test_capabilities_and_page_written_into_s3(seaweed: SeaweedS3, tmp_path: Pat
 
 
 # --- the OpenLayers page in a browser ------------------------------------------------------
-
-
-def chromium_binary() -> str:
-    """Chromium from Debian; a clear failure (never a skip) without it."""
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.fail(
-            "'chromium' is not installed: the OpenLayers page test needs a real browser. "
-            "Run ./scripts/test.sh (it installs the Debian package 'chromium') or "
-            "apt-get install chromium."
-        )
-    return path
 
 
 def screenshot(url: str, workdir: Path) -> tuple[Image.Image, list[str]]:

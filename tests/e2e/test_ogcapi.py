@@ -4,12 +4,14 @@ real clients (GDAL's OGCAPI driver, morecantile)."""
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import morecantile
@@ -17,6 +19,7 @@ import pytest
 from lxml import etree
 from PIL import Image
 
+from tests.support.chromium import chromium_binary
 from tests.support.daemons import Memcached
 from tests.support.ogc_json import (
     validate_collection,
@@ -373,3 +376,39 @@ def test_gdal_opens_every_collection(server: TileServer) -> None:
         assert corners["lowerRight"] == pytest.approx([maxx, miny], abs=0.05)
         assert [band["colorInterpretation"] for band in info["bands"]] == [
             "Red", "Green", "Blue", "Alpha"]  # fmt: skip
+
+
+# --- TileJSON in Leaflet, in headless Chromium -------------------------------------------
+
+LEAFLET = Path(__file__).resolve().parents[1] / "data" / "leaflet"
+
+
+def test_leaflet_shows_the_tilejson_layer_without_a_tile_error(
+    server: TileServer, tmp_path: Path
+) -> None:
+    """Leaflet (vendored in tests/data/leaflet) reads the TileJSON's template, levels and
+    bounds, and shows the layer at two levels; the page reports every tile it loaded and
+    every tile that failed. Chromium's virtual time does not advance while a fetch is
+    pending, so slow renders on a busy machine do not cut the page short."""
+    tilejson = f"{server.base}/xyz/osm/epsg3857/tilejson.json"
+    before = server.log().count('"GET /xyz/osm/epsg3857/')
+    command = [
+        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+        "--allow-file-access-from-files", "--virtual-time-budget=30000",
+        "--window-size=800,600", "--dump-dom",
+        f"{(LEAFLET / 'tilejson.html').as_uri()}?tilejson={tilejson}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stderr
+    found = re.search(r'<pre id="result">(.*?)</pre>', result.stdout, re.S)
+    assert found is not None, result.stdout[-2000:]
+    report = json.loads(html.unescape(found.group(1)))
+    assert report.get("failure") is None, report
+    assert report["errors"] == []
+    assert report["levels"] == [13, 14]  # fitted to the bounds (800 x 600), then one closer
+    assert report["loaded"] >= 8
+    requested = re.findall(r'"GET (/xyz/osm/epsg3857/\S+)" (\d{3})', server.log())[before:]
+    assert len(requested) >= report["loaded"] + 1  # the TileJSON, then each tile
+    assert {status for _, status in requested} == {"200"}
