@@ -13,9 +13,12 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import morecantile
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 from PIL import Image
 
@@ -412,3 +415,57 @@ def test_leaflet_shows_the_tilejson_layer_without_a_tile_error(
     requested = re.findall(r'"GET (/xyz/osm/epsg3857/\S+)" (\d{3})', server.log())[before:]
     assert len(requested) >= report["loaded"] + 1  # the TileJSON, then each tile
     assert {status for _, status in requested} == {"200"}
+
+
+# --- generated requests ------------------------------------------------------------------
+
+SEGMENTS = st.one_of(
+    st.sampled_from(["osm", "osm_lv95", "nope", "WebMercatorQuad", "epsg3857", "epsg2056",
+                     "osm@epsg3857", "osm_lv95@epsg2056", "osm@epsg2056", "osm[YEAR=1]",
+                     "17", "16", "0", "-1", "+3", "99999999999999999999", "47790", "68240",
+                     "83281", "47790.png", "83281.png", "68240.jpg", "1.png", "x.png",
+                     "tilejson.json", "map", "tiles", "collections", "1.0.0", "..", "%2e%2e",
+                     "%0a", "%00", "%ff", "é", "a b", "[", "@"]),
+    st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12),
+)  # fmt: skip
+QUERIES = st.sampled_from([
+    "", "?f=json", "?f=png", "?f=html", "?f=%00", "?f=", "?YEAR=2024",
+    "?compatibility=tms-1.0", "?compatibility=x", "?f=json&f=xml",
+])  # fmt: skip
+ACCEPTS = st.sampled_from([None, "*/*", "application/json", "image/png", "text/html",
+                           "image/*;q=0", "application/json;q=abc", "\u00e9"])  # fmt: skip
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    prefix=st.sampled_from([
+        "/ogcapi", "/ogcapi/collections", "/ogcapi/collections/osm/map/tiles",
+        "/ogcapi/collections/osm_lv95/map/tiles/epsg2056", "/ogcapi/tileMatrixSets",
+        "/tms", "/tms/1.0.0", "/gmaps", "/xyz", "/xyz/osm/epsg3857",
+    ]),
+    segments=st.lists(SEGMENTS, max_size=4),
+    query=QUERIES,
+    accept=ACCEPTS,
+)  # fmt: skip
+def test_generated_requests_get_a_tile_a_document_or_a_json_error(
+    server: TileServer, prefix: str, segments: list[str], query: str, accept: str | None
+) -> None:
+    path = prefix + "".join("/" + quote(s, safe="%@[]+") for s in segments) + query
+    headers = {} if accept is None else {"Accept": accept}
+    response = server.get(path, headers)
+    assert response.status in (200, 204, 400, 404, 406), (
+        path,
+        response.status,
+        response.body[:300],
+    )
+    assert response.headers["access-control-allow-origin"] == "*"
+    kind = response.headers.get("content-type", "")
+    if response.status >= 400:
+        assert kind.startswith("application/json"), (path, kind)
+        validate_openapi("exception", json.loads(response.body))
+    elif kind == "image/png":
+        assert decoded(response.body).size == (256, 256)
+    elif response.status == 200:
+        assert kind.startswith(("application/json", "application/xml")), (path, kind)

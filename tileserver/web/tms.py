@@ -176,6 +176,8 @@ def setup_tms(
         ("/xyz/{layer}/{grid}/tilejson.json", handlers.tilejson),
         ("/xyz/{layer}/{grid}/{z}/{x}/{y}", handlers.xyz_tile),
         # [\s\S]: a path with an encoded newline gets the JSON 404 too.
+        ("/gmaps", handlers.unknown),
+        ("/xyz", handlers.unknown),
         (r"/tms/{tail:[\s\S]*}", handlers.unknown),
         (r"/gmaps/{tail:[\s\S]*}", handlers.unknown),
         (r"/xyz/{tail:[\s\S]*}", handlers.unknown),
