@@ -469,3 +469,40 @@ def test_generated_requests_get_a_tile_a_document_or_a_json_error(
         assert decoded(response.body).size == (256, 256)
     elif response.status == 200:
         assert kind.startswith(("application/json", "application/xml")), (path, kind)
+
+
+# --- the demo page's protocol switch ------------------------------------------------------
+
+
+def demo_page_maps(server: TileServer, tmp_path: Path, fragment: str) -> dict[str, dict[str, str]]:
+    """The demo page's map elements after Chromium loaded it (and every tile it asked for:
+    virtual time stands still while a fetch is pending): protocol -> data attributes."""
+    command = [
+        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=30000", "--window-size=1200,600", "--dump-dom",
+        f"{server.base}/#{fragment}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    assert result.returncode == 0, result.stderr
+    maps = {}
+    for element in re.findall(r'<div class="map"([^>]*)>', result.stdout):
+        attributes = dict(re.findall(r'data-([a-z]+)="([^"]*)"', element))
+        maps[attributes["protocol"]] = {k: html.unescape(v) for k, v in attributes.items()}
+    return maps
+
+
+def test_demo_page_shows_a_layer_through_the_three_protocols_side_by_side(
+    server: TileServer, tmp_path: Path
+) -> None:
+    maps = demo_page_maps(server, tmp_path / "merc", "layer=osm&protocol=compare")
+    assert list(maps) == ["wmts", "ogcapi", "xyz"]
+    for protocol, shown in maps.items():
+        assert int(shown["loaded"]) >= 4 and shown["failed"] == "0", (protocol, shown)
+    # LV95 is no quadtree: XYZ says so, the two others show it.
+    maps = demo_page_maps(server, tmp_path / "lv95", "layer=osm_lv95&protocol=compare")
+    assert "need the Web Mercator quadtree" in maps["xyz"]["error"]
+    assert "loaded" not in maps["xyz"]
+    for protocol in ("wmts", "ogcapi"):
+        assert int(maps[protocol]["loaded"]) >= 4 and maps[protocol]["failed"] == "0", maps

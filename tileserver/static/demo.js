@@ -369,12 +369,18 @@
       sourceFor(p, c, projection).then(
         function (source) {
           if (current !== shown) return;
+          // Counted per protocol on the map's element too (data-loaded, data-failed):
+          // what the page did, for the tests and for a look in the browser's inspector.
+          var el = maps[i].getTargetElement();
+          el.dataset.loaded = el.dataset.failed = '0';
           source.on('tileloadend', function () {
             stats.loaded++;
+            el.dataset.loaded = String(Number(el.dataset.loaded) + 1);
             if (stats === tileStats) updateTileStatus();
           });
           source.on('tileloaderror', function () {
             stats.failed++;
+            el.dataset.failed = String(Number(el.dataset.failed) + 1);
             if (stats === tileStats) updateTileStatus();
           });
           maps[i].addLayer(new ol.layer.Tile({ source: source }));
@@ -382,6 +388,7 @@
         },
         function (err) {
           if (current !== shown) return;
+          maps[i].getTargetElement().dataset.error = err.message;
           stats.errors.push(PROTOCOLS[p] + ': ' + err.message);
           updateTileStatus();
         }
