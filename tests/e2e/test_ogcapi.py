@@ -4,7 +4,6 @@ real clients (GDAL's OGCAPI driver, morecantile)."""
 
 from __future__ import annotations
 
-import html
 import io
 import json
 import re
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 from lxml import etree
 from PIL import Image
 
-from tests.support.chromium import chromium_binary
+from tests.support.chromium import page_value
 from tests.support.daemons import Memcached
 from tests.support.ogc_json import (
     validate_collection,
@@ -391,28 +390,19 @@ def test_leaflet_shows_the_tilejson_layer_without_a_tile_error(
 ) -> None:
     """Leaflet (vendored in tests/data/leaflet) reads the TileJSON's template, levels and
     bounds, and shows the layer at two levels; the page reports every tile it loaded and
-    every tile that failed. Chromium's virtual time does not advance while a fetch is
-    pending, so slow renders on a busy machine do not cut the page short."""
+    every tile that failed, and the test waits for that report."""
     tilejson = f"{server.base}/xyz/osm/epsg3857/tilejson.json"
-    before = server.log().count('"GET /xyz/osm/epsg3857/')
-    command = [
-        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-        "--allow-file-access-from-files", "--virtual-time-budget=30000",
-        "--window-size=800,600", "--dump-dom",
-        f"{(LEAFLET / 'tilejson.html').as_uri()}?tilejson={tilejson}",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
-    assert result.returncode == 0, result.stderr
-    found = re.search(r'<pre id="result">(.*?)</pre>', result.stdout, re.S)
-    assert found is not None, result.stdout[-2000:]
-    report = json.loads(html.unescape(found.group(1)))
+    tiles = re.compile(r'"GET (/xyz/osm/epsg3857/\S+)" (\d{3})')
+    before = len(tiles.findall(server.log()))
+    page = f"{(LEAFLET / 'tilejson.html').as_uri()}?tilejson={tilejson}"
+    done = "(() => { const t = document.getElementById('result').textContent; "
+    done += "return t === 'pending' ? null : t; })()"
+    report = json.loads(page_value(page, done, tmp_path))
     assert report.get("failure") is None, report
     assert report["errors"] == []
     assert report["levels"] == [13, 14]  # fitted to the bounds (800 x 600), then one closer
     assert report["loaded"] >= 8
-    requested = re.findall(r'"GET (/xyz/osm/epsg3857/\S+)" (\d{3})', server.log())[before:]
+    requested = tiles.findall(server.log())[before:]
     assert len(requested) >= report["loaded"] + 1  # the TileJSON, then each tile
     assert {status for _, status in requested} == {"200"}
 
@@ -474,23 +464,18 @@ def test_generated_requests_get_a_tile_a_document_or_a_json_error(
 # --- the demo page's protocol switch ------------------------------------------------------
 
 
+_MAPS_DONE = """(() => {
+  const maps = [...document.querySelectorAll('#maps .map')];
+  if (!maps.length || !maps.every((m) => m.dataset.complete || m.dataset.error)) return null;
+  return maps.map((m) => ({ ...m.dataset }));
+})()"""
+
+
 def demo_page_maps(server: TileServer, tmp_path: Path, fragment: str) -> dict[str, dict[str, str]]:
-    """The demo page's map elements after Chromium loaded it (and every tile it asked for:
-    virtual time stands still while a fetch is pending): protocol -> data attributes."""
-    command = [
-        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=30000", "--window-size=1200,600", "--dump-dom",
-        f"{server.base}/#{fragment}",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
-    assert result.returncode == 0, result.stderr
-    maps = {}
-    for element in re.findall(r'<div class="map"([^>]*)>', result.stdout):
-        attributes = dict(re.findall(r'data-([a-z]+)="([^"]*)"', element))
-        maps[attributes["protocol"]] = {k: html.unescape(v) for k, v in attributes.items()}
-    return maps
+    """The demo page's map elements once each has drawn its tiles or given up with an
+    error: protocol -> its data attributes (tiles loaded and failed, the error)."""
+    maps = page_value(f"{server.base}/#{fragment}", _MAPS_DONE, tmp_path)
+    return {m["protocol"]: m for m in maps}
 
 
 def test_demo_page_shows_a_layer_through_the_three_protocols_side_by_side(

@@ -297,6 +297,9 @@
         transition: 0,
       });
       source.set('template', tilejson.tiles[0]);
+      // OpenLayers' TileJSON source asks for every tile in view: only those of the
+      // layer's bounds exist (the others are 404, outside the layer's limits).
+      source.set('extent', ol.proj.transformExtent(tilejson.bounds, 'EPSG:4326', 'EPSG:3857'));
       return source;
     });
   }
@@ -369,8 +372,8 @@
       sourceFor(p, c, projection).then(
         function (source) {
           if (current !== shown) return;
-          // Counted per protocol on the map's element too (data-loaded, data-failed):
-          // what the page did, for the tests and for a look in the browser's inspector.
+          // Counted per protocol on the map's element too (data-loaded, data-failed,
+          // data-complete): what the page did, for the tests and the browser's inspector.
           var el = maps[i].getTargetElement();
           el.dataset.loaded = el.dataset.failed = '0';
           source.on('tileloadend', function () {
@@ -383,7 +386,24 @@
             el.dataset.failed = String(Number(el.dataset.failed) + 1);
             if (stats === tileStats) updateTileStatus();
           });
-          maps[i].addLayer(new ol.layer.Tile({ source: source }));
+          maps[i].addLayer(new ol.layer.Tile({ source: source, extent: source.get('extent') }));
+          // Once the tiles in view are loaded and drawn (data-complete); an OGC API
+          // source first reads its tileset and tile matrix set.
+          var whenDrawn = function () {
+            maps[i].once('rendercomplete', function () {
+              el.dataset.complete = 'true';
+            });
+            maps[i].render();
+          };
+          if (source.getState() === 'ready') {
+            whenDrawn();
+          } else {
+            source.on('change', function ready() {
+              if (source.getState() !== 'ready') return;
+              source.un('change', ready);
+              whenDrawn();
+            });
+          }
           if (protocols.length === 1) tileUrlEl.textContent = source.get('template');
         },
         function (err) {
