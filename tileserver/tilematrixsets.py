@@ -50,14 +50,13 @@ _WEB_MERCATOR = WellKnown(
 
 
 def layer_grids(layer: Layer) -> tuple[Grid, ...]:
-    """The grids a layer is served on (one today; the one place to change when a layer
-    gets several)."""
-    return (layer.grid,)
+    """The grids a layer is served on (`grid`, then the others of `grids`)."""
+    return layer.grids
 
 
 def layer_on(layer: Layer, grid: Grid) -> Layer | None:
     """The layer as served on grid (what a TileRequest takes), None when it is not."""
-    return layer if layer.grid.name == grid.name else None
+    return layer.on_grid(grid.name)
 
 
 def crs_uri(srs: str) -> str:

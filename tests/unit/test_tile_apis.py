@@ -270,3 +270,37 @@ def test_tms_documents_and_tilejson(tmp_path: Path) -> None:
     with pytest.raises(OWSException) as caught:
         tilejson(cfg.layers["lakes"], cfg.grids["swiss"], "http://h")
     assert caught.value.status == 404
+
+
+def test_a_layer_on_several_grids_has_a_tileset_and_a_tile_map_on_each(tmp_path: Path) -> None:
+    mapfile = tmp_path / "style.xml"
+    mapfile.write_text("<Map/>")
+    coarse = {**mercator_grid(), "resolutions": [1000.0, 500.0, 250.0]}
+    cfg = parse_config(
+        {
+            "grids": {"merc": mercator_grid(21), "coarse": coarse},
+            "layers": {
+                "roads": {
+                    "type": "mapnik",
+                    "mapfile": str(mapfile),
+                    "title": "R",
+                    "grids": ["merc", "coarse"],
+                    "bbox": [824000, 5421800, 829500, 5428000],
+                }
+            },
+        },
+        tmp_path,
+    )
+    layer = cfg.layers["roads"]
+    api = OgcApi.of(cfg, "http://h")
+    tilesets = api.tilesets(layer)
+    validate_openapi_response("TileSetsList", tilesets)
+    ids = [t["links"][0]["href"].rsplit("/", 1)[1] for t in tilesets["tilesets"]]
+    assert ids == ["WebMercatorQuad", "coarse"]
+    assert [s["id"] for s in api.tile_matrix_sets()["tileMatrixSets"]] == ids
+    tileset = api.tileset(layer, cfg.grids["coarse"], "png")
+    validate_tms("tileSet.json", tileset)
+    assert [lim["tileMatrix"] for lim in tileset["tileMatrixSetLimits"]] == ["0", "1", "2"]
+    service = etree.fromstring(tile_map_service(cfg, "http://h"))
+    assert [m.get("href") for m in service.iterfind("TileMaps/TileMap")] == [
+        "http://h/tms/1.0.0/roads@merc", "http://h/tms/1.0.0/roads@coarse"]  # fmt: skip
