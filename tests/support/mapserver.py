@@ -64,11 +64,6 @@ class WMSRequest:
         return self.params.get("REQUEST", "")
 
 
-def mapserv_binary() -> str:
-    """The path of `mapserv`; a clear failure (never a skip) when it is missing."""
-    return find_binary("mapserv", "cgi-mapserver")
-
-
 def mapserver_config(mapfile: Path) -> str:
     """The MapServer 8 config file (mandatory for the CGI): only mapfile is served, the
     MAP parameter is refused, errors go to stderr (the runner's error log)."""
@@ -110,7 +105,7 @@ class MapServerWMS:
     drawn by a `mapserv` per request from the tables of `load_monaco` in dbname."""
 
     def __init__(self, postgis: PostGIS, dbname: str = "monaco", mapfile: Path = MAPFILE) -> None:
-        self.mapserv = mapserv_binary()
+        self.mapserv = find_binary("mapserv", "cgi-mapserver")
         self.postgis = postgis
         self.dbname = dbname
         self.mapfile = mapfile.resolve()

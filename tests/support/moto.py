@@ -4,9 +4,7 @@ a free loopback port. `moto_server` comes with the test extra (`moto[server]`) i
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -15,29 +13,17 @@ from typing import Any
 
 import boto3
 
-from tests.support.daemons import free_port, stop_process, wait_port
+from tests.support.daemons import find_binary, free_port, stop_process, wait_port
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account
-
-
-def moto_binary() -> str:
-    """The venv's `moto_server`; a clear failure (never a skip) without it."""
-    beside_python = Path(sys.executable).parent / "moto_server"
-    path = str(beside_python) if beside_python.exists() else shutil.which("moto_server")
-    if path is None:
-        raise RuntimeError(
-            "'moto_server' is not installed: the SQS and SNS tests need moto's server. "
-            "Install the test extra (pip install -e '.[test]', which brings moto[server])."
-        )
-    return path
 
 
 class MotoServer:
     """A private moto server at `endpoint_url`; its state lives in its process only."""
 
     def __init__(self) -> None:
-        self.binary = moto_binary()
+        self.binary = find_binary("moto_server", "moto[server]", pip=True)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._log = Path(tempfile.mkstemp(prefix="moto-", suffix=".log")[1])

