@@ -41,7 +41,7 @@ import re
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,12 +58,12 @@ from lxml import etree
 from PIL import Image, PngImagePlugin
 
 from tests.support.configs import mercator_grid
+from tests.support.fakes import FakeRenderer
 from tests.support.schemas import validate_capabilities, validate_exception_report
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import FORMATS, Config, Layer, info_extension
 from tileserver.config_loader import load_config
-from tileserver.grid import Metatile
 from tileserver.store_layout import tile_path
 from tileserver.types import TileCoord
 from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger, JsonFormatter
@@ -234,26 +234,9 @@ def _write_site(base: Path) -> Path:
     return config_path
 
 
-class FastRenderer:
-    """Renders every tile of a metatile as one pre-encoded image, after checking that only
-    validated values reach a backend."""
-
-    async def render(
-        self,
-        layer: Layer,
-        metatile: Metatile,
-        dimensions: Mapping[str, str],
-        only: Collection[TileCoord] | None = None,
-    ) -> dict[TileCoord, bytes]:
-        assert 0 <= metatile.z < len(layer.grid.resolutions)
-        assert {d.name: d for d in layer.dimensions}.keys() == dimensions.keys()
-        for dimension in layer.dimensions:
-            assert dimensions[dimension.name] in dimension.values
-        data = RENDERED_JPEG if layer.mime_type == "image/jpeg" else RENDERED_PNG
-        return {tile.coord: data for tile in metatile.tiles}
-
-    async def close(self) -> None:
-        pass
+def _rendered(layer: Layer) -> bytes:
+    """Every tile of a metatile, rendered: one pre-encoded image of the layer's format."""
+    return RENDERED_JPEG if layer.mime_type == "image/jpeg" else RENDERED_PNG
 
 
 class FixedFeatureInfo:
@@ -579,7 +562,7 @@ class Site:
         else:
             assert answer.status in (200, 304) and source in ("render", "memory", "coalesced")
             if answer.body:
-                expected = RENDERED_JPEG if layer.mime_type == "image/jpeg" else RENDERED_PNG
+                expected = _rendered(layer)
                 assert answer.body == expected
 
     def _check_capabilities(self, sent: Sent, body: bytes) -> None:
@@ -636,7 +619,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     app = create_app(
         config,
         tile_cache=MemoryCache(64 * 1024 * 1024),
-        renderer=FastRenderer(),
+        # Asserts that only validated values reach a backend.
+        renderer=FakeRenderer(image=_rendered, check_values=True),
         tile_stores={"tiles": store},
         feature_info=FixedFeatureInfo(),
     )

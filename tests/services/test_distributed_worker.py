@@ -1,25 +1,25 @@
-"""The worker loop of distributed generation (services/distributed.py) over an in-memory
-queue with the JobQueue semantics (leases, delivery counts, an error list), a fake
-renderer and a real FilesystemStore: jobs done once and acknowledged, retries with their
-count, the error list and its reasons, leases renewed for long jobs, stopping."""
+"""The worker loop of distributed generation (services/distributed.py) over the in-memory
+queue (tests/support/fakes.py: the JobQueue contract's leases, delivery counts and error
+list), the fake renderer and a real FilesystemStore: jobs done once and acknowledged,
+retries with their count, the error list and its reasons, leases renewed for long jobs,
+stopping."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.support.configs import single_layer
+from tests.support.fakes import FakeRenderer, MemoryQueue
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.config import Layer
-from tileserver.errors import RenderError, StoreOutage
-from tileserver.grid import Metatile
-from tileserver.jobs import Delivery, FailedJob, QueueCounts, encode_job, job_id_of, make_job
+from tileserver.errors import StoreOutage
+from tileserver.jobs import QueueCounts, encode_job, job_id_of, make_job
 from tileserver.protocols import TileStore
 from tileserver.selection import MetatileRef
 from tileserver.services.distributed import Worker, layer_jobs, wait_until_empty
@@ -27,122 +27,6 @@ from tileserver.services.generation import metatile_of, tiles_in_bbox
 from tileserver.types import BBox, TileCoord
 
 Z = 5
-
-
-@dataclass
-class _Entry:
-    job_id: str
-    body: str
-    tries: int = 0
-    visible_at: float = 0.0
-    delivery: int = 0  # which delivery holds it: an older receipt can no longer touch it
-
-
-class MemoryQueue:
-    """A JobQueue in memory: a received job is hidden for `lease` seconds, then delivered
-    again; `fail` keeps it in `failed` with its reason."""
-
-    name = "memory"
-    counts_delay = 0.0
-
-    def __init__(self, lease: float = 1.0, max_tries: int = 3) -> None:
-        self.lease = lease
-        self.max_tries = max_tries
-        self.entries: dict[str, _Entry] = {}
-        self.failed: dict[str, FailedJob] = {}
-        self.acked: Counter[str] = Counter()
-        self._next = 0
-
-    async def open(self, create: bool = False) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def put(self, messages: Sequence[tuple[str, str]]) -> int:
-        for job_id, body in messages:
-            self._next += 1
-            self.entries[str(self._next)] = _Entry(job_id, body)
-        return len(messages)
-
-    def _entry(self, delivery: Delivery) -> _Entry | None:
-        key, number = delivery.receipt.split("#")
-        entry = self.entries.get(key)
-        return entry if entry is not None and entry.delivery == int(number) else None
-
-    async def receive(self, count: int, wait: float) -> list[Delivery]:
-        deadline = time.monotonic() + wait
-        while True:
-            now = time.monotonic()
-            found = []
-            for key, entry in self.entries.items():
-                if entry.visible_at <= now and len(found) < count:
-                    entry.tries += 1
-                    entry.delivery += 1
-                    entry.visible_at = now + self.lease
-                    receipt = f"{key}#{entry.delivery}"
-                    found.append(Delivery(receipt, entry.job_id, entry.body, entry.tries))
-            if found or now >= deadline:
-                return found
-            await asyncio.sleep(0.005)
-
-    async def extend(self, delivery: Delivery) -> bool:
-        entry = self._entry(delivery)
-        if entry is None:
-            return False
-        entry.visible_at = time.monotonic() + self.lease
-        return True
-
-    async def ack(self, delivery: Delivery) -> None:
-        self.acked[delivery.job_id] += 1
-        self.entries.pop(delivery.receipt.split("#")[0], None)
-
-    async def retry(self, delivery: Delivery, delay: float) -> None:
-        entry = self._entry(delivery)
-        if entry is not None:
-            entry.visible_at = time.monotonic() + delay
-
-    async def fail(self, delivery: Delivery, reason: str) -> None:
-        self.failed[delivery.job_id] = FailedJob(
-            delivery.job_id, delivery.body, reason, delivery.tries, time.time()
-        )
-        self.entries.pop(delivery.receipt.split("#")[0], None)
-
-    async def counts(self) -> QueueCounts:
-        now = time.monotonic()
-        queued = sum(1 for e in self.entries.values() if e.visible_at <= now)
-        return QueueCounts(queued, len(self.entries) - queued, len(self.failed))
-
-    async def failures(self, limit: int) -> list[FailedJob]:
-        return list(self.failed.values())[:limit]
-
-
-class FakeRenderer:
-    """Tiles whose bytes name them; a render takes `delay` seconds; `failures[ref]` renders
-    of a metatile fail (-1: all)."""
-
-    def __init__(self, delay: float = 0.0, failures: Mapping[MetatileRef, int] | None = None):
-        self.delay = delay
-        self.failures = dict(failures or {})
-        self.renders: Counter[MetatileRef] = Counter()
-
-    async def render(
-        self,
-        layer: Layer,
-        metatile: Metatile,
-        dimensions: Mapping[str, str],
-        only: Collection[TileCoord] | None = None,
-    ) -> dict[TileCoord, bytes]:
-        ref = MetatileRef(metatile.z, metatile.row, metatile.col)
-        self.renders[ref] += 1
-        await asyncio.sleep(self.delay)
-        if self.failures.get(ref, 0):
-            self.failures[ref] -= 1
-            raise RenderError(f"no data at {ref}\nsecond line")
-        return {t.coord: f"tile {t.coord}".encode() for t in metatile.tiles}
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -203,7 +87,7 @@ async def test_jobs_are_done_once_acknowledged_and_the_worker_stops_when_empty(
     assert await queue.counts() == QueueCounts(0, 0, 0)
     written = await files(store)
     assert len(written) == 8
-    assert written["1.0.0/l/default/g/5/1/4.png"] == b"tile 5/1/4"
+    assert written["1.0.0/l/default/g/5/1/4.png"] == b"5/1/4 {}"
     assert "1.0.0/l/default/g/5/1/5.png" not in written  # outside the bbox: not wanted
     assert "1.0.0/l/default/g/5/0/0.png" not in written
 
@@ -285,27 +169,36 @@ async def test_a_job_delivered_more_than_max_tries_is_not_tried_again(
 async def test_a_job_longer_than_the_lease_keeps_it_and_is_done_once(
     layer: Layer, tmp_path: Path
 ) -> None:
-    queue = MemoryQueue(lease=0.1)
-    renderer = FakeRenderer(delay=0.5)  # five leases
+    queue = MemoryQueue(lease=1.0)  # renewed every third of a lease: a stall of 0.6 s is fine
+    gate = asyncio.Event()
+    renderer = FakeRenderer(gate=gate)
     await enqueue(queue, layer, refs(4))
     store = FilesystemStore(str(tmp_path / "tiles"))
     workers = [worker(queue, layer, store, renderer, concurrency=2) for _ in range(2)]
-    started = time.monotonic()
-    both = await asyncio.gather(*(w.run() for w in workers))
-    assert [s.done for s in both] == [2, 2]  # shared
+    both = asyncio.gather(*(w.run() for w in workers))
+    # The renders end once every job has been renewed 4 times: each ran over a lease.
+    async with asyncio.timeout(60):  # bounds a hang only
+        while len(queue.extended) < 4 or min(queue.extended.values()) < 4:
+            await queue.wait_for_change()
+    gate.set()
+    assert [s.done for s in await both] == [2, 2]  # shared
     assert renderer.renders == Counter(refs(4))  # never taken over
-    assert time.monotonic() - started < 2.0
+    assert renderer.most_in_flight == 4  # the two workers ran two jobs each at once
 
 
 async def test_stop_finishes_the_jobs_under_way_and_leaves_the_others_queued(
     layer: Layer, tmp_path: Path
 ) -> None:
-    queue, renderer = MemoryQueue(), FakeRenderer(delay=0.2)
+    gate = asyncio.Event()
+    queue, renderer = MemoryQueue(), FakeRenderer(gate=gate)
     await enqueue(queue, layer, refs(5))
     running = worker(queue, layer, FilesystemStore(str(tmp_path)), renderer, concurrency=2)
     task = asyncio.create_task(running.run())
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(60):  # bounds a hang only
+        while renderer.in_flight < 2:
+            await renderer.wait_for_render()
     running.stop()
+    gate.set()
     stats = await task
     assert stats.interrupted and stats.stopped_by is None
     assert stats.done == 2

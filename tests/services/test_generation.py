@@ -3,9 +3,8 @@ empty tiles, retries, the error file, resuming from the state file, stopping."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,11 @@ import pytest
 from shapely import MultiPolygon, box
 
 from tests.support.configs import single_layer
+from tests.support.fakes import EMPTY, FakeRenderer
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.config import Layer
 from tileserver.empty_tiles import signature
-from tileserver.errors import RenderError, StoreOutage, StoreUnavailable
-from tileserver.grid import Metatile
+from tileserver.errors import StoreOutage, StoreUnavailable
 from tileserver.selection import (
     MetatileRef,
     metatile_ref,
@@ -35,59 +34,7 @@ from tileserver.services.generation import (
 )
 from tileserver.types import BBox, TileCoord
 
-EMPTY = b"\x89PNG plain sea"
 Z = 5
-
-
-class FakeRenderer:
-    """Tiles whose bytes name their coordinates (EMPTY for `empty` ones); counts renders;
-    fails `failures[ref]` times for a metatile (-1: always)."""
-
-    def __init__(
-        self,
-        empty: Iterable[TileCoord] = (),
-        failures: Mapping[MetatileRef, int] | None = None,
-        delay: float = 0.0,
-    ) -> None:
-        self.empty = set(empty)
-        self.failures = dict(failures or {})
-        self.delay = delay
-        self.renders: Counter[MetatileRef] = Counter()
-        self.in_flight = self.most_in_flight = 0
-        self.on_render: Callable[[], None] | None = None  # called as each render starts
-        self.encoded = 0  # tiles returned, as a real renderer encodes them
-
-    async def render(
-        self,
-        layer: Layer,
-        metatile: Metatile,
-        dimensions: Mapping[str, str],
-        only: Collection[TileCoord] | None = None,
-    ) -> dict[TileCoord, bytes]:
-        ref = MetatileRef(metatile.z, metatile.row, metatile.col)
-        self.renders[ref] += 1
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        if self.on_render is not None:
-            self.on_render()
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.in_flight -= 1
-        left = self.failures.get(ref, 0)
-        if left:
-            self.failures[ref] = left - 1
-            raise RenderError(f"boom at {ref}\nsecond line")
-        tiles = {
-            t.coord: EMPTY if t.coord in self.empty else f"{t.coord} {dict(dimensions)}".encode()
-            for t in metatile.tiles
-            if only is None or t.coord in only
-        }
-        self.encoded += len(tiles)
-        return tiles
-
-    async def close(self) -> None:
-        pass
 
 
 class CountingStore(FilesystemStore):
@@ -264,7 +211,7 @@ async def test_a_metatile_that_always_fails_goes_to_the_error_file_and_the_run_g
     assert (stats.done, stats.failed, stats.tiles_written) == (2, 1, 8)
     lines = errors.read_text().splitlines()
     assert lines[0] == "# from an earlier run"  # appended, never truncated
-    assert lines[1].startswith("5/22/10  # l: RenderError: boom at 5/10/22 second line")
+    assert lines[1].startswith("5/22/10  # l: RenderError: no data at 5/10/22 second line")
     assert len(lines) == 2
     # The error file replays as a tile list: its tiles lead back to the failed metatile.
     assert [metatile_ref(t, 2) for t in read_tile_list(lines)] == [refs[1]]

@@ -4,47 +4,21 @@ metatile within a process and across processes sharing a cache, lock timeouts, f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import pytest
 
 from tests.support.configs import single_layer
+from tests.support.fakes import FakeRenderer
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import Layer
 from tileserver.errors import RenderError
-from tileserver.grid import Metatile
 from tileserver.keys import layer_key_part, metatile_lock_key
 from tileserver.services.render_lock import lock_value
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import TileService
 from tileserver.tile_request import TileRequest
 from tileserver.types import TileCoord
-
-
-class FakeRenderer:
-    """Returns the coordinates as tile bytes, after a delay; counts renders."""
-
-    def __init__(self, delay: float = 0.05, fail: bool = False) -> None:
-        self.delay = delay
-        self.fail = fail
-        self.renders = 0
-
-    async def render(
-        self,
-        layer: Layer,
-        metatile: Metatile,
-        dimensions: Mapping[str, str],
-        only: Collection[TileCoord] | None = None,
-    ) -> dict[TileCoord, bytes]:
-        self.renders += 1
-        await asyncio.sleep(self.delay)
-        if self.fail:
-            raise RenderError("boom")
-        return {t.coord: f"{t.coord}|{dict(dimensions)}".encode() for t in metatile.tiles}
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -66,14 +40,14 @@ async def test_concurrent_requests_in_one_process_share_one_render(layer: Layer)
     tiles = await asyncio.gather(
         *(svc.get_tile(request(layer, 47784 + i % 8, 68240 + i // 8)) for i in range(64))
     )
-    assert renderer.renders == 1
+    assert renderer.count == 1
     assert [t.source for t in tiles].count("render") == 1
     assert {t.source for t in tiles} == {"render", "coalesced"}
     for i, tile in enumerate(tiles):
-        assert tile.data.startswith(f"17/{47784 + i % 8}/{68240 + i // 8}|".encode())
+        assert tile.data.startswith(f"17/{47784 + i % 8}/{68240 + i // 8} ".encode())
     again = await svc.get_tile(request(layer, 47790, 68245))
     assert again.source == "memory"
-    assert renderer.renders == 1
+    assert renderer.count == 1
 
 
 async def test_dimension_values_are_rendered_and_cached_apart(layer: Layer) -> None:
@@ -81,7 +55,7 @@ async def test_dimension_values_are_rendered_and_cached_apart(layer: Layer) -> N
     svc = service(MemoryCache(10**8), renderer)
     a = await svc.get_tile(request(layer, 47784, 68240, "a"))
     b = await svc.get_tile(request(layer, 47784, 68240, "b"))
-    assert renderer.renders == 2
+    assert renderer.count == 2
     assert a.data.endswith(b"{'D': 'a'}") and b.data.endswith(b"{'D': 'b'}")
 
 
@@ -93,9 +67,9 @@ async def test_two_processes_sharing_a_cache_render_a_metatile_once(layer: Layer
         one.get_tile(request(layer, 47784, 68240)),
         two.get_tile(request(layer, 47785, 68241)),
     )
-    assert first.renders + second.renders == 1
+    assert first.count + second.count == 1
     assert sorted(t.source for t in tiles) == ["memory", "render"]
-    assert tiles[1].data.startswith(b"17/47785/68241|")
+    assert tiles[1].data.startswith(b"17/47785/68241 ")
 
 
 async def test_a_lock_left_by_a_dead_holder_is_ignored_after_lock_timeout(layer: Layer) -> None:
@@ -108,8 +82,8 @@ async def test_a_lock_left_by_a_dead_holder_is_ignored_after_lock_timeout(layer:
     tile = await svc.get_tile(request(layer, 47784, 68240))
     waited = asyncio.get_running_loop().time() - started
     assert tile.source == "render"
-    assert renderer.renders == 1
-    assert 0.3 <= waited < 2
+    assert renderer.count == 1
+    assert 0.3 <= waited < 10  # at lock_timeout, far from the lock's TTL (an hour)
 
 
 async def test_a_failed_render_reaches_every_waiter_and_releases_the_lock(layer: Layer) -> None:
@@ -121,24 +95,25 @@ async def test_a_failed_render_reaches_every_waiter_and_releases_the_lock(layer:
         return_exceptions=True,
     )
     assert all(isinstance(r, RenderError) for r in results)
-    assert renderer.renders == 1
+    assert renderer.count == 1
     renderer.fail = False
     tile = await svc.get_tile(request(layer, 47784, 68240))
     assert tile.source == "render"
-    assert renderer.renders == 2
+    assert renderer.count == 2
 
 
 async def test_a_client_that_goes_away_does_not_cancel_the_shared_render(layer: Layer) -> None:
-    renderer = FakeRenderer(delay=0.2)
+    gate = asyncio.Event()
+    renderer = FakeRenderer(gate=gate)  # the render lasts until the gate opens
     svc = service(MemoryCache(10**8), renderer)
     impatient = asyncio.create_task(svc.get_tile(request(layer, 47784, 68240)))
-    await asyncio.sleep(0.05)
+    await renderer.started.wait()
     patient = asyncio.create_task(svc.get_tile(request(layer, 47784, 68241)))
-    await asyncio.sleep(0.01)
     impatient.cancel()
+    gate.set()
     tile = await patient
-    assert tile.data.startswith(b"17/47784/68241|")
-    assert renderer.renders == 1
+    assert tile.data.startswith(b"17/47784/68241 ")
+    assert renderer.count == 1
     assert (await svc.get_tile(request(layer, 47784, 68240))).source == "memory"
 
 
@@ -162,14 +137,14 @@ async def test_the_hot_tier_answers_without_the_cache_for_at_most_its_max_age(
     # Every tile of the rendered metatile is hot, and answered from there.
     neighbour = await svc.get_tile(request(layer, 47791, 68246))
     assert neighbour.source == "hot"
-    assert neighbour.data is not None and neighbour.data.startswith(b"17/47791/68246|")
+    assert neighbour.data is not None and neighbour.data.startswith(b"17/47791/68246 ")
     # A flush of the shared cache shows once the hot copy is older than max_age.
     await cache.close()
     clock.now += 9
     assert (await svc.get_tile(request(layer, 47790, 68245))).source == "hot"
     clock.now += 2
     again = await svc.get_tile(request(layer, 47790, 68245))
-    assert again.source == "render" and renderer.renders == 2
+    assert again.source == "render" and renderer.count == 2
 
 
 async def test_the_hot_tier_keeps_no_tile_beyond_its_layer_expiry(tmp_path: Path) -> None:
