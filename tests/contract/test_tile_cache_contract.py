@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemons import Memcached, free_port
+from tests.support.waiting import async_wait_until
 from tileserver.adapters.memcached import DELETE_BATCH, MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import MemcachedConfig
@@ -116,7 +117,13 @@ async def test_values_expire_after_their_ttl(cache: TileCache) -> None:
         now[0] = 2.0
     else:
         await cache.set_many({"c/short": b"x"}, ttl=1)
-        await asyncio.sleep(2.1)
+
+        # memcached's clock ticks once a second, late on a busy machine: wait for the
+        # expiry to show.
+        async def expired() -> bool:
+            return not await cache.get_many(["c/short"])
+
+        await async_wait_until(expired, "the item to expire", interval=0.1)
     assert values(await cache.get_many(["c/short"])) == {}
     assert await cache.add("c/short", b"y", ttl=60) is True
 
@@ -210,8 +217,9 @@ async def test_a_timed_out_command_never_desynchronises_the_connection() -> None
         )
         items = {f"c/k{i}": f"value-{i}".encode() * 50 for i in range(20)}
         await cache.set_many(items, ttl=60)
+        gets_before = daemon.stats()["cmd_get"]
         assert daemon.proc is not None
-        os.kill(daemon.proc.pid, signal.SIGSTOP)
+        freeze(daemon.proc.pid)
         try:
             for key in list(items)[:4]:
                 with pytest.raises(CacheUnavailable):
@@ -219,7 +227,10 @@ async def test_a_timed_out_command_never_desynchronises_the_connection() -> None
         finally:
             os.kill(daemon.proc.pid, signal.SIGCONT)
         # The replies to the timed-out gets arrive now; they must not be read as answers.
-        await asyncio.sleep(0.2)
+        # Wait until memcached has answered them all (its count of gets says so).
+        await async_wait_until(
+            lambda: daemon.stats()["cmd_get"] >= gets_before + 4, "memcached's late answers"
+        )
         for key, value in items.items():
             assert values(await cache.get_many([key])) == {key: value}
         await cache.close()
@@ -241,38 +252,43 @@ async def test_the_wait_for_a_pooled_connection_is_budgeted_apart_from_the_comma
     """Under load a command may wait for a free connection, then get its own `timeout`:
     together longer than `timeout`, and still answered. A command that itself takes
     longer is a CacheTimeout."""
+    # The wait (HOLD) and the command (FROZEN) each take 0.6 of the timeout: their sum is
+    # over it, and each leaves 0.8 s for the loop to be late on a busy machine.
+    timeout, hold, frozen = 2.0, 1.2, 1.2
     daemon = Memcached()
     daemon.start()
     assert daemon.proc is not None
     pid = daemon.proc.pid
     try:
         cache = MemcachedCache(
-            MemcachedConfig(servers=(("127.0.0.1", daemon.port),), timeout=1.0, pool_size=1)
+            MemcachedConfig(servers=(("127.0.0.1", daemon.port),), timeout=timeout, pool_size=1)
         )
         await cache.set_many({"c/k": b"v"}, ttl=60)
         (server,) = cache.servers  # its only connection, held by "another request"
+        held, release = asyncio.Event(), asyncio.Event()
 
         async def busy() -> None:
             async with server._pool.connection():
-                await asyncio.sleep(0.7)
+                held.set()
+                await release.wait()
 
-        async def slow_memcached() -> None:  # the command after the wait takes 0.4 s
-            await asyncio.sleep(0.6)
-            freeze(pid)
-            await asyncio.sleep(0.5)
-            os.kill(pid, signal.SIGCONT)
-
-        started = asyncio.get_running_loop().time()
-        holder, stopper = asyncio.create_task(busy()), asyncio.create_task(slow_memcached())
-        await asyncio.sleep(0)
-        assert values(await cache.get_many(["c/k"])) == {"c/k": b"v"}
-        assert asyncio.get_running_loop().time() - started > 1.0
+        holder = asyncio.create_task(busy())
+        await held.wait()
+        freeze(pid)  # the command, once sent, waits for memcached
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        getting = asyncio.create_task(cache.get_many(["c/k"]))
+        await asyncio.sleep(hold)
+        release.set()  # the get has its connection after `hold` seconds
         await holder
-        await stopper
+        await asyncio.sleep(frozen)
+        os.kill(pid, signal.SIGCONT)  # ...and its answer `frozen` seconds later
+        assert values(await getting) == {"c/k": b"v"}
+        assert loop.time() - started > timeout
 
         freeze(pid)
         try:
-            with pytest.raises(CacheTimeout, match=r"get: no answer from 127\.0\.0\.1:\d+ in 1 s"):
+            with pytest.raises(CacheTimeout, match=r"get: no answer from 127\.0\.0\.1:\d+ in 2 s"):
                 await cache.get_many(["c/k"])
         finally:
             os.kill(pid, signal.SIGCONT)
