@@ -150,6 +150,9 @@ def test_capabilities_and_page_written_into_s3(seaweed: SeaweedS3, tmp_path: Pat
         assert caps["CacheControl"] == "public, max-age=600"
         page = client.get_object(Bucket=seaweed.bucket, Key=f"{folder}/index.html")
         assert page["ContentType"] == "text/html; charset=utf-8"
+        # Read to the end: an unread body keeps its connection out of the client's pool,
+        # open until a later garbage collection (a ResourceWarning in another test).
+        assert b"openlayers/vendor/ol.js" in page["Body"].read()
         script_text = client.get_object(Bucket=seaweed.bucket, Key=f"{folder}/openlayers/demo.js")
         assert b'var CAPABILITIES_URL = "wmts/caps.xml";' in script_text["Body"].read()
         listed = client.list_objects_v2(Bucket=seaweed.bucket, Prefix=f"{folder}/")
