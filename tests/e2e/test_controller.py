@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -19,14 +18,14 @@ from typing import Any
 import pytest
 import yaml
 from lxml import etree
-from PIL import Image
 from pyproj import Transformer
 
-from tests.support.chromium import chromium_binary
+from tests.support.browser import load_page
 from tests.support.daemons import free_port, stop_process, wait_port
 from tests.support.s3 import SeaweedS3
 from tests.support.schemas import validate_capabilities
 from tests.support.server import ROOT, demo_config
+from tests.support.waiting import wait_until
 from tileserver.config import parse_config
 from tileserver.config_loader import load_config
 
@@ -170,27 +169,6 @@ def test_capabilities_and_page_written_into_s3(seaweed: SeaweedS3, tmp_path: Pat
 # --- the OpenLayers page in a browser ------------------------------------------------------
 
 
-def screenshot(url: str, workdir: Path) -> tuple[Image.Image, list[str]]:
-    """Headless Chromium's screenshot of url, and the page's console lines."""
-    shot = workdir / "shot.png"
-    command = [
-        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={workdir / 'profile'}",
-        "--run-all-compositor-stages-before-draw", "--virtual-time-budget=20000",
-        "--window-size=800,600", "--enable-logging=stderr", "--v=0",
-        f"--screenshot={shot}", url,
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
-    assert result.returncode == 0 and shot.exists(), result.stderr
-    # Chromium logs console messages of every level as INFO:CONSOLE; the page logs none
-    # unless something failed.
-    console = [
-        line for line in result.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line
-    ]
-    return Image.open(shot).convert("RGB"), console
-
-
 @pytest.fixture
 def static_http(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A plain static HTTP server (python -m http.server) over tmp_path/tiles on a free
@@ -235,19 +213,18 @@ def test_openlayers_page_shows_every_layer_from_the_store_in_chromium(
     assert f"OpenLayers page at index.html ({base}/index.html)" in written.stderr
 
     for name, (matrix_set, _, _) in SHOWN_LEVELS.items():
-        # On a loaded machine headless Chromium may take its screenshot before OpenLayers
-        # has asked for any tile; try again, up to five times, before judging.
-        for attempt in range(5):
-            before = len(requests(log))
-            image, console = screenshot(
-                f"{base}/index.html#layer={name}&matrixset={matrix_set}",
-                tmp_path / f"{name}-{attempt}",
-            )
-            time.sleep(0.2)  # let the static server write its last log lines
-            served = requests(log)[before:]
-            if any(p.startswith(f"/1.0.0/{name}/") for p, _ in served):
-                break
-        assert console == [], "\n".join(console)
+        before = len(requests(log))
+        page = load_page(
+            f"{base}/index.html#layer={name}&matrixset={matrix_set}",
+            tmp_path / name,
+            expect=f"/1.0.0/{name}/",
+        )
+        # The static server logs a request before answering it: every request the page
+        # saw finish is in the log.
+        asked = before + sum(1 for url in page.urls if url.startswith(base))
+        wait_until(lambda asked=asked: len(requests(log)) >= asked, "the access log")
+        served = requests(log)[before:]
+        assert page.console == [], "\n".join(page.console)
         assert [r for r in served if r[1] != 200] == [], served
         paths = [path for path, _ in served]
         assert "/1.0.0/WMTSCapabilities.xml" in paths
@@ -256,7 +233,7 @@ def test_openlayers_page_shows_every_layer_from_the_store_in_chromium(
         assert len(tiles) >= 2, paths
         # The map (left of the panel) is drawn from the tiles: a blank map has about a
         # hundred colours (controls, scale line, attribution), the rendered map thousands.
-        colours = image.crop((0, 0, 450, 600)).getcolors(maxcolors=1 << 20)
+        colours = page.image.crop((0, 0, 450, 600)).getcolors(maxcolors=1 << 20)
         assert colours is not None and len(colours) > 500, f"{name}: {len(colours or [])}"
 
 
