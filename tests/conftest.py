@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemons import Memcached
+from tests.support.daemons import Memcached, refused_port
 from tests.support.server import TileServer
 
 
@@ -17,6 +17,14 @@ def memcached() -> Iterator[Memcached]:
     daemon.start()
     yield daemon
     daemon.stop()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A loopback port where nothing answers: every connection is refused (see
+    `refused_port`), for the tests of dead daemons and unreachable upstreams."""
+    with refused_port() as port:
+        yield port
 
 
 @pytest.fixture

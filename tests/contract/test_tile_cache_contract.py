@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemons import Memcached, free_port
+from tests.support.daemons import Memcached
 from tests.support.waiting import async_wait_until
 from tileserver.adapters.memcached import DELETE_BATCH, MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
@@ -193,8 +193,8 @@ async def test_keys_spread_over_two_memcached_servers(daemons: list[Memcached]) 
     await cache.close()
 
 
-async def test_dead_memcached_raises_cache_unavailable() -> None:
-    cache = MemcachedCache(MemcachedConfig(servers=(("127.0.0.1", free_port()),), timeout=0.5))
+async def test_dead_memcached_raises_cache_unavailable(closed_port: int) -> None:
+    cache = MemcachedCache(MemcachedConfig(servers=(("127.0.0.1", closed_port),), timeout=0.5))
     with pytest.raises(CacheUnavailable):
         await cache.get_many(["c/a"])
     with pytest.raises(CacheUnavailable):

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemons import free_port
 from tests.support.s3 import SeaweedS3
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.s3_store import S3Store
@@ -255,8 +254,8 @@ async def assert_unavailable_soon(store: TileStore) -> None:
         assert time.monotonic() - started < DOWN_WITHIN
 
 
-async def test_s3_with_nothing_listening_is_unavailable(aws_env: None) -> None:
-    store = S3Store("tiles", endpoint_url=f"http://127.0.0.1:{free_port()}")
+async def test_s3_with_nothing_listening_is_unavailable(aws_env: None, closed_port: int) -> None:
+    store = S3Store("tiles", endpoint_url=f"http://127.0.0.1:{closed_port}")
     await store.open()
     try:
         await assert_unavailable_soon(store)

@@ -24,7 +24,6 @@ import redis
 import yaml
 
 from tests.e2e.test_generate_tiles import assert_tiles, stored, summary, write_config
-from tests.support.daemons import free_port
 from tests.support.moto import REGION, MotoServer
 from tests.support.redis import RedisServer
 from tileserver.adapters.filesystem_store import is_temporary
@@ -379,8 +378,10 @@ def test_a_worker_killed_mid_run_leaves_every_tile_written(
     assert setup.counts() == (0, 0, 0)
 
 
-def test_a_poison_job_ends_in_the_error_list_with_its_reason(setup: Setup) -> None:
-    closed = free_port()  # nothing listens there: every GetMap fails
+def test_a_poison_job_ends_in_the_error_list_with_its_reason(
+    setup: Setup, closed_port: int
+) -> None:
+    closed = closed_port  # every GetMap fails
     dead = {
         "type": "wms",
         "grid": "epsg3857",
@@ -440,7 +441,7 @@ def test_a_poison_job_ends_in_the_error_list_with_its_reason(setup: Setup) -> No
 
 
 def test_errors_name_what_is_missing(
-    tmp_path: Path, redis_server: RedisServer, moto: MotoServer
+    tmp_path: Path, redis_server: RedisServer, moto: MotoServer, closed_port: int
 ) -> None:
     def generate(config: Path, *args: str, env: dict[str, str] | None = None) -> Any:
         return subprocess.run(
@@ -460,7 +461,7 @@ def test_errors_name_what_is_missing(
     assert no_queue.returncode == 1
     assert "--role master needs a `sqs` or `redis` section in" in no_queue.stderr
 
-    down = write_config(tmp_path / "down", redis={"url": f"redis://127.0.0.1:{free_port()}"})
+    down = write_config(tmp_path / "down", redis={"url": f"redis://127.0.0.1:{closed_port}"})
     unreachable = generate(down, "--role", "worker")
     assert unreachable.returncode == 1
     assert re.search(

@@ -21,7 +21,6 @@ from shapely import Polygon
 from shapely import box as shapely_box
 from shapely.geometry.base import BaseGeometry
 
-from tests.support.daemons import free_port
 from tests.support.postgis import PostGIS
 from tests.support.server import demo_config
 
@@ -172,7 +171,7 @@ def test_file_and_sql_geoms_apply_level_by_level(tmp_path: Path, postgis: PostGI
     assert generated(result) == (len(metatiles_of(expected)), len(expected))
 
 
-def test_explicit_selections_with_geoms(tmp_path: Path, postgis: PostGIS) -> None:
+def test_explicit_selections_with_geoms(tmp_path: Path, postgis: PostGIS, closed_port: int) -> None:
     write_geojson(tmp_path / "fontvieille.geojson", FONTVIEILLE)
     config = write_config(
         tmp_path,
@@ -206,7 +205,7 @@ def test_explicit_selections_with_geoms(tmp_path: Path, postgis: PostGIS) -> Non
 
     # --tiles replays its list unfiltered: the query is not even run (the database here
     # does not answer), and a tile far from the geometries is generated.
-    down = {"sql": PORT_SQL, "connection": f"host=127.0.0.1 port={free_port()}"}
+    down = {"sql": PORT_SQL, "connection": f"host=127.0.0.1 port={closed_port}"}
     unreachable = write_config(tmp_path, [down])
     listed = tmp_path / "expired.txt"
     listed.write_text("16/34123/23892\n")  # z/x/y: the north-east of Monaco, not the port
@@ -219,9 +218,9 @@ def test_explicit_selections_with_geoms(tmp_path: Path, postgis: PostGIS) -> Non
 
 
 def test_unreachable_database_bad_sql_and_bad_file_stop_the_run_naming_the_entry(
-    tmp_path: Path, postgis: PostGIS
+    tmp_path: Path, postgis: PostGIS, closed_port: int
 ) -> None:
-    port = free_port()  # nothing listens there
+    port = closed_port
     down = write_config(tmp_path, [{"sql": PORT_SQL, "connection": f"host=127.0.0.1 port={port}"}])
     result = run(down, "--zoom", "15")
     assert result.returncode == 1

@@ -70,10 +70,10 @@ def seed(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_mapcache_seed_reads_the_generated_configuration(tmp_path: Path) -> None:
+def test_mapcache_seed_reads_the_generated_configuration(tmp_path: Path, closed_port: int) -> None:
     mapcache_seed()
     memcached = Memcached()  # its port is chosen, not yet listened on
-    wms_port = free_port()  # nothing listens there
+    wms_port = closed_port
     config = write_config(tmp_path, memcached.address, wms_port)
 
     written = generate(config, "--generate-mapcache-config", cwd=tmp_path)

@@ -221,7 +221,7 @@ def test_memcached_killed_then_restarted(
 
 
 def test_embedded_cache_when_memcached_is_not_configured_or_not_reachable(
-    tileserver: Callable[..., TileServer],
+    tileserver: Callable[..., TileServer], closed_port: int
 ) -> None:
     server = tileserver(demo_config(None))
     assert "embedded in-process LRU cache" in server.log()
@@ -231,9 +231,7 @@ def test_embedded_cache_when_memcached_is_not_configured_or_not_reachable(
     assert_map_tile(hit.body)
     assert server.renders() == 1
 
-    from tests.support.daemons import free_port
-
-    unreachable = tileserver(demo_config(f"127.0.0.1:{free_port()}"))
+    unreachable = tileserver(demo_config(f"127.0.0.1:{closed_port}"))
     assert "not reachable at start-up" in unreachable.log()
     assert unreachable.get(tile_path(ROW, COL)).status == 200
     assert unreachable.get(tile_path(*NEIGHBOURS[0])).headers["x-tile-source"] == "memory"

@@ -20,7 +20,7 @@ import yaml
 from shapely import Polygon
 from shapely import box as shapely_box
 
-from tests.support.daemons import Memcached, free_port
+from tests.support.daemons import Memcached
 from tests.support.server import ROOT, TileServer, demo_config
 
 pytestmark = pytest.mark.e2e
@@ -279,8 +279,10 @@ def test_dry_run_counts_both_parts_and_changes_nothing_then_the_bound_refuses(
 # --- what it refuses, and without memcached -------------------------------------------------
 
 
-def test_update_without_an_area_is_refused_and_suggests_flush_all(tmp_path: Path) -> None:
-    memcached = f"127.0.0.1:{free_port()}"
+def test_update_without_an_area_is_refused_and_suggests_flush_all(
+    tmp_path: Path, closed_port: int
+) -> None:
+    memcached = f"127.0.0.1:{closed_port}"
     config = write_yaml(tmp_path / "tileserver.yaml", update_config(tmp_path, copy_map(tmp_path),
                                                                     memcached))  # fmt: skip
     refused = generate(config, "--update")
@@ -309,8 +311,10 @@ def test_without_memcached_it_warns_and_still_regenerates(tmp_path: Path) -> Non
     assert set(stored(tmp_path / "tiles")) == {f"{PREFIX}/17/{row}/{col}.png"}
 
 
-def test_unreachable_memcached_is_an_error_after_the_regeneration(tmp_path: Path) -> None:
-    memcached = f"127.0.0.1:{free_port()}"
+def test_unreachable_memcached_is_an_error_after_the_regeneration(
+    tmp_path: Path, closed_port: int
+) -> None:
+    memcached = f"127.0.0.1:{closed_port}"
     config = write_yaml(tmp_path / "tileserver.yaml", update_config(tmp_path, copy_map(tmp_path),
                                                                     memcached))  # fmt: skip
     bbox = CHANGED.bounds

@@ -10,7 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 # Ports a developer's own daemons (or the demo's) may hold: never handed out.
@@ -55,6 +56,19 @@ def free_ports(count: int = 1, offset: int | None = None) -> list[int]:
 def free_port() -> int:
     """One free loopback port (see `free_ports`)."""
     return free_ports(1)[0]
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses every connection while the block runs: a socket holds
+    it bound and never listens. (A port merely found free may be taken meanwhile by
+    another program on a shared machine, which then accepts, or hangs, the connection.)"""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
+    finally:
+        holder.close()
 
 
 def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
