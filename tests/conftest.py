@@ -1,3 +1,7 @@
+"""Fixtures of the whole suite: the daemons a test gets for itself (it may kill, flush or
+restart them) and those the session shares, each test in a namespace of its own (a Redis
+stream, an SQS queue, a folder of the S3 bucket), so that one test never sees another's."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -7,7 +11,12 @@ from typing import Any
 import pytest
 
 from tests.support.daemons import Memcached, refused_port
+from tests.support.moto import MotoServer
+from tests.support.redis import RedisServer
+from tests.support.s3 import SeaweedS3
 from tests.support.server import TileServer
+
+# --- daemons of one test -----------------------------------------------------------------
 
 
 @pytest.fixture
@@ -46,3 +55,34 @@ def tileserver(tmp_path: Path) -> Iterator[Callable[..., TileServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+# --- daemons the session shares (never killed: a test that kills one starts its own) ------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server for the session; a test names its own stream (`t-<uuid>`)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """moto's SQS and SNS for the session; a test names its own queues and topics."""
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[SeaweedS3]:
+    """A SeaweedFS S3 server for the session, bucket `tiles`; a test writes under a
+    folder of its own (`run-<uuid>/`)."""
+    server = SeaweedS3()
+    server.start()
+    yield server
+    server.stop()
