@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.daemons import Memcached, refused_port
+from tests.support.mapserver import MapServerWMS, monaco_wms
 from tests.support.moto import MotoServer
 from tests.support.redis import RedisServer
 from tests.support.s3 import SeaweedS3
@@ -86,3 +87,12 @@ def seaweed() -> Iterator[SeaweedS3]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def mapserver() -> Iterator[MapServerWMS]:
+    """The Monaco WMS (MapServer over a PostGIS of its own) for the session. A test that
+    sets a fault mode sets it back to `normal`; one that stops the WMS or its database
+    uses a `monaco_wms()` of its own."""
+    with monaco_wms() as server:
+        yield server

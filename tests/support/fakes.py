@@ -86,6 +86,8 @@ class FakeRenderer:
         dimensions: Mapping[str, str],
         only: Collection[TileCoord] | None = None,
     ) -> dict[TileCoord, bytes]:
+        if self.closed:
+            raise RenderError("the renderer is closed")
         if self.check_values:
             assert 0 <= metatile.z < len(layer.grid.resolutions)
             assert {d.name for d in layer.dimensions} == set(dimensions)
