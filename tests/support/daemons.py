@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -16,41 +17,57 @@ from pathlib import Path
 
 # Ports a developer's own daemons (or the demo's) may hold: never handed out.
 RESERVED_PORTS = frozenset({5432, 55432, 6379, 8080, 11211})
+_LOWEST = 10000  # above the well-known and registered ports daemons use by default
+
+
+def _ephemeral_start() -> int:
+    """The first port the kernel hands out to outgoing connections and bind(0)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_ports(count: int = 1, offset: int | None = None) -> list[int]:
     """`count` distinct free loopback ports; with `offset`, each port p has p + offset free
     too (SeaweedFS dials its HTTP port + 10000 for gRPC whatever its options say).
 
-    The ports are held until all are found, so that none is handed out twice; a daemon
-    started right after binds them (a race with other programs remains, as for any
-    port chosen this way)."""
+    The ports are drawn at random below the kernel's ephemeral range: there, neither an
+    outgoing connection nor a bind(0) of another program (another test suite on a shared
+    machine) can take one between now and the moment a daemon binds it. Each is checked
+    free by binding it, held until all are found."""
+    high = _ephemeral_start() - (offset or 0)
+    if high - _LOWEST < 1000:
+        raise RuntimeError(f"too few ports below the ephemeral range to choose from ({high})")
+    draw = random.Random()
     held: list[socket.socket] = []
     ports: list[int] = []
     try:
-        while len(ports) < count:
-            if len(held) > 20 * count + 20:
-                raise RuntimeError("found too few free loopback ports")
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(s)
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-            if port in RESERVED_PORTS:
+        for _ in range(200 * count):
+            if len(ports) == count:
+                return ports
+            port = draw.randrange(_LOWEST, high)
+            if port in RESERVED_PORTS or port in ports:
                 continue
-            if offset is not None:
-                if port + offset > 65535:
-                    continue
-                pair = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                held.append(pair)
-                try:
-                    pair.bind(("127.0.0.1", port + offset))
-                except OSError:
-                    continue
+            wanted = [port] if offset is None else [port, port + offset]
+            bound = []
+            try:
+                for number in wanted:
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    bound.append(s)
+                    s.bind(("127.0.0.1", number))
+            except OSError:
+                for s in bound:
+                    s.close()
+                continue
+            held += bound
             ports.append(port)
+        if len(ports) < count:
+            raise RuntimeError(f"found only {len(ports)} of {count} free loopback ports")
+        return ports
     finally:
         for s in held:
             s.close()
-    return ports
 
 
 def free_port() -> int:

@@ -111,6 +111,8 @@ class SeaweedS3:
                 try:
                     client.create_bucket(Bucket=self.bucket)
                     return
+                except client.exceptions.BucketAlreadyOwnedByYou:
+                    return  # a retry (botocore's own) of a creation that had succeeded
                 except Exception:
                     if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
                         raise
