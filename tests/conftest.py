@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.app_server import AppServer
 from tests.support.daemons import Memcached, refused_port
 from tests.support.mapserver import MapServerWMS, monaco_wms
 from tests.support.moto import MotoServer
@@ -49,6 +50,30 @@ def tileserver(tmp_path: Path) -> Iterator[Callable[..., TileServer]]:
         env: dict[str, str] | None = None,
     ) -> TileServer:
         server = TileServer(config, tmp_path, workers, render_processes, env)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def app_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., AppServer]]:
+    """Serves the real application in the test process (tests/support/app_server.py), for
+    the tests that need no `tileserver serve` process of their own; stopped after the
+    test. `env` goes into the environment, where the backends read it (AWS credentials)."""
+    started: list[AppServer] = []
+
+    def start(
+        config: dict[str, Any], render_processes: int = 1, env: dict[str, str] | None = None
+    ) -> AppServer:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        server = AppServer(config, tmp_path, render_processes, env)
         started.append(server)
         server.start()
         return server

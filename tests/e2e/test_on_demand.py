@@ -1,4 +1,6 @@
-"""End to end: a real memcached, a real `tileserver serve`, tiles rendered on demand."""
+"""End to end: a real memcached, the real application and its Mapnik render processes
+(served in the test process, or by a `tileserver serve` process where the process itself
+is tested: --workers, its exit status), tiles rendered on demand."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from tests.support.app_server import AppServer
 from tests.support.daemons import Memcached
 from tests.support.server import TileServer, demo_config
+from tests.support.waiting import wait_until
 
 # z17 over Monte-Carlo: all four tiles lie in the same 8x8 metatile (rows 47784..47791,
 # cols 68240..68247), which holds buildings, roads and labels.
@@ -46,9 +50,9 @@ def assert_map_tile(body: bytes, size: int = 256) -> Image.Image:
 
 
 def test_cold_tile_is_rendered_then_neighbours_are_memcached_hits(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(demo_config(memcached.address))
+    server = app_server(demo_config(memcached.address))
     assert "tile cache: memcached" in server.log()
 
     first = server.get(tile_path(ROW, COL))
@@ -76,10 +80,10 @@ def test_cold_tile_is_rendered_then_neighbours_are_memcached_hits(
 
 
 def test_metatile_edges_match_between_neighbouring_metatiles(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
     """The tiles either side of a metatile boundary join without a seam of background."""
-    server = tileserver(demo_config(memcached.address))
+    server = app_server(demo_config(memcached.address))
     left = assert_map_tile(server.get(tile_path(47790, 68239)).body)  # metatile cols 68232..
     right = assert_map_tile(server.get(tile_path(47790, 68240)).body)  # metatile cols 68240..
     assert server.renders() == 2
@@ -96,9 +100,9 @@ def test_metatile_edges_match_between_neighbouring_metatiles(
 
 
 def test_http_cache_headers_and_conditional_requests(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(demo_config(memcached.address))
+    server = app_server(demo_config(memcached.address))
     r = server.get(tile_path(ROW, COL))
     assert r.headers["cache-control"] == "public, max-age=14400"
     expires = parsedate_to_datetime(r.headers["expires"]).timestamp()
@@ -120,15 +124,16 @@ def test_http_cache_headers_and_conditional_requests(
 
 
 def test_short_expires_tiles_vanish_from_memcached(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
     # expires is in hours: 0.001 h = 3.6 s, rounded to 4 s of TTL.
-    server = tileserver(demo_config(memcached.address, osm={"expires": 0.001}))
+    server = app_server(demo_config(memcached.address, osm={"expires": 0.001}))
     r = server.get(tile_path(ROW, COL))
     assert r.headers["cache-control"] == "public, max-age=4"
     assert memcached.get(tile_key(ROW, COL)) is not None
     assert server.get(tile_path(*NEIGHBOURS[0])).headers["x-tile-source"] == "memcached"
-    time.sleep(5.5)
+    # Gone by themselves once their 4 s are over (memcached's clock may tick late).
+    wait_until(lambda: memcached.get(tile_key(ROW, COL)) is None, "the tile's expiry")
     assert memcached.get(tile_key(ROW, COL)) is None
     assert memcached.get(tile_key(*NEIGHBOURS[0])) is None
     again = server.get(tile_path(*NEIGHBOURS[0]))
@@ -175,9 +180,9 @@ def test_fifty_concurrent_requests_on_one_cold_metatile_render_once(
 
 
 def test_flush_all_then_renders_again_and_stores(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(demo_config(memcached.address))
+    server = app_server(demo_config(memcached.address))
     assert server.get(tile_path(ROW, COL)).headers["x-tile-source"] == "render"
     memcached.flush_all()
     assert memcached.get(tile_key(ROW, COL)) is None
@@ -191,9 +196,9 @@ def test_flush_all_then_renders_again_and_stores(
 
 
 def test_memcached_killed_then_restarted(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(demo_config(memcached.address))
+    server = app_server(demo_config(memcached.address))
     assert server.get(tile_path(ROW, COL)).status == 200
     memcached.kill()
 
@@ -209,11 +214,13 @@ def test_memcached_killed_then_restarted(
     assert server.log().count("memcached unavailable") == 1, "one log line per outage"
 
     memcached.start()  # same port
-    time.sleep(0.6)  # retry_interval 0.5 s in the test config
-    deadline = time.monotonic() + 10
-    while memcached.get(tile_key(*OTHER_METATILE)) is None and time.monotonic() < deadline:
+
+    def stored_again() -> bool:
+        # Each request may find memcached back (retry_interval 0.5 s) and store the tile.
         assert server.get(tile_path(*OTHER_METATILE)).status == 200
-        time.sleep(0.2)
+        return memcached.get(tile_key(*OTHER_METATILE)) is not None
+
+    wait_until(stored_again, "the tile stored in the restarted memcached", interval=0.2)
     assert memcached.get(tile_key(*OTHER_METATILE)) is not None, "not stored after restart"
     assert "memcached is back" in server.log()
     hit = server.get(tile_path(*OTHER_METATILE))
@@ -221,9 +228,9 @@ def test_memcached_killed_then_restarted(
 
 
 def test_embedded_cache_when_memcached_is_not_configured_or_not_reachable(
-    tileserver: Callable[..., TileServer], closed_port: int
+    app_server: Callable[..., AppServer], closed_port: int
 ) -> None:
-    server = tileserver(demo_config(None))
+    server = app_server(demo_config(None))
     assert "embedded in-process LRU cache" in server.log()
     assert server.get(tile_path(ROW, COL)).headers["x-tile-source"] == "render"
     hit = server.get(tile_path(*NEIGHBOURS[0]))
@@ -231,16 +238,16 @@ def test_embedded_cache_when_memcached_is_not_configured_or_not_reachable(
     assert_map_tile(hit.body)
     assert server.renders() == 1
 
-    unreachable = tileserver(demo_config(f"127.0.0.1:{closed_port}"))
+    unreachable = app_server(demo_config(f"127.0.0.1:{closed_port}"))
     assert "not reachable at start-up" in unreachable.log()
     assert unreachable.get(tile_path(ROW, COL)).status == 200
     assert unreachable.get(tile_path(*NEIGHBOURS[0])).headers["x-tile-source"] == "memory"
 
 
 def test_lv95_layer_renders_on_its_own_grid(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(demo_config(memcached.address))
+    server = app_server(demo_config(memcached.address))
     # 1 m resolution (level 25) over Monte-Carlo; rows from the top of the LV95 bbox.
     z = 25
     res = 1.0

@@ -1,0 +1,148 @@
+"""The real application served in the test process: `create_app` with the configuration
+`tileserver serve` would load, its Memcached, stores and Mapnik render processes, on a
+loopback port, by an event loop in a thread of its own. It answers the same HTTP as a
+`tileserver serve` process (see tests/support/server.py), without starting one.
+
+A test that needs the process itself (signals, --workers, the exit status, kill -9, what
+the command prints) uses TileServer; any other uses AppServer, which has the same
+interface: `base`, `get()`, `log()`, `renders()`, `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from tests.support.daemons import free_port
+from tests.support.server import Response, fetch
+from tileserver.config_loader import load_config
+from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger, TextFormatter
+from tileserver.web.admin import admin_token
+from tileserver.web.app import create_app
+
+_NUMBERS = count(1)
+HANG = 120.0  # seconds: bounds a start or a stop, no expected duration
+
+
+class _Lines(logging.Handler):
+    """The log lines this server's threads emit, formatted as `tileserver serve` writes
+    them (TextFormatter)."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.prefix = prefix
+        self.lines: list[str] = []
+        self.setFormatter(TextFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName is not None and record.threadName.startswith(self.prefix):
+            self.lines.append(self.format(record))
+
+
+class AppServer:
+    """create_app(config) on http://127.0.0.1:<free port>, in a thread."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        render_processes: int = 1,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.number = next(_NUMBERS)
+        self.config_path = workdir / f"config-{self.number}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.render_processes = render_processes
+        self.env = dict(env or {})
+        self.port = free_port()
+        self.name = f"appserver-{self.number}"
+        self._lines = _Lines(self.name)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._saved_levels: dict[str, int] = {}
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Loads the configuration and opens the backends as `tileserver serve` does;
+        returns once the port answers. ConfigError as the command would report it."""
+        config = load_config(self.config_path)
+        token = admin_token(config.server.admin, {**os.environ, **self.env})
+        self._watch_logs()
+        loop = asyncio.new_event_loop()
+        loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix=f"{self.name}-io"))
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name=self.name, daemon=True)
+        self._thread.start()
+
+        async def serve() -> None:
+            app = create_app(
+                config,
+                render_processes=self.render_processes,
+                metrics=config.server.metrics,
+                admin_token=token,
+            )
+            runner = web.AppRunner(
+                app,
+                handle_signals=False,
+                access_log=logging.getLogger(ACCESS_LOGGER) if config.server.access_log else None,
+                access_log_class=AccessLogger,
+                shutdown_timeout=config.server.shutdown_timeout,
+            )
+            await runner.setup()  # opens the backends
+            self._runner = runner
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+
+        try:
+            asyncio.run_coroutine_threadsafe(serve(), loop).result(HANG)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _watch_logs(self) -> None:
+        """INFO and above of the loggers a server writes, as its stderr would show them."""
+        for name in ("tileserver", "aiohttp"):
+            logger = logging.getLogger(name)
+            self._saved_levels[name] = logger.level
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
+        logging.getLogger().addHandler(self._lines)
+
+    def log(self) -> str:
+        return "\n".join(self._lines.lines) + ("\n" if self._lines.lines else "")
+
+    def renders(self) -> int:
+        return self.log().count("rendered metatile")
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
+        return fetch(self.base + path, headers)
+
+    def stop(self) -> None:
+        """Closes the site and the backends (render processes included), then the loop."""
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            runner, self._runner = self._runner, None
+            if runner is not None:
+                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(HANG)
+            loop.call_soon_threadsafe(loop.stop)
+            assert self._thread is not None
+            self._thread.join(HANG)
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+        logging.getLogger().removeHandler(self._lines)
+        for name, level in self._saved_levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._saved_levels.clear()
