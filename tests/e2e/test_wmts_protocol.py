@@ -1,4 +1,5 @@
-"""WMTS 1.0.0 over HTTP: Capabilities (schema-valid), KVP and REST, OWS exception reports."""
+"""WMTS 1.0.0 over HTTP (the real application, served in the test process): Capabilities
+(schema-valid), KVP and REST, OWS exception reports."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from lxml import etree
 from PIL import Image
 
+from tests.support.app_server import AppServer
 from tests.support.daemons import Memcached
 from tests.support.schemas import validate_capabilities, validate_exception_report
-from tests.support.server import TileServer, demo_config, fetch
+from tests.support.server import demo_config, fetch
 
 NS = {
     "wmts": "http://www.opengis.net/wmts/1.0",
@@ -29,7 +31,7 @@ DIMENSION_LAYER = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TileServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     daemon = Memcached()
     daemon.start()
     config = demo_config(daemon.address, osm_year=DIMENSION_LAYER)
@@ -38,14 +40,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TileServer]:
         "name": "Map Team",
         "info": {"address": {"city": "Monaco", "email": "maps@example.org"}},
     }
-    server = TileServer(config, tmp_path_factory.mktemp("wmts"))
+    server = AppServer(config, tmp_path_factory.mktemp("wmts"))
     server.start()
     yield server
     server.stop()
     daemon.stop()
 
 
-def kvp(server: TileServer, **params: str) -> tuple[int, dict[str, str], bytes]:
+def kvp(server: AppServer, **params: str) -> tuple[int, dict[str, str], bytes]:
     r = fetch(f"{server.base}/wmts?{urlencode(params)}")
     return r.status, r.headers, r.body
 
@@ -64,7 +66,7 @@ GETTILE = {
 }
 
 
-def test_capabilities_rest_and_kvp_are_schema_valid_and_identical(server: TileServer) -> None:
+def test_capabilities_rest_and_kvp_are_schema_valid_and_identical(server: AppServer) -> None:
     rest = server.get("/wmts/1.0.0/WMTSCapabilities.xml")
     assert rest.status == 200
     assert rest.headers["content-type"].startswith("application/xml")
@@ -74,7 +76,7 @@ def test_capabilities_rest_and_kvp_are_schema_valid_and_identical(server: TileSe
     assert body == rest.body
 
 
-def test_capabilities_describe_both_grids_exactly(server: TileServer) -> None:
+def test_capabilities_describe_both_grids_exactly(server: AppServer) -> None:
     doc = etree.fromstring(server.get("/wmts/1.0.0/WMTSCapabilities.xml").body)
     sets = {
         tms.findtext("ows:Identifier", namespaces=NS): tms
@@ -143,7 +145,7 @@ def test_capabilities_describe_both_grids_exactly(server: TileServer) -> None:
     assert abstract == 'Escaping <test> & "quotes"'
 
 
-def test_kvp_and_rest_tiles_are_the_same(server: TileServer) -> None:
+def test_kvp_and_rest_tiles_are_the_same(server: AppServer) -> None:
     status, headers, body = kvp(server, **GETTILE)
     assert status == 200
     assert headers["content-type"] == "image/png"
@@ -152,14 +154,14 @@ def test_kvp_and_rest_tiles_are_the_same(server: TileServer) -> None:
     assert Image.open(io.BytesIO(body)).size == (256, 256)
 
 
-def test_kvp_parameter_names_are_case_insensitive(server: TileServer) -> None:
+def test_kvp_parameter_names_are_case_insensitive(server: AppServer) -> None:
     mixed = {k.lower() if i % 2 else k.title(): v for i, (k, v) in enumerate(GETTILE.items())}
     status, _, body = kvp(server, **mixed)
     assert status == 200
     assert body[:4] == b"\x89PNG"
 
 
-def test_dimension_values_in_rest_and_kvp(server: TileServer) -> None:
+def test_dimension_values_in_rest_and_kvp(server: AppServer) -> None:
     rest = server.get("/wmts/1.0.0/osm_year/default/2024/epsg3857/17/47790/68240.png")
     assert rest.status == 200
     default = kvp(server, **{**GETTILE, "LAYER": "osm_year"})
@@ -210,7 +212,7 @@ def _check_report(body: bytes, code: str, locator: str | None) -> None:
 
 @pytest.mark.parametrize(("change", "code", "locator", "status"), ERRORS)
 def test_kvp_errors_are_ows_exception_reports(
-    server: TileServer, change: dict[str, str | None], code: str, locator: str, status: int
+    server: AppServer, change: dict[str, str | None], code: str, locator: str, status: int
 ) -> None:
     params = {k: v for k, v in {**GETTILE, **change}.items() if v is not None}
     got_status, headers, body = kvp(server, **params)
@@ -238,27 +240,27 @@ REST_ERRORS = [
 
 @pytest.mark.parametrize(("path", "code", "locator", "status"), REST_ERRORS)
 def test_rest_errors(
-    server: TileServer, path: str, code: str, locator: str | None, status: int
+    server: AppServer, path: str, code: str, locator: str | None, status: int
 ) -> None:
     r = server.get("/wmts/1.0.0/" + path)
     assert r.status == status
     _check_report(r.body, code, locator)
 
 
-def test_unknown_paths_are_404(server: TileServer) -> None:
+def test_unknown_paths_are_404(server: AppServer) -> None:
     assert server.get("/nothing/here").status == 404
     assert server.get("/wmts/2.0.0/WMTSCapabilities.xml").status == 404
     assert server.get("/static/../config.yaml").status in (403, 404)
 
 
-def test_demo_page_and_its_scripts_are_served(server: TileServer) -> None:
+def test_demo_page_and_its_scripts_are_served(server: AppServer) -> None:
     page = server.get("/")
     assert page.status == 200
     assert b"wmts/1.0.0/WMTSCapabilities.xml" in page.body + server.get("/static/demo.js").body
     assert server.get("/static/vendor/ol.js").status == 200
 
 
-def test_owslib_reads_capabilities_and_fetches_a_tile_of_every_layer(server: TileServer) -> None:
+def test_owslib_reads_capabilities_and_fetches_a_tile_of_every_layer(server: AppServer) -> None:
     from owslib.wmts import WebMapTileService
 
     wmts = WebMapTileService(server.base + "/wmts/1.0.0/WMTSCapabilities.xml")
