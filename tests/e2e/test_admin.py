@@ -1,9 +1,10 @@
-"""End to end: the admin operations (`server.admin`) of a real `tileserver serve` with a
-real memcached: off by default (404 like any unknown path), a token from the environment
-or nothing, expire exactly the tiles of an area, reload (one process or every worker of a
-master), stats. And what a hostile client cannot do: reach the files around the server,
-flood the log with tracebacks, or break the Capabilities' URLs with its Host header
-(docs/SECURITY.md)."""
+"""End to end: the admin operations (`server.admin`) of the real application (served in
+the test process, or by `tileserver serve` for the start-up refusals and the reload of
+every worker of a master) with a real memcached: off by default (404 like any unknown
+path), a token from the environment or nothing, expire exactly the tiles of an area,
+reload (one process or every worker of a master), stats. And what a hostile client cannot
+do: reach the files around the server, flood the log with tracebacks, or break the
+Capabilities' URLs with its Host header (docs/SECURITY.md)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from lxml import etree
 
 from tests.e2e.test_on_demand import COL, OTHER_METATILE, ROW, assert_map_tile, tile_key, tile_path
 from tests.e2e.test_operations import wait_for
+from tests.support.app_server import AppServer
 from tests.support.configs import MERC
 from tests.support.daemons import Memcached, free_port
 from tests.support.schemas import validate_capabilities
@@ -43,7 +45,7 @@ def admin_config(memcached: Memcached, enabled: bool = True, **layers: Any) -> d
 
 
 def call(
-    server: TileServer,
+    server: TileServer | AppServer,
     operation: str,
     body: Any = None,
     headers: dict[str, str] | None = None,
@@ -102,9 +104,9 @@ def square(row: int, col: int, half: float = 5.0) -> str:
 
 
 def test_admin_is_off_by_default_and_answers_like_any_unknown_path(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(demo_config(memcached.address), env=ENV)  # a token, but not enabled
+    server = app_server(demo_config(memcached.address), env=ENV)  # a token, but not enabled
     unknown = call(server, "../nosuch-path")
     assert unknown.status == 404
     for operation, body in (("stats", None), ("expire", {"layer": "osm"}), ("reload", b""),
@@ -151,9 +153,9 @@ def test_enabled_admin_without_a_good_token_refuses_to_start(
 
 
 def test_without_the_token_nothing_admin_happens(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(admin_config(memcached), env=ENV)
+    server = app_server(admin_config(memcached), env=ENV)
     assert server.get(tile_path(ROW, COL)).headers["x-tile-source"] == "render"
     cached = memcached.get(tile_key(ROW, COL))
     assert cached is not None
@@ -192,9 +194,9 @@ def test_without_the_token_nothing_admin_happens(
 
 
 def test_expire_deletes_exactly_the_tiles_of_the_area(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(admin_config(memcached), env=ENV)
+    server = app_server(admin_config(memcached), env=ENV)
     other_row, other_col = OTHER_METATILE  # the metatile left of (ROW, COL)'s
     for row, col in ((ROW, COL), (other_row, other_col)):
         assert server.get(tile_path(row, col)).headers["x-tile-source"] == "render"
@@ -350,11 +352,11 @@ def raw_get(port: int, target: bytes, host: bytes | None = b"127.0.0.1") -> tupl
 
 
 def test_config_styles_data_and_the_package_are_never_served(
-    memcached: Memcached, tileserver: Callable[..., TileServer], tmp_path: Path
+    memcached: Memcached, app_server: Callable[..., AppServer], tmp_path: Path
 ) -> None:
     config = admin_config(memcached)
     config["metadata"]["abstract"] = "CONFIG-MARKER-7d1e"
-    server = tileserver(config, env=ENV)
+    server = app_server(config, env=ENV)
     package = ROOT / "tileserver"
     secrets = {
         "the config": b"CONFIG-MARKER-7d1e",
@@ -390,9 +392,9 @@ def test_config_styles_data_and_the_package_are_never_served(
 
 
 def test_capabilities_urls_stay_absolute_whatever_the_host_header(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(demo_config(memcached.address))
+    server = app_server(demo_config(memcached.address))
     own = f"http://127.0.0.1:{server.port}/".encode()
     for host, base in ((b"", own), (None, own), (b'a"b<c', own), (b"x y", own),
                        (b"tiles.example.org:8080", b"http://tiles.example.org:8080/"),
@@ -409,9 +411,9 @@ def test_capabilities_urls_stay_absolute_whatever_the_host_header(
 
 
 def test_malformed_requests_log_one_line_without_a_traceback(
-    memcached: Memcached, tileserver: Callable[..., TileServer]
+    memcached: Memcached, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(demo_config(memcached.address))
+    server = app_server(demo_config(memcached.address))
     ok = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
     malformed = [
         b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",  # a control character in the target
