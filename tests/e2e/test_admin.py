@@ -23,12 +23,12 @@ import yaml
 from lxml import etree
 
 from tests.e2e.test_on_demand import COL, OTHER_METATILE, ROW, assert_map_tile, tile_key, tile_path
-from tests.e2e.test_operations import wait_for
 from tests.support.app_server import AppServer
 from tests.support.configs import MERC
 from tests.support.daemons import Memcached, free_port
 from tests.support.schemas import validate_capabilities
 from tests.support.server import ROOT, Response, TileServer, demo_config
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -297,7 +297,9 @@ def test_reload_reaches_every_worker_and_stats_answer(
         "status": "reloaded", "config": str(server.config_path.resolve()),
         "layers": ["osm", "osm_lv95"], "reloads": 1,
     }  # fmt: skip
-    assert wait_for(lambda: server.log().count("configuration reloaded") == 2)  # both, once
+    assert wait_until(
+        lambda: server.log().count("configuration reloaded") == 2, "both reloads"
+    )  # both, once
     for _ in range(6):
         assert server.get(tile_path(ROW, COL)).headers["cache-control"] == "public, max-age=7200"
 
@@ -309,7 +311,7 @@ def test_reload_reaches_every_worker_and_stats_answer(
     report = json.loads(refused.body)
     assert report["error"] == "reload refused, the configuration in use keeps serving"
     assert report["errors"] == ["layers.osm.meta_size: expected an integer, got str 'eight'"]
-    assert wait_for(lambda: server.log().count("reload refused") == 2)
+    assert wait_until(lambda: server.log().count("reload refused") == 2, "both refusals")
     assert server.get(tile_path(ROW, COL)).headers["cache-control"] == "public, max-age=7200"
 
     stats = call(server, "stats")
@@ -427,7 +429,9 @@ def test_malformed_requests_log_one_line_without_a_traceback(
     ]  # fmt: skip
     for request in malformed:
         assert raw(server.port, request)[0] == 400, request[:60]
-    assert wait_for(lambda: server.log().count("refused a malformed request") >= 6), server.log()
+    assert wait_until(
+        lambda: server.log().count("refused a malformed request") >= 6, "the refusals logged"
+    ), server.log()
     log = server.log()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     refusals = [line for line in log.splitlines() if "refused a malformed request" in line]

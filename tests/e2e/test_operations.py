@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.test_on_demand import COL, ROW, assert_map_tile, tile_path
 from tests.support.daemons import Memcached
 from tests.support.server import Response, TileServer, demo_config, fetch
+from tests.support.waiting import wait_until
 
 
 def metrics(server: TileServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -34,15 +35,6 @@ def metrics(server: TileServer) -> dict[tuple[str, frozenset[tuple[str, str]]], 
 
 def value(samples: dict[Any, float], name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_metrics_count_hits_renders_and_errors_over_two_processes(
@@ -85,7 +77,7 @@ def test_metrics_count_hits_renders_and_errors_over_two_processes(
         return value(samples, "tileserver_dependency_errors_total",
                      dependency="memcached", kind="unavailable")  # fmt: skip
 
-    assert wait_for(lambda: memcached_errors() >= 1)
+    assert wait_until(lambda: memcached_errors() >= 1, "a memcached error counted")
 
 
 def test_health_and_ready_when_the_render_pool_dies(
@@ -111,7 +103,7 @@ def test_health_and_ready_when_the_render_pool_dies(
     assert server.get("/health").status == 200  # alive: the load balancer should not kill it
 
     # The readiness check restarted the pool: ready again, and tiles render.
-    assert wait_for(lambda: server.get("/ready").status == 200)
+    assert wait_until(lambda: server.get("/ready").status == 200, "/ready to answer 200")
     assert server.get(tile_path(ROW, COL)).status == 200
 
     memcached.kill()
@@ -148,7 +140,7 @@ def test_json_log_lines_parse(memcached: Memcached, tileserver: Callable[..., Ti
     server.get(tile_path(ROW, COL + 1))
     server.get("/wmts?SERVICE=WMTS")
     # An access line is written once its answer is sent: wait for the last one.
-    assert wait_for(lambda: '"path":"/wmts?SERVICE=WMTS"' in server.log())
+    assert wait_until(lambda: '"path":"/wmts?SERVICE=WMTS"' in server.log(), "the access line")
     lines = [line for line in server.log().splitlines() if line.strip()]
     entries = [json.loads(line) for line in lines]  # every line, not only the access log
     assert all({"time", "level", "logger", "process", "message"} <= set(e) for e in entries)
@@ -221,7 +213,7 @@ def test_sighup_reloads_without_a_failed_request_and_refuses_a_broken_config(
     with _Load(server.base, [*warm, "/wmts/1.0.0/WMTSCapabilities.xml"]) as load:
         time.sleep(0.5)
         _reload(server, changed)
-        assert wait_for(lambda: server.log().count("configuration reloaded") == 2, 60)
+        assert wait_until(lambda: server.log().count("configuration reloaded") == 2, "both reloads")
         time.sleep(0.5)
     failed = [(p, s) for p, s in load.answers if s != 200]
     assert failed == [] and len(load.answers) > 50, failed[:5]
@@ -240,10 +232,10 @@ def test_sighup_reloads_without_a_failed_request_and_refuses_a_broken_config(
     broken = demo_config(memcached.address)
     broken["layers"]["osm"]["meta_size"] = "eight"
     _reload(server, broken)
-    assert wait_for(lambda: server.log().count("reload refused") == 2, 60)
+    assert wait_until(lambda: server.log().count("reload refused") == 2, "two refusals")
     assert "layers.osm.meta_size: expected an integer" in server.log()
     _reload(server, "grids: [unclosed")
-    assert wait_for(lambda: server.log().count("reload refused") == 4, 60)
+    assert wait_until(lambda: server.log().count("reload refused") == 4, "four refusals")
     for _ in range(4):
         answer: Response = server.get(tile_path(ROW, COL, layer="osm2"))
         assert answer.status == 200

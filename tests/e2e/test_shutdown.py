@@ -24,10 +24,11 @@ import psycopg
 import pytest
 from PIL import Image
 
-from tests.e2e.test_operations import _render_processes, wait_for
+from tests.e2e.test_operations import _render_processes
 from tests.support.configs import mercator_grid
 from tests.support.postgis import PostGIS
 from tests.support.server import Response, TileServer, fetch
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -157,13 +158,14 @@ def signal_during_a_render(
     request, and when the signal was sent."""
     assert server.proc is not None
     request = InFlight(server.base + tile_path(layer))
-    assert wait_for(lambda: sleeping_renders(postgis) == 1, 30), server.log()
+    assert wait_until(lambda: sleeping_renders(postgis) == 1, "the render under way"), server.log()
     sent = time.monotonic()
     if send is None:
         server.proc.send_signal(signal.SIGTERM)
     else:
         send()
-    assert wait_for(lambda: refused(server.port), 3), "still accepting after the signal"
+    # Refused while the render (SLOW seconds) is still under way: no new connection.
+    assert wait_until(lambda: refused(server.port), "the port closed")
     assert request.is_alive(), "the render was not under way any more"
     return request, sent
 
@@ -204,7 +206,9 @@ def test_two_workers_stop_gracefully(
     def interrupt() -> None:
         for pid in workers:
             os.kill(pid, signal.SIGINT)
-        time.sleep(0.5)  # the master's copy comes second (at once, it could be merged)
+        # The master's copy comes second, once each worker has handled its own (sent at
+        # once, the two could be merged into one pending signal).
+        wait_until(lambda: server.log().count("SIGINT: stopping") == 2, "the workers' SIGINT")
         os.kill(proc.pid, signal.SIGINT)
 
     request, sent = signal_during_a_render(postgis, server, "slow", interrupt if ctrl_c else None)
@@ -235,9 +239,10 @@ def test_a_render_longer_than_the_grace_period_does_not_hold_the_exit(
     assert render_processes
     request, sent = signal_during_a_render(postgis, server, "stuck")
 
-    assert server.proc.wait(grace + CLOSE_MARGIN + 15) == 0
+    assert server.proc.wait(STUCK) == 0
     elapsed = time.monotonic() - sent
-    assert grace - 0.5 < elapsed < grace + CLOSE_MARGIN + 5, elapsed  # far below STUCK
+    # After the grace period, and far below the render's STUCK seconds (not held by it).
+    assert grace - 0.5 < elapsed < STUCK / 2, elapsed
     # The request was cut (no answer), and the render process stopped with the server.
     request.join(10)
     assert request.response is None and isinstance(request.error, OSError)

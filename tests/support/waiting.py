@@ -18,13 +18,15 @@ HANG = 120.0  # seconds: far beyond any wait of the suite on a loaded machine
 
 def wait_until(
     condition: Callable[[], object], what: str, timeout: float = HANG, interval: float = 0.02
-) -> None:
-    """Returns once condition() is true; AssertionError naming `what` after `timeout`."""
+) -> bool:
+    """True once condition() is true (for `assert wait_until(...)`); AssertionError naming
+    `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what} ({timeout:g} s)")
         time.sleep(interval)
+    return True
 
 
 async def async_wait_until(
