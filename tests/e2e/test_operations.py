@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,10 +210,12 @@ def test_sighup_reloads_without_a_failed_request_and_refuses_a_broken_config(
     changed = demo_config(memcached.address, osm={"expires": 2})
     changed["layers"]["osm2"] = dict(changed["layers"]["osm"])
     with _Load(server.base, [*warm, "/wmts/1.0.0/WMTSCapabilities.xml"]) as load:
-        time.sleep(0.5)
+        # Requests before the reload, during it, and after it: counted, not timed.
+        wait_until(lambda: len(load.answers) >= 30, "answers before the reload")
         _reload(server, changed)
         assert wait_until(lambda: server.log().count("configuration reloaded") == 2, "both reloads")
-        time.sleep(0.5)
+        after = len(load.answers)
+        wait_until(lambda: len(load.answers) >= after + 30, "answers after the reload")
     failed = [(p, s) for p, s in load.answers if s != 200]
     assert failed == [] and len(load.answers) > 50, failed[:5]
 

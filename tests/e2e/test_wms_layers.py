@@ -11,7 +11,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,13 @@ from lxml import etree
 from PIL import Image, ImageChops
 
 from tests.e2e.test_on_demand import assert_map_tile
+from tests.support.app_server import AppServer
 from tests.support.configs import MERC, mercator_grid
 from tests.support.daemons import Memcached
-from tests.support.mapserver import MapServerWMS, monaco_wms
+from tests.support.mapserver import MapServerWMS
 from tests.support.schemas import validate_capabilities, validate_exception_report
 from tests.support.server import TileServer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,15 +37,17 @@ WGS84_GRID = {
     "bbox": [-180, -90, 180, 90],
     "resolutions": [0.703125 / 2**z for z in range(20)],
 }
+SLOW = 6  # seconds the WMS's slow mode waits before answering
 # The Grimaldi Forum (a building of the Monaco data), in EPSG:3857.
 FORUM = (827310.0, 5425907.0)
 Z = 17
 
 
-@pytest.fixture(scope="module")
-def wms() -> Iterator[MapServerWMS]:
-    with monaco_wms() as server:
-        yield server
+@pytest.fixture
+def wms(mapserver: MapServerWMS) -> MapServerWMS:
+    """The session's Monaco WMS (tests/conftest.py): every test here sets its fault modes
+    back and starts it again after stopping it, on the same port."""
+    return mapserver
 
 
 def wms_config(wms: MapServerWMS, memcached: Memcached | None, **layer: Any) -> dict[str, Any]:
@@ -161,9 +165,9 @@ def test_one_getmap_per_metatile_and_tiles_match_a_direct_getmap(
 
 
 def test_wms_1_3_0_on_a_latitude_first_crs(
-    wms: MapServerWMS, tileserver: Callable[..., TileServer]
+    wms: MapServerWMS, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(wms_config(wms, None))
+    server = app_server(wms_config(wms, None))
     lon, lat = 7.4305, 43.7465
     z = 16
     span = 360 / (2 * 2**z)  # the grid is 2 x 1 tiles at level 0
@@ -184,9 +188,9 @@ def test_wms_1_3_0_on_a_latitude_first_crs(
 
 
 def test_getfeatureinfo_returns_the_wms_answer_for_the_pixel(
-    wms: MapServerWMS, tileserver: Callable[..., TileServer]
+    wms: MapServerWMS, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(wms_config(wms, None))
+    server = app_server(wms_config(wms, None))
     row, col, i_f, j_f = tile_of(*FORUM)
     i, j = int(i_f), int(j_f)
     bbox = tile_bbox(row, col)
@@ -250,20 +254,24 @@ def test_getfeatureinfo_returns_the_wms_answer_for_the_pixel(
         ("html_error", 502, b"HTTP 500"),
         ("truncated", 502, b"broken answer"),
         ("half_png", 502, b"not a readable image"),
-        ("slow:3", 504, b"no answer within 1 s"),
+        (f"slow:{SLOW}", 504, b"no answer within 2 s"),
     ],
 )
 def test_upstream_failures_answer_502_504_and_store_nothing(
     wms: MapServerWMS,
     memcached: Memcached,
-    tileserver: Callable[..., TileServer],
+    app_server: Callable[..., AppServer],
     mode: str,
     status: int,
     message: bytes,
 ) -> None:
-    server = tileserver(wms_config(wms, memcached, timeout=1, retries=1))
+    # Tiles alone (no metatile): a GetMap of 320 px, well within the 2 s timeout even on
+    # a busy machine once the WMS is well again; the slow mode answers after SLOW s.
+    server = app_server(wms_config(wms, memcached, timeout=2, retries=1, meta_size=1))
     row, col, _, _ = tile_of(*FORUM)
-    row += 16 * ["service_exception", "html_error", "truncated", "half_png", "slow:3"].index(mode)
+    row += 16 * ["service_exception", "html_error", "truncated", "half_png", "slow"].index(
+        mode.split(":")[0]
+    )
     wms.set_mode(mode)
     wms.clear_log()
     started = time.monotonic()
@@ -278,11 +286,9 @@ def test_upstream_failures_answer_502_504_and_store_nothing(
     assert str(wms.port).encode() not in answer.body and b"127.0.0.1" not in answer.body
     assert answer.headers["content-type"].startswith("application/xml")
     validate_exception_report(answer.body)
-    assert elapsed < 6  # 2 attempts of at most 1 s, and a short backoff
+    assert elapsed < SLOW  # 2 attempts of at most 2 s and a short backoff, not the WMS's wait
     # One retry. A slow answer is logged by the WMS when it is finally sent.
-    deadline = time.monotonic() + 8
-    while wms.getmap_count() < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: wms.getmap_count() >= 2, "the WMS's two answers")
     assert wms.getmap_count() == 2
     # Nothing was stored: the next request renders, now that the WMS is well again.
     assert memcached.get(f"t/wms/default/epsg3857/{Z}/{row}/{col}") is None
@@ -296,9 +302,9 @@ def test_upstream_failures_answer_502_504_and_store_nothing(
 
 
 def test_wms_stopped_then_restarted(
-    wms: MapServerWMS, tileserver: Callable[..., TileServer]
+    wms: MapServerWMS, app_server: Callable[..., AppServer]
 ) -> None:
-    server = tileserver(wms_config(wms, None, retries=0))
+    server = app_server(wms_config(wms, None, retries=0))
     row, col, _, _ = tile_of(*FORUM)
     wms.stop(keep_files=True)
     try:
