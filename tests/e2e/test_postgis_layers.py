@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.e2e.test_on_demand import assert_map_tile
+from tests.support.app_server import AppServer
 from tests.support.configs import MERC, mercator_grid
 from tests.support.postgis import PostGIS, load_monaco
 from tests.support.schemas import validate_exception_report
@@ -127,11 +128,11 @@ def test_postgis_down_then_back_without_a_restart(
 
 
 def test_server_starts_while_postgis_is_down(
-    postgis: PostGIS, tileserver: Callable[..., TileServer], tmp_path: Path
+    postgis: PostGIS, app_server: Callable[..., AppServer], tmp_path: Path
 ) -> None:
     postgis.stop(keep_data=True)
     try:
-        server = tileserver(config(postgis, tmp_path / "tiles"))
+        server = app_server(config(postgis, tmp_path / "tiles"))
         assert "its database is unavailable" in server.log()
         z = SEED_Z + 3
         down = server.get(path(z, *tile(z)))

@@ -1,4 +1,5 @@
-"""Pre-generated levels served from a folder and from S3; finer levels rendered on demand."""
+"""Pre-generated levels served from a folder and from S3; finer levels rendered on demand
+(the real application, served in the test process)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 from lxml import etree
 from PIL import Image
 
+from tests.support.app_server import AppServer
 from tests.support.daemons import Memcached
 from tests.support.s3 import SeaweedS3
 from tests.support.schemas import validate_exception_report
-from tests.support.server import TileServer, demo_config
+from tests.support.server import demo_config
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.s3_store import S3Store
 from tileserver.protocols import TileStore
@@ -69,11 +71,11 @@ async def plant(store: TileStore, items: dict[str, bytes]) -> None:
 
 
 def test_folder_store_serves_pregenerated_levels_and_renders_the_finer_ones(
-    memcached: Memcached, tileserver: Callable[..., TileServer], tmp_path: Path
+    memcached: Memcached, app_server: Callable[..., AppServer], tmp_path: Path
 ) -> None:
     folder = tmp_path / "tiles"
     asyncio.run(plant(FilesystemStore(folder), {path17(): RED}))
-    server = tileserver(config_with(memcached, {"type": "filesystem", "folder": str(folder)}))
+    server = app_server(config_with(memcached, {"type": "filesystem", "folder": str(folder)}))
 
     for url in (rest(ROW, COL), kvp(ROW, COL)):
         r = server.get(url)
@@ -95,12 +97,12 @@ def test_folder_store_serves_pregenerated_levels_and_renders_the_finer_ones(
 
 @pytest.mark.parametrize("policy", ["no_content", "transparent"])
 def test_missing_pregenerated_tile_policies(
-    policy: str, memcached: Memcached, tileserver: Callable[..., TileServer], tmp_path: Path
+    policy: str, memcached: Memcached, app_server: Callable[..., AppServer], tmp_path: Path
 ) -> None:
     folder = tmp_path / "tiles"
     folder.mkdir()
     cache = {"type": "filesystem", "folder": str(folder)}
-    server = tileserver(config_with(memcached, cache, missing_tile=policy))
+    server = app_server(config_with(memcached, cache, missing_tile=policy))
     r = server.get(rest(ROW, COL))
     assert r.headers["x-tile-source"] == "missing"
     if policy == "no_content":
@@ -117,6 +119,7 @@ def test_missing_pregenerated_tile_policies(
 
 @pytest.fixture
 def seaweed() -> Iterator[SeaweedS3]:
+    """A SeaweedFS of this test's own: it stops it (not the session's)."""
     server = SeaweedS3()
     server.start()
     yield server
@@ -126,7 +129,7 @@ def seaweed() -> Iterator[SeaweedS3]:
 def test_s3_store_serves_pregenerated_levels_and_fails_fast_when_s3_is_down(
     seaweed: SeaweedS3,
     memcached: Memcached,
-    tileserver: Callable[..., TileServer],
+    app_server: Callable[..., AppServer],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name, value in SeaweedS3.env().items():
@@ -135,7 +138,7 @@ def test_s3_store_serves_pregenerated_levels_and_fails_fast_when_s3_is_down(
     asyncio.run(plant(store, {path17(): RED, path17(col=COL + 1): planted_png((0, 0, 255))}))
     cache = {"type": "s3", "bucket": seaweed.bucket, "folder": "pregen",
              "endpoint_url": seaweed.endpoint_url}  # fmt: skip
-    server = tileserver(config_with(memcached, cache), env=SeaweedS3.env())
+    server = app_server(config_with(memcached, cache), env=SeaweedS3.env())
 
     assert server.get(rest(ROW, COL)).body == RED
     blue = server.get(kvp(ROW, COL + 1))
