@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.app_server import AppServer
+from tests.support.app_server import AppServer, close_shared_pools
 from tests.support.daemons import Memcached, refused_port
 from tests.support.mapserver import MapServerWMS, monaco_wms
 from tests.support.moto import MotoServer
@@ -81,6 +81,14 @@ def app_server(
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_render_pools() -> Iterator[None]:
+    """The render processes AppServers share (tests/support/app_server.py) stop with the
+    session."""
+    yield
+    close_shared_pools()
 
 
 # --- daemons the session shares (never killed: a test that kills one starts its own) ------

@@ -6,6 +6,12 @@ loopback port, by an event loop in a thread of its own. It answers the same HTTP
 A test that needs the process itself (signals, --workers, the exit status, kill -9, what
 the command prints) uses TileServer; any other uses AppServer, which has the same
 interface: `base`, `get()`, `log()`, `renders()`, `stop()`.
+
+The Mapnik render processes of layers without a database are shared by the servers of
+the session that load the same styles (`shared_pool`): starting them (a Python process
+importing Mapnik and loading the styles) was most of a server's start. Layers with a
+`connection` get processes of their own, as `tileserver serve` would start them: their
+start checks the database (the tests of a database down at start-up look at that).
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ from aiohttp import web
 
 from tests.support.daemons import free_port
 from tests.support.server import Response, fetch
+from tileserver.adapters.mapnik_renderer import MapnikRenderer, map_spec
+from tileserver.adapters.renderers import LayerRenderer
+from tileserver.adapters.wms_renderer import WmsRenderer
+from tileserver.config import Config, UpstreamConfig
 from tileserver.config_loader import load_config
 from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger, TextFormatter
 from tileserver.web.admin import admin_token
@@ -32,6 +42,55 @@ from tileserver.web.app import create_app
 
 _NUMBERS = count(1)
 HANG = 120.0  # seconds: bounds a start or a stop, no expected duration
+_KEPT_POOLS = 3  # distinct sets of styles whose render processes stay up for the session
+_POOLS: dict[tuple[object, ...], MapnikRenderer] = {}  # by styles, processes and timeout
+
+
+def shared_pool(config: Config, processes: int) -> MapnikRenderer | None:
+    """Started render processes for config's Mapnik layers, shared with the other servers
+    of the session that load the same styles; None when a layer has a database."""
+    layers = list(config.layers.values())
+    if any(layer.connection for layer in layers):
+        return None
+    key = (
+        tuple(map_spec(layer) for layer in layers if layer.type == "mapnik" and layer.mapfile),
+        processes,
+        config.server.render_timeout,
+    )
+    pool = _POOLS.pop(key, None)
+    if pool is None:
+        pool = MapnikRenderer(layers, processes, config.server.render_timeout)
+        asyncio.run(pool.start())
+        while len(_POOLS) >= _KEPT_POOLS:
+            oldest = next(iter(_POOLS))
+            asyncio.run(_POOLS.pop(oldest).close())
+    _POOLS[key] = pool  # the most recently used last
+    return pool
+
+
+def close_shared_pools() -> None:
+    """Stops the shared render processes (at the end of the session)."""
+    while _POOLS:
+        asyncio.run(_POOLS.popitem()[1].close())
+
+
+class _OnSharedPool(LayerRenderer):
+    """The renderer `tileserver serve` builds (LayerRenderer), over shared render
+    processes: its WMS client is the server's own, the processes outlive it."""
+
+    def __init__(self, layers: list[Any], pool: MapnikRenderer, upstream: UpstreamConfig) -> None:
+        self.processes = pool.processes
+        self.mapnik = pool
+        has_wms = any(layer.type == "wms" for layer in layers)
+        self.wms = WmsRenderer(pool, upstream) if has_wms else None
+
+    async def start(self) -> None:
+        if self.wms is not None:
+            await self.wms.start()
+
+    async def close(self) -> None:
+        if self.wms is not None:
+            await self.wms.close()
 
 
 class _Lines(logging.Handler):
@@ -81,6 +140,7 @@ class AppServer:
         returns once the port answers. ConfigError as the command would report it."""
         config = load_config(self.config_path)
         token = admin_token(config.server.admin, {**os.environ, **self.env})
+        pool = shared_pool(config, self.render_processes)
         self._watch_logs()
         loop = asyncio.new_event_loop()
         loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix=f"{self.name}-io"))
@@ -89,9 +149,18 @@ class AppServer:
         self._thread.start()
 
         async def serve() -> None:
+            renderer = None
+            if pool is not None:
+                renderer = _OnSharedPool(list(config.layers.values()), pool, config.upstream)
+                await renderer.start()
+                logging.getLogger("tileserver.server").warning(
+                    "render pool: %d Mapnik process(es) (shared)", pool.processes
+                )
             app = create_app(
                 config,
                 render_processes=self.render_processes,
+                renderer=renderer,
+                feature_info=renderer,
                 metrics=config.server.metrics,
                 admin_token=token,
             )
