@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import yaml
 from tests.e2e.test_generate_tiles import assert_tiles, stored, summary, write_config
 from tests.support.moto import REGION, MotoServer
 from tests.support.redis import RedisServer
+from tests.support.waiting import wait_until
 from tileserver.adapters.filesystem_store import is_temporary
 
 pytestmark = pytest.mark.e2e
@@ -40,22 +40,6 @@ WORKER_SUMMARY = re.compile(
     re.MULTILINE,
 )
 ENQUEUED = re.compile(r"^enqueued (\d+) jobs on .* \((\d+) of the (\d+) already queued", re.M)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @dataclass
@@ -173,15 +157,18 @@ class Setup:
         if self.moto is not None:
             notes = self.moto.notifications(self.listener)
             return [(n["Subject"], n["Message"]) for n in notes]
-        found = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        found: list[tuple[str, str]] = []
+
+        def received() -> bool:
+            # Until the first message, then until none follows within half a second.
             message = subscriber.get_message(ignore_subscribe_messages=True, timeout=0.5)
             if message is not None:
                 data = yaml.safe_load(message["data"])
                 found.append((data["subject"], data["message"]))
-            elif found:
-                break
+                return False
+            return bool(found)
+
+        wait_until(received, "the end message on the Redis channel", interval=0)
         return found
 
     def subscriber(self) -> Any:
@@ -191,13 +178,13 @@ class Setup:
         self.client = redis.Redis.from_url(self.redis.url, decode_responses=True)
         pubsub = self.client.pubsub()
         pubsub.subscribe(f"{self.queue['stream']}:end")
-        assert pubsub.get_message(timeout=5) is not None  # the subscription's confirmation
+        assert wait_until(lambda: pubsub.get_message(timeout=0.5) is not None, "the subscription")
         return pubsub
 
 
 @pytest.fixture(params=["redis", "sqs"])
 def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
-    """A fresh queue (stream or SQS queue, and SNS topic) on the module's daemon."""
+    """A fresh queue (stream or SQS queue, and SNS topic) on the session's daemon."""
     name = f"t{uuid.uuid4().hex[:10]}"
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
@@ -206,7 +193,7 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
             "redis", tmp_path, tmp_path / "config.yaml", dict(os.environ), queue, redis=server
         )
     else:
-        moto: MotoServer = request.getfixturevalue("moto")
+        moto: MotoServer = request.getfixturevalue("moto_server")
         queue = {
             "queue": name,
             "region": REGION,
@@ -274,13 +261,6 @@ def worker_counts(stdout: str) -> dict[str, int]:
     return dict(zip(keys, map(int, match.groups()), strict=True))
 
 
-def wait_for(what: str, condition: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def status_counts(text: str) -> tuple[int, int, int]:
     values = [
         int(re.search(rf"^{key}: (\d+)$", text, re.M).group(1))  # type: ignore[union-attr]
@@ -296,7 +276,7 @@ def test_three_workers_write_exactly_the_tiles_of_a_local_run(
     master = setup.start(
         "--role", "master", "--wait", "--layer", "osm", "--zoom", ZOOM, name="master"
     )
-    wait_for("the jobs", lambda: ENQUEUED.search(setup.output("master")[0]) is not None)
+    wait_until(lambda: ENQUEUED.search(setup.output("master")[0]) is not None, "the jobs")
     match = ENQUEUED.search(setup.output("master")[0])
     assert match is not None
     jobs = int(match.group(1))
@@ -352,7 +332,7 @@ def test_a_worker_killed_mid_run_leaves_every_tile_written(
         written = sum(1 for _ in tiles.rglob("*.png")) if tiles.exists() else 0
         return written >= 10 and setup.counts()[1] >= 1
 
-    wait_for("the first worker's tiles", under_way, timeout=120)
+    wait_until(under_way, "the first worker's tiles")
     os.killpg(first.pid, signal.SIGKILL)  # the worker and its render process
     first.wait(timeout=30)
     queued, in_flight, failed = setup.counts()
@@ -407,7 +387,7 @@ def test_a_poison_job_ends_in_the_error_list_with_its_reason(
         "15",
         name="master",
     )
-    wait_for("the jobs", lambda: ENQUEUED.search(setup.output("master")[0]) is not None)
+    wait_until(lambda: ENQUEUED.search(setup.output("master")[0]) is not None, "the jobs")
     assert "enqueued 17 jobs" in setup.output("master")[0]  # 1 of `dead`, 16 of `osm`
     worker = setup.run("--role", "worker", "--processes", "1", timeout=180)
     assert worker.returncode == 0, worker.stderr
@@ -441,8 +421,10 @@ def test_a_poison_job_ends_in_the_error_list_with_its_reason(
 
 
 def test_errors_name_what_is_missing(
-    tmp_path: Path, redis_server: RedisServer, moto: MotoServer, closed_port: int
+    tmp_path: Path, redis_server: RedisServer, moto_server: MotoServer, closed_port: int
 ) -> None:
+    moto = moto_server
+
     def generate(config: Path, *args: str, env: dict[str, str] | None = None) -> Any:
         return subprocess.run(
             [sys.executable, "-m", "tileserver", "generate", "-c", str(config), *args],

@@ -84,8 +84,10 @@ class MotoServer:
             sqs.close()
         return arn, url
 
-    def notifications(self, queue_url: str, wait: float = 5.0) -> list[dict[str, Any]]:
-        """The SNS notifications (Subject, Message...) that reached an SQS queue."""
+    def notifications(self, queue_url: str, wait: float = 60.0) -> list[dict[str, Any]]:
+        """The SNS notifications (Subject, Message...) that reached an SQS queue: once the
+        first arrived, until no more are there; `wait` bounds the wait for the first (a
+        hang, not an expected delay: on a busy machine SNS's delivery can take seconds)."""
         sqs = self.client("sqs")
         found: list[dict[str, Any]] = []
         deadline = time.monotonic() + wait
