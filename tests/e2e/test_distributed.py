@@ -272,6 +272,9 @@ def status_counts(text: str) -> tuple[int, int, int]:
 def test_three_workers_write_exactly_the_tiles_of_a_local_run(
     setup: Setup, reference: dict[str, bytes]
 ) -> None:
+    # A lease far longer than the test: a worker paused below keeps its jobs meanwhile.
+    setup.queue["claim_timeout" if setup.backend == "redis" else "visibility_timeout"] = 600
+    setup.write()
     subscriber = setup.subscriber()
     master = setup.start(
         "--role", "master", "--wait", "--layer", "osm", "--zoom", ZOOM, name="master"
@@ -291,9 +294,23 @@ def test_three_workers_write_exactly_the_tiles_of_a_local_run(
         assert "enqueued 0 jobs" in again.stdout and "(36 of the 36 already queued" in again.stdout
         assert setup.counts() == (36, 0, 0)
 
-    workers = [
-        setup.start("--role", "worker", "--processes", "1", name=f"worker{i}") for i in range(3)
+    # The work shared for certain, whatever the machine's speed: the first worker is paused
+    # once it writes tiles, and resumed once the two others have written some too (alone,
+    # one worker may well do the 36 jobs before the others are started).
+    tiles = setup.workdir / "tiles"
+
+    def written() -> int:
+        return sum(1 for _ in tiles.rglob("*.png")) if tiles.exists() else 0
+
+    first = setup.start("--role", "worker", "--processes", "1", name="worker0")
+    wait_until(lambda: written() > 0, "the first worker's tiles")
+    os.kill(first.pid, signal.SIGSTOP)
+    paused_at = written()
+    workers = [first] + [
+        setup.start("--role", "worker", "--processes", "1", name=f"worker{i}") for i in (1, 2)
     ]
+    wait_until(lambda: written() > paused_at, "the other workers' tiles")
+    os.kill(first.pid, signal.SIGCONT)
     for i, worker in enumerate(workers):
         assert worker.wait(timeout=240) == 0, setup.output(f"worker{i}")
     assert master.wait(timeout=60) == 0, setup.output("master")
