@@ -19,4 +19,6 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/python -m pytest "$@"
+# Two workers (one per core of the CI machine), each test module whole in one of them: its
+# module fixtures start once. `./scripts/test.sh -n 0` runs in one process.
+.venv/bin/python -m pytest -n 2 --dist loadfile "$@"
