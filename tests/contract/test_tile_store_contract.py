@@ -25,14 +25,6 @@ PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8 + b"\r\n\x00\xff" * 100
 DOWN_WITHIN = 3.0  # seconds a dead store may take to say so
 
 
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[SeaweedS3]:
-    server = SeaweedS3()
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Credentials for botocore's default chain, and no developer profile in the way."""
@@ -63,7 +55,7 @@ async def store(
     if request.param == "filesystem":
         backend = FilesystemStore(tmp_path / "tiles")
     else:
-        # A folder of its own per test: the bucket is shared by the module.
+        # A folder of its own per test: the bucket is the session's (tests/conftest.py).
         server = request.getfixturevalue("seaweed")
         backend = s3_store(server, f"run-{uuid.uuid4().hex[:12]}/tiles")
     await backend.open()

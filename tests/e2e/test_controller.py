@@ -112,14 +112,6 @@ def test_capabilities_written_into_a_folder_point_at_its_http_url(tmp_path: Path
     ]
 
 
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[SeaweedS3]:
-    server = SeaweedS3()
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_capabilities_and_page_written_into_s3(seaweed: SeaweedS3, tmp_path: Path) -> None:
     folder = f"run-{uuid.uuid4().hex[:8]}/tiles"
     cache = {"type": "s3", "bucket": seaweed.bucket, "folder": folder,
