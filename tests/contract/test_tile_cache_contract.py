@@ -7,11 +7,10 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
 
 import pytest
 
-from tests.support.daemons import Memcached
+from tests.support.daemons import Memcached, freeze
 from tests.support.waiting import async_wait_until
 from tileserver.adapters.memcached import DELETE_BATCH, MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
@@ -236,16 +235,6 @@ async def test_a_timed_out_command_never_desynchronises_the_connection() -> None
         await cache.close()
     finally:
         daemon.stop()
-
-
-def freeze(pid: int) -> None:
-    """SIGSTOP, and wait until the process is stopped (the signal is not instant)."""
-    os.kill(pid, signal.SIGSTOP)
-    for _ in range(1000):
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
-            return
-        time.sleep(0.001)
-    raise AssertionError(f"process {pid} did not stop")
 
 
 async def test_the_wait_for_a_pooled_connection_is_budgeted_apart_from_the_command() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.daemons import freeze
 from tests.support.s3 import SeaweedS3
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.s3_store import S3Store
@@ -277,7 +278,7 @@ async def test_s3_server_frozen_then_killed_mid_test(
         assert doomed_seaweed.proc is not None
 
         # Frozen: connections are accepted (by the kernel) but never answered.
-        os.kill(doomed_seaweed.proc.pid, signal.SIGSTOP)
+        freeze(doomed_seaweed.proc.pid)
         try:
             started = time.monotonic()
             with pytest.raises(StoreUnavailable):

@@ -44,6 +44,8 @@ _NUMBERS = count(1)
 HANG = 120.0  # seconds: bounds a start or a stop, no expected duration
 _KEPT_POOLS = 3  # distinct sets of styles whose render processes stay up for the session
 _POOLS: dict[tuple[object, ...], MapnikRenderer] = {}  # by styles, processes and timeout
+_WATCHING: set[int] = set()  # the servers whose log lines are collected now
+_SAVED_LEVELS: dict[str, int] = {}  # the loggers' levels before the first of them
 
 
 def shared_pool(config: Config, processes: int) -> MapnikRenderer | None:
@@ -129,7 +131,6 @@ class AppServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._saved_levels: dict[str, int] = {}
 
     @property
     def base(self) -> str:
@@ -182,12 +183,15 @@ class AppServer:
             raise
 
     def _watch_logs(self) -> None:
-        """INFO and above of the loggers a server writes, as its stderr would show them."""
-        for name in ("tileserver", "aiohttp"):
-            logger = logging.getLogger(name)
-            self._saved_levels[name] = logger.level
-            if logger.getEffectiveLevel() > logging.INFO:
-                logger.setLevel(logging.INFO)
+        """INFO and above of the loggers a server writes, as its stderr would show them.
+        The first server running sets the levels, the last one stopped sets them back."""
+        if not _WATCHING:
+            for name in ("tileserver", "aiohttp"):
+                logger = logging.getLogger(name)
+                _SAVED_LEVELS[name] = logger.level
+                if logger.getEffectiveLevel() > logging.INFO:
+                    logger.setLevel(logging.INFO)
+        _WATCHING.add(self.number)
         logging.getLogger().addHandler(self._lines)
 
     def log(self) -> str:
@@ -212,6 +216,9 @@ class AppServer:
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
         logging.getLogger().removeHandler(self._lines)
-        for name, level in self._saved_levels.items():
-            logging.getLogger(name).setLevel(level)
-        self._saved_levels.clear()
+        if self.number in _WATCHING:
+            _WATCHING.discard(self.number)
+            if not _WATCHING:
+                for name, level in _SAVED_LEVELS.items():
+                    logging.getLogger(name).setLevel(level)
+                _SAVED_LEVELS.clear()

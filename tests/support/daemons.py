@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests.support.waiting import wait_until
+
 # Ports a developer's own daemons (or the demo's) may hold: never handed out.
 RESERVED_PORTS = frozenset({5432, 55432, 6379, 8080, 11211})
 _LOWEST = 10000  # above the well-known and registered ports daemons use by default
@@ -101,6 +103,17 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = 
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP, and wait until the process is stopped: the signal is not instant, and on a
+    busy machine a process may still answer a request sent right after it."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(
+        lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
+        f"process {pid} to stop",
+        interval=0.001,
+    )
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 5) -> None:
