@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.contract.test_tile_cache_contract import freeze
 from tests.e2e.test_faults_under_load import (
     Load,
     assert_answers,
@@ -35,7 +34,7 @@ from tests.e2e.test_faults_under_load import (
     warm,
 )
 from tests.e2e.test_on_demand import assert_map_tile
-from tests.support.daemons import Memcached
+from tests.support.daemons import Memcached, freeze
 from tests.support.processes import wait_until
 from tests.support.server import TileServer, demo_config
 from tileserver.keys import layer_key_part, tile_key

@@ -193,7 +193,7 @@ async def test_a_lock_whose_deadline_passed_is_taken_over_at_once(layer: Layer) 
     started = asyncio.get_running_loop().time()
     tile = await svc.get_tile(request(layer, 47784, 68240))
     assert asyncio.get_running_loop().time() - started < 1
-    assert tile.source == "render" and renderer.renders == 1
+    assert tile.source == "render" and renderer.count == 1
     assert await cache.get_many([lock]) == {}  # released
 
 
@@ -209,7 +209,7 @@ async def test_a_lease_is_renewed_while_its_render_runs(layer: Layer) -> None:
     waiting = await two.get_tile(request(layer, 47785, 68241))
     assert (await rendering).source == "render"
     assert waiting.source == "memory"
-    assert first.renders + second.renders == 1
+    assert first.count + second.count == 1
 
 
 @pytest.fixture
@@ -242,7 +242,7 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
     assert answers[0].data == rendered.data and answers[0].rendered_at == clock.now - 15
     assert svc.renders_in_progress == 1
     await asyncio.wait_for(asyncio.gather(*svc._refreshing.values()), 5)
-    assert renderer.renders == 2
+    assert renderer.count == 2
     fresh = await svc.get_tile(tile)
     assert fresh.source == "memory" and fresh.rendered_at == clock.now
 
@@ -258,7 +258,7 @@ async def test_stale_if_error_answers_the_stale_tile_until_the_window_closes(
     clock.now += 10 + 150  # past stale_while_revalidate, within stale_if_error
     stale = await svc.get_tile(tile)
     assert stale.source == "stale" and stale.data == rendered.data
-    assert renderer.renders == 2  # it did try
+    assert renderer.count == 2  # it did try
     clock.now += 200  # 350 s past its expiry: beyond the window
     with pytest.raises(RenderError):
         await svc.get_tile(tile)
