@@ -234,59 +234,99 @@ def seed_bench_command(config: Path, only: str) -> list[str]:
     return command
 
 
-def run_seed_bench(
+def _seed_bench_once(
     config: Path, z0: int, z1: int, concurrency: int, repeats: int, only: str, run_dir: Path
 ) -> dict[str, Any]:
+    """One seed_bench.sh run: its command, results folder, and per seeder its runs."""
     command = seed_bench_command(config, only)
     env = {**os.environ, "SEED_MINZOOM": str(z0), "SEED_MAXZOOM": str(z1),
            "SEED_CONCURRENCY": str(concurrency), "SEED_REPEATS": str(repeats)}  # fmt: skip
-    log(f"seed_bench.sh, concurrency {concurrency}: {shlex.join(command)}")
+    log(f"seed_bench.sh, concurrency {concurrency} (load {loadavg()}): {shlex.join(command)}")
     proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    (run_dir / f"seed_bench-c{concurrency}.out").write_text(proc.stdout + proc.stderr)
     m = re.search(r"results in (\S+)", proc.stderr)
+    name = Path(m.group(1)).name if m else time.strftime("%H%M%S")
+    (run_dir / f"seed_bench-c{concurrency}-{name}.out").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0 or m is None:
         raise RuntimeError(f"seed_bench.sh failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     out = Path(m.group(1))
-    nreq = len((out / "requested.tiles").read_text().splitlines())
     seeders: dict[str, Any] = {}
-    for name in only.split(","):
-        path = out / f"{name}.result.json"
+    for seeder in only.split(","):
+        path = out / f"{seeder}.result.json"
         if not path.exists():
             continue
         data = json.loads(path.read_text())
-        runs = data["runs"]
-        wall = data["wall_s_median"]
-        complete = all(r["rc"] == 0 and r["requested_present"] == nreq for r in runs)
         adapter_runs = []
-        for rep in range(1, len(runs) + 1):
-            run_log = out / f"{name}.{rep}.log"
+        for rep in range(1, len(data["runs"]) + 1):
+            run_log = out / f"{seeder}.{rep}.log"
             for line in run_log.read_text().splitlines() if run_log.exists() else []:
                 if line.startswith("SEED_ADAPTER "):
                     adapter_runs.append(json.loads(line.removeprefix("SEED_ADAPTER ")))
-        seeders[name] = {
-            "what": data["what"],
+        seeders[seeder] = {"data": data, "runs": data["runs"], "adapter": adapter_runs}
+    return {
+        "command": shlex.join(command),
+        "results_dir": str(out),
+        "requested": len((out / "requested.tiles").read_text().splitlines()),
+        "seeders": seeders,
+        "summary_md": (out / "summary.md").read_text() if (out / "summary.md").exists() else "",
+    }
+
+
+def run_seed_bench(
+    config: Path,
+    z0: int,
+    z1: int,
+    concurrency: int,
+    repeats: int,
+    only: str,
+    run_dir: Path,
+    abba: bool = False,
+) -> dict[str, Any]:
+    """seed_bench.sh over `only`, `repeats` runs each; with `abba`, `repeats` runs of one
+    seed_bench.sh each, the seeders in the order of `only`, then reversed, and so on
+    (A B B A), so that a drift of the machine's load hits every seeder alike."""
+    names = only.split(",")
+    if abba:
+        orders = [names if i % 2 == 0 else names[::-1] for i in range(repeats)]
+        parts = [
+            _seed_bench_once(config, z0, z1, concurrency, 1, ",".join(o), run_dir) for o in orders
+        ]
+    else:
+        parts = [_seed_bench_once(config, z0, z1, concurrency, repeats, only, run_dir)]
+    nreq = parts[0]["requested"]
+    seeders: dict[str, Any] = {}
+    for seeder in names:
+        found = [p["seeders"][seeder] for p in parts if seeder in p["seeders"]]
+        if not found:
+            continue
+        runs = [r for f in found for r in f["runs"]]
+        wall = max(statistics.median(r["wall_s"] for r in runs), 1e-3)
+        complete = all(r["rc"] == 0 and r["requested_present"] == nreq for r in runs)
+        seeders[seeder] = {
+            "what": found[0]["data"]["what"],
             "wall_s_median": wall,
             "wall_s_runs": [r["wall_s"] for r in runs],
+            "load1_before_runs": [r.get("load1_before") for r in runs],
             "files": sorted({r["files"] for r in runs}),
             "mb": sorted({round(r["bytes"] / 1e6, 1) for r in runs}),
             "written_tiles_per_s": round(statistics.median(r["files"] for r in runs) / wall, 1),
             "requested_present": sorted({r["requested_present"] for r in runs}),
             "requested_tiles_per_s": round(nreq / wall, 1) if complete else None,
             "renders": [r["renders"] for r in runs],
-            "render_counter": data["render_counter"],
+            "render_counter": found[0]["data"]["render_counter"],
             "cpu_pct": [r["cpu_pct"] for r in runs],
             "rc": [r["rc"] for r in runs],
-            "adapter": adapter_runs,
+            "adapter": [a for f in found for a in f["adapter"]],
         }
+    order = " / ".join(",".join(o) for o in ([names, names[::-1]] if abba else [names]))
     return {
         "concurrency": concurrency,
-        "command": shlex.join(command),
+        "command": " ; ".join(p["command"] for p in parts),
         "env": f"SEED_MINZOOM={z0} SEED_MAXZOOM={z1} SEED_CONCURRENCY={concurrency} "
-        f"SEED_REPEATS={repeats}",
-        "results_dir": str(out),
+        f"SEED_REPEATS={1 if abba else repeats}" + (f" x{repeats}, order {order}" if abba else ""),
+        "results_dir": " ".join(p["results_dir"] for p in parts),
         "requested": nreq,
         "seeders": seeders,
-        "summary_md": (out / "summary.md").read_text() if (out / "summary.md").exists() else "",
+        "summary_md": "\n".join(p["summary_md"] for p in parts),
     }
 
 
@@ -317,7 +357,8 @@ def direct_table(by_processes: dict[int, list[dict[str, Any]]]) -> str:
 
 def peers_table(bench: dict[str, Any]) -> str:
     lines = [
-        "| seeder | what | wall s (median; runs) | tiles written | MB | written tiles/s "
+        "| seeder | what | wall s (median; runs (1-min load before each)) | tiles written | MB "
+        "| written tiles/s "
         "| requested present | requested tiles/s | renders per run | CPU% | exit |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -325,7 +366,9 @@ def peers_table(bench: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {r['what']} | {r['wall_s_median']:.2f}; "
             + "/".join(f"{w:.2f}" for w in r["wall_s_runs"])
-            + f" | {'/'.join(map(str, r['files']))} | {'/'.join(map(str, r['mb']))} "
+            + " (load "
+            + "/".join(fmt(x) for x in r.get("load1_before_runs", []))
+            + f") | {'/'.join(map(str, r['files']))} | {'/'.join(map(str, r['mb']))} "
             f"| {r['written_tiles_per_s']:.0f} "
             f"| {'/'.join(map(str, r['requested_present']))}/{bench['requested']} "
             f"| {fmt(r['requested_tiles_per_s'], 0)} "
@@ -399,6 +442,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--peer-concurrency", default="1,2", help="SEED_CONCURRENCY values, comma list")
     ap.add_argument("--peer-repeats", type=int, default=2, help="SEED_REPEATS (default 2)")
     ap.add_argument(
+        "--peer-abba",
+        action="store_true",
+        help="run seed_bench.sh --peer-repeats times with SEED_REPEATS=1, the seeders in the "
+        "--peer-only order, then reversed (A B B A), instead of once with every seeder's runs "
+        "back to back",
+    )
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -461,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_config.write_text(yaml.safe_dump(seed_data, sort_keys=False))
         for conc in (int(c) for c in args.peer_concurrency.split(",")):
             bench = run_seed_bench(seed_config, z0, z1, conc, args.peer_repeats,
-                                   args.peer_only, run_dir)  # fmt: skip
+                                   args.peer_only, run_dir, args.peer_abba)  # fmt: skip
             bench["min_renders"] = n_metatiles
             bench["ratios_tileserver_over_peer"] = peer_ratios(bench)
             bench["ratios_tileserver_wms_over_peer"] = peer_ratios(bench, "tileserver-wms")

@@ -57,6 +57,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # the daemons helpers are shared with the tests
 
+from static_ceiling import StaticNginx  # noqa: E402
+
 from tests.support.daemons import Memcached, free_port, wait_port  # noqa: E402
 
 DEMO_CONFIGS = (ROOT / "config" / "demo.yaml", ROOT / "config" / "demo.yaml.mako")
@@ -549,6 +551,7 @@ class Target:
     renders: RenderLog | None
     # for a tileserver layer over a WMS: the upstream's own GetMap log (its render times)
     upstream: RenderLog | None = None
+    hits_only: bool = False  # a static-file ceiling: nothing to render, no cold phases
 
     @property
     def base(self) -> str:
@@ -748,6 +751,7 @@ class Settings:
     single_tile: tuple[int, int, int]
     pause: float
     run_dir: Path
+    hit_rounds: int = 2
 
 
 def render_ms_since(render_log: RenderLog | None, before: int) -> tuple[int | None, list[float]]:
@@ -773,6 +777,7 @@ def run_hits(target: Target, s: Settings) -> dict[str, Any]:
     time.sleep(s.pause)
     command = ["wrk", f"-t{s.wrk_threads}", f"-c{s.wrk_conn}", f"-d{s.wrk_duration}",
                "--timeout", "10s", "-s", str(WRK_SCRIPT), target.base]  # fmt: skip
+    load1 = loadavg()
     r0, c0 = render_count(target.renders), cpu_times()
     wrk = subprocess.run(
         command,
@@ -808,8 +813,38 @@ def run_hits(target: Target, s: Settings) -> dict[str, Any]:
         "socket_errors": socket_errors,
         "renders": renders,
         "cpu_pct": cpu_busy_pct(c0, c1),
+        "loadavg_before": load1,
         "wrk": stats,
     }
+
+
+def combine_hits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One server's hit figure over its wrk runs (A B B A): the mean req/s, p50 and p99
+    (each run is kept under `runs`), the worst p99, and errors and renders summed."""
+
+    def mean(key: str) -> float:
+        return round(sum(r[key] for r in runs) / len(runs), 2)
+
+    return {
+        "rps": round(sum(r["rps"] for r in runs) / len(runs), 1),
+        "p50_ms": mean("p50_ms"),
+        "p90_ms": mean("p90_ms"),
+        "p99_ms": mean("p99_ms"),
+        "p99_ms_worst": max(r["p99_ms"] for r in runs),
+        "max_ms": max(r["max_ms"] for r in runs),
+        "requests": sum(r["requests"] for r in runs),
+        "non2xx": sum(r["non2xx"] for r in runs),
+        "socket_errors": sum(r["socket_errors"] for r in runs),
+        "renders": sum(r["renders"] or 0 for r in runs),
+        "cpu_pct": round(sum(r["cpu_pct"] for r in runs) / len(runs)),
+        "warm_check": {"errors": sum(r["warm_check"]["errors"] for r in runs),
+                       "first_error": next((r["warm_check"]["first_error"] for r in runs
+                                            if r["warm_check"]["first_error"]), None)},
+        "rps_runs": [r["rps"] for r in runs],
+        "p99_ms_runs": [r["p99_ms"] for r in runs],
+        "loadavg_runs": [r["loadavg_before"] for r in runs],
+        "runs": list(runs),
+    }  # fmt: skip
 
 
 def run_cold(target: Target, s: Settings) -> dict[str, Any]:
@@ -917,7 +952,8 @@ def rss_cell(rss: dict[str, Any] | None) -> str:
 
 def table(results: dict[str, dict[str, Any]]) -> str:
     head = (
-        "| server | hit req/s | hit p50/p99 ms | hit non-2xx / socket err | hit renders | hit CPU% "
+        "| server | hit req/s (runs; 1-min load before each) | hit p50/p99 ms (mean) "
+        "| hit non-2xx / socket err | hit renders | hit CPU% "
         "| hit max RSS MB per process (kind) "
         "| cold tiles/s (median; runs) | cold p50/p99 ms | cold renders per run (min) "
         "| cold errors | render ms mean/max | 1 cold tile p50/p99 ms | its render p50/p99 ms "
@@ -928,7 +964,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         h, c, one = r.get("hits") or {}, r.get("cold") or {}, r.get("single") or {}
         runs = r.get("cold_runs", [])
         lines.append(
-            f"| {name} | {fmt(h.get('rps'), 0)} | {fmt(h.get('p50_ms'))}/{fmt(h.get('p99_ms'))} "
+            f"| {name} | {fmt(h.get('rps'), 0)} ("
+            + "/".join(fmt(x, 0) for x in h.get("rps_runs", []))
+            + f"; load {', '.join(x.split()[0] for x in h.get('loadavg_runs', []))}) "
+            f"| {fmt(h.get('p50_ms'))}/{fmt(h.get('p99_ms'))} "
             f"| {fmt(h.get('non2xx'))} / {fmt(h.get('socket_errors'))} "
             f"| {fmt(h.get('renders'))} "
             f"| {fmt(h.get('cpu_pct'))} "
@@ -936,7 +975,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             f"| {fmt(c.get('tiles_per_s'), 0)}; "
             + "/".join(fmt(x["tiles_per_s"], 0) for x in runs)
             + f" | {fmt(c.get('p50_ms'), 0)}/{fmt(c.get('p99_ms'), 0)} "
-            f"| {'/'.join(fmt(x['renders']) for x in runs)} ({r.get('cold_min_metatiles', '-')}) "
+            f"| {'/'.join(fmt(x['renders']) for x in runs)} ({fmt(r.get('cold_min_metatiles'))}) "
             f"| {sum(x['errors'] for x in runs) if runs else '-'} "
             f"| {fmt(c.get('render_ms_mean'), 0)}/{fmt(c.get('render_ms_max'), 0)} "
             f"| {fmt(one.get('p50_ms'))}/{fmt(one.get('p99_ms'))} "
@@ -1034,6 +1073,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--wrk-threads", type=int, default=2)
     ap.add_argument("--wrk-conn", type=int, default=32)
     ap.add_argument("--wrk-duration", default="10s")
+    ap.add_argument(
+        "--hit-rounds",
+        type=int,
+        default=2,
+        help="wrk runs per server, in the order A B C, then C B A... (default 2: A B B A)",
+    )
+    ap.add_argument(
+        "--nginx",
+        action="store_true",
+        help="also measure hits on nginx serving the warm set's tiles (tileserver's bytes) "
+        "as static files: the ceiling of a hit on this machine (Debian nginx-light)",
+    )
     ap.add_argument("--cold-conc", type=int, default=8)
     ap.add_argument("--cold-repeats", type=int, default=3, help="median shown (default 3)")
     ap.add_argument("--single-repeats", type=int, default=15)
@@ -1068,11 +1119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(
         args.wrk_threads, args.wrk_conn, args.wrk_duration, args.cold_conc, args.cold_repeats,
-        args.single_repeats, (z, x, y), args.pause, run_dir,
+        args.single_repeats, (z, x, y), args.pause, run_dir, args.hit_rounds,
     )  # fmt: skip
 
     memcached: Memcached | None = None
     server: TileServer | None = None
+    nginx: StaticNginx | None = None
     with sigterm_as_interrupt():
         try:
             if args.memcached:
@@ -1124,17 +1176,43 @@ def main(argv: Sequence[str] | None = None) -> int:
                         upstream=_wms_getmaps() if args.wms_url == PEERS_WMS_URL else None,
                     )
                 )
+            if args.nginx:
+                nginx = start_static_ceiling(server.base + TILESERVER_PATH, run_dir / "nginx")
+                peers.append(
+                    Target("nginx-static", nginx.base + TILESERVER_PATH, lambda: None,
+                           "none (static files)", None, hits_only=True)
+                )  # fmt: skip
             return run_all(args, settings, ours, peers, server, address)
         except KeyboardInterrupt:
             log("interrupted")
             return 130
         finally:
+            if nginx is not None:
+                nginx.stop()
+                log("nginx stopped")
             if server is not None:
                 server.stop()
                 log("tileserver stopped")
             if memcached is not None:
                 memcached.stop()
                 log("memcached stopped")
+
+
+def start_static_ceiling(template: str, prefix: Path) -> StaticNginx:
+    """nginx serving, as files, the warm set's tiles with the bytes `template` answers."""
+    import urllib.request
+
+    files = {}
+    for tile, url in zip(warm_tiles(), expand(template, warm_tiles()), strict=True):
+        with urllib.request.urlopen(url, timeout=120) as r:
+            body = r.read()
+        if not body.startswith(PNG_SIGNATURE):
+            raise RuntimeError(f"{url}: not a PNG, cannot serve it as the static ceiling")
+        files[expand(TILESERVER_PATH, [tile])[0]] = body
+    nginx = StaticNginx(prefix, files)
+    log(f"nginx pid {nginx.proc.pid} on port {nginx.port} ({nginx.version}), "
+        f"{len(files)} files, {sum(map(len, files.values()))} bytes")  # fmt: skip
+    return nginx
 
 
 # tileserver's target -> the peers that render the same way (the issue's like-for-like pairs)
@@ -1161,7 +1239,7 @@ def run_all(
             "flush": t.flush_desc,
             "render_counter": t.renders.what if t.renders else None,
             "upstream_counter": t.upstream.what if t.upstream else None,
-            "cold_min_metatiles": metatiles(cold_tiles()),
+            "cold_min_metatiles": None if t.hits_only else metatiles(cold_tiles()),
         }
         for t in targets
     }
@@ -1170,26 +1248,38 @@ def run_all(
         if status != 200:
             raise SystemExit(f"{t.name}: probe request answered {status}")
     if "hits" in phases:
+        # A B C C B A (A B B A for two servers): a drift of the machine's load during the
+        # phase hits every server alike, and each figure is the mean of its runs
+        hit_runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+        rss_runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in ours}
+        for rnd in range(s.hit_rounds):
+            for t in targets if rnd % 2 == 0 else targets[::-1]:
+                log(f"hits {rnd + 1}/{s.hit_rounds}: {t.name} (load {loadavg()})")
+                if t in ours:  # the memory of every process of the server, under this load
+                    with RssSampler(server.proc.pid, args.workers) as sampler:
+                        run = run_hits(t, s)
+                    rss_runs[t.name].append(sampler.summary())
+                else:
+                    run = run_hits(t, s)
+                log(f"  {run['rps']:.0f} req/s, p99 {run['p99_ms']:.1f} ms")
+                hit_runs[t.name].append(run)
         for t in targets:
-            log(f"hits: {t.name}")
-            if t in ours:  # the memory of every process of the server, under this load
-                with RssSampler(server.proc.pid, args.workers) as sampler:
-                    hits = run_hits(t, s)
-                hits["rss"] = sampler.summary()
-                log(f"  max RSS MB per process: {rss_cell(hits['rss'])}")
-            else:
-                hits = run_hits(t, s)
+            hits = combine_hits(hit_runs[t.name])
+            if t in ours:
+                hits["rss"] = merge_rss(rss_runs[t.name])
+                log(f"{t.name}: max RSS MB per process: {rss_cell(hits['rss'])}")
             results[t.name]["hits"] = hits
+    renderers = [t for t in targets if not t.hits_only]
     if "cold" in phases:
         for rep in range(s.cold_repeats):
-            for t in targets:  # interleaved, so that drift hits every server alike
+            for t in renderers:  # interleaved, so that drift hits every server alike
                 log(f"cold {rep + 1}/{s.cold_repeats}: {t.name}")
                 results[t.name].setdefault("cold_runs", []).append(run_cold(t, s))
-        for t in targets:
+        for t in renderers:
             runs = results[t.name]["cold_runs"]
             results[t.name]["cold"] = sorted(runs, key=lambda r: r["tiles_per_s"])[len(runs) // 2]
     if "single" in phases:
-        for t in targets:
+        for t in renderers:
             log(f"single cold tile x{s.single_repeats}: {t.name}")
             results[t.name]["single"] = run_single(t, s)
 
@@ -1218,6 +1308,8 @@ def run_all(
         "settings": {
             "tileserver_set": list(args.set),
             "wrk": f"-t{s.wrk_threads} -c{s.wrk_conn} -d{s.wrk_duration}",
+            "hit_rounds": s.hit_rounds,
+            "hit_order": "A B C.. then ..C B A, alternating",
             "cold_concurrency": s.cold_conc,
             "cold_repeats": s.cold_repeats,
             "single_repeats": s.single_repeats,

@@ -169,6 +169,23 @@ def ondemand_rows(report: dict[str, Any] | None) -> list[Row]:
             )
         )
 
+    # 1b. the physical ceiling: nginx serving the same tiles as static files
+    nginx = res.get("nginx-static")
+    ceiling = get(nginx, "hits", "rps")
+    for name, server in (("tileserver", ts), ("tileserver-wms", wms), ("MapCache", mapcache)):
+        rps = get(server, "hits", "rps")
+        rows.append(
+            Row(
+                "1",
+                f"hit req/s, {name} ÷ nginx serving the same tiles as files (the ceiling)",
+                fmt(rps, 0),
+                fmt(ceiling, 0),
+                fmt(ratio(rps, ceiling), 2),
+                "(no goal)",
+                None,
+            )
+        )
+
     # 2. cold on demand, like for like, with the minimum number of renders
     cold = [
         ("tileserver-wms", wms, "MapCache", mapcache, 1.5),
@@ -314,6 +331,29 @@ def generate_rows(report: dict[str, Any] | None) -> list[Row]:
     return rows
 
 
+def load_lines(ondemand: dict[str, Any] | None, generate: dict[str, Any] | None) -> list[str]:
+    """The 1-minute load average before each measured run, in the order the runs went."""
+    lines = []
+    for name, r in (get(ondemand, "results") or {}).items():
+        loads = get(r, "hits", "loadavg_runs") or []
+        rps = get(r, "hits", "rps_runs") or []
+        if loads:
+            lines.append(
+                f"- hits {name}: "
+                + ", ".join(
+                    f"{v:.0f} req/s at load {x.split()[0]}"
+                    for v, x in zip(rps, loads, strict=False)
+                )
+            )
+    bench = generate_bench(generate)
+    for name, s in (get(bench, "seeders") or {}).items():
+        runs = zip(s.get("wall_s_runs") or [], s.get("load1_before_runs") or [], strict=False)
+        lines.append(
+            f"- generation {name}: " + ", ".join(f"{w:.2f} s at load {x}" for w, x in runs)
+        )
+    return lines
+
+
 def markdown(rows: Sequence[Row]) -> str:
     met = {True: "met", False: "NOT met", None: "-"}
     lines = [
@@ -337,7 +377,7 @@ def ondemand_problems(report: dict[str, Any] | None) -> tuple[list[str], list[st
     failures: list[str] = []
     warnings: list[str] = []
     results = get(report, "results") or {}
-    for name in ("tileserver", "tileserver-wms", *ONDEMAND_PEERS):
+    for name in ("tileserver", "tileserver-wms", *ONDEMAND_PEERS, "nginx-static"):
         if name not in results:
             failures.append(f"ondemand: {name} was not measured")
     for name, r in results.items():
@@ -442,6 +482,7 @@ def commands(args: argparse.Namespace, run_dir: Path) -> dict[str, list[str]]:
         "--workers",
         str(args.workers),
         "--wms-layer",
+        "--nginx",
         *(x for p in ONDEMAND_PEERS for x in ("--peer", p)),
         "--out",
         str(run_dir),
@@ -459,6 +500,9 @@ def commands(args: argparse.Namespace, run_dir: Path) -> dict[str, list[str]]:
         "--peers",
         "--peer-concurrency",
         str(GENERATE_CONCURRENCY),
+        "--peer-abba",
+        "--peer-only",
+        "tileserver-wms,mapcache-wms,tileserver,mapproxy-mapnik",
         "--out",
         str(run_dir),
         *sets,
@@ -474,7 +518,9 @@ def commands(args: argparse.Namespace, run_dir: Path) -> dict[str, list[str]]:
             "--pause",
             "1",
         ]
-        generate += ["--peer-repeats", "1"]
+        generate += ["--peer-repeats", "2"]
+    else:
+        generate += ["--peer-repeats", "4"]
     return {"ondemand": ondemand, "generate": generate}
 
 
@@ -531,7 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phases": phases,
     }
     (run_dir / "targets.json").write_text(json.dumps(report, indent=1) + "\n")
-    (run_dir / "targets.md").write_text(table + "\n")
+    (run_dir / "targets.md").write_text(
+        table + "\n\n" + "\n".join(load_lines(ondemand, generate)) + "\n"
+    )
 
     print(f"\n{report['command']}")
     print(
@@ -542,6 +590,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         + "\n"
     )
     print(table)
+    loads = load_lines(ondemand, generate)
+    if loads:
+        print("\nEach run, in order A B .. B A, with the 1-minute load average before it:")
+        print("\n".join(loads))
     print(
         f"\n{report['met']} met, {report['not_met']} not met, "
         f"{sum(r.met is None for r in rows)} without a verdict"
