@@ -205,3 +205,96 @@ async def test_a_process_killed_while_sending_its_result_does_not_hang_the_rende
     finally:
         async with asyncio.timeout(20):  # no pool left hanging: close ends
             await renderer.close()
+
+
+# --- plain PNG layers: Mapnik's raw pixels cut and encoded by pillow_cut and png_encoder ---
+
+DEMO_STYLE = ROOT / "config" / "styles" / "osm.xml"
+# Monte-Carlo at z17 (the benchmarks' one cold tile): buildings, roads, labels, sea.
+MONTE_CARLO = TileCoord(17, 47790, 68240)
+
+# No background; a half-transparent sea over a transparent map, so that Mapnik's image
+# is premultiplied where it is neither opaque nor empty.
+TRANSLUCENT = f"""<Map srs="epsg:3857">
+  <Style name="sea"><Rule><PolygonSymbolizer fill="#2050c0" fill-opacity="0.45"/>
+    <LineSymbolizer stroke="#ff0000" stroke-width="3" stroke-opacity="0.7"/></Rule></Style>
+  <Layer name="sea" srs="epsg:3857"><StyleName>sea</StyleName>
+    <Datasource><Parameter name="type">geojson</Parameter>
+      <Parameter name="file">{SEA}</Parameter></Datasource></Layer>
+</Map>
+"""
+
+
+def demo_layer(tmp_path: Path, image_format: str) -> Layer:
+    from tests.support.configs import mercator_grid
+    from tileserver.config import parse_config
+
+    options = {"type": "mapnik", "mapfile": str(DEMO_STYLE), "grid": "g", "meta_size": 8,
+               "meta_buffer": 32, "output_format": image_format}  # fmt: skip
+    config = parse_config({"grids": {"g": mercator_grid()}, "layers": {"osm": options}}, tmp_path)
+    return config.layers["osm"]
+
+
+def mapnik_own_tiles(layer: Layer, coord: TileCoord, image_format: str) -> dict[TileCoord, bytes]:
+    """The metatile rendered in this process and each tile encoded by Mapnik itself."""
+    import mapnik
+
+    metatile = metatile_for(layer.grid, coord, layer.effective_meta_size, layer.meta_buffer)
+    m = mapnik.Map(metatile.width, metatile.height)
+    mapnik.load_map(m, str(layer.mapfile))
+    m.srs = "epsg:3857"
+    m.zoom_to_box(mapnik.Box2d(*metatile.bbox.as_tuple()))
+    image = mapnik.Image(metatile.width, metatile.height)
+    mapnik.render(m, image)
+    size = layer.grid.tile_size
+    return {
+        t.coord: image.view(t.x, t.y, size, size).to_string(image_format) for t in metatile.tiles
+    }
+
+
+def rgba(data: bytes) -> tuple[str, tuple[int, int], bytes]:
+    image = Image.open(io.BytesIO(data))
+    return image.format or "", image.size, image.convert("RGBA").tobytes()
+
+
+@pytest.mark.parametrize("image_format", ["png:z=1", "png"])
+async def test_demo_style_tiles_have_exactly_mapniks_pixels(
+    tmp_path: Path, image_format: str
+) -> None:
+    osm = demo_layer(tmp_path, image_format)
+    renderer = MapnikRenderer([osm], processes=1)
+    await renderer.start()
+    try:
+        metatile = metatile_for(osm.grid, MONTE_CARLO, 8, 32)
+        ours = await renderer.render(osm, metatile, {})
+    finally:
+        await renderer.close()
+    theirs = mapnik_own_tiles(osm, MONTE_CARLO, image_format)
+    assert ours.keys() == theirs.keys() and len(ours) == 64
+    for coord, data in ours.items():
+        assert rgba(data) == rgba(theirs[coord]), coord
+        # the mode Mapnik's own encoder writes, though the map is opaque
+        assert Image.open(io.BytesIO(data)).mode == Image.open(io.BytesIO(theirs[coord])).mode
+        assert Image.open(io.BytesIO(data)).mode == "RGBA"
+    assert len({rgba(d)[2] for d in ours.values()}) > 30  # real content, not one colour
+
+
+async def test_translucent_pixels_are_those_mapnik_encodes(tmp_path: Path) -> None:
+    sea = single_layer(tmp_path, TRANSLUCENT, name="sea", meta_size=4, meta_buffer=16,
+                       output_format="png:z=1")  # fmt: skip
+    # the z14 metatile holding Monaco's coast: sea, land (transparent) and the outline
+    coord = TileCoord(14, 5974, 8530)
+    renderer = MapnikRenderer([sea], processes=1)
+    await renderer.start()
+    try:
+        ours = await renderer.render(sea, metatile_for(sea.grid, coord, 4, 16), {})
+    finally:
+        await renderer.close()
+    theirs = mapnik_own_tiles(sea, coord, "png:z=1")
+    alphas: set[int] = set()
+    for key, data in ours.items():
+        assert rgba(data) == rgba(theirs[key]), key
+        image = Image.open(io.BytesIO(data))
+        if image.mode == "RGBA":
+            alphas.update(a for _, (*_, a) in image.getcolors(65536) or [])
+    assert any(0 < a < 255 for a in alphas)  # half-transparent pixels were there

@@ -119,3 +119,33 @@ def test_png_tiles_are_unfiltered_pngs_with_the_requested_level() -> None:
         assert tile.tobytes() == image.tobytes()
         decoded(data).verify()  # chunk CRCs
     assert len(best[(5, 0, 0)]) < len(fast[(5, 0, 0)])
+
+
+def stripes(vertical: bool) -> bytes:
+    """A 256x256 PNG of two colours: the same row repeated (vertical stripes), or rows of
+    one colour that differ from each other (horizontal stripes)."""
+    image = Image.new("RGB", (256, 256), (200, 10, 10))
+    for i in range(0, 256, 2):
+        for j in range(256):
+            image.putpixel((i, j) if vertical else (j, i), (10, 10, 200))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("vertical", [True, False])
+def test_tiles_of_repeated_rows_or_of_one_coloured_rows_are_not_taken_for_solid(
+    vertical: bool,
+) -> None:
+    data = stripes(vertical)
+    tile = pillow_cut.cut(data, 256, 256, CUTS[:1], 256, Encoding("PNG", 1))[(5, 0, 0)]
+    assert decoded(tile).convert("RGB").tobytes() == decoded(data).convert("RGB").tobytes()
+    assert sorted(c for _, c in decoded(tile).convert("RGB").getcolors() or []) == [
+        (10, 10, 200),
+        (200, 10, 10),
+    ]
+
+
+def test_a_cut_outside_the_image_is_refused() -> None:
+    with pytest.raises(ValueError, match="outside the 512x256 image"):
+        pillow_cut.cut(source(), 512, 256, ((5, 0, 2, 384, 0),), 256, Encoding("PNG", 1))

@@ -176,7 +176,17 @@ def render_metatile(job: RenderJob) -> RenderResult:
             raise DatabaseUnavailable(message) from exc
         raise
     rendered = time.perf_counter()
-    tiles = _cut(image, job.tiles, job.tile_size, job.image_format)
+    encoding = pillow_cut.options(job.image_format)
+    if encoding is not None and encoding.format == "PNG":
+        # A plain PNG: the raw pixels cut and encoded by pillow_cut (no row filter, ISA-L's
+        # deflate), several times faster than Mapnik's encoder for the same pixels.
+        if image.premultiplied():
+            image.demultiply()  # what Mapnik's own PNG encoder does to a copy
+        tiles = pillow_cut.cut_pixels(
+            image.to_string(), job.width, job.height, job.tiles, job.tile_size, encoding
+        )
+    else:
+        tiles = _cut(image, job.tiles, job.tile_size, job.image_format)
     return RenderResult(tiles, rendered - start, time.perf_counter() - rendered)
 
 
