@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # gdal-bin: GDAL's OGCAPI driver reads the OGC API - Tiles endpoints (tests/e2e/test_ogcapi.py).
 bash scripts/install-system-deps.sh memcached chromium postgresql-15 postgresql-15-postgis-3 \
   cgi-mapserver mapcache-tools docker-compose fonts-dejavu-core redis-server wrk \
-  gdal-bin
+  gdal-bin nginx-light
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
