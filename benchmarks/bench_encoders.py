@@ -333,7 +333,7 @@ def run(repeats: int) -> dict[str, list[dict[str, Any]]]:
     raws = [r for _, rs in cut for r in rs]
     rows = [
         measure(
-            "mapnik png:z=1 (today)",
+            "mapnik png:z=1 (Mapnik's encoder: before)",
             lambda: [v.to_string("png:z=1") for v in views],
             raws,
             repeats,
