@@ -22,6 +22,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from tileserver.adapters.aiohttp_quirks import absorb_orphaned_writes
 from tileserver.errors import StoreOutage, StoreUnavailable
 from tileserver.store_layout import check_path, check_prefix
 
@@ -83,6 +84,7 @@ class S3Store:
     async def open(self) -> None:
         if self._client is not None:
             return
+        absorb_orphaned_writes()
         stack = AsyncExitStack()
         try:
             async with self._guard("connect", ""):

@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 import aiohttp
 from yarl import URL
 
+from tileserver.adapters.aiohttp_quirks import absorb_orphaned_writes
 from tileserver.config import Layer, UpstreamConfig, WmsSource
 from tileserver.errors import RenderError, UpstreamError
 from tileserver.grid import Metatile
@@ -50,6 +51,7 @@ class WmsRenderer:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        absorb_orphaned_writes()
         connector = aiohttp.TCPConnector(
             limit=0, limit_per_host=self._upstream.connections_per_host, ttl_dns_cache=300
         )
