@@ -53,3 +53,22 @@ def bbox_to_wgs84(bbox: BBox, srs: str) -> BBox:
     """The lon/lat box around bbox, densified so curved edges are covered."""
     minx, miny, maxx, maxy = _to_wgs84(srs).transform_bounds(*bbox.as_tuple(), densify_pts=21)
     return BBox(max(minx, -180.0), max(miny, -90.0), min(maxx, 180.0), min(maxy, 90.0))
+
+
+@lru_cache(maxsize=64)
+def transformer(source: str, target: str) -> Transformer:
+    """x/y (easting/longitude first, whatever the CRS's axis order) from source to target."""
+    return Transformer.from_crs(source, target, always_xy=True)
+
+
+def transform_bbox(bbox: BBox, source: str, target: str) -> BBox:
+    """The box in `target` around bbox (in `source`), densified so curved edges are
+    covered; ValueError where bbox has no image in target (outside its area of use)."""
+    if source == target:
+        return bbox
+    bounds = transformer(source, target).transform_bounds(*bbox.as_tuple(), densify_pts=21)
+    if not all(math.isfinite(v) for v in bounds) or not (
+        bounds[0] < bounds[2] and bounds[1] < bounds[3]
+    ):
+        raise ValueError(f"{list(bbox.as_tuple())} ({source}) has no extent in {target}")
+    return BBox(*bounds)

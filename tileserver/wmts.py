@@ -220,13 +220,16 @@ def tile_request(
             "style",
             f"Unknown style {_show(style)} for layer {layer.name!r}: use {layer.wmts_style!r}",
         )
-    grid = layer.grid
-    if matrix_set != grid.name:
+    variant = layer.on_grid(matrix_set)
+    if variant is None:
+        names = layer.grid_names
+        use = repr(names[0]) if len(names) == 1 else f"one of {list(names)}"
         raise invalid_parameter(
             "tilematrixset",
-            f"Unknown TileMatrixSet {_show(matrix_set)} for layer "
-            f"{layer.name!r}: use {grid.name!r}",
+            f"Unknown TileMatrixSet {_show(matrix_set)} for layer {layer.name!r}: use {use}",
         )
+    layer = variant  # the layer on that TileMatrixSet: its grid and its bbox there
+    grid = layer.grid
     z = grid.zoom_of(matrix)
     if z is None:
         raise invalid_parameter(

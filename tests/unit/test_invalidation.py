@@ -118,7 +118,7 @@ def test_a_large_area_costs_its_outline(layer: Layer) -> None:
     assert len(blocks) < 8 * (rows + cols), len(blocks)  # not rows * cols
     assert elapsed < 2
     tiles = Invalidation(layer, (z,), area, "p/").count(z)[1]
-    assert tiles == rows * cols * meta_size**2
+    assert tiles == rows * cols * meta_size**2 * 2  # each TIME value is cached apart
 
 
 def test_tile_list_area_holds_the_tiles_not_their_neighbours(layer: Layer) -> None:
@@ -135,17 +135,16 @@ def test_keys_are_the_servers_keys_of_every_tile_of_the_metatiles(layer: Layer) 
     # A point: one metatile per level, clipped at the edge of level 1's 2 x 2 matrix.
     area = shapely.Point(point(grid, 5, 17.5, 9.5))
     invalidation = Invalidation(layer, (1, 5, 6), area, "p/")
-    assert [invalidation.count(z) for z in (1, 5, 6)] == [(1, 4), (1, 64), (1, 64)]
+    # Every value of the TIME dimension is cached apart: each is expired.
+    assert [invalidation.count(z) for z in (1, 5, 6)] == [(2, 8), (2, 128), (2, 128)]
     keys = list(invalidation.keys())
-    part = layer_key_part("l", "night", ("2021",), "g")
-    assert part == "l/night/2021/g"
-    expected = [tile_key("p/", part, TileCoord(1, r, c)) for r in range(2) for c in range(2)]
-    expected += [tile_key("p/", part, TileCoord(5, r, c)) for r in range(8, 16)
-                 for c in range(16, 24)]  # fmt: skip
-    expected += [tile_key("p/", part, TileCoord(6, r, c)) for r in range(16, 24)
-                 for c in range(32, 40)]  # fmt: skip
-    assert keys == expected
-    assert keys[0] == "p/l/night/2021/g/1/0/0"
+    parts = [layer_key_part("l", "night", (time,), "g") for time in ("2020", "2021")]
+    assert parts[1] == "l/night/2021/g"
+    coords = [TileCoord(1, r, c) for r in range(2) for c in range(2)]
+    coords += [TileCoord(5, r, c) for r in range(8, 16) for c in range(16, 24)]
+    coords += [TileCoord(6, r, c) for r in range(16, 24) for c in range(32, 40)]
+    assert keys == [tile_key("p/", part, coord) for coord in coords for part in parts]
+    assert keys[:2] == ["p/l/night/2020/g/1/0/0", "p/l/night/2021/g/1/0/0"]
 
 
 def test_clip_to_layer_keeps_the_part_inside_the_layer_bbox(tmp_path: Path) -> None:

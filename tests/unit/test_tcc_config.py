@@ -52,6 +52,31 @@ def test_grids_list_gives_the_layer_several_tile_matrix_sets() -> None:
     assert layer.on_grid("nope") is None
 
 
+def test_the_bbox_is_the_first_grids_and_reprojected_to_the_others() -> None:
+    data = base(grids=["swissgrid_5", "lv95"], bbox=[550000, 170000, 560000, 180000])
+    data["grids"]["lv95"] = {"srs": "EPSG:2056", "bbox": [2420000, 1030000, 2900000, 1350000],
+                             "resolutions": [100, 10]}  # fmt: skip
+    layer = parse_config(data, ROOT).layers["point"]
+    assert layer.bbox.as_tuple() == (550000, 170000, 560000, 180000)
+    lv95 = layer.on_grid("lv95")
+    assert lv95 is not None and lv95.grid.srs == "EPSG:2056"
+    # LV95 is LV03 shifted by 2,000,000 / 1,000,000 (to the metre, give or take a few).
+    assert lv95.bbox.as_tuple() == pytest.approx((2550000, 1170000, 2560000, 1180000), abs=5)
+    # Outside a grid once reprojected: refused, naming that grid.
+    data["layers"]["point"]["bbox"] = [0, 0, 10, 10]
+    assert messages(data) == [
+        "layers.point.bbox: [0.0, 0.0, 10.0, 10.0] is outside grid 'swissgrid_5'"
+    ]
+
+
+def test_a_layer_without_grid_nor_grids_is_on_every_grid() -> None:
+    data = base()
+    del data["layers"]["point"]["grid"]
+    layer = parse_config(data, ROOT).layers["point"]
+    assert layer.grid_names == ("swissgrid_5", "swissgrid_01")  # TileCloud-chain's rule
+    assert [v.bbox for v in layer.variants()] == [g.bbox for g in layer.grids]
+
+
 def test_tcc_resolution_identifiers() -> None:
     grid = parse_config(base(), ROOT).grids["swissgrid_01"]
     assert [grid.matrix_id(z) for z in range(2)] == ["2_5", "0_5"]

@@ -97,7 +97,10 @@ def _cuts(
 
 def map_spec(layer: Layer) -> MapSpec:
     """What a render process needs to load a Mapnik layer's style."""
-    return MapSpec(layer.name, str(layer.mapfile), layer.grid.srs, postgis_parameters(layer))
+    return MapSpec(
+        layer.name, str(layer.mapfile), layer.grid.srs, postgis_parameters(layer),
+        layer.data_buffer,
+    )  # fmt: skip
 
 
 class MapnikRenderer:
@@ -188,6 +191,7 @@ class MapnikRenderer:
             tiles=_cuts(metatile, only),
             image_format=layer.output_format,
             variables=tuple(sorted(dimensions.items())),
+            srs=layer.grid.srs,
         )
         try:
             result = await self._run(render_metatile, job)

@@ -35,6 +35,9 @@ class MapSpec:
     srs: str  # the grid's CRS; the style's layers are reprojected to it
     # Replaces these parameters of every PostGIS datasource of the style (name, value).
     postgis: tuple[tuple[str, str], ...] = ()
+    # Pixels of data read around the rendered area (the layer's `data_buffer`, Mapnik's
+    # buffer-size); None keeps the style's.
+    buffer_size: int | None = None
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -51,6 +54,7 @@ class RenderJob:
     tiles: tuple[tuple[int, int, int, int, int], ...]  # z, row, col, x, y
     image_format: str  # Mapnik encoder, e.g. 'png', 'png32', 'jpeg85'
     variables: tuple[tuple[str, str], ...] = ()
+    srs: str = ""  # the CRS of the metatile's grid ("": the map's, its layer's first grid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,8 @@ def load_map(spec: MapSpec) -> Any:
             raise DatabaseUnavailable(message) from exc
         raise
     m.srs = spec.srs.lower()
+    if spec.buffer_size is not None:
+        m.buffer_size = spec.buffer_size
     return m
 
 
@@ -158,6 +164,8 @@ def _map_of(layer: str) -> Any:
 def render_metatile(job: RenderJob) -> RenderResult:
     m = _map_of(job.layer)
     start = time.perf_counter()
+    if job.srs and m.srs != job.srs.lower():  # a layer on several grids (TCC's `grids`)
+        m.srs = job.srs.lower()
     m.resize(job.width, job.height)
     m.zoom_to_box(mapnik.Box2d(*job.bbox))
     image = mapnik.Image(job.width, job.height)

@@ -29,7 +29,9 @@ from tileserver.config.model import (
     info_extension,
 )
 from tileserver.config.sections import Errors, bbox_of, names_of, texts
+from tileserver.crs import transform_bbox
 from tileserver.grid import Grid
+from tileserver.types import BBox
 
 WMS_RESERVED = {
     "service", "request", "version", "layers", "bbox", "width", "height", "srs", "crs",
@@ -112,6 +114,9 @@ def _grids(s: Scope, doc: LayerDoc, grids: Mapping[str, Grid | None]) -> list[Gr
     if doc.grid is not None and doc.grid not in names:
         names.insert(0, doc.grid)
     if not names:
+        # TileCloud-chain's rule: a layer without `grid` nor `grids` is on every grid.
+        names = list(grids)
+    if not names:
         s.error("grid", "missing required key")
         return []
     found = []
@@ -125,6 +130,27 @@ def _grids(s: Scope, doc: LayerDoc, grids: Mapping[str, Grid | None]) -> list[Gr
         else:
             found.append(grid)
     return found
+
+
+def _grid_bboxes(s: Scope, bbox: BBox | None, grids: list[Grid]) -> tuple[BBox, ...]:
+    """The layer's bbox on each of its grids: `bbox` is in the first grid's CRS, and is
+    reprojected to the others'; without one, each grid's own bbox."""
+    found = []
+    for grid in grids:
+        if bbox is None:
+            found.append(grid.bbox)
+            continue
+        try:
+            on_grid = transform_bbox(bbox, grids[0].srs, grid.srs)
+        except ValueError as exc:
+            s.error("bbox", f"cannot be reprojected to grid {grid.name!r}: {exc}")
+            continue
+        if not on_grid.intersects(grid.bbox):
+            where = "" if grid is grids[0] else f" (reprojected to {grid.srs})"
+            s.error("bbox", f"{list(bbox.as_tuple())} is outside grid {grid.name!r}{where}")
+            break  # one message is enough
+        found.append(on_grid)
+    return tuple(found)
 
 
 def _dimensions(s: Scope, docs: list[DimensionDoc]) -> tuple[Dimension, ...]:
@@ -283,9 +309,8 @@ def build_layer(
         s.failed = True  # defined, and wrong: reported at the cache
     elif cache is None or caches.get(cache) is None:
         cache = None  # an unknown generation.default_cache is reported once, at its path
+    grid_bboxes = _grid_bboxes(s, bbox, layer_grids)
     for grid in layer_grids:
-        if bbox is not None and not bbox.intersects(grid.bbox):
-            s.error("bbox", f"{list(bbox.as_tuple())} is outside grid {grid.name!r}")
         if doc.meta_buffer > 4 * grid.tile_size:
             s.error("meta_buffer", f"at most {4 * grid.tile_size} pixels, got {doc.meta_buffer}")
     mapfile = None
@@ -318,7 +343,8 @@ def build_layer(
         abstract=doc.abstract,
         grid=layer_grids[0],
         grids=tuple(layer_grids),
-        bbox=bbox or layer_grids[0].bbox,
+        bbox=grid_bboxes[0],
+        grid_bboxes=grid_bboxes,
         mapfile=mapfile,
         meta=doc.meta,
         meta_size=doc.meta_size,

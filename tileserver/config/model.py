@@ -157,9 +157,10 @@ class Layer:
     # connect_timeout replace those of every PostGIS datasource of the style; "" keeps
     # the style's (and libpq's PG* environment variables for what it leaves out).
     connection: str = ""
-    # Every grid of the layer (TileCloud-chain's `grids: [...]`); `grid` is the one of this
-    # variant of the layer, see on_grid().
+    # Every grid of the layer (TileCloud-chain's `grids: [...]`) and the layer's bbox on
+    # each, in that grid's CRS; `grid` and `bbox` are those of this variant, see on_grid().
     grids: tuple[Grid, ...] = ()
+    grid_bboxes: tuple[BBox, ...] = ()
     px_buffer: float = 0.0  # pixels added around `geoms` when selecting tiles to generate
     data_buffer: int | None = None  # mapnik: the style's buffer-size, in pixels
     cost: LayerCost | None = None  # overrides of the top-level `cost` figures
@@ -172,6 +173,9 @@ class Layer:
     def __post_init__(self) -> None:
         if not self.grids:
             object.__setattr__(self, "grids", (self.grid,))
+        if len(self.grid_bboxes) != len(self.grids):
+            bboxes = tuple(self.bbox if g.name == self.grid.name else g.bbox for g in self.grids)
+            object.__setattr__(self, "grid_bboxes", bboxes)
 
     @property
     def grid_names(self) -> tuple[str, ...]:
@@ -182,9 +186,9 @@ class Layer:
         when the layer has no such grid."""
         if name == self.grid.name:
             return self
-        for grid in self.grids:
+        for grid, bbox in zip(self.grids, self.grid_bboxes, strict=True):
             if grid.name == name:
-                return dataclasses.replace(self, grid=grid)
+                return dataclasses.replace(self, grid=grid, bbox=bbox)
         return None
 
     def variants(self) -> tuple[Layer, ...]:

@@ -75,6 +75,14 @@ def _wgs84_bbox(layer: Layer) -> BBox:
     return bbox_to_wgs84(layer.bbox, layer.grid.srs)
 
 
+def _bounding_boxes(layer: Layer) -> list[Layer]:
+    """The variants of the layer whose ows:BoundingBox is written: one per CRS."""
+    found: dict[str, Layer] = {}
+    for variant in layer.variants():
+        found.setdefault(variant.grid.srs, variant)
+    return list(found.values())
+
+
 def _matrix_limits(layer: Layer, levels: Iterable[int]) -> list[tuple[str, Limits]]:
     """TileMatrixLimits of the layer's bbox, by TileMatrix identifier.
 
@@ -102,16 +110,17 @@ def render_capabilities(
     endpoints: Endpoints,
     levels: Callable[[Layer], Iterable[int]] = all_levels,
 ) -> bytes:
-    """The Capabilities of layers at endpoints; each layer's TileMatrixSetLimits list
-    `levels(layer)`."""
-    grids = {layer.grid.name: layer.grid for layer in layers}
+    """The Capabilities of layers at endpoints, one TileMatrixSetLink per grid of a layer;
+    each TileMatrixSetLimits lists `levels(variant)` (the layer on that grid)."""
+    grids = {grid.name: grid for layer in layers for grid in layer.grids}
     text = _template().render(
         endpoints=endpoints,
         metadata=config.metadata,
         provider=config.provider,
         layers=list(layers),
         grids=list(grids.values()),
-        matrix_limits=lambda layer: _matrix_limits(layer, levels(layer)),
+        matrix_limits=lambda variant: _matrix_limits(variant, levels(variant)),
+        bounding_boxes=_bounding_boxes,
         num=_num,
         corner=_corner,
         wgs84_bbox=_wgs84_bbox,

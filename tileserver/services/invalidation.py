@@ -14,16 +14,19 @@ keeps whole those the area covers, so a city at level 20 is counted in a blink.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import shapely
+import shapely.ops
 from shapely.geometry.base import BaseGeometry
 from shapely.prepared import prep
 
 from tileserver.config import Layer
+from tileserver.crs import transformer
 from tileserver.grid import Grid
 from tileserver.keys import layer_key_part, tile_key
 from tileserver.types import BBox, TileCoord
@@ -110,6 +113,36 @@ def metatile_blocks(
         todo += (second, first)  # the first half is looked at first
 
 
+def reproject(area: BaseGeometry, source: str, target: str) -> BaseGeometry:
+    """area (in source's CRS) in target's, its edges cut into 64 pieces or more first so
+    that their curve is followed."""
+    if source == target or area.is_empty:
+        return area
+    minx, miny, maxx, maxy = area.bounds
+    step = max(maxx - minx, maxy - miny) / 64
+    if step > 0:
+        area = shapely.segmentize(area, step)
+    return shapely.ops.transform(transformer(source, target).transform, area)
+
+
+def on_grids(
+    layer: Layer, area: BaseGeometry, grid: str | None = None
+) -> list[tuple[Layer, BaseGeometry]]:
+    """The layer on each of its grids, or on `grid` only, with area (in the CRS of that
+    grid, else of the layer's first grid) reprojected there and clipped to the layer's bbox
+    there (TileCloud-chain's `grids`: one cache per grid); ValueError for an unknown grid."""
+    if grid is not None:
+        variant = layer.on_grid(grid)
+        if variant is None:
+            raise ValueError(
+                f"layer {layer.name!r} has no grid {grid!r} (its grids: "
+                f"{', '.join(layer.grid_names)})"
+            )
+        return [(variant, clip_to_layer(variant, area))]
+    source = layer.grid.srs
+    return [(v, clip_to_layer(v, reproject(area, source, v.grid.srs))) for v in layer.variants()]
+
+
 def clip_to_layer(layer: Layer, area: BaseGeometry) -> BaseGeometry:
     """The part of area (in the layer grid's CRS) inside the layer's bbox: the server
     renders no metatile outside it."""
@@ -118,38 +151,48 @@ def clip_to_layer(layer: Layer, area: BaseGeometry) -> BaseGeometry:
 
 @dataclass(frozen=True, eq=False)  # eq=False: never compare or hash the geometries
 class Invalidation:
-    """The cached tiles of one layer to delete: those of levels `zooms` whose metatile
-    intersects `area` (in the grid's CRS, within the layer's bbox), under the key layout
-    of `keys.tile_key` with the layer's style and default dimension values."""
+    """The cached tiles of one layer (on its grid `layer.grid`) to delete: those of levels
+    `zooms` whose metatile intersects `area` (in the grid's CRS, within the layer's bbox),
+    under the key layout of `keys.tile_key` with the layer's style, for every combination
+    of its dimensions' values (each is cached apart)."""
 
     layer: Layer
     zooms: tuple[int, ...]
     area: BaseGeometry
     key_prefix: str
 
+    @property
+    def dimension_values(self) -> list[tuple[str, ...]]:
+        return list(itertools.product(*(d.values for d in self.layer.dimensions)))
+
     def blocks(self, z: int) -> Iterator[MetatileBlock]:
         return metatile_blocks(self.layer.grid, z, self.area, self.layer.effective_meta_size)
 
     def count(self, z: int) -> tuple[int, int]:
-        """(metatiles, tiles) of level z."""
+        """(metatiles, tiles) of level z, each dimension value counted apart."""
         metatiles = tiles = 0
         for block in self.blocks(z):
             rows, cols = block_tiles(self.layer.grid, block, self.layer.effective_meta_size)
             metatiles += block.metatiles
             tiles += len(rows) * len(cols)
-        return metatiles, tiles
+        combinations = len(self.dimension_values)
+        return metatiles * combinations, tiles * combinations
 
     def keys(self) -> Iterator[str]:
         """The cache key of every tile, metatile block by block."""
         layer = self.layer
-        dimensions = tuple(d.default for d in layer.dimensions)
-        part = layer_key_part(layer.name, layer.wmts_style, dimensions, layer.grid.name)
+        parts = [
+            layer_key_part(layer.name, layer.wmts_style, values, layer.grid.name)
+            for values in self.dimension_values
+        ]
         for z in self.zooms:
             for block in self.blocks(z):
                 rows, cols = block_tiles(layer.grid, block, layer.effective_meta_size)
                 for row in rows:
                     for col in cols:
-                        yield tile_key(self.key_prefix, part, TileCoord(z, row, col))
+                        coord = TileCoord(z, row, col)
+                        for part in parts:
+                            yield tile_key(self.key_prefix, part, coord)
 
 
 # --- deleting them -------------------------------------------------------------------------

@@ -104,10 +104,12 @@
         <ows:UpperCorner>${num(wgs84.maxx)} ${num(wgs84.maxy)}</ows:UpperCorner>
       </ows:WGS84BoundingBox>
       <ows:Identifier>${layer.name | x}</ows:Identifier>
-      <ows:BoundingBox crs="${layer.grid.crs_urn | x}">
-        <ows:LowerCorner>${corner(layer.grid, layer.bbox.minx, layer.bbox.miny)}</ows:LowerCorner>
-        <ows:UpperCorner>${corner(layer.grid, layer.bbox.maxx, layer.bbox.maxy)}</ows:UpperCorner>
+% for on_crs in bounding_boxes(layer):
+      <ows:BoundingBox crs="${on_crs.grid.crs_urn | x}">
+        <ows:LowerCorner>${corner(on_crs.grid, on_crs.bbox.minx, on_crs.bbox.miny)}</ows:LowerCorner>
+        <ows:UpperCorner>${corner(on_crs.grid, on_crs.bbox.maxx, on_crs.bbox.maxy)}</ows:UpperCorner>
       </ows:BoundingBox>
+% endfor
       <Style isDefault="true">
         <ows:Identifier>${layer.wmts_style | x}</ows:Identifier>
       </Style>
@@ -127,9 +129,10 @@
 % endfor
       </Dimension>
 % endfor
+% for variant in layer.variants():
       <TileMatrixSetLink>
-        <TileMatrixSet>${layer.grid.name | x}</TileMatrixSet>
-<% limits_by_matrix = matrix_limits(layer) %>\
+        <TileMatrixSet>${variant.grid.name | x}</TileMatrixSet>
+<% limits_by_matrix = matrix_limits(variant) %>\
 % if limits_by_matrix:
         <TileMatrixSetLimits>
 % for matrix_id, limits in limits_by_matrix:
@@ -144,6 +147,7 @@
         </TileMatrixSetLimits>
 % endif
       </TileMatrixSetLink>
+% endfor
 % for resource_base in endpoints.resource_bases:
       <ResourceURL format="${layer.mime_type | x}" resourceType="tile" template="${resource_base | x}/${layer.name | x}/{Style}/${"".join("{%s}/" % d.name for d in layer.dimensions) | x}{TileMatrixSet}/{TileMatrix}/{TileRow}/{TileCol}.${layer.extension | x}"/>
 % if feature_info:

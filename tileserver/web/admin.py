@@ -11,9 +11,10 @@ missing or wrong token is answered 401 with `WWW-Authenticate: Bearer` before th
 the method or the body is looked at.
 
 - `POST /admin/expire` `{"layer": L, "geometry": WKT or GeoJSON | "bbox": [4 numbers],
-  "zooms": "15-18" | [15, 16], "dry_run": false}`: deletes from the tile cache every
-  tile of the metatiles that intersect the area (default: the layer's bbox) at those
-  levels (default: the layer's on-demand levels), with `services/invalidation`, as
+  "zooms": "15-18" | [15, 16], "grid": G, "dry_run": false}`: deletes from the tile cache
+  every tile of the metatiles that intersect the area (default: the layer's bbox) at those
+  levels (default: the layer's on-demand levels), on every grid of the layer (or on `grid`,
+  whose CRS the area is then in), with `services/invalidation`, as
   `generate_tiles --update` does; answers the counts.
 - `POST /admin/reload`: reads the configuration again, as SIGHUP does; answers the
   layers in use, or the configuration's errors (422) while the old one keeps serving.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import signal
@@ -45,6 +47,7 @@ from tileserver.services.invalidation import (
     InvalidationStats,
     clip_to_layer,
     delete_keys,
+    on_grids,
 )
 from tileserver.web.runtime import Runtime
 
@@ -184,7 +187,7 @@ async def _dispatch(request: web.Request) -> web.Response:
 
 # --- expire ----------------------------------------------------------------------------------
 
-_EXPIRE_KEYS = ("layer", "geometry", "bbox", "zooms", "dry_run")
+_EXPIRE_KEYS = ("layer", "grid", "geometry", "bbox", "zooms", "dry_run")
 
 
 async def _read_object(request: web.Request) -> dict[str, Any]:
@@ -207,25 +210,23 @@ def _layer(config: Config, data: Mapping[str, Any]) -> Layer:
 
 
 def _zooms(layer: Layer, value: Any) -> tuple[int, ...]:
+    """The levels to expire on the layer's grid: `value`, else its on-demand levels."""
     levels = len(layer.grid.resolutions)
     if value is None:
-        zooms = tuple(z for z in range(levels) if layer.is_on_demand(z))
-        if not zooms:
-            raise _Refused(
-                400, f"layer {layer.name!r} has no on-demand level: give `zooms` to expire"
-            )
-        return zooms
+        return tuple(z for z in range(levels) if layer.is_on_demand(z))
     try:
         if isinstance(value, str):
             return parse_zooms(value, levels)
         if isinstance(value, list) and value and all(type(z) is int for z in value):
             return parse_zooms(",".join(map(str, value)), levels)
     except ValueError as exc:
-        raise _Refused(400, f"zooms: {exc}") from None
+        grid = f" (grid {layer.grid.name!r})" if len(layer.grids) > 1 else ""
+        raise _Refused(400, f"zooms: {exc}{grid}") from None
     raise _Refused(400, f"zooms: expected '15-18' or a list of levels, got {value!r}")
 
 
 def _area(layer: Layer, data: Mapping[str, Any]) -> BaseGeometry:
+    """The area to expire, in the CRS of the layer's grid (the first one, or `grid`)."""
     geometry, bbox = data.get("geometry"), data.get("bbox")
     if geometry is not None and bbox is not None:
         raise _Refused(400, "give `geometry` or `bbox`, not both")
@@ -245,15 +246,28 @@ def _area(layer: Layer, data: Mapping[str, Any]) -> BaseGeometry:
         area = shapely.box(*bbox)
     else:
         area = shapely.box(*layer.bbox.as_tuple())
-    clipped = clip_to_layer(layer, area)
-    if clipped.is_empty:
+    if clip_to_layer(layer, area).is_empty:
         raise _Refused(
             400,
             f"the area does not reach layer {layer.name!r}'s bbox "
             f"{list(layer.bbox.as_tuple())}: coordinates must be in the grid's CRS, "
             f"{layer.grid.srs}",
         )
-    return clipped
+    return area
+
+
+def _on_grids(layer: Layer, data: Mapping[str, Any]) -> list[tuple[Layer, BaseGeometry]]:
+    """The layer on each grid to expire (`grid`, else all of them) with the area there."""
+    grid = data.get("grid")
+    if grid is not None and not isinstance(grid, str):
+        raise _Refused(400, f"grid: expected a grid name, got {grid!r}")
+    first = layer if grid is None else layer.on_grid(grid)
+    if first is None:
+        raise _Refused(
+            400, f"grid: layer {layer.name!r} has no grid {grid!r} "
+            f"(its grids: {', '.join(layer.grid_names)})",
+        )  # fmt: skip
+    return on_grids(layer, _area(first, data), grid)
 
 
 async def _expire(request: web.Request, admin: _Admin) -> web.Response:
@@ -264,25 +278,35 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
         raise _Refused(400, f"unknown key(s) {', '.join(unknown)} (allowed: {allowed})")
     backends = admin.runtime.current
     layer = _layer(backends.config, data)
-    zooms = _zooms(layer, data.get("zooms"))
-    area = _area(layer, data)
+    invalidations = [
+        Invalidation(variant, _zooms(variant, data.get("zooms")), area, backends.tiles.key_prefix)
+        for variant, area in _on_grids(layer, data)
+    ]
+    invalidations = [inv for inv in invalidations if inv.zooms] or invalidations[:1]
+    if not invalidations[0].zooms:
+        raise _Refused(400, f"layer {layer.name!r} has no on-demand level: give `zooms` to expire")
     dry_run = data.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise _Refused(400, f"dry_run: expected true or false, got {dry_run!r}")
-    invalidation = Invalidation(layer, zooms, area, backends.tiles.key_prefix)
-    levels = {}
-    for z in zooms:
-        metatiles, tiles = invalidation.count(z)
-        levels[str(z)] = {"metatiles": metatiles, "tiles": tiles}
-    total = sum(level["tiles"] for level in levels.values())
+    by_grid: dict[str, Any] = {}
+    for invalidation in invalidations:
+        levels = {}
+        for z in invalidation.zooms:
+            metatiles, tiles = invalidation.count(z)
+            levels[str(z)] = {"metatiles": metatiles, "tiles": tiles}
+        by_grid[invalidation.layer.grid.name] = {
+            "zooms": list(invalidation.zooms),
+            "levels": levels,
+            "tiles": sum(level["tiles"] for level in levels.values()),
+        }
+    total = sum(grid["tiles"] for grid in by_grid.values())
     cache = backends.cache  # its delete_many skips no server: an outage is reported
-    answer: dict[str, Any] = {
-        "layer": layer.name,
-        "zooms": list(zooms),
-        "levels": levels,
-        "tiles": total,
-        "cache": cache.name,
-    }
+    answer: dict[str, Any] = {"layer": layer.name}
+    if len(by_grid) == 1:  # a layer on one grid: its levels (as before TCC's `grids`)
+        answer.update({k: v for k, v in next(iter(by_grid.values())).items() if k != "tiles"})
+    else:
+        answer["grids"] = by_grid
+    answer.update(tiles=total, cache=cache.name)
     if cache.name != "memcached":
         answer["note"] = (
             f"no memcached: only the in-process cache of server process {os.getpid()} was expired"
@@ -299,7 +323,8 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
     stats = InvalidationStats()
     pool = backends.config.memcached.pool_size if backends.config.memcached else 4
     try:
-        await delete_keys(cache, invalidation.keys(), stats, concurrency=pool)
+        keys = itertools.chain.from_iterable(inv.keys() for inv in invalidations)
+        await delete_keys(cache, keys, stats, concurrency=pool)
     except CacheUnavailable as exc:
         raise _Refused(
             503,
