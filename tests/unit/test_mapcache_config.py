@@ -107,6 +107,19 @@ def test_grids_carry_srs_extent_resolutions_size_units_and_a_top_left_origin(
     assert (rivers.text, rivers.get("restricted_extent")) == ("lv95", None)
 
 
+def test_a_layer_on_several_grids_has_a_grid_element_each(tmp_path: Path) -> None:
+    bern = [820000, 5925000, 835000, 5940000]  # EPSG:3857, the first grid's CRS
+    root = document(build(tmp_path, {"roads": wms(grids=["merc", "lv95"], bbox=bern)}))
+    assert [g.get("name") for g in root.iterfind("grid")] == ["merc", "lv95"]
+    merc, lv95 = tileset(root, "roads").findall("grid")
+    assert (merc.text, lv95.text) == ("merc", "lv95")
+    assert [float(v) for v in merc.get("restricted_extent").split()] == bern
+    # The bbox reprojected to LV95 (Bern is about 2600000, 1200000 there).
+    minx, miny, maxx, maxy = (float(v) for v in lv95.get("restricted_extent").split())
+    assert 2590000 < minx < 2600000 < maxx < 2610000
+    assert 1190000 < miny < 1200000 < maxy < 1210000
+
+
 def test_a_grid_named_as_one_of_mapcaches_own_is_renamed(tmp_path: Path) -> None:
     style = tmp_path / "style.xml"
     style.write_text("<Map/>")

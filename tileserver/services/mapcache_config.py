@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tileserver.config import Config, Layer, WmsSource
@@ -68,8 +68,9 @@ def mapcache_config(config: Config, layers: Sequence[Layer] | None = None) -> st
     if config.metadata.abstract:
         _text(metadata, "abstract", config.metadata.abstract, "metadata.abstract", errors)
 
-    grids = _grid_names(layer.grid for layer in chosen)
-    for grid in {layer.grid.name: layer.grid for layer in chosen}.values():
+    every_grid = {grid.name: grid for layer in chosen for grid in layer.grids}
+    grids = _grid_names(every_grid.values())
+    for grid in every_grid.values():
         _grid(root, grid, grids[grid.name], errors)
 
     for quality in sorted({q for layer in chosen if (q := _jpeg_quality(layer)) is not None}):
@@ -93,7 +94,7 @@ def mapcache_config(config: Config, layers: Sequence[Layer] | None = None) -> st
             _source(root, layer, layer.wms, config, errors)
     for layer in chosen:
         if layer.wms is not None:
-            _tileset(root, layer, grids[layer.grid.name], errors)
+            _tileset(root, layer, grids, errors)
         else:
             root.append(
                 _comment(
@@ -205,7 +206,9 @@ def _source(
     ET.SubElement(source, "retry_delay").text = format_resolution(config.upstream.retry_backoff)
 
 
-def _tileset(root: ET.Element, layer: Layer, grid_name: str, errors: list[str]) -> None:
+def _tileset(
+    root: ET.Element, layer: Layer, grid_names: Mapping[str, str], errors: list[str]
+) -> None:
     where = f"layers.{layer.name}"
     ttl = layer.ttl_seconds
     if ttl > MAX_MEMCACHED_TTL:
@@ -233,12 +236,14 @@ def _tileset(root: ET.Element, layer: Layer, grid_name: str, errors: list[str]) 
     ET.SubElement(metadata, "wgs84boundingbox").text = _numbers(wgs84.as_tuple())
     ET.SubElement(tileset, "source").text = layer.name
     ET.SubElement(tileset, "cache").text = CACHE_NAME
-    grid = ET.SubElement(tileset, "grid")
-    grid.text = grid_name
-    if extent is not None:
-        grid.set("restricted_extent", _numbers(extent.as_tuple()))
-        # The tiles that touch the bbox, as tileserver serves (MapCache adds 5 by default).
-        grid.set("tolerance", "0")
+    for variant in layer.variants():  # TileCloud-chain's `grids`: one <grid> each
+        grid = ET.SubElement(tileset, "grid")
+        grid.text = grid_names[variant.grid.name]
+        restricted = _restricted_extent(variant)
+        if restricted is not None:
+            grid.set("restricted_extent", _numbers(restricted.as_tuple()))
+            # The tiles that touch the bbox, as tileserver serves (MapCache adds 5 by default).
+            grid.set("tolerance", "0")
     jpeg = _jpeg_quality(layer)
     ET.SubElement(tileset, "format").text = (
         f"JPEG{jpeg}" if jpeg is not None else "PNG8" if _is_png8(layer) else "PNG"
