@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.server import STYLE, demo_config
+from tests.support.server import STYLE, TileServer, demo_config
 
 Change = Callable[[dict[str, Any]], None]
 
@@ -220,3 +220,37 @@ def test_mako_config_rendered_with_the_environment(tmp_path: Path) -> None:
         env={**__import__("os").environ, "STYLE_PATH": str(STYLE)},
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_command_prints_the_configurations_warnings_once_when_it_starts(
+    tmp_path: Path,
+) -> None:
+    """TileCloud-chain keys without effect here: said by check-config, and by serve (once,
+    whatever --workers), generate_tiles and generate_controller when they start."""
+    data = demo_config(None)
+    data["apache"] = {"location": "/tiles"}
+    data["caches"] = {"local": {"type": "filesystem", "folder": str(tmp_path / "tiles")}}
+    data["generation"] = {"default_cache": "local"}
+    path = write(tmp_path, data)
+    said = "apache: TileCloud-chain's `apache` has no effect in tileserver; ignored"
+    checked = run("check-config", str(path))
+    assert checked.returncode == 0 and checked.stderr.count(said) == 1, checked.stderr
+    bin_dir = Path(sys.executable).parent
+    for command in (
+        [str(bin_dir / "generate_tiles"), "-c", str(path), "-l", "osm", "-z", "3", "--dry-run"],
+        [str(bin_dir / "generate_controller"), "-c", str(path), "--dump-config"],
+    ):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.count(f"warning: {said}") == 1, (command, result.stderr)
+    quiet = subprocess.run(
+        [str(bin_dir / "generate_tiles"), "-c", str(path), "-l", "osm", "-z", "3", "--dry-run",
+         "-q"], capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert quiet.returncode == 0 and said not in quiet.stderr
+    server = TileServer(data, tmp_path, workers=2)
+    server.start()
+    try:
+        assert server.log().count(f"configuration: {said}") == 1, server.log()
+    finally:
+        server.stop()

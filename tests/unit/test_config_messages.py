@@ -189,8 +189,10 @@ EXPECTED: dict[str, list[str]] = {
     "unknown_layer_type": [
         "layers.roads.type: unknown layer type 'wmts' (supported: mapnik, wms)",
     ],
+    # Changed on purpose (issue 13): TileCloud-chain 1.x takes `wms` where type is absent
+    # (its schema's default), so only a layer that cannot be a WMS one is refused, saying why.
     "missing_layer_type": [
-        "layers.roads.type: missing required key",
+        "layers.roads.type: missing required key: a layer with a `mapfile` is `type: mapnik` (where type is absent, TileCloud-chain 1.x takes `wms`)",
     ],
     "unsupported_extension": [
         "layers.roads.extension: unsupported extension 'gif' (supported: png, jpeg)",

@@ -77,6 +77,21 @@ def test_a_layer_without_grid_nor_grids_is_on_every_grid() -> None:
     assert [v.bbox for v in layer.variants()] == [g.bbox for g in layer.grids]
 
 
+def test_a_layer_without_type_is_a_wms_layer_as_in_tcc_1x(tmp_path: Path) -> None:
+    """TileCloud-chain 1.x's schema defaults `type` to wms (2.x has no default and fails on
+    such a layer); a layer with a `mapfile` cannot be one, and is refused saying so."""
+    data = base()
+    del data["layers"]["point"]["type"]
+    layer = parse_config(data, ROOT).layers["point"]
+    assert layer.type == "wms" and layer.wms is not None and layer.wms.layers == "point"
+    (tmp_path / "style.xml").write_text("<Map/>")
+    data["layers"]["m"] = {"mapfile": "style.xml", "grid": "swissgrid_5"}
+    assert messages(data) == [
+        "layers.m.type: missing required key: a layer with a `mapfile` is `type: mapnik` "
+        "(where type is absent, TileCloud-chain 1.x takes `wms`)"
+    ]
+
+
 def test_tcc_resolution_identifiers() -> None:
     grid = parse_config(base(), ROOT).grids["swissgrid_01"]
     assert [grid.matrix_id(z) for z in range(2)] == ["2_5", "0_5"]

@@ -35,6 +35,13 @@ def load_or_report(path: str, prog: str = "tileserver") -> Config | None:
         return None
 
 
+def print_config_warnings(prog: str, config: Config) -> None:
+    """The configuration's warnings (TileCloud-chain keys without effect here...), once,
+    when a command starts: a file runs unchanged, and says what it does not do."""
+    for warning in config.warnings:
+        print(f"{prog}: warning: {warning}", file=sys.stderr)
+
+
 def print_config_errors(prog: str, path: str, messages: Sequence[str]) -> None:
     """Every configuration mistake, one per line, as all the commands report them."""
     print(f"{prog}: invalid configuration {path}:", file=sys.stderr)

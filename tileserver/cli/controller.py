@@ -31,7 +31,12 @@ from typing import Any, TextIO
 
 import yaml
 
-from tileserver.cli.common import CommandError, format_zooms, print_config_errors
+from tileserver.cli.common import (
+    CommandError,
+    format_zooms,
+    print_config_errors,
+    print_config_warnings,
+)
 from tileserver.config import (
     CacheConfig,
     Config,
@@ -160,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_config_errors(prog, args.config, exc.messages)
         return 1
+    print_config_warnings(prog, config)
     try:
         return Controller(config, args, prog).run()
     except CommandError as exc:

@@ -40,7 +40,12 @@ from typing import Any, TextIO
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from tileserver.cli.common import CommandError, format_zooms, print_config_errors
+from tileserver.cli.common import (
+    CommandError,
+    format_zooms,
+    print_config_errors,
+    print_config_warnings,
+)
 from tileserver.config import Config, EmptyTile, Layer
 from tileserver.config_loader import load_config
 from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
@@ -284,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_config_errors(prog, args.config, exc.messages)
         return 1
+    if not args.quiet:
+        print_config_warnings(prog, config)
     try:
         command = Command(config, args, prog)
         return command.run()

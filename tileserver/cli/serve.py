@@ -235,6 +235,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     if args.log_format is None and config.server.log_format != "text":
         setup_logging(args.verbose, config.server.log_format)
+    if args.master_pid is None:  # once: not again in each worker of a master
+        for warning in config.warnings:
+            log.warning("configuration: %s", warning)
     args.host_value = args.host or config.server.host
     args.port_value = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers

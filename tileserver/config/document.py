@@ -158,7 +158,12 @@ class LayerDoc(Section):
 
     model_config = ConfigDict(json_schema_extra=_keys_may_come_from_layer_default)
 
-    type: Text = Field(json_schema_extra=enum("mapnik", "wms"))
+    type: Text = Field(
+        "wms",
+        description="mapnik or wms; absent: wms, TileCloud-chain 1.x's default (a layer with "
+        "a `mapfile` must say `mapnik`)",
+        json_schema_extra=enum("mapnik", "wms"),
+    )
     title: Text | None = None
     abstract: Text = ""
     grid: Text | None = Field(None, description="The layer's grid (TileMatrixSet)")

@@ -289,6 +289,10 @@ def build_layer(
     default_connection: str,
 ) -> Layer | None:
     s = Scope(errors, name, origin)
+    if "type" not in doc.model_fields_set and doc.mapfile is not None:
+        s.error("type", "missing required key: a layer with a `mapfile` is `type: mapnik` "
+                        "(where type is absent, TileCloud-chain 1.x takes `wms`)")  # fmt: skip
+        return None
     if doc.type not in LAYER_TYPES:
         s.error("type", f"unknown layer type {doc.type!r} (supported: {', '.join(LAYER_TYPES)})")
         return None
