@@ -1,8 +1,10 @@
-"""Empty tiles (plain sea, plain land) recognised by their bytes, as TileCloud-chain does.
+"""Empty tiles (plain sea, plain land, nothing at all) recognised as TileCloud-chain does,
+by the size and SHA-1 of their bytes (its `HashDropper`), and by their colour.
 
-A tile is empty when its size in bytes and the SHA-1 of its bytes match the layer's
-`empty_tile_detection` (TileCloud-chain's `HashDropper`); such tiles are not stored, and
-the server answers them per `missing_tile`. Pure functions on encoded tiles.
+Bytes only match where the same encoder wrote them: a tile rendered all of the
+`empty_tile_detection`'s `color` (told by the render, from its pixels: `uniform`) is empty
+whatever its bytes. Empty tiles are not stored, and the server answers them per
+`missing_tile`. Pure functions on encoded tiles.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import io
 
 from tileserver.config import EmptyTile
+from tileserver.uniform_tiles import Colour, format_colour, same_colour, uniform_colour
 
 
 def signature(data: bytes) -> EmptyTile:
@@ -18,11 +21,25 @@ def signature(data: bytes) -> EmptyTile:
     return EmptyTile(size=len(data), hash=hashlib.sha1(data).hexdigest())
 
 
-def is_empty(data: bytes, detection: EmptyTile | None) -> bool:
-    """True when `data` matches `detection`; never without a detection."""
-    if detection is None or len(data) != detection.size:
+def is_empty(data: bytes, detection: EmptyTile | None, colour: Colour | None = None) -> bool:
+    """True when `data` matches `detection`'s size and hash, or when the tile is all of
+    one colour (`colour`, as its render saw it) and that is `detection`'s; never without a
+    detection."""
+    if detection is None:
+        return False
+    if colour is not None and detection.color is not None and same_colour(colour, detection.color):
+        return True
+    if detection.hash is None or len(data) != detection.size:
         return False  # the size first: no hash for the (many) tiles of another size
     return hashlib.sha1(data).hexdigest() == detection.hash.lower()
+
+
+def is_stored_empty(data: bytes, detection: EmptyTile) -> bool:
+    """is_empty for a tile read back from a store (no render to tell its colour): decoded
+    only where the detection has a colour and the bytes do not match."""
+    if is_empty(data, detection):
+        return True
+    return detection.color is not None and is_empty(data, detection, uniform_colour(data))
 
 
 def colour_count(data: bytes) -> int:
@@ -40,10 +57,10 @@ def detection_yaml(detection: EmptyTile, indent: int = 4) -> str:
     """The `empty_tile_detection` and `empty_metatile_detection` blocks to paste under a
     layer of the configuration (the lines start with `indent` spaces)."""
     pad = " " * indent
-    lines = [
-        "empty_tile_detection:",
-        f"    size: {detection.size}",
-        f"    hash: {detection.hash}",
+    lines = ["empty_tile_detection:", f"    size: {detection.size}", f"    hash: {detection.hash}"]
+    if detection.color is not None:
+        lines.append(f"    color: '{format_colour(detection.color)}'   # whatever the encoder")
+    lines += [
         "# tileserver checks each tile against empty_tile_detection; the metatile block is",
         "# accepted for TileCloud-chain compatibility only",
         "empty_metatile_detection:",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -63,3 +64,17 @@ class CacheEntry:
     value: bytes
     stamp: int = 0
     source: str = ""  # the cache that answered it: its `name` ("memcached", "memory")
+
+
+class RenderedTiles(dict[TileCoord, bytes]):
+    """A render's encoded tiles, and `uniform`: the colour (RGBA, straight alpha) of those
+    all of one colour, as the render saw their pixels (empty-tile detection by colour,
+    whatever bytes the encoder writes)."""
+
+    def __init__(
+        self,
+        tiles: Mapping[TileCoord, bytes] | None = None,
+        uniform: Mapping[TileCoord, tuple[int, int, int, int]] | None = None,
+    ) -> None:
+        super().__init__(tiles or {})
+        self.uniform: dict[TileCoord, tuple[int, int, int, int]] = dict(uniform or {})

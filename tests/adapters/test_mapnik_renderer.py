@@ -16,7 +16,7 @@ from tileserver.adapters.mapnik_renderer import MapnikRenderer
 from tileserver.config import Layer
 from tileserver.errors import ConfigError, RenderError
 from tileserver.grid import metatile_for
-from tileserver.types import TileCoord
+from tileserver.types import RenderedTiles, TileCoord
 
 ROOT = Path(__file__).resolve().parents[2]
 SEA = ROOT / "config" / "data" / "sea.geojson"
@@ -67,6 +67,25 @@ async def test_metatile_is_cut_into_encoded_tiles_and_variables_reach_mapnik(
         assert colours(shown[SEA_TILE]) == {(0, 0, 255)}
         hidden = await renderer.render(sea, metatile, {"SHOW": "no"})
         assert colours(hidden[SEA_TILE]) == {(255, 255, 255)}
+    finally:
+        await renderer.close()
+
+
+async def test_the_render_tells_the_colour_of_the_uniform_tiles(tmp_path: Path) -> None:
+    sea = layer(tmp_path, output_format="png:z=1")
+    renderer = MapnikRenderer([sea], processes=1)
+    await renderer.start()
+    try:
+        metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
+        shown = await renderer.render(sea, metatile, {"SHOW": "yes"})
+        assert isinstance(shown, RenderedTiles)
+        assert shown.uniform[SEA_TILE] == (0, 0, 255, 255)
+        # The coast crosses the metatile: those tiles are of several colours.
+        assert 0 < len(shown.uniform) < len(shown)
+        assert all(len(colours(shown[coord])) == 1 for coord in shown.uniform)
+        hidden = await renderer.render(sea, metatile, {"SHOW": "no"})
+        assert isinstance(hidden, RenderedTiles)
+        assert hidden.uniform == dict.fromkeys(hidden, (255, 255, 255, 255))
     finally:
         await renderer.close()
 

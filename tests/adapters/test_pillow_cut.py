@@ -149,3 +149,13 @@ def test_tiles_of_repeated_rows_or_of_one_coloured_rows_are_not_taken_for_solid(
 def test_a_cut_outside_the_image_is_refused() -> None:
     with pytest.raises(ValueError, match="outside the 512x256 image"):
         pillow_cut.cut(source(), 512, 256, ((5, 0, 2, 384, 0),), 256, Encoding("PNG", 1))
+
+
+@pytest.mark.parametrize("image_format", ["png:z=1", "jpeg85", "png8"])
+def test_the_render_says_which_tiles_are_all_one_colour(image_format: str) -> None:
+    """Whatever the encoder (tileserver's for png and jpeg, Mapnik's for png8), the colour
+    of a uniform tile is told from its pixels, not from bytes (empty-tile detection)."""
+    for mode in ("RGB", "RGBA"):
+        job = mapnik_worker.CutJob(source(mode), 512, 256, 256, CUTS, image_format)
+        result = mapnik_worker.cut_image(job)
+        assert result.uniform == {(5, 0, 0): (10, 120, 200, 255)}  # not (5, 0, 1): a red dot

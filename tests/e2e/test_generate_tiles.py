@@ -28,6 +28,7 @@ from shapely import box as shapely_box
 
 from tests.support.server import demo_config
 from tileserver.adapters.filesystem_store import FilesystemStore, is_temporary
+from tileserver.uniform_tiles import format_colour, parse_colour, uniform_colour
 
 pytestmark = pytest.mark.e2e
 
@@ -166,8 +167,11 @@ def test_generates_the_layer_bbox_then_drops_the_empty_tiles_get_hash_finds(
     assert got.returncode == 0, got.stderr
     block = yaml.safe_load(got.stdout)
     sea = files[f"{PREFIX}/15/11948/17061.png"]
-    assert block["empty_tile_detection"] == {"size": len(sea), "hash": sha1(sea)}
-    assert block["empty_metatile_detection"] == block["empty_tile_detection"]
+    colour = uniform_colour(sea)
+    assert colour is not None and colour[3] == 255
+    assert block["empty_tile_detection"] == {"size": len(sea), "hash": sha1(sea),
+                                             "color": format_colour(colour)}  # fmt: skip
+    assert block["empty_metatile_detection"] == {"size": len(sea), "hash": sha1(sea)}
     assert "compatibility only" in got.stdout
     sea_tiles = {p for p, data in files.items() if data == sea}
     assert len(sea_tiles) >= 2
@@ -189,6 +193,40 @@ def test_generates_the_layer_bbox_then_drops_the_empty_tiles_get_hash_finds(
         r"tile 15/17060/11948 is not uniform \(\d+ colours\): pick a tile of plain sea or land",
         land.stderr,
     )
+
+
+def test_a_hash_from_another_encoder_never_matches_and_the_colour_finds_the_empty_tiles(
+    tmp_path: Path,
+) -> None:
+    """A TileCloud-chain user's hash: the sea tile as another encoder wrote it (zlib level
+    6), on a layer tileserver encodes at level 1. generate_tiles says that it never matches
+    (the sea tiles are stored); with the sea's colour, they are dropped."""
+    other = run(write_config(tmp_path, {"output_format": "png"}), "--layer", "osm",
+                "--get-hash", SEA_TILE)  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    block = yaml.safe_load(other.stdout)["empty_tile_detection"]
+    colour = block.pop("color")
+    sea_path = f"{PREFIX}/15/11948/17061.png"
+
+    config = write_config(tmp_path, {"cache": "tiles", "empty_tile_detection": block})
+    stored_sea = run(config, "--layer", "osm", "--zoom", "15", "--processes", "1")
+    assert stored_sea.returncode == 0, stored_sea.stderr
+    assert "warning: layers.osm.empty_tile_detection: no tile of one colour" in stored_sea.stderr
+    assert "never matches" in stored_sea.stderr
+    assert summary(stored_sea)["dropped"] == 0
+    files = stored(tmp_path / "tiles")
+    assert sha1(files[sea_path]) != block["hash"]  # the same pixels, other bytes
+
+    detection = {**block, "color": colour}
+    config = write_config(tmp_path, {"cache": "tiles", "empty_tile_detection": detection})
+    dropped = run(config, "--layer", "osm", "--zoom", "15", "--processes", "1")
+    assert dropped.returncode == 0, dropped.stderr
+    assert "never matches" not in dropped.stderr
+    after = stored(tmp_path / "tiles")
+    sea_tiles = {p for p, data in files.items() if uniform_colour(data) == parse_colour(colour)}
+    assert sea_path in sea_tiles
+    assert summary(dropped)["dropped"] == len(sea_tiles) > 1
+    assert set(after) == set(files) - sea_tiles
 
 
 def test_geom_limits_generation_to_the_tiles_that_intersect_it(tmp_path: Path) -> None:
@@ -273,6 +311,19 @@ def test_delete_empty_removes_the_stored_empty_tiles_only(tmp_path: Path) -> Non
         f"{PREFIX}/14/5973/8529.png",
         f"{PREFIX}/15/11948/17061.png",
     }
+
+    # The same colour written by another encoder: found by its colour, not its bytes.
+    other_bytes = io.BytesIO()
+    Image.new("RGB", (256, 256), (170, 210, 230)).save(other_bytes, "PNG", compress_level=1)
+    assert other_bytes.getvalue() != empty
+    asyncio.run(store.put_many({f"{PREFIX}/15/11948/17062.png": other_bytes.getvalue()},
+                               "image/png"))  # fmt: skip
+    by_colour = {**detection, "color": "#aad2e6"}
+    config = write_config(tmp_path, {"cache": "tiles", "empty_tile_detection": by_colour})
+    result = run(config, "--layer", "osm", "--zoom", "15", "--delete-empty")
+    assert result.returncode == 0, result.stderr
+    assert "deleted: 1 empty tiles of 2 checked" in result.stdout
+    assert f"{PREFIX}/15/11948/17062.png" not in stored(tiles)
 
 
 # --- interrupted runs ----------------------------------------------------------------------

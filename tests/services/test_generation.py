@@ -4,7 +4,7 @@ empty tiles, retries, the error file, resuming from the state file, stopping."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.config import Layer
 from tileserver.empty_tiles import signature
 from tileserver.errors import StoreOutage, StoreUnavailable
+from tileserver.grid import Metatile
 from tileserver.selection import (
     MetatileRef,
     metatile_ref,
@@ -32,7 +33,7 @@ from tileserver.services.generation import (
     tiles_in_bbox,
     tiles_in_geometry,
 )
-from tileserver.types import BBox, TileCoord
+from tileserver.types import BBox, RenderedTiles, TileCoord
 
 Z = 5
 
@@ -169,6 +170,44 @@ async def test_empty_tiles_are_dropped_and_deleted_from_the_store(
     assert EMPTY not in files.values()
     assert (stats.tiles_written, stats.empty_dropped) == (5, 3)
     assert store.calls == {"put_many": 2, "delete_many": 2}
+
+
+class UniformRenderer(FakeRenderer):
+    """As FakeRenderer, telling (as the real renderers do) that its `empty` tiles are all
+    of one colour, `colour`; their bytes are not EMPTY's: another encoder's."""
+
+    def __init__(self, empty: Iterable[TileCoord], colour: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.uniform_tiles, self.colour = set(empty), colour
+
+    async def render(
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        only: Collection[TileCoord] | None = None,
+    ) -> dict[TileCoord, bytes]:
+        tiles = await super().render(layer, metatile, dimensions, only)
+        uniform = {c: self.colour for c in tiles if c in self.uniform_tiles}
+        return RenderedTiles(tiles, uniform)
+
+
+async def test_empty_tiles_are_found_by_their_colour_whatever_their_bytes(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    """The detection's hash is another encoder's (it matches no tile), its colour is the
+    render's: the tiles all of it are dropped, those of another colour kept."""
+    detection = signature(b"TileCloud-chain's bytes")
+    layer = make_layer(tmp_path, empty_tile_detection={
+        "size": detection.size, "hash": detection.hash, "color": "transparent"})  # fmt: skip
+    transparent = [TileCoord(Z, 10, 20), TileCoord(Z, 11, 21)]
+    refs = [MetatileRef(Z, 10, 20)]
+    stats = await generator(layer, UniformRenderer(transparent, (9, 9, 9, 0)), store).run(refs)
+    assert set(await store.files()) == {path(10, 21), path(11, 20)}
+    assert (stats.tiles_written, stats.empty_dropped) == (2, 2)
+    # White tiles are not the detection's colour: written.
+    stats = await generator(layer, UniformRenderer(transparent, (255,) * 4), store).run(refs)
+    assert (stats.tiles_written, stats.empty_dropped) == (4, 0)
 
 
 async def test_a_metatile_failing_once_is_retried_and_written(

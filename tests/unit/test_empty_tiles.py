@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 
@@ -8,7 +9,13 @@ import yaml
 from PIL import Image
 
 from tileserver.config import EmptyTile
-from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
+from tileserver.empty_tiles import (
+    colour_count,
+    detection_yaml,
+    is_empty,
+    is_stored_empty,
+    signature,
+)
 
 
 def png(colours: list[tuple[int, int, int]], size: int = 256) -> bytes:
@@ -76,3 +83,32 @@ def test_detection_yaml_pastes_under_a_layer() -> None:
         "empty_tile_detection": expected,
         "empty_metatile_detection": expected,
     }
+
+
+def test_a_tile_of_the_detections_colour_is_empty_whatever_its_bytes() -> None:
+    sea = (169, 207, 227, 255)
+    detection = EmptyTile(334, "dd6cb45962bccb3ad2450ab07011ef88f766eda8", color=sea)
+    assert is_empty(SEA, detection, sea)  # the render saw a tile all of that colour
+    assert not is_empty(SEA, detection, (169, 207, 228, 255))
+    assert not is_empty(SEA, detection)  # not uniform, or nobody looked: bytes only
+    by_colour_only = EmptyTile(None, None, color=(0, 0, 0, 0))
+    assert is_empty(b"any bytes", by_colour_only, (40, 50, 60, 0))
+    assert not is_empty(b"any bytes", by_colour_only)
+    assert not is_empty(SEA, None, sea)
+
+
+def test_a_stored_tile_is_decoded_for_its_colour_where_the_bytes_do_not_match() -> None:
+    other_encoder = io.BytesIO()
+    Image.new("RGB", (256, 256), (169, 207, 227)).save(other_encoder, "PNG", compress_level=1)
+    assert other_encoder.getvalue() != SEA
+    detection = EmptyTile(len(SEA), hashlib.sha1(SEA).hexdigest(), color=(169, 207, 227, 255))
+    assert is_stored_empty(other_encoder.getvalue(), detection)
+    assert is_stored_empty(SEA, dataclasses.replace(detection, color=None))
+    assert not is_stored_empty(png([(169, 207, 227), (0, 0, 0)]), detection)
+
+
+def test_detection_yaml_carries_the_colour() -> None:
+    text = detection_yaml(EmptyTile(334, "ab" * 20, color=(170, 211, 223, 255)))
+    block = yaml.safe_load("osm:\n" + text)["osm"]
+    assert block["empty_tile_detection"] == {"size": 334, "hash": "ab" * 20, "color": "#aad3df"}
+    assert "color" not in block["empty_metatile_detection"]

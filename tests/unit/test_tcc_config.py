@@ -92,6 +92,38 @@ def test_a_layer_without_type_is_a_wms_layer_as_in_tcc_1x(tmp_path: Path) -> Non
     ]
 
 
+def test_a_tcc_empty_tile_hash_of_a_uniform_tile_gives_its_colour() -> None:
+    """TileCloud-chain's test hash is a transparent PNG at zlib level 6: tileserver writes
+    other bytes (zlib level 1 by default), so the colour is what finds empty tiles."""
+    detection = {"size": 334, "hash": "dd6cb45962bccb3ad2450ab07011ef88f766eda8"}
+    data = base(empty_tile_detection=detection)
+    data["layers"]["line"] = {**data["layers"]["point"], "layers": "line"}
+    config = parse_config(data, ROOT)
+    empty = config.layers["point"].empty_tile_detection
+    assert empty is not None and (empty.size, empty.color) == (334, (0, 0, 0, 0))
+    assert empty.identified == "a transparent 256x256 tile, PNG, zlib level 6"
+    (warning,) = [w for w in config.warnings if "empty_tile_detection" in w]
+    assert warning == (
+        "layers.empty_tile_detection: the hash of a transparent 256x256 tile, PNG, zlib level "
+        "6: a tile all transparent is empty whatever encoder writes it (as `color: "
+        "'transparent'` says) (layers point, line)"
+    )
+
+
+def test_empty_tile_detection_by_colour() -> None:
+    layer = parse_config(base(empty_tile_detection={"color": "#aad3df"}), ROOT).layers["point"]
+    assert layer.empty_tile_detection is not None
+    assert layer.empty_tile_detection.color == (170, 211, 223, 255)
+    assert layer.empty_tile_detection.size is None
+    assert messages(base(empty_tile_detection={"color": "blue"})) == [
+        "layers.point.empty_tile_detection.color: expected 'transparent' or '#rrggbb[aa]', "
+        "got 'blue'"
+    ]
+    assert messages(base(empty_tile_detection={"color": "#ffffff", "hash": "ab" * 20})) == [
+        "layers.point.empty_tile_detection.size: missing required key"
+    ]
+
+
 def test_tcc_resolution_identifiers() -> None:
     grid = parse_config(base(), ROOT).grids["swissgrid_01"]
     assert [grid.matrix_id(z) for z in range(2)] == ["2_5", "0_5"]

@@ -29,7 +29,7 @@ from tileserver.config import Layer
 from tileserver.errors import ConfigError, RenderError
 from tileserver.errors import DatabaseUnavailable as DatabaseDown
 from tileserver.grid import Metatile
-from tileserver.types import TileCoord
+from tileserver.types import RenderedTiles, TileCoord
 
 log = logging.getLogger("tileserver.render")
 
@@ -92,6 +92,13 @@ def _cuts(
         (t.coord.z, t.coord.row, t.coord.col, t.x, t.y)
         for t in metatile.tiles
         if only is None or t.coord in only
+    )
+
+
+def _rendered(result: RenderResult) -> RenderedTiles:
+    return RenderedTiles(
+        {TileCoord(*key): data for key, data in result.tiles.items()},
+        {TileCoord(*key): colour for key, colour in result.uniform.items()},
     )
 
 
@@ -209,7 +216,7 @@ class MapnikRenderer:
             result.render_seconds * 1000,
             result.encode_seconds * 1000,
         )
-        return {TileCoord(*key): data for key, data in result.tiles.items()}
+        return _rendered(result)
 
     async def cut(
         self,
@@ -236,7 +243,7 @@ class MapnikRenderer:
             raise
         except Exception as exc:
             raise RenderError(f"cutting the metatile failed: {exc}") from exc
-        return {TileCoord(*key): data for key, data in result.tiles.items()}
+        return _rendered(result)
 
     async def _watch(
         self, pool: ProcessPoolExecutor, future: asyncio.Future[RenderResult]

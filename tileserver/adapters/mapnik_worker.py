@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tileserver.adapters import pillow_cut
@@ -62,6 +62,8 @@ class RenderResult:
     tiles: dict[tuple[int, int, int], bytes]
     render_seconds: float
     encode_seconds: float
+    # The tiles all of one colour: that colour (RGBA, straight alpha), seen in the pixels.
+    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = field(default_factory=dict)
 
 
 def _import_mapnik() -> None:
@@ -184,6 +186,7 @@ def render_metatile(job: RenderJob) -> RenderResult:
             raise DatabaseUnavailable(message) from exc
         raise
     rendered = time.perf_counter()
+    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
     encoding = pillow_cut.options(job.image_format)
     if encoding is not None and encoding.format == "PNG":
         # A plain PNG: the raw pixels cut and encoded by pillow_cut (no row filter, ISA-L's
@@ -191,11 +194,11 @@ def render_metatile(job: RenderJob) -> RenderResult:
         if image.premultiplied():
             image.demultiply()  # what Mapnik's own PNG encoder does to a copy
         tiles = pillow_cut.cut_pixels(
-            image.to_string(), job.width, job.height, job.tiles, job.tile_size, encoding
+            image.to_string(), job.width, job.height, job.tiles, job.tile_size, encoding, uniform
         )
     else:
-        tiles = _cut(image, job.tiles, job.tile_size, job.image_format)
-    return RenderResult(tiles, rendered - start, time.perf_counter() - rendered)
+        tiles = _cut(image, job.tiles, job.tile_size, job.image_format, uniform)
+    return RenderResult(tiles, rendered - start, time.perf_counter() - rendered, uniform)
 
 
 # Encoded single-colour tiles by (pixel type, colour, size, format): sea, land and empty
@@ -206,13 +209,20 @@ _SOLID_MAX = 4096
 
 
 def _cut(
-    image: Any, cuts: tuple[tuple[int, int, int, int, int], ...], size: int, image_format: str
+    image: Any,
+    cuts: tuple[tuple[int, int, int, int, int], ...],
+    size: int,
+    image_format: str,
+    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
-    """Each (z, row, col, x, y) of cuts: the size x size view at (x, y), encoded."""
+    """Each (z, row, col, x, y) of cuts: the size x size view at (x, y), encoded; the
+    colour of those all of one colour goes in `uniform`."""
     tiles = {}
     for z, row, col, x, y in cuts:
         view = image.view(x, y, size, size)
         if view.is_solid():
+            if uniform is not None:
+                uniform[(z, row, col)] = rgba(image.get_pixel(x, y), image.premultiplied())
             key = (image.get_type(), image.get_pixel(x, y), size, image_format)
             data = _SOLID.get(key)
             if data is None:
@@ -224,6 +234,14 @@ def _cut(
             data = view.to_string(image_format)
         tiles[(z, row, col)] = data
     return tiles
+
+
+def rgba(pixel: int, premultiplied: bool) -> tuple[int, int, int, int]:
+    """A Mapnik rgba8 pixel (0xAABBGGRR) as straight-alpha RGBA."""
+    red, green, blue, alpha = (pixel >> shift & 0xFF for shift in (0, 8, 16, 24))
+    if premultiplied and 0 < alpha < 255:
+        red, green, blue = (min(255, round(v * 255 / alpha)) for v in (red, green, blue))
+    return (red, green, blue, alpha)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,14 +263,15 @@ class InvalidImage(ValueError):
 def cut_image(job: CutJob) -> RenderResult:
     start = time.perf_counter()
     encoding = pillow_cut.options(job.image_format)
+    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
     if encoding is not None:  # a plain PNG or JPEG: Pillow's reader is the faster
         try:
             tiles = pillow_cut.cut(
-                job.image, job.width, job.height, job.tiles, job.tile_size, encoding
+                job.image, job.width, job.height, job.tiles, job.tile_size, encoding, uniform
             )
         except pillow_cut.NotAnImage as exc:
             raise InvalidImage(str(exc)) from exc
-        return RenderResult(tiles, 0.0, time.perf_counter() - start)
+        return RenderResult(tiles, 0.0, time.perf_counter() - start, uniform)
     _import_mapnik()
     try:
         image = mapnik.Image.from_string(job.image)
@@ -264,5 +283,5 @@ def cut_image(job: CutJob) -> RenderResult:
             f"{job.width}x{job.height}"
         )
     decoded = time.perf_counter()
-    tiles = _cut(image, job.tiles, job.tile_size, job.image_format)
-    return RenderResult(tiles, decoded - start, time.perf_counter() - decoded)
+    tiles = _cut(image, job.tiles, job.tile_size, job.image_format, uniform)
+    return RenderResult(tiles, decoded - start, time.perf_counter() - decoded, uniform)

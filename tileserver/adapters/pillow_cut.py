@@ -60,9 +60,11 @@ def cut(
     cuts: tuple[tuple[int, int, int, int, int], ...],
     size: int,
     encoding: Encoding,
+    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
-    """Each (z, row, col, x, y) of cuts: the size x size tile at (x, y) of the image, encoded."""
-    return _cut(_decode(data, width, height, encoding), cuts, size, encoding)
+    """Each (z, row, col, x, y) of cuts: the size x size tile at (x, y) of the image,
+    encoded; the colour (RGBA) of those all of one colour goes in `uniform`."""
+    return _cut(_decode(data, width, height, encoding), cuts, size, encoding, uniform)
 
 
 def cut_pixels(
@@ -72,6 +74,7 @@ def cut_pixels(
     cuts: tuple[tuple[int, int, int, int, int], ...],
     size: int,
     encoding: Encoding,
+    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """As `cut`, for raw 8-bit RGBA pixels (straight alpha, rows top to bottom), as Mapnik
     renders them. PNG tiles stay RGBA, as Mapnik's own encoder writes them: the rows are
@@ -79,9 +82,9 @@ def cut_pixels(
     if len(pixels) != width * height * 4:
         raise ValueError(f"{len(pixels)} bytes for {width}x{height} RGBA pixels")
     if encoding.format == "PNG":
-        return _cut_png(pixels, width, height, "RGBA", cuts, size, encoding)
+        return _cut_png(pixels, width, height, "RGBA", cuts, size, encoding, uniform)
     image = Image.frombuffer("RGBA", (width, height), pixels, "raw", "RGBA", 0, 1)
-    return _cut(_plain(image, encoding), cuts, size, encoding)
+    return _cut(_plain(image, encoding), cuts, size, encoding, uniform)
 
 
 def _cut(
@@ -89,10 +92,11 @@ def _cut(
     cuts: tuple[tuple[int, int, int, int, int], ...],
     size: int,
     encoding: Encoding,
+    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     if encoding.format == "PNG":
         return _cut_png(
-            image.tobytes(), image.width, image.height, image.mode, cuts, size, encoding
+            image.tobytes(), image.width, image.height, image.mode, cuts, size, encoding, uniform
         )
     tiles = {}  # JPEG
     for z, row, col, x, y in cuts:
@@ -100,6 +104,8 @@ def _cut(
         extrema = tile.getextrema()
         bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
         if all(low == high for low, high in bands):
+            if uniform is not None:
+                uniform[(z, row, col)] = _rgba(bytes(int(low) for low, _ in bands))
             key = (tile.mode, tuple(low for low, _ in bands), size, encoding)
             encoded = _SOLID.get(key)
             if encoded is None:
@@ -119,10 +125,11 @@ def _cut_png(
     cuts: tuple[tuple[int, int, int, int, int], ...],
     size: int,
     encoding: Encoding,
+    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """PNG tiles from the rows of the image's `pixels` (`mode` RGB or RGBA), sliced out of
     them (no crop, no copy of the image per tile); a tile whose rows are all one repeated
-    pixel is a single colour, encoded once."""
+    pixel is a single colour, encoded once (and its colour goes in `uniform`)."""
     channels = len(mode)
     line = width * channels
     length = size * channels
@@ -135,6 +142,8 @@ def _cut_png(
         first = rows[0]
         pixel = first[:channels]
         if first == pixel * size and rows.count(first) == size:
+            if uniform is not None:
+                uniform[(z, row, col)] = _rgba(pixel)
             key = (mode, pixel, size, encoding)
             encoded = _SOLID.get(key)
             if encoded is None:
@@ -144,6 +153,12 @@ def _cut_png(
             encoded = png_encoder.encode_rows(rows, mode, encoding.level)
         tiles[(z, row, col)] = encoded
     return tiles
+
+
+def _rgba(pixel: bytes) -> tuple[int, int, int, int]:
+    """An RGB or RGBA pixel as RGBA (the colour of a uniform tile, for empty tiles)."""
+    red, green, blue, alpha = (*pixel, 255)[:4]
+    return (red, green, blue, alpha)
 
 
 def _keep_solid(key: tuple[object, ...], encoded: bytes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tileserver.cli.common import load_or_report, print_config_errors
+from tileserver.cli.common import empty_tile_warnings, load_or_report, print_config_errors
 from tileserver.config import Config
 from tileserver.errors import ConfigError
 
@@ -40,6 +40,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     errors = check_mapfiles(config)
+    for warning in empty_tile_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     if errors:
         print_config_errors("tileserver", args.config, errors)
         return 1

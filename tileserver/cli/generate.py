@@ -42,13 +42,14 @@ from shapely.geometry.base import BaseGeometry
 
 from tileserver.cli.common import (
     CommandError,
+    empty_tile_warnings,
     format_zooms,
     print_config_errors,
     print_config_warnings,
 )
 from tileserver.config import Config, EmptyTile, Layer
 from tileserver.config_loader import load_config
-from tileserver.empty_tiles import colour_count, detection_yaml, is_empty, signature
+from tileserver.empty_tiles import colour_count, detection_yaml, is_stored_empty, signature
 from tileserver.errors import (
     CacheUnavailable,
     ConfigError,
@@ -91,7 +92,7 @@ from tileserver.services.invalidation import (
     delete_keys,
 )
 from tileserver.store_layout import parse_tile_path, tile_prefix
-from tileserver.types import BBox, TileCoord
+from tileserver.types import BBox, RenderedTiles, TileCoord
 
 log = logging.getLogger("tileserver.generate")
 
@@ -291,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print_config_warnings(prog, config)
+        for warning in empty_tile_warnings(config):
+            print(f"{prog}: warning: {warning}", file=sys.stderr)
     try:
         command = Command(config, args, prog)
         return command.run()
@@ -758,7 +761,8 @@ class Command:
             raise CommandError(
                 f"tile {text} is not uniform ({colours} colours): pick a tile of plain sea or land"
             )
-        detected = signature(data)
+        colour = tiles.uniform.get(coord) if isinstance(tiles, RenderedTiles) else None
+        detected = dataclasses.replace(signature(data), color=colour)
         self.info(f"tile {text} of layer {layer.name!r} is uniform, {detected.size} bytes")
         print(f"    # layers.{layer.name}, from tile {text}:", file=self.out)
         print(detection_yaml(detected), end="", file=self.out)
@@ -1345,7 +1349,7 @@ async def _delete_if_empty(store: TileStore, paths: list[str], detection: EmptyT
     empty = [
         p
         for p, data in zip(paths, found, strict=True)
-        if data is not None and is_empty(data, detection)
+        if data is not None and is_stored_empty(data, detection)
     ]
     if empty:
         await store.delete_many(empty)

@@ -366,6 +366,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
 
     if errors.messages:
         raise ConfigError(errors.messages)
+    errors.warnings[:] = _grouped(errors.warnings)
     assert generation is not None and server is not None
     metadata, postgresql, upstream = S.build_simple(simple)
     document = Document.model_construct(
@@ -393,6 +394,28 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         warnings=tuple(errors.warnings),
         document=document,
     )
+
+
+_LAYER_WARNING = re.compile(r"layers\.([^.:]+)\.([^:]+): (.*)", re.DOTALL)
+
+
+def _grouped(warnings: list[str]) -> list[str]:
+    """One warning for the layers that get the same one at the same key:
+    'layers.KEY: message (layers a, b)', where the first of them was."""
+    layers: dict[tuple[str, str], list[str]] = {}
+    for warning in warnings:
+        match = _LAYER_WARNING.fullmatch(warning)
+        if match is not None:
+            layers.setdefault((match.group(2), match.group(3)), []).append(match.group(1))
+    grouped = []
+    for warning in warnings:
+        match = _LAYER_WARNING.fullmatch(warning)
+        names = layers.get((match.group(2), match.group(3)), []) if match else []
+        if len(names) < 2:
+            grouped.append(warning)
+        elif match is not None and match.group(1) == names[0]:
+            grouped.append(f"layers.{match.group(2)}: {match.group(3)} (layers {', '.join(names)})")
+    return grouped
 
 
 def _said(key: str) -> str:

@@ -127,8 +127,23 @@ class DimensionDoc(Section):
 
 
 class EmptyTileDoc(Section):
-    size: Int = Field(ge=0, description="Size in bytes")
-    hash: Text = Field(description="SHA-1 of the bytes, hexadecimal")
+    """TileCloud-chain's size and hash of an empty tile's bytes, and (tileserver's) its
+    colour: either, or both."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [{"required": ["size", "hash"]}, {"required": ["color"]}],
+            "dependentRequired": {"size": ["hash"], "hash": ["size"]},
+        }
+    )
+
+    size: Int | None = Field(None, ge=0, description="Size in bytes")
+    hash: Text | None = Field(None, description="SHA-1 of the bytes, hexadecimal")
+    color: Text | None = Field(
+        None,
+        description="A tile all of this colour is empty whatever its bytes: 'transparent', "
+        "'#rrggbb' or '#rrggbbaa'",
+    )
 
 
 class GeomDoc(Section):

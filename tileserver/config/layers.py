@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from tileserver.config.document import DimensionDoc, GeomDoc, LayerDoc
+from tileserver.config.document import DimensionDoc, EmptyTileDoc, GeomDoc, LayerDoc
 from tileserver.config.model import (
     _NAME_RE,
     _VALUE_RE,
@@ -32,6 +32,7 @@ from tileserver.config.sections import Errors, bbox_of, names_of, texts
 from tileserver.crs import transform_bbox
 from tileserver.grid import Grid
 from tileserver.types import BBox
+from tileserver.uniform_tiles import format_colour, identify, parse_colour
 
 WMS_RESERVED = {
     "service", "request", "version", "layers", "bbox", "width", "height", "srs", "crs",
@@ -130,6 +131,39 @@ def _grids(s: Scope, doc: LayerDoc, grids: Mapping[str, Grid | None]) -> list[Gr
         else:
             found.append(grid)
     return found
+
+
+def _empty(
+    s: Scope, key: str, detection: EmptyTileDoc | None, tile_size: int, doc: LayerDoc
+) -> EmptyTile | None:
+    """An empty tile's detection: size and hash, or colour, or both. A TileCloud-chain hash
+    of a uniform tile (tile_size: 0 for a metatile's, which is not looked up) gives the
+    colour where none is given: tileserver's encoder writes other bytes for it."""
+    if detection is None:
+        return None
+    colour = None
+    if detection.color is not None:
+        try:
+            colour = parse_colour(detection.color)
+        except ValueError as exc:
+            s.error(f"{key}.color", str(exc))
+    if detection.color is None or detection.size is not None or detection.hash is not None:
+        for part in ("size", "hash"):
+            if getattr(detection, part) is None:
+                s.error(f"{key}.{part}", "missing required key")
+    if detection.size is None or detection.hash is None:
+        return EmptyTile(None, None, colour)
+    identified = ""
+    if colour is None and tile_size:
+        image_format = "jpeg" if doc.extension in ("jpeg", "jpg") else "png"
+        found = identify(detection.size, detection.hash, tile_size, image_format)
+        if found is not None:
+            colour, encoder = found
+            identified = f"a {format_colour(colour)} {tile_size}x{tile_size} tile, {encoder}"
+            s.warn(key, f"the hash of {identified}: a tile all {format_colour(colour)} is "
+                        "empty whatever encoder writes it (as `color: "
+                        f"'{format_colour(colour)}'` says)")  # fmt: skip
+    return EmptyTile(detection.size, detection.hash, colour, identified)
 
 
 def _grid_bboxes(s: Scope, bbox: BBox | None, grids: list[Grid]) -> tuple[BBox, ...]:
@@ -333,11 +367,11 @@ def build_layer(
     dimensions = _dimensions(s, doc.dimensions)
     geoms = _geoms(s, doc.geoms, layer_grids, base_dir, default_connection)
     wms = _wms(s, doc)
+    tile_size = layer_grids[0].tile_size if layer_grids else 256
+    empty_tile = _empty(s, "empty_tile_detection", doc.empty_tile_detection, tile_size, doc)
+    empty_metatile = _empty(s, "empty_metatile_detection", doc.empty_metatile_detection, 0, doc)
     if s.failed or not layer_grids or formats is None:
         return None
-
-    def empty(detection: object) -> EmptyTile | None:
-        return None if detection is None else EmptyTile(detection.size, detection.hash)  # type: ignore[attr-defined]
 
     cost = doc.cost
     return Layer(
@@ -362,8 +396,8 @@ def build_layer(
         min_resolution_seed=doc.min_resolution_seed,
         cache=cache,
         missing_tile=doc.missing_tile,
-        empty_tile_detection=empty(doc.empty_tile_detection),
-        empty_metatile_detection=empty(doc.empty_metatile_detection),
+        empty_tile_detection=empty_tile,
+        empty_metatile_detection=empty_metatile,
         geoms=geoms,
         wms=wms,
         connection=connection,

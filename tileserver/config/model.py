@@ -75,10 +75,16 @@ class Dimension:
 
 @dataclass(frozen=True, slots=True)
 class EmptyTile:
-    """A tile recognised as empty by its size in bytes and a hash of its bytes."""
+    """An empty tile: recognised by its size in bytes and the SHA-1 of its bytes
+    (TileCloud-chain's), and, with `color`, by its pixels: a tile all of that one colour
+    whatever its bytes (see tileserver.uniform_tiles)."""
 
-    size: int
-    hash: str
+    size: int | None
+    hash: str | None
+    color: tuple[int, int, int, int] | None = None  # RGBA, straight alpha
+    # Where `color` comes from when the file gives only size and hash: the uniform tile
+    # that hash is of, e.g. "a transparent 256x256 tile, PNG, zlib level 6".
+    identified: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from tileserver.grid import Grid, Metatile, metatile_for
 from tileserver.protocols import Renderer, TileStore
 from tileserver.selection import MetatileRef, metatile_ref, parse_tile
 from tileserver.store_layout import tile_path
-from tileserver.types import BBox, Limits, TileCoord
+from tileserver.types import BBox, Limits, RenderedTiles, TileCoord
 
 log = logging.getLogger("tileserver.generate")
 
@@ -388,6 +388,8 @@ class TileGenerator:
     ) -> tuple[int, int]:
         """Writes the wanted tiles, deletes the empty ones; (written, dropped)."""
         detection = self.layer.empty_tile_detection
+        # The colours of the tiles all of one colour, as the render saw their pixels.
+        uniform = rendered.uniform if isinstance(rendered, RenderedTiles) else {}
         items: dict[str, bytes] = {}
         empty: list[str] = []
         for cut in metatile.tiles:
@@ -395,7 +397,7 @@ class TileGenerator:
             if self.wanted is not None and not self.wanted(coord):
                 continue
             data = rendered[coord]
-            if is_empty(data, detection):
+            if is_empty(data, detection, uniform.get(coord)):
                 empty.append(self.tile_path(coord))
             else:
                 items[self.tile_path(coord)] = data
