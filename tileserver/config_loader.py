@@ -5,6 +5,7 @@ The only module that reads the config file and the environment.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -14,7 +15,9 @@ import yaml
 from mako.exceptions import RichTraceback
 from mako.template import Template
 
-from tileserver.config import Config, MergedDict, parse_config
+from tileserver.config import Config, MemcachedConfig, MergedDict, parse_config
+from tileserver.config.document import MemcachedDoc
+from tileserver.config.sections import Errors, build_memcached
 from tileserver.errors import ConfigError
 
 # Mako drops a '## comment' line whole; an empty line keeps the YAML's line numbers those
@@ -92,4 +95,26 @@ def load_config(path: str | os.PathLike[str], environ: dict[str, str] | None = N
         raise ConfigError([f"{source}:{where}: invalid YAML: {problem}"]) from exc
     if data is None:
         raise ConfigError([f"{source}: the configuration is empty"])
-    return parse_config(data, base_dir=source.parent, source=source)
+    config = parse_config(data, base_dir=source.parent, source=source)
+    servers = (os.environ if environ is None else environ).get(MEMCACHED_SERVERS, "")
+    return _with_memcached_servers(config, servers) if servers.strip() else config
+
+
+# Replaces `memcached.servers` (or adds a `memcached` section): the Memcached of a container,
+# or of a test, without an edit to the file (a MapCache user's `mapcache.memcache_host`).
+MEMCACHED_SERVERS = "TILESERVER_MEMCACHED_SERVERS"
+
+
+def _with_memcached_servers(config: Config, value: str) -> Config:
+    current = config.memcached or MemcachedConfig(servers=())
+    doc = MemcachedDoc(
+        servers=[s.strip() for s in value.split(",") if s.strip()],
+        prefix=current.prefix, timeout=current.timeout, pool_size=current.pool_size,
+        retry_interval=current.retry_interval, lock_timeout=current.lock_timeout,
+    )  # fmt: skip
+    errors = Errors()
+    memcached = build_memcached(errors, doc)
+    if errors.messages or memcached is None:
+        wrong = [m.split(": ", 1)[1] for m in errors.messages] or ["no server"]
+        raise ConfigError([f"{MEMCACHED_SERVERS} (environment): {m}" for m in wrong])
+    return dataclasses.replace(config, memcached=memcached)

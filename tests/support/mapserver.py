@@ -100,11 +100,29 @@ def monaco_wms() -> Iterator[MapServerWMS]:
         postgis.stop()
 
 
+TCC_MAPFILE = ROOT / "tests" / "data" / "mapserver" / "tcc.map"
+
+
+@contextmanager
+def tcc_wms() -> Iterator[MapServerWMS]:
+    """A MapServer WMS of the layers TileCloud-chain's configuration files name
+    (tests/data/mapserver/tcc.map, inline features: no database); stopped at the end.
+    It is also an HTTP proxy to itself: see `proxy_environment`."""
+    server = MapServerWMS(None, mapfile=TCC_MAPFILE)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 class MapServerWMS:
     """The Monaco WMS at `url` (http://127.0.0.1:<free port>/wms), its layer group `osm`
     drawn by a `mapserv` per request from the tables of `load_monaco` in dbname."""
 
-    def __init__(self, postgis: PostGIS, dbname: str = "monaco", mapfile: Path = MAPFILE) -> None:
+    def __init__(
+        self, postgis: PostGIS | None, dbname: str = "monaco", mapfile: Path = MAPFILE
+    ) -> None:
         self.mapserv = find_binary("mapserv", "cgi-mapserver")
         self.postgis = postgis
         self.dbname = dbname
@@ -120,6 +138,13 @@ class MapServerWMS:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/wms"
 
+    def proxy_environment(self) -> dict[str, str]:
+        """The environment of a tileserver whose upstream WMS requests, to any host, come
+        here: this runner as everybody's HTTP proxy (a WMS URL of another machine's
+        configuration file, such as `http://mapserver:8080/`, needs no edit)."""
+        proxy = f"http://127.0.0.1:{self.port}"
+        return {"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
+
     def environment(self) -> dict[str, str]:
         """The runner's (hence mapserv's) environment: the config file and libpq's
         variables for the PostGIS database."""
@@ -127,11 +152,12 @@ class MapServerWMS:
         # PROJ, GDAL and ICU at: its proj.db is newer than the one Debian's mapserv reads.
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("PG") and k not in FOREIGN_DATA_DIRS}  # fmt: skip
-        params = conninfo_to_dict(self.postgis.dsn(self.dbname))
-        for key, name in LIBPQ_ENV.items():
-            if params.get(key):
-                env[name] = str(params[key])
-        env["PGCONNECT_TIMEOUT"] = "5"
+        if self.postgis is not None:
+            params = conninfo_to_dict(self.postgis.dsn(self.dbname))
+            for key, name in LIBPQ_ENV.items():
+                if params.get(key):
+                    env[name] = str(params[key])
+            env["PGCONNECT_TIMEOUT"] = "5"
         env["MAPSERVER_CONFIG_FILE"] = str(self.config_path)
         return env
 

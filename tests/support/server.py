@@ -55,12 +55,23 @@ def fetch(url: str, headers: dict[str, str] | None = None, timeout: float = 30) 
         return Response(e.code, {k.lower(): v for k, v in e.headers.items()}, body)
 
 
+PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
+
+
 class TileServer:
-    def __init__(self, config: dict[str, Any], workdir: Path, workers: int = 1,
+    """`tileserver serve` of config: a dict written to workdir/config.yaml, or the path of
+    a file served as it is."""
+
+    def __init__(self, config: dict[str, Any] | Path, workdir: Path, workers: int = 1,
                  render_processes: int = 1, env: dict[str, str] | None = None) -> None:  # fmt: skip
-        self.env = {**os.environ, **(env or {})}
-        self.config_path = workdir / "config.yaml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        # The upstream WMS requests honour HTTP_PROXY & co: only those a test gives.
+        inherited = {k: v for k, v in os.environ.items() if k.lower() not in PROXY_VARIABLES}
+        self.env = {**inherited, **(env or {})}
+        if isinstance(config, Path):
+            self.config_path = config
+        else:
+            self.config_path = workdir / "config.yaml"
+            self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = workdir / f"tileserver-{time.monotonic_ns()}.log"
         self.port = free_port()
         self.workers = workers

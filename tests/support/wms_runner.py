@@ -9,6 +9,9 @@ environment, which every `mapserv` inherits.
 
 Paths:
 - `/wms?<WMS request>`: the WMS, answered according to the current mode.
+- `http://<any host>/<any path>?<WMS request>`, as a client sends it to its HTTP proxy:
+  the same WMS. With HTTP_PROXY=http://127.0.0.1:<port>, the WMS URLs of configuration
+  files written for other machines (TileCloud-chain's `http://mapserver:8080/`) reach it.
 - `/_control?mode=<mode>[&count=N]`: sets the mode (for the next N WMS requests, then
   back to `normal`); `/_control` alone reports it. Answered by the runner itself.
 
@@ -124,9 +127,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         started = time.monotonic()
         url = urlsplit(self.path)
-        if url.path == "/_control":
+        if url.path == "/_control" and not url.scheme:
             self._control(url.query, started)
-        elif url.path == "/wms":
+        elif url.path == "/wms" or url.scheme == "http":
+            # An absolute URL is a request for another host sent to us as its HTTP proxy:
+            # every host's WMS is this one.
             self._wms(url.query, started)
         else:
             self._send(404, "text/plain", b"not found\n", "other", url.query, started, "-")

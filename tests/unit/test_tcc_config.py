@@ -3,20 +3,19 @@ the feature (issue 13); and TCC's own files, read unchanged."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tests.support.tcc_configs import TCC_CONFIGS, needs_tcc_configs
 from tileserver.config import parse_config
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-# ../shared/tcc-configs beside the clone (TILESERVER_TCC_CONFIGS elsewhere, e.g. a worktree).
-TCC_CONFIGS = Path(os.environ.get("TILESERVER_TCC_CONFIGS", ROOT.parent / "shared" / "tcc-configs"))
 SWISS = {"srs": "EPSG:21781", "bbox": [420000, 30000, 900000, 350000]}
 
 
@@ -197,6 +196,24 @@ def test_defaults_section_is_read_through_anchors_and_named_in_messages(tmp_path
     ]
 
 
+def test_the_environment_names_the_memcached_servers(tmp_path: Path) -> None:
+    """TILESERVER_MEMCACHED_SERVERS replaces `memcached.servers`, or MapCache's
+    `memcache_host` (a container's Memcached, without an edit to the file)."""
+    data = base()
+    data["mapcache"] = {"memcache_host": "localhost", "memcache_port": 11211}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(path, {}).memcached.servers == (("localhost", 11211),)  # type: ignore[union-attr]
+    config = load_config(path, {"TILESERVER_MEMCACHED_SERVERS": "cache1:11311, [::1]:11312"})
+    assert config.memcached is not None
+    assert config.memcached.servers == (("cache1", 11311), ("::1", 11312))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {"TILESERVER_MEMCACHED_SERVERS": "cache1"})
+    assert info.value.messages == [
+        "TILESERVER_MEMCACHED_SERVERS (environment): expected 'host:port', got 'cache1'"
+    ]
+
+
 # --- accepted with one warning ---------------------------------------------------------------
 
 
@@ -296,11 +313,6 @@ def test_tcc_wrong_grids_are_refused(path: str, value: Any, expected: str) -> No
 
 
 # --- TileCloud-chain's own files, unchanged ----------------------------------------------------
-
-needs_tcc_configs = pytest.mark.skipif(
-    not TCC_CONFIGS.is_dir(),
-    reason=f"{TCC_CONFIGS} is absent: TileCloud-chain's files are not part of this project",
-)
 
 
 @needs_tcc_configs

@@ -56,11 +56,14 @@ class WmsRenderer:
             limit=0, limit_per_host=self._upstream.connections_per_host, ttl_dns_cache=300
         )
         # The session's own timeouts are off: each request has the layer's `timeout`.
+        # trust_env: HTTP_PROXY / HTTPS_PROXY / NO_PROXY apply, as they do to
+        # TileCloud-chain's WMS requests (requests' default).
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=True,
             raise_for_status=False,
+            trust_env=True,
         )
 
     async def close(self) -> None:
