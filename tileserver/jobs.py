@@ -1,8 +1,9 @@
 """Jobs of distributed generation (`generate_tiles --role master/worker`): one metatile of
 one layer, as the text of a queue message. Pure functions, no I/O.
 
-A job carries everything a worker with the same configuration needs: the layer, the tile
-store, the metatile (level, row and column of its top-left tile), the layer's metatile
+A job carries everything a worker with the same configuration needs: the layer (and its
+grid and dimension values, where not the first grid and the defaults), the tile store, the
+metatile (level, row and column of its top-left tile), the layer's metatile
 size when it was made (a worker with another configuration refuses the job instead of
 writing other tiles), and which of the metatile's tiles are wanted, as a bit mask: bit
 `r * meta_size + c` is the tile `r` rows below and `c` columns right of the top-left one.
@@ -22,7 +23,10 @@ from typing import Any
 from tileserver.selection import MetatileRef
 from tileserver.types import TileCoord
 
-FORMAT = 1  # the `v` of every message; a worker refuses a message of another format
+# The `v` of a message; a worker refuses a format it does not read. Format 2 adds a grid
+# and dimension values: a worker of format 1 would render such a job on the wrong tile set.
+FORMAT = 1
+FORMATS = (1, 2)
 
 
 class JobError(ValueError):
@@ -39,15 +43,24 @@ class Job:
     ref: MetatileRef
     meta_size: int
     mask: int | None = None  # the wanted tiles; None: all of them
+    grid: str = ""  # the layer's grid (TileCloud-chain's `grids`); "": its first one
+    dimensions: tuple[tuple[str, str], ...] = ()  # (name, value); (): the defaults
+
+    @property
+    def tile_set(self) -> str:
+        """'layer[:grid][;NAME=value...]': the layer, and its grid and dimension values
+        where they are not the first grid and the defaults."""
+        text = f"{self.layer}:{self.grid}" if self.grid else self.layer
+        return text + "".join(f";{name}={value}" for name, value in self.dimensions)
 
     @property
     def id(self) -> str:
-        """'layer/cache/z/x/y[/mask]', x and y being the top-left tile's column and row."""
-        base = f"{self.layer}/{self.cache}/{self.ref.z}/{self.ref.col}/{self.ref.row}"
+        """'tile set/cache/z/x/y[/mask]', x and y being the top-left tile's column and row."""
+        base = f"{self.tile_set}/{self.cache}/{self.ref.z}/{self.ref.col}/{self.ref.row}"
         return base if self.mask is None else f"{base}/{self.mask:x}"
 
     def describe(self) -> str:
-        return f"{self.layer} metatile {self.ref.z}/{self.ref.col}/{self.ref.row}"
+        return f"{self.tile_set} metatile {self.ref.z}/{self.ref.col}/{self.ref.row}"
 
     def wants(self, coord: TileCoord) -> bool:
         """True for the tiles of the metatile the job writes."""
@@ -64,6 +77,8 @@ def make_job(
     meta_size: int,
     wanted: Iterable[TileCoord],
     all_tiles: int,
+    grid: str = "",
+    dimensions: tuple[tuple[str, str], ...] = (),
 ) -> Job:
     """The job of ref whose wanted tiles are `wanted`, out of the `all_tiles` tiles of the
     metatile (fewer than meta_size² at the grid's edge): no mask when all are wanted."""
@@ -79,13 +94,14 @@ def make_job(
             count += 1
     if count == 0:
         raise ValueError(f"no tile of metatile {ref} is wanted: there is no job to do")
-    return Job(layer, cache, ref, meta_size, None if count == all_tiles else mask)
+    return Job(layer, cache, ref, meta_size, None if count == all_tiles else mask, grid,
+               dimensions)  # fmt: skip
 
 
 def encode_job(job: Job) -> str:
     """The message text of a job: compact JSON."""
     data: dict[str, Any] = {
-        "v": FORMAT,
+        "v": 2 if job.grid or job.dimensions else FORMAT,
         "layer": job.layer,
         "cache": job.cache,
         "z": job.ref.z,
@@ -95,6 +111,10 @@ def encode_job(job: Job) -> str:
     }
     if job.mask is not None:
         data["mask"] = f"{job.mask:x}"
+    if job.grid:
+        data["grid"] = job.grid
+    if job.dimensions:
+        data["dimensions"] = dict(job.dimensions)
     return json.dumps(data, separators=(",", ":"))
 
 
@@ -106,8 +126,11 @@ def decode_job(text: str | bytes) -> Job:
         raise JobError(f"not a job message (not JSON: {exc})") from None
     if not isinstance(data, dict):
         raise JobError("not a job message (not a JSON object)")
-    if data.get("v") != FORMAT:
-        raise JobError(f"job format {data.get('v')!r}, this worker reads format {FORMAT}")
+    if data.get("v") not in FORMATS:
+        raise JobError(
+            f"job format {data.get('v')!r}, this worker reads formats "
+            f"{', '.join(map(str, FORMATS))}"
+        )
     layer, cache = data.get("layer"), data.get("cache")
     if not isinstance(layer, str) or not isinstance(cache, str) or not layer or not cache:
         raise JobError("a job needs a `layer` and a `cache` (strings)")
@@ -126,7 +149,15 @@ def decode_job(text: str | bytes) -> Job:
             mask = None
         if mask is None or mask <= 0 or mask >> (meta_size * meta_size):
             raise JobError(f"invalid tile mask {data.get('mask')!r}")
-    return Job(layer, cache, MetatileRef(z, row, col), meta_size, mask)
+    grid, dimensions = data.get("grid", ""), data.get("dimensions", {})
+    if not isinstance(grid, str):
+        raise JobError(f"invalid grid {grid!r}")
+    if not isinstance(dimensions, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in dimensions.items()
+    ):
+        raise JobError(f"invalid dimensions {dimensions!r}: expected names and values")
+    return Job(layer, cache, MetatileRef(z, row, col), meta_size, mask, grid,
+               tuple(dimensions.items()))  # fmt: skip
 
 
 def job_id_of(body: str) -> str:

@@ -94,10 +94,12 @@ def level_geometries(
     resolutions: Sequence[float],
     zooms: Iterable[int],
     geoms: Sequence[tuple[LayerGeom, BaseGeometry]],
+    px_buffer: float = 0.0,
 ) -> dict[int, BaseGeometry]:
-    """The union of the `geoms` entries that apply at each of zooms (by resolution). A
-    level no entry applies to is left out: there, as in TileCloud-chain, the layer's
-    bbox alone limits the generation."""
+    """The union of the `geoms` entries that apply at each of zooms (by resolution),
+    grown by `px_buffer` pixels of that level (the layer's, TileCloud-chain's: tiles that
+    near the geometries are generated too). A level no entry applies to is left out:
+    there, as in TileCloud-chain, the layer's bbox alone limits the generation."""
     areas: dict[int, BaseGeometry] = {}
     unions: dict[tuple[int, ...], BaseGeometry] = {}  # levels often share their entries
     for z in zooms:
@@ -107,7 +109,10 @@ def level_geometries(
         if applying not in unions:
             parts = [geoms[i][1] for i in applying]
             unions[applying] = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-        areas[z] = unions[applying]
+        area = unions[applying]
+        if px_buffer > 0 and not area.is_empty:
+            area = area.buffer(px_buffer * resolutions[z], quad_segs=2)
+        areas[z] = area
     return areas
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.configs import single_layer
-from tests.support.fakes import FakeRenderer, MemoryQueue
+from tests.support.fakes import FakeRenderer, MemoryQueue, tile_bytes
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.config import Layer
 from tileserver.errors import StoreOutage
@@ -116,7 +116,15 @@ async def test_a_job_failing_every_time_goes_to_the_error_list_after_max_tries(
     ("body", "reason"),
     [
         ("{", "not a job message (not JSON"),
-        ('{"v": 2}', "job format 2, this worker reads format 1"),
+        ('{"v": 3}', "job format 3, this worker reads formats 1, 2"),
+        (
+            encode_job(
+                make_job(
+                    "l", "tiles", MetatileRef(Z, 0, 0), 2, [TileCoord(Z, 0, 0)], 4, grid="lv95"
+                )
+            ),
+            "layer 'l' has no grid 'lv95'",
+        ),
         (
             encode_job(make_job("nope", "tiles", MetatileRef(Z, 0, 0), 2, [TileCoord(Z, 0, 0)], 4)),
             "unknown layer 'nope' (every host needs the same configuration)",
@@ -250,6 +258,31 @@ async def test_wait_until_empty_needs_the_counts_to_stay_empty(layer: Layer) -> 
     assert await asyncio.wait_for(waiting, 5) == QueueCounts(0, 0, 0)
     assert time.monotonic() - started >= 0.1
     assert seen[0] == QueueCounts(1, 0, 0)
+
+
+async def test_jobs_of_another_grid_and_dimension_value_go_to_their_own_tile_set(
+    tmp_path: Path,
+) -> None:
+    layer = single_layer(
+        tmp_path, levels=10, meta_size=2, grids=["g", "h"],
+        dimensions=[{"name": "DATE", "values": ["2010", "2012"], "default": "2012"}],
+    )  # fmt: skip
+    on_h = layer.on_grid("h")
+    assert on_h is not None
+    jobs = list(layer_jobs(on_h, "tiles", refs(1), None, {"DATE": "2010"}))
+    assert [job.id for job in jobs] == ["l:h;DATE=2010/tiles/5/0/0"]
+    assert '"v":2' in encode_job(jobs[0])  # a format 1 worker refuses it
+    jobs += layer_jobs(layer, "tiles", refs(1), None)  # the first grid, the default
+    assert jobs[1].id == "l/tiles/5/0/0"
+    queue, store = MemoryQueue(), FilesystemStore(str(tmp_path / "tiles"))
+    await queue.put([(job.id, encode_job(job)) for job in jobs])
+    stats = await worker(queue, layer, store, FakeRenderer()).run()
+    assert (stats.done, stats.failed) == (2, 0)
+    written = await files(store)
+    coord = TileCoord(Z, 0, 0)
+    assert written["1.0.0/l/default/2010/h/5/0/0.png"] == tile_bytes(coord, {"DATE": "2010"})
+    assert written["1.0.0/l/default/2012/g/5/0/0.png"] == tile_bytes(coord, {"DATE": "2012"})
+    assert len(written) == 8
 
 
 def test_layer_jobs_leave_out_metatiles_without_a_wanted_tile(layer: Layer) -> None:

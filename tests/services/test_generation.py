@@ -222,6 +222,45 @@ async def test_a_metatile_failing_once_is_retried_and_written(
     assert not errors.exists()
 
 
+async def test_maxconsecutive_errors_stops_the_run_but_a_success_between_resets_it(
+    layer: Layer, store: CountingStore, tmp_path: Path
+) -> None:
+    """TileCloud-chain's generation.maxconsecutive_errors: that many metatiles failing one
+    after the other (a WMS down) stop the run, resumable; failures apart do not."""
+    refs = [MetatileRef(Z, 10, c) for c in range(0, 16, 2)]
+    failing = {refs[0]: -1, refs[2]: -1, refs[3]: -1, refs[4]: -1, refs[6]: -1}
+    state = tmp_path / "run.state"
+    stats = await generator(
+        layer, FakeRenderer(failures=failing), store, retries=0, concurrency=1,
+        max_consecutive_errors=3, state_file=state,
+    ).run(refs)  # fmt: skip
+    # 0 fails, 1 done (reset), 2-3-4 fail: the third in a row stops the run.
+    assert (stats.done, stats.failed) == (1, 4)
+    assert stats.interrupted and stats.too_many_errors is not None
+    assert stats.too_many_errors.startswith(
+        "3 metatiles failed in a row (generation.maxconsecutive_errors: 3), the last: "
+        "RenderError: boom at 5/10/8"
+    )
+    assert read_state(state, layer.name, 2) == {refs[1]}
+    # Without a limit the run goes to the end.
+    stats = await generator(layer, FakeRenderer(failures=failing), store, retries=0).run(refs)
+    assert (stats.done, stats.failed, stats.too_many_errors) == (3, 5, None)
+
+
+async def test_each_grid_and_dimension_value_is_a_tile_set_of_its_own_in_the_state_file(
+    tmp_path: Path, store: CountingStore
+) -> None:
+    layer = make_layer(tmp_path)
+    first = generator(layer, FakeRenderer(), store)
+    assert first.name == "l"  # the first grid, the default values: as before
+    assert generator(layer, FakeRenderer(), store, dimensions={"D": "a"}).name == "l/g/a"
+    state = tmp_path / "run.state"
+    refs = [MetatileRef(Z, 10, 20)]
+    await generator(layer, FakeRenderer(), store, dimensions={"D": "a"}, state_file=state).run(refs)
+    resumed = await generator(layer, FakeRenderer(), store, state_file=state).run(refs)
+    assert (resumed.done, resumed.skipped) == (1, 0)  # D=a's tiles are not D=b's
+
+
 async def test_a_store_failure_is_retried_without_rendering_again(
     layer: Layer, tmp_path: Path
 ) -> None:
@@ -287,7 +326,9 @@ async def test_resume_skips_the_metatiles_the_state_file_lists(
     assert (stats.skipped, stats.done, stats.failed) == (2, 4, 0)
     assert not stats.interrupted
     assert len(await store.files()) == 6 * 4
-    assert read_state(state, layer) == set(refs)  # lines after the partial one are whole
+    assert read_state(state, layer.name, layer.effective_meta_size) == set(
+        refs
+    )  # lines after the partial one are whole
     assert "l 5/22/1 (partial line, ignored)\n" in state.read_text()
 
 
@@ -303,7 +344,7 @@ async def test_stop_lets_the_metatiles_in_flight_finish_and_records_them(
     assert renderer.most_in_flight == 3
     assert stats.interrupted
     assert stats.done == sum(renderer.renders.values()) == 3
-    assert len(read_state(state, layer)) == 3
+    assert len(read_state(state, layer.name, layer.effective_meta_size)) == 3
     assert len(await store.files()) == 3 * 4
 
 
@@ -357,7 +398,7 @@ async def test_a_store_outage_stops_the_run_at_once_without_failing_a_metatile(
     assert store.calls["refused"] == 1  # not retried
     assert sum(renderer.renders.values()) == 3  # nothing taken after the outage
     assert not errors.exists()
-    assert read_state(state, layer) == set(refs[:2])
+    assert read_state(state, layer.name, layer.effective_meta_size) == set(refs[:2])
 
     store.room = 100  # space freed
     resumed = await generator(layer, FakeRenderer(), store, state_file=state).run(refs)

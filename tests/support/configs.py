@@ -22,12 +22,13 @@ def mercator_grid(levels: int = 20) -> dict[str, Any]:
 def single_layer(
     tmp_path: Path, style: str = "<Map/>", name: str = "l", levels: int = 20, **options: Any
 ) -> Layer:
-    """A validated mapnik layer on grid 'g', its style written to tmp_path."""
+    """A validated mapnik layer on grid 'g' (and 'h', the same grid, where `grids` names
+    it), its style written to tmp_path."""
     mapfile = tmp_path / "style.xml"
     mapfile.write_text(style)
     config = parse_config(
         {
-            "grids": {"g": mercator_grid(levels)},
+            "grids": {"g": mercator_grid(levels), "h": mercator_grid(levels)},
             "layers": {name: {"type": "mapnik", "mapfile": str(mapfile), "grid": "g", **options}},
         },
         tmp_path,

@@ -203,6 +203,22 @@ def test_each_level_gets_the_union_of_the_entries_that_apply_there() -> None:
     assert areas[17] is fine
 
 
+def test_px_buffer_grows_each_levels_area_by_that_many_of_its_pixels() -> None:
+    """TileCloud-chain's px_buffer: the tiles within px_buffer pixels of the geometries
+    are generated too, at every level."""
+    point = shapely.Point(1000, 1000)
+    geoms = [(LayerGeom(sql="a"), point)]
+    areas = level_geometries(RESOLUTIONS, [10, 12], geoms, px_buffer=100)
+    for z in (10, 12):
+        radius = 100 * RESOLUTIONS[z]
+        minx, miny, maxx, maxy = areas[z].bounds
+        assert (minx, miny, maxx, maxy) == pytest.approx(
+            (1000 - radius, 1000 - radius, 1000 + radius, 1000 + radius)
+        )
+    assert areas[10].area > areas[12].area * 15  # 4x the resolution, 16x the surface
+    assert level_geometries(RESOLUTIONS, [10], geoms)[10] is point  # none: as it is
+
+
 def test_resolution_bounds_are_inclusive() -> None:
     geom = LayerGeom(sql="a", min_resolution=2.0, max_resolution=4.0)
     assert [geom.applies_to(r) for r in (1.99, 2.0, 3.0, 4.0, 4.01)] == [

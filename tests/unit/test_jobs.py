@@ -99,7 +99,7 @@ def test_make_job_refuses_tiles_of_another_metatile_and_no_tile() -> None:
     [
         ("", "not a job message (not JSON"),
         ("[1]", "not a job message (not a JSON object)"),
-        ('{"v": 7}', "job format 7, this worker reads format 1"),
+        ('{"v": 7}', "job format 7, this worker reads formats 1, 2"),
         ('{"v": 1, "layer": "l", "z": 1, "row": 0, "col": 0, "meta": 1}', "needs a `layer` and"),
         (
             '{"v": 1, "layer": "l", "cache": "c", "z": 1, "row": -2, "col": 0, "meta": 2}',

@@ -604,7 +604,7 @@ class Command:
                 kind = f"file {geom.file}" if geom.file is not None else "query"
                 self.info(f"{where}: the {kind} limits levels {levels}")
             loaded.append((geom, geometry))
-        return level_geometries(grid.resolutions, zooms, loaded)
+        return level_geometries(grid.resolutions, zooms, loaded, layer.px_buffer)
 
     def jobs(self, selection: Selection, *, layer_geoms: bool = True) -> list[LayerJob]:
         return [

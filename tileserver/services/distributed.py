@@ -41,16 +41,25 @@ QUEUE_RETRY_DELAY = 30.0  # seconds: a daemon worker asks a failing queue again 
 
 
 def layer_jobs(
-    layer: Layer, cache: str, metatiles: Iterable[MetatileRef], wanted: TileFilter | None
+    layer: Layer,
+    cache: str,
+    metatiles: Iterable[MetatileRef],
+    wanted: TileFilter | None,
+    dimensions: Mapping[str, str] | None = None,
 ) -> Iterator[Job]:
-    """The jobs of a layer's metatiles, each with the tiles `wanted` keeps (metatiles with
-    none are left out)."""
+    """The jobs of a layer's metatiles (on its grid `layer.grid`, with those dimension
+    values, default: the defaults), each with the tiles `wanted` keeps (metatiles with none
+    are left out)."""
     meta_size = layer.effective_meta_size
+    grid = "" if layer.grid.name == layer.grids[0].name else layer.grid.name
+    values = {d.name: d.default for d in layer.dimensions} | dict(dimensions or {})
+    defaults = all(values[d.name] == d.default for d in layer.dimensions)
+    named = () if defaults else tuple((d.name, values[d.name]) for d in layer.dimensions)
     for ref in metatiles:
         tiles = wanted_tiles(layer, ref, wanted)
         if tiles:
             all_tiles = len(metatile_of(layer, ref).tiles)
-            yield make_job(layer.name, cache, ref, meta_size, tiles, all_tiles)
+            yield make_job(layer.name, cache, ref, meta_size, tiles, all_tiles, grid, named)
 
 
 @dataclass
@@ -260,6 +269,7 @@ class Worker:
             layer,
             self.renderer,
             store,
+            dimensions=dict(job.dimensions) or None,
             wanted=job.wants,
             concurrency=1,
             retries=0,  # the queue retries, with its own backoff and count
@@ -286,6 +296,16 @@ class Worker:
         layer = self.layers.get(job.layer)
         if layer is None:
             raise JobError(f"unknown layer {job.layer!r} ({same})")
+        if job.grid:
+            variant = layer.on_grid(job.grid)
+            if variant is None:
+                raise JobError(f"layer {layer.name!r} has no grid {job.grid!r} ({same})")
+            layer = variant
+        values = {d.name: d.values for d in layer.dimensions}
+        for name, value in job.dimensions:
+            if value not in values.get(name, ()):
+                raise JobError(f"layer {layer.name!r} has no dimension value {name}={value} "
+                               f"({same})")  # fmt: skip
         store = self.stores.get(job.cache)
         if store is None:
             raise JobError(f"unknown cache {job.cache!r} ({same})")

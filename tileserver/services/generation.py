@@ -132,8 +132,9 @@ _STATE_LINE = re.compile(r"^(\S+) (\d+/\d+/\d+)$")
 _PARTIAL = " (partial line, ignored)\n"
 
 
-def read_state(path: Path, layer: Layer) -> set[MetatileRef]:
-    """The metatiles of `layer` a state file records as finished.
+def read_state(path: Path, name: str, meta_size: int) -> set[MetatileRef]:
+    """The metatiles of the layer `name` (TileGenerator.name) a state file records as
+    finished, for metatiles of meta_size.
 
     Lines are `{layer} z/x/y`. A run killed while appending may leave a partial last line
     (`l 5/20/1` of `l 5/20/10`): it does not count, and `close_partial_line` marks it so
@@ -144,14 +145,13 @@ def read_state(path: Path, layer: Layer) -> set[MetatileRef]:
     except FileNotFoundError:
         return set()
     done: set[MetatileRef] = set()
-    meta_size = layer.effective_meta_size
     for line in text.split("\n")[:-1]:  # the last part is '' or a partial line
         match = _STATE_LINE.match(line)
         if match is None:
             if not line.endswith(_PARTIAL.rstrip("\n")):
                 log.warning("%s: ignoring the line %r", path, line)
             continue
-        if match.group(1) == layer.name:
+        if match.group(1) == name:
             done.add(metatile_ref(parse_tile(match.group(2)), meta_size))
     return done
 
@@ -210,6 +210,8 @@ class GenerationStats(TileCounts):
     failed: int = 0
     interrupted: bool = False
     store_outage: str | None = None  # why the run stopped early: the store failed as a whole
+    # Why the run stopped early: generation.maxconsecutive_errors metatiles failed in a row.
+    too_many_errors: str | None = None
 
     def add(self, other: GenerationStats) -> None:
         """Adds another run's counters (the layers of one command); keeps this start."""
@@ -221,6 +223,7 @@ class GenerationStats(TileCounts):
         self.empty_dropped += other.empty_dropped
         self.interrupted = self.interrupted or other.interrupted
         self.store_outage = self.store_outage or other.store_outage
+        self.too_many_errors = self.too_many_errors or other.too_many_errors
         self.finished = other.finished
 
     def summary(self) -> str:
@@ -268,13 +271,13 @@ class TileGenerator:
         error_file: Path | None = None,
         state_file: Path | None = None,
         progress: Progress | None = None,
+        max_consecutive_errors: int | None = None,
     ) -> None:
         self.layer = layer
         self.renderer = renderer
         self.store = store
-        self.dimensions = dict(
-            dimensions if dimensions is not None else {d.name: d.default for d in layer.dimensions}
-        )
+        # Each dimension's value: given, else its default.
+        self.dimensions = {d.name: d.default for d in layer.dimensions} | dict(dimensions or {})
         self.wanted = wanted
         self.concurrency = max(1, concurrency)
         self.retries = max(0, retries)
@@ -282,8 +285,17 @@ class TileGenerator:
         self.error_file = error_file
         self.state_file = state_file
         self.progress = progress
+        self.max_consecutive_errors = max_consecutive_errors
+        self._consecutive_errors = 0
         self._stopping = False
         self._dimension_values = tuple(self.dimensions[d.name] for d in layer.dimensions)
+        # How the state and error files name this run's tiles: the layer's name, with the
+        # grid and dimension values where they are not the first grid and the defaults
+        # (each grid and value is a tile set of its own).
+        self.name = layer.name
+        defaults = tuple(d.default for d in layer.dimensions)
+        if layer.grid.name != layer.grids[0].name or self._dimension_values != defaults:
+            self.name = "/".join((layer.name, layer.grid.name, *self._dimension_values))
 
     def tile_path(self, coord: TileCoord) -> str:
         """Where a tile of the layer goes in the store."""
@@ -302,7 +314,9 @@ class TileGenerator:
         finished: set[MetatileRef] = set()
         if self.state_file is not None:
             await asyncio.to_thread(close_partial_line, self.state_file)
-            finished = await asyncio.to_thread(read_state, self.state_file, self.layer)
+            finished = await asyncio.to_thread(
+                read_state, self.state_file, self.name, self.layer.effective_meta_size
+            )
         todo = []
         for ref in metatiles:
             if ref in finished:
@@ -373,10 +387,21 @@ class TileGenerator:
                 log.error("%s failed after %d tries: %s", where, attempts, reason)
                 await self._record_failure(ref, reason)
                 stats.failed += 1
+                self._consecutive_errors += 1
+                limit = self.max_consecutive_errors
+                if limit is not None and self._consecutive_errors >= limit:
+                    if stats.too_many_errors is None:
+                        stats.too_many_errors = (
+                            f"{self._consecutive_errors} metatiles failed in a row "
+                            f"(generation.maxconsecutive_errors: {limit}), the last: {reason}"
+                        )
+                        log.error("%s: stopping, %s", self.layer.name, stats.too_many_errors)
+                    self.stop()
                 self._report(MetatileOutcome(ref, "failed", self._count(ref), reason), stats)
                 return
+        self._consecutive_errors = 0
         if self.state_file is not None:
-            line = f"{self.layer.name} {tile_line(ref)}\n"
+            line = f"{self.name} {tile_line(ref)}\n"
             await asyncio.to_thread(_append, self.state_file, line)
         stats.done += 1
         stats.tiles_written += written
@@ -411,7 +436,7 @@ class TileGenerator:
         if self.error_file is None:
             return
         reason = " ".join(reason.split())  # one line
-        line = f"{tile_line(ref)}  # {self.layer.name}: {reason}\n"
+        line = f"{tile_line(ref)}  # {self.name}: {reason}\n"
         await asyncio.to_thread(_append, self.error_file, line)
 
 
