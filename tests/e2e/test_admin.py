@@ -263,7 +263,7 @@ def test_expire_deletes_exactly_the_tiles_of_the_area(
         ({"layer": "osm", "bbox": [0, 0, 1], "zooms": "17"}, "bbox: expected [minx, miny, maxx"),
         ({"layer": "osm", "bbox": [0, 0, 1, 1], "zooms": "17"}, "the area does not reach layer"),
         ({"layer": "osm", "geometry": "POINT(0 0)", "bbox": [0, 0, 1, 1]}, "give `geometry` or"),
-        ({"layer": "osm", "zoom": 17}, "unknown key(s) zoom (allowed: layer, geometry, bbox"),
+        ({"layer": "osm", "zoom": 17}, "unknown key(s) zoom (allowed: layer, grid, geometry, bbox"),
         ({"layer": "osm", "zooms": "0-20", "geometry": "POLYGON((-2e7 -2e7, 2e7 -2e7, 2e7 2e7, "
           "-2e7 2e7, -2e7 -2e7))", "dry_run": "yes"}, "dry_run: expected true or false"),
     ]  # fmt: skip

@@ -344,3 +344,15 @@ def test_tcc_files_load_unchanged(name: str, tmp_path: Path) -> None:
     if name == "scaffold-config.yaml":
         assert config.memcached is not None and config.memcached.servers == (("localhost", 11211),)
         assert config.layers["ortho"].mime_type == "image/jpeg"
+
+
+def test_a_layers_own_cost_figures_replace_the_top_level_ones() -> None:
+    data = base(cost={"tile_generation_time": 12, "tile_size": 7})
+    data["cost"] = {"tile_generation_time": 40, "metatile_generation_time": 90}
+    config = parse_config(data, ROOT)
+    figures = config.cost.for_layer(config.layers["point"])
+    assert (figures.tile_generation_time, figures.tile_size) == (12, 7)  # the layer's
+    assert figures.metatile_generation_time == 90  # the top level's, where it says none
+    data["layers"]["point"].pop("cost")
+    plain = parse_config(data, ROOT)
+    assert plain.cost.for_layer(plain.layers["point"]) is plain.cost

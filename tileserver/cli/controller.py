@@ -620,6 +620,7 @@ class Controller:
         queue = self.config.queue  # --role master/worker's, when the config has one
         queue_jobs = 0
         for layer, layer_zooms in zip(layers, zooms, strict=True):
+            cost = self.config.cost.for_layer(layer)  # the layer's own figures, if any
             renders = (
                 f"{layer.meta_size}x{layer.meta_size} metatiles" if layer.meta else "no metatiles"
             )

@@ -383,6 +383,13 @@ class CostConfig:
     s3: S3Cost = S3Cost()
     sqs: SqsCost = SqsCost()
 
+    def for_layer(self, layer: Layer) -> CostConfig:
+        """These figures with the layer's own `cost` figures in place of the top-level ones."""
+        if layer.cost is None:
+            return self
+        own = {k: v for k, v in dataclasses.asdict(layer.cost).items() if v is not None}
+        return dataclasses.replace(self, **own)
+
 
 @dataclass(frozen=True, slots=True)
 class PostgresqlConfig:
