@@ -257,8 +257,8 @@ class GenerationDoc(Section):
     number_process: Int | None = Field(None, ge=1)
     queue: Text | None = Field(None, json_schema_extra=enum("sqs", "redis"))
     error_file: Text | None = Field(None, description="Where failed metatiles are listed")
-    maxconsecutive_errors: Int | None = Field(
-        None, ge=1, description="generate_tiles stops after this many failures in a row"
+    maxconsecutive_errors: Int = Field(
+        10, ge=1, description="generate_tiles stops after this many failed metatiles in a row"
     )
     authorised_user: Any = no_effect()
     log_format: Any = no_effect()

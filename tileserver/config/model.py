@@ -314,7 +314,7 @@ class Generation:
     number_process: int | None = None
     queue: str | None = None  # sqs | redis: the queue of --role master/worker (see Config.queue)
     error_file: str | None = None  # where generate_tiles lists failed metatiles
-    maxconsecutive_errors: int | None = None  # failures in a row before generate_tiles stops
+    maxconsecutive_errors: int = 10  # failed metatiles in a row before generate_tiles stops
 
 
 @dataclass(frozen=True, slots=True)
