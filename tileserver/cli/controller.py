@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from tileserver.cli import tcc_options
 from tileserver.cli.common import (
     CommandError,
     format_zooms,
@@ -69,8 +70,10 @@ KIB_PER_GIB = 1024 * 1024
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", required=True, help="YAML file, or a Mako template (*.mako)"
-    )
+        "-c", "--config",
+        help="YAML file, or a Mako template (*.mako) (default: tilegeneration/config.yaml, "
+        "else tilegeneration/config.yaml.mako, as TileCloud-chain)",
+    )  # fmt: skip
     parser.add_argument(
         "-l",
         "--layer",
@@ -99,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     actions.add_argument(
         "--openlayers-test",
+        "--generate-openlayers-testpage",  # TileCloud-chain 1.x's name
         "--openlayers",
         action="store_true",
         help="write an OpenLayers page (index.html) into the cache that shows the layers of "
@@ -135,6 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="levels for --cost: 5, 2-8 or 2,4,7 (default: the pre-generated levels, "
         "those whose resolution is at least the layer's min_resolution_seed)",
     )
+    tcc_options.add_controller(parser)  # TileCloud-chain's spellings, in one place
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,9 +158,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(build_parser().parse_args(argv))
 
 
+def cost_main(argv: Sequence[str] | None = None) -> int:
+    """The `generate_cost` console script (TileCloud-chain's): generate_controller --cost."""
+    parser = build_parser()
+    parser.prog = "generate_cost"
+    parser.add_argument(
+        "--cost-algo", "--calculate-cost-algorithm", dest="cost_algo", default="area",
+        choices=("area", "count"), help="(TileCloud-chain's; tileserver counts the tiles)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    args.cost, args.prog_name = True, "generate_cost"
+    return run(args)
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs a parsed `generate_controller` / `tileserver controller` command; the exit status."""
     prog = getattr(args, "prog_name", "generate_controller")
+    try:
+        tcc_options.normalize(args, prog, sys.stderr)
+    except CommandError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.status
     if not any(getattr(args, action) for action in ACTIONS):
         options = ", ".join("--" + action.replace("_", "-") for action in ACTIONS)
         print(f"{prog}: nothing to do: pass one or more of {options}", file=sys.stderr)
@@ -165,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print_config_errors(prog, args.config, exc.messages)
         return 1
-    print_config_warnings(prog, config)
+    if not args.quiet:
+        print_config_warnings(prog, config)
     try:
         return Controller(config, args, prog).run()
     except CommandError as exc:
@@ -521,7 +545,8 @@ class Controller:
             files = openlayers_files(cache.wmtscapabilities_file)
             where = f" ({cache.public_urls[0]}/index.html)" if cache.public_urls else ""
             writes.append(_Write(cache, files, f"OpenLayers page at index.html{where}"))
-        cost_layers = self.layers() if args.cost else []
+        # Each grid of a layer is generated apart (TileCloud-chain's `grids`): estimated apart.
+        cost_layers = [v for layer in self.layers() for v in layer.variants()] if args.cost else []
         cost_zooms = [self.zooms(layer) for layer in cost_layers]
         mapcache = self.mapcache_config() if args.generate_mapcache_config else None
         queue = self.queue() if args.status else None

@@ -40,6 +40,7 @@ from typing import Any, TextIO
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from tileserver.cli import tcc_options
 from tileserver.cli.common import (
     CommandError,
     empty_tile_warnings,
@@ -49,6 +50,7 @@ from tileserver.cli.common import (
 )
 from tileserver.config import Config, EmptyTile, Layer
 from tileserver.config_loader import load_config
+from tileserver.crs import transformer
 from tileserver.empty_tiles import colour_count, detection_yaml, is_stored_empty, signature
 from tileserver.errors import (
     CacheUnavailable,
@@ -90,6 +92,14 @@ from tileserver.services.invalidation import (
     InvalidationStats,
     clip_to_layer,
     delete_keys,
+    reproject,
+)
+from tileserver.services.tile_sets import (
+    TileSet,
+    first_tiles,
+    in_first_grid,
+    near_bbox,
+    tile_sets,
 )
 from tileserver.store_layout import parse_tile_path, tile_prefix
 from tileserver.types import BBox, RenderedTiles, TileCoord
@@ -130,8 +140,10 @@ def write_metrics_file(path: str, by_layer: Mapping[str, GenerationStats]) -> No
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", required=True, help="YAML file, or a Mako template (*.mako)"
-    )
+        "-c", "--config",
+        help="YAML file, or a Mako template (*.mako) (default: tilegeneration/config.yaml, "
+        "else tilegeneration/config.yaml.mako, as TileCloud-chain)",
+    )  # fmt: skip
     # The short options are TileCloud-chain's.
     parser.add_argument(
         "-l",
@@ -156,8 +168,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "-b",
         "--bbox",
-        metavar="MINX,MINY,MAXX,MAXY",
-        help="in the grid's CRS (default: the layer's); --bbox=-5,... when it starts with '-'",
+        nargs="+",
+        metavar="MINX MINY MAXX MAXY",
+        help="in the CRS of the layer's first grid, or of --grid (default: the layer's); "
+        "four numbers, or one MINX,MINY,MAXX,MAXY",
     )
     where.add_argument(
         "--geom",
@@ -214,8 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--error-file",
         metavar="FILE",
-        default=ERROR_FILE,
-        help=f"where failed metatiles are appended as z/x/y lines (default: {ERROR_FILE})",
+        help="where failed metatiles are appended as z/x/y lines (default: "
+        f"generation.error_file, else {ERROR_FILE})",
     )
     parser.add_argument(
         "--state-file",
@@ -248,14 +262,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="--role master: wait until the workers have emptied the queue, then announce the "
         "end (on the `sns` topic, and the Redis channel STREAM:end)",
     )
-    verbosity = parser.add_mutually_exclusive_group()
-    verbosity.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress, only the summary and errors"
-    )
-    # Its own dest: `tileserver -v generate` sets the top-level `verbose`.
-    verbosity.add_argument(
-        "-v", "--verbose", dest="generate_verbose", action="store_true", help="debug logging"
-    )
+    tcc_options.verbosity(parser, "generate_verbose")
+    tcc_options.add_generate(parser)  # TileCloud-chain's spellings, in one place
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,6 +285,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Runs a parsed `generate_tiles` / `tileserver generate` command; the exit status."""
     prog = getattr(args, "prog_name", "generate_tiles")
+    try:
+        tcc_options.normalize(args, prog, sys.stderr)
+    except CommandError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.status
     verbose = args.generate_verbose or getattr(args, "verbose", False)
     level = logging.DEBUG if verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(
@@ -326,6 +339,8 @@ class Selection:
     geometry: BaseGeometry | None = None
     tiles: list[TileCoord] | None = None
     key: str = ""
+    near: tuple[float, float] | None = None  # TileCloud-chain's --near X Y
+    grid: str | None = None  # the grid whose CRS it is in; None: the layers' first grid's
 
     @property
     def explicit(self) -> bool:
@@ -336,12 +351,17 @@ class Selection:
 class LayerJob:
     """One layer's part of the run: its store, levels, metatiles and wanted tiles."""
 
-    layer: Layer
+    layer: Layer  # on the grid of the tile set
     cache: str
     zooms: tuple[int, ...]
     metatiles: list[MetatileRef]
     wanted: TileFilter
     tiles: int | None = None  # wanted tiles, counted on demand (see `count_tiles`)
+    dimensions: dict[str, str] = field(default_factory=dict)  # the tile set's values
+
+    @property
+    def label(self) -> str:
+        return TileSet(self.layer, self.dimensions).label
 
     def count_tiles(self) -> int:
         if self.tiles is None:
@@ -372,6 +392,19 @@ def read_geometry(path: str) -> tuple[BaseGeometry, bytes]:
 
 
 def read_selection(args: argparse.Namespace) -> Selection:
+    given = [f"--{name}" for name in ("bbox", "geom", "tiles", "tile", "near")
+             if getattr(args, name) is not None]  # fmt: skip
+    if len(given) > 1:
+        raise CommandError(f"{' and '.join(given)} cannot be combined: give one area", 2)
+    if args.near is not None:
+        x, y = args.near
+        return Selection(near=(x, y), key=f"near {x!r},{y!r} {args.test}")
+    if args.tile is not None:
+        try:
+            tile = parse_tile(args.tile)
+        except ValueError as exc:
+            raise CommandError(f"--tile: {exc}", 2) from None
+        return Selection(tiles=[tile], key=f"tile {args.tile}")
     if args.bbox is not None:
         bbox = parse_bbox(args.bbox)
         return Selection(bbox=bbox, key="bbox " + ",".join(map(repr, bbox.as_tuple())))
@@ -445,6 +478,8 @@ class Command:
         self.prog = prog
         self.out: TextIO = sys.stdout
         self.err: TextIO = sys.stderr
+        if args.error_file is None:
+            args.error_file = config.generation.error_file or ERROR_FILE
 
     def info(self, message: str) -> None:
         if not self.args.quiet:
@@ -468,11 +503,25 @@ class Command:
         return [self.config.layers[n] for n in dict.fromkeys(names)]
 
     def one_layer(self, option: str) -> Layer:
+        """The one layer of --layer, on --grid (default: its first grid)."""
         layers = self.layers()
         if len(layers) != 1:
             names = ", ".join(layer.name for layer in layers)
             raise CommandError(f"{option} works on one layer: pass --layer (one of {names})", 2)
-        return layers[0]
+        return self.tile_sets(layers[0])[0].layer
+
+    def tile_sets(self, layer: Layer) -> list[TileSet]:
+        """What the run renders of layer: each grid (or --grid) and each combination of its
+        dimensions' `generate` values (or --dimensions)."""
+        given = self.args.dimension_values
+        unknown = set(given) - {d.name for layer in self.layers() for d in layer.dimensions}
+        if unknown:
+            raise CommandError(f"--dimensions: no layer has a dimension {sorted(unknown)[0]}", 2)
+        try:
+            return tile_sets(layer, self.args.grid, given)
+        except ValueError as exc:
+            option = "--grid" if "no grid" in str(exc) else "--dimensions"
+            raise CommandError(f"{option}: {exc}", 2) from None
 
     def cache_of(self, layer: Layer) -> str:
         name: str | None = self.args.cache or layer.cache
@@ -528,6 +577,8 @@ class Command:
         grid, meta_size = layer.grid, layer.effective_meta_size
         if zooms is None:
             zooms = self.zooms_of(layer, selection)
+        selection = self.on_grid(layer, selection, zooms)
+        layer_geoms = layer_geoms and self.args.geom_filter and selection.near is None
         bbox = layer.bbox
         if selection.bbox is not None:
             clipped = _intersection(selection.bbox, layer.bbox)
@@ -570,6 +621,39 @@ class Command:
         metatiles = metatiles_in_areas(grid, zooms, areas, meta_size, bbox)
         return LayerJob(layer, cache, zooms, metatiles, tiles_in_areas(grid, areas, bbox))
 
+    def on_grid(self, layer: Layer, selection: Selection, zooms: Sequence[int]) -> Selection:
+        """The selection in the CRS of layer's grid: --bbox and --geom are in its first
+        grid's (or --grid's), --tiles name tiles of one grid, --near picks a bbox."""
+        if selection.near is not None:
+            if self.args.test is None or len(zooms) != 1:
+                raise CommandError("--near goes with --test N and one --zoom level", 2)
+            x, y = selection.near
+            if self.args.grid is None and layer.grid.name != layer.grids[0].name:
+                x, y = transformer(layer.grids[0].srs, layer.grid.srs).transform(x, y)
+            bbox = near_bbox(layer, x, y, zooms[0], self.args.test)
+            return dataclasses.replace(selection, bbox=bbox)
+        if selection.grid == layer.grid.name:
+            return selection  # in its CRS already
+        if self.args.grid is not None or layer.grid.name == layer.grids[0].name:
+            return selection
+        if selection.tiles is not None:
+            raise CommandError(
+                f"--tiles names tiles of one grid, and layer {layer.name!r} has several: "
+                f"pass --grid (one of {', '.join(layer.grid_names)})",
+                2,
+            )
+        source, here = layer.grids[0].srs, layer.grid.name
+        if selection.geometry is not None:
+            geometry = reproject(selection.geometry, source, layer.grid.srs)
+            return dataclasses.replace(selection, geometry=geometry, grid=here)
+        if selection.bbox is not None:
+            try:
+                bbox = in_first_grid(layer, selection.bbox)
+            except ValueError as exc:
+                raise CommandError(f"--bbox: on grid {here!r}: {exc}", 2) from None
+            return dataclasses.replace(selection, bbox=bbox, grid=here)
+        return selection
+
     def layer_geometries(self, layer: Layer, zooms: Sequence[int]) -> dict[int, BaseGeometry]:
         """The union of the layer's `geoms` entries at each level of zooms they apply to,
         files read and queries run now; the levels no entry applies to are left out."""
@@ -586,7 +670,8 @@ class Command:
         loaded = []
         for i, geom in used:
             where = f"layers.{layer.name}.geoms[{i}]"
-            geometry = load_geometry(geom, where)
+            # In the CRS of the layer's first grid, as its bbox: reprojected to this grid's.
+            geometry = reproject(load_geometry(geom, where), layer.grids[0].srs, grid.srs)
             levels = format_zooms([z for z in zooms if geom.applies_to(grid.resolutions[z])])
             if geometry.is_empty:
                 print(
@@ -607,10 +692,23 @@ class Command:
         return level_geometries(grid.resolutions, zooms, loaded, layer.px_buffer)
 
     def jobs(self, selection: Selection, *, layer_geoms: bool = True) -> list[LayerJob]:
-        return [
-            self.job(layer, selection, self.cache_of(layer), layer_geoms=layer_geoms)
-            for layer in self.layers()
-        ]
+        """A job per tile set of each layer (grid, dimension values), --test's first tiles."""
+        jobs = []
+        for layer in self.layers():
+            for tile_set in self.tile_sets(layer):
+                job = self.job(
+                    tile_set.layer, selection, self.cache_of(layer), layer_geoms=layer_geoms
+                )
+                job.dimensions = dict(tile_set.dimensions)
+                jobs.append(job)
+        if self.args.test is not None:
+            left = self.args.test
+            for job in jobs:
+                counts = {r: len(wanted_tiles(job.layer, r, job.wanted)) for r in job.metatiles}
+                job.metatiles = first_tiles(job.metatiles, counts, left)
+                job.tiles = None
+                left = max(0, left - sum(counts[r] for r in job.metatiles))
+        return jobs
 
     def state_file(self, jobs: Sequence[LayerJob], selection: Selection) -> Path:
         if self.args.state_file:
@@ -618,10 +716,13 @@ class Command:
         digest = hashlib.sha1()
         for job in jobs:
             layer = job.layer
-            dims = ",".join(f"{d.name}={d.default}" for d in layer.dimensions)
+            defaults = {d.name: d.default for d in layer.dimensions} | job.dimensions
+            dims = ",".join(f"{name}={value}" for name, value in defaults.items())
+            grid = f" {layer.grid.name}" if layer.grid.name != layer.grids[0].name else ""
+            test = f" test {self.args.test}" if self.args.test is not None else ""
             digest.update(
-                f"{layer.name} {job.cache} {layer.effective_meta_size} {dims} "
-                f"{format_zooms(job.zooms)}\n".encode()
+                f"{layer.name}{grid} {job.cache} {layer.effective_meta_size} {dims} "
+                f"{format_zooms(job.zooms)}{test}\n".encode()
             )
         digest.update(selection.key.encode())
         return Path.cwd() / f".generate_tiles-{digest.hexdigest()[:12]}.state"
@@ -683,7 +784,9 @@ class Command:
             if cache.type != "filesystem":
                 continue
             layer, grid = job.layer, job.layer.grid
-            dimension_values = tuple(d.default for d in layer.dimensions)
+            dimension_values = tuple(
+                job.dimensions.get(d.name, d.default) for d in layer.dimensions
+            )
             for z in job.zooms:
                 prefix = tile_prefix(
                     "", layer.name, layer.wmts_style, dimension_values, grid.name,
@@ -749,6 +852,7 @@ class Command:
         try:
             metatile = metatile_of(layer, metatile_ref(coord, layer.effective_meta_size))
             dimensions = {d.name: d.default for d in layer.dimensions}
+            dimensions |= {k: v for k, v in self.args.dimension_values.items() if k in dimensions}
             try:
                 tiles = await renderer.render(layer, metatile, dimensions)
             except TileServerError as exc:
@@ -773,7 +877,7 @@ class Command:
         for job in jobs:
             layer = job.layer
             print(
-                f"layer {layer.name} -> cache {job.cache}, grid {layer.grid.name}, "
+                f"layer {job.label} -> cache {job.cache}, grid {layer.grid.name}, "
                 f"zooms {format_zooms(job.zooms)}:",
                 file=self.out,
             )
@@ -838,7 +942,11 @@ class Command:
             (job.id, encode_job(job))
             for layer_job in jobs
             for job in layer_jobs(
-                layer_job.layer, layer_job.cache, layer_job.metatiles, layer_job.wanted
+                layer_job.layer,
+                layer_job.cache,
+                layer_job.metatiles,
+                layer_job.wanted,
+                layer_job.dimensions,
             )
         ]
         await queue.open(create=True)
@@ -977,21 +1085,26 @@ class Command:
             raise CommandError(f"--max-invalidate must be at least 0, got {args.max_invalidate}", 2)
         jobs: list[LayerJob] = []
         invalidations: list[Invalidation] = []
-        for layer in self.layers():
-            area_selection, area = self.update_area(layer, selection)
-            stored, on_demand = self.update_zooms(layer)
-            if stored:
-                job = self.job(
-                    layer,
-                    area_selection,
-                    self.cache_of(layer),
-                    stored,
-                    layer_geoms=selection.tiles is None,  # a tile list is not filtered
-                )
-                jobs.append(job)
-            if on_demand:
-                prefix = memcached.prefix if memcached is not None else ""
-                invalidations.append(Invalidation(layer, on_demand, area, prefix))
+        for base in self.layers():
+            for tile_set in self.tile_sets(base):
+                layer = tile_set.layer
+                area_selection, area = self.update_area(layer, self.on_grid(layer, selection, ()))
+                stored, on_demand = self.update_zooms(layer)
+                if stored:
+                    job = self.job(
+                        layer,
+                        area_selection,
+                        self.cache_of(layer),
+                        stored,
+                        layer_geoms=selection.tiles is None,  # a tile list is not filtered
+                    )
+                    job.dimensions = dict(tile_set.dimensions)
+                    jobs.append(job)
+                seen = {(inv.layer.name, inv.layer.grid.name) for inv in invalidations}
+                if on_demand and (layer.name, layer.grid.name) not in seen:
+                    # One per grid: the invalidation covers every dimension value.
+                    prefix = memcached.prefix if memcached is not None else ""
+                    invalidations.append(Invalidation(layer, on_demand, area, prefix))
         # Per invalidation, (metatiles, tiles) by level.
         counts = [{z: inv.count(z) for z in inv.zooms} for inv in invalidations]
         to_invalidate = sum(tiles for levels in counts for _, tiles in levels.values())
@@ -1049,7 +1162,9 @@ class Command:
         grid = layer.grid
         if selection.tiles is not None:
             self.check_tiles_in_grid(grid, selection.tiles)
-            selection = Selection(geometry=tiles_area(grid, selection.tiles), key=selection.key)
+            selection = Selection(
+                geometry=tiles_area(grid, selection.tiles), key=selection.key, grid=grid.name
+            )
         if selection.bbox is not None:
             area = clip_to_layer(layer, shapely.box(*selection.bbox.as_tuple()))
         else:
@@ -1194,7 +1309,8 @@ class Command:
                 for z in job.zooms:
                     prefix = tile_prefix(
                         "", layer.name, layer.wmts_style,
-                        tuple(d.default for d in layer.dimensions), grid.name, grid.matrix_id(z),
+                        tuple(job.dimensions.get(d.name, d.default) for d in layer.dimensions),
+                        grid.name, grid.matrix_id(z),
                     )  # fmt: skip
                     batch: list[str] = []
                     async for path in store.list_paths(prefix):
@@ -1264,11 +1380,16 @@ class Command:
                     job.layer,
                     renderer,
                     stores[job.cache],
+                    dimensions=job.dimensions,
                     wanted=job.wanted,
                     concurrency=processes + 1,
                     error_file=error_file,
                     state_file=state_file,
                     progress=progress.update,
+                    # -d (TileCloud-chain's): stop on the first error
+                    max_consecutive_errors=(
+                        1 if self.args.debug else self.config.generation.maxconsecutive_errors
+                    ),
                 )
                 control.current = generator
                 progress.start(job)
@@ -1276,8 +1397,8 @@ class Command:
                 by_layer.setdefault(job.layer.name, GenerationStats()).add(layer_stats)
                 control.stats.add(layer_stats)
                 control.current = None
-                if layer_stats.store_outage is not None:
-                    break  # a store failing as a whole: stop the run, resumable
+                if layer_stats.store_outage is not None or layer_stats.too_many_errors:
+                    break  # the store fails as a whole, or the source: stop, resumable
         except asyncio.CancelledError:
             if main_task is not None:
                 main_task.uncancel()
@@ -1312,6 +1433,14 @@ class Command:
                 file=self.err,
             )
             return 1
+        if stats.too_many_errors is not None:
+            await asyncio.to_thread(state_file.touch)
+            print(
+                f"{self.prog}: stopped: {stats.too_many_errors}\n{self.prog}: once the cause "
+                f"is fixed, run the same command again: it resumes from {state_file}",
+                file=self.err,
+            )
+            return 1
         if stats.interrupted:
             print("interrupted: run the same command again to resume", file=self.err)
             return EXIT_INTERRUPTED
@@ -1336,7 +1465,7 @@ class Command:
                 why,
             )
         self.info(
-            f"layer {layer.name} -> cache {job.cache}, zooms {format_zooms(job.zooms)}: "
+            f"layer {job.label} -> cache {job.cache}, zooms {format_zooms(job.zooms)}: "
             f"{len(job.metatiles)} metatiles"
         )
 

@@ -30,3 +30,10 @@ def generate_controller() -> int:
     from tileserver.cli.controller import main
 
     return main()
+
+
+def generate_cost() -> int:
+    """`generate_cost`, TileCloud-chain's command: generate_controller --cost."""
+    from tileserver.cli.controller import cost_main
+
+    return cost_main()
