@@ -182,6 +182,14 @@ def test_every_grid_is_generated_or_the_one_of_grid(tmp_path: Path) -> None:
     assert only.returncode == 0, only.stderr
     assert "layer both (grid lv95) -> cache tiles, grid lv95" in only.stdout
     assert "epsg3857" not in only.stdout
+    # --update: the pre-generated levels regenerated, the on-demand ones expired, on each grid.
+    update = command("generate_tiles", "-c", str(config), "-l", "both", "--update", "-z", "4-5",
+                     "-b", *map(str, MONACO_3857), "--dry-run", cwd=tmp_path)  # fmt: skip
+    assert update.returncode == 0, update.stderr
+    assert (
+        "invalidate layer both (grid epsg3857) in each server's in-process cache" in update.stdout
+    )
+    assert "invalidate layer both (grid lv95) in each server's in-process cache" in update.stdout
     wrong = command("generate_tiles", "-c", str(config), "-l", "both", "-g", "nope", "-z", "1",
                     cwd=tmp_path)  # fmt: skip
     assert wrong.returncode == 2

@@ -1213,8 +1213,9 @@ class Command:
         )
         total_metatiles = total_tiles = 0
         for inv, levels in zip(invalidations, counts, strict=True):
+            label = TileSet(inv.layer).label
             print(
-                f"invalidate layer {inv.layer.name} in {where}, zooms {format_zooms(inv.zooms)}:",
+                f"invalidate layer {label} in {where}, zooms {format_zooms(inv.zooms)}:",
                 file=self.out,
             )
             for z, (metatiles, tiles) in levels.items():
