@@ -169,9 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-b",
         "--bbox",
         nargs="+",
-        metavar="MINX MINY MAXX MAXY",
-        help="in the CRS of the layer's first grid, or of --grid (default: the layer's); "
-        "four numbers, or one MINX,MINY,MAXX,MAXY",
+        metavar="COORD",
+        help="MINX MINY MAXX MAXY (TileCloud-chain's), or MINX,MINY,MAXX,MAXY, in the CRS of "
+        "the layer's first grid, or of --grid (default: the layer's bbox)",
     )
     where.add_argument(
         "--geom",
