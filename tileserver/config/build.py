@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import typing
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -184,6 +185,26 @@ def _layer_origins(defaults: Mapping[str, Any], value: Any) -> dict[str, str]:
     return origin
 
 
+def _section_model(annotation: Any) -> Any:
+    """The model of a `Document` field that is one section (`X` or `X | None`), else None
+    (the named entries of `grids`, `caches`, `layers`, a value)."""
+    if typing.get_origin(annotation) is dict:
+        return None
+    for arg in getattr(annotation, "__args__", (annotation,)):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+# From the one description of the document: its sections of their own (each one model),
+# and the TileCloud-chain sections that do nothing here.
+_SECTIONS = tuple(k for k, f in Document.model_fields.items() if _section_model(f.annotation))
+_NO_EFFECT_SECTIONS = tuple(
+    k for k, f in Document.model_fields.items()
+    if isinstance(f.json_schema_extra, dict) and NO_EFFECT_MARK in f.json_schema_extra
+)  # fmt: skip
+
+
 def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Config:
     """Validates a parsed YAML document; raises ConfigError listing every mistake."""
     errors = S.Errors()
@@ -201,15 +222,12 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     # Sections of their own.
     def section(key: str) -> Any:
         field = Document.model_fields[key]
-        model: Any = field.annotation
-        model = next(a for a in getattr(model, "__args__", (model,)) if a is not type(None))
+        model = _section_model(field.annotation)
         if data.get(key) is None:
             return field.get_default(call_default_factory=True)
         return _validate(errors, model, data[key], key)[0]
 
-    simple = {key: section(key) for key in (
-        "generation", "server", "memcached", "metadata", "provider", "cost", "postgresql",
-        "upstream", "sqs", "sns", "redis", "mapcache")}  # fmt: skip
+    simple = {key: section(key) for key in _SECTIONS}
     queue_store = data.get("queue_store")
     if queue_store is not None and not isinstance(queue_store, str):
         errors.add("queue_store", f"expected a string, got {describe(queue_store)}")
@@ -357,7 +375,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
             _no_effect(value, key, found)
             for path in found:
                 errors.warn(path, _said(path))
-    for key in ("apache", "openlayers", "process", "logging", "authentication"):
+    for key in _NO_EFFECT_SECTIONS:
         if key in data:
             errors.warn(key, _said(key))
     metadata_doc = simple["metadata"]

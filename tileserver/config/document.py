@@ -56,6 +56,8 @@ def enum(*values: str) -> dict[str, Any]:
 
 
 NO_EFFECT_MARK = "x-no-effect"
+WMS_MARK = "x-wms-only"
+WMS_ONLY: dict[str, Any] = {WMS_MARK: True}  # a key of `type: wms` layers only
 UTFGRID_MARK = "x-utfgrid"
 
 
@@ -218,17 +220,19 @@ class LayerDoc(Section):
         None, ge=0, description="mapnik: pixels of data read around a metatile (buffer-size)"
     )
     cost: LayerCostDoc | None = None
-    # type: wms
-    url: Text | None = Field(None, description="wms: the WMS URL")
-    layers: Text | None = Field(None, description="wms: the LAYERS parameter")
+    # type: wms (WMS_ONLY: refused on a layer of another type that sets it itself)
+    url: Text | None = Field(None, description="wms: the WMS URL", json_schema_extra=WMS_ONLY)
+    layers: Text | None = Field(
+        None, description="wms: the LAYERS parameter", json_schema_extra=WMS_ONLY
+    )
     version: Text = Field("1.1.1", json_schema_extra=enum("1.1.1", "1.3.0"))
-    params: dict[str, Scalar] = Field(default_factory=dict)
-    headers: dict[str, Scalar] = Field(default_factory=dict)
+    params: dict[str, Scalar] = Field(default_factory=dict, json_schema_extra=WMS_ONLY)
+    headers: dict[str, Scalar] = Field(default_factory=dict, json_schema_extra=WMS_ONLY)
     generate_salt: Flag = False
     timeout: Number = Field(30.0, gt=0)
     retries: Int = Field(2, ge=0)
-    query_layers: Text = ""
-    info_formats: list[Text] | Text | None = None
+    query_layers: Text = Field("", json_schema_extra=WMS_ONLY)
+    info_formats: list[Text] | Text | None = Field(None, json_schema_extra=WMS_ONLY)
     # TileCloud-chain's, without effect here
     wms_url: Text | None = no_effect()
     legends: Any = no_effect()

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from tileserver.config.document import DimensionDoc, EmptyTileDoc, GeomDoc, LayerDoc
+from tileserver.config.document import WMS_MARK, DimensionDoc, EmptyTileDoc, GeomDoc, LayerDoc
 from tileserver.config.model import (
     _NAME_RE,
     _VALUE_RE,
@@ -38,7 +38,10 @@ WMS_RESERVED = {
     "service", "request", "version", "layers", "bbox", "width", "height", "srs", "crs",
     "query_layers", "info_format", "i", "j", "x", "y",
 }  # fmt: skip
-WMS_KEYS = ("url", "layers", "params", "headers", "query_layers", "info_formats")
+WMS_KEYS = tuple(
+    k for k, f in LayerDoc.model_fields.items()
+    if isinstance(f.json_schema_extra, dict) and WMS_MARK in f.json_schema_extra
+)  # fmt: skip
 UTFGRID = "UTFGrid tiles (TileCloud-chain's `extension: json`, `output_format: grid`)"
 # Encoder names per image format: what a layer's output_format may say for its extension.
 _ENCODER_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
