@@ -239,7 +239,7 @@ async def test_maxconsecutive_errors_stops_the_run_but_a_success_between_resets_
     assert stats.interrupted and stats.too_many_errors is not None
     assert stats.too_many_errors.startswith(
         "3 metatiles failed in a row (generation.maxconsecutive_errors: 3), the last: "
-        "RenderError: boom at 5/10/8"
+        "RenderError: no data at 5/10/8 second line"
     )
     assert read_state(state, layer.name, 2) == {refs[1]}
     # Without a limit the run goes to the end.

@@ -393,7 +393,8 @@ class TileGenerator:
                     if stats.too_many_errors is None:
                         stats.too_many_errors = (
                             f"{self._consecutive_errors} metatiles failed in a row "
-                            f"(generation.maxconsecutive_errors: {limit}), the last: {reason}"
+                            f"(generation.maxconsecutive_errors: {limit}), the last: "
+                            + " ".join(reason.split())
                         )
                         log.error("%s: stopping, %s", self.layer.name, stats.too_many_errors)
                     self.stop()
