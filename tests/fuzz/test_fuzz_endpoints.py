@@ -1212,7 +1212,9 @@ def test_kvp_requests(site: Site) -> None:
     # PointIJOutOfRange takes a GetFeatureInfo with one of I/J pushed just out of range:
     # about 1 in 3,000 cases here, so it is required of the REST test, not of this one.
     assert len(codes) >= 5, outcomes
-    assert outcomes["refused by the parser"] > 0  # values long enough to pass 8190 bytes
+    # Values long enough to pass 8190 bytes come up in some example streams, not in all
+    # (the stream follows the config's names): the bound is held by its own test below,
+    # test_a_request_line_over_8190_bytes_is_refused, and checked here whenever met.
 
 
 def test_rest_requests(site: Site) -> None:
