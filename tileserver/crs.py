@@ -72,3 +72,27 @@ def transform_bbox(bbox: BBox, source: str, target: str) -> BBox:
     ):
         raise ValueError(f"{list(bbox.as_tuple())} ({source}) has no extent in {target}")
     return BBox(*bounds)
+
+
+@dataclass(frozen=True, slots=True)
+class SrsDefinition:
+    """A CRS as GeoPackage's `gpkg_spatial_ref_sys` records it."""
+
+    name: str
+    organization: str  # "EPSG"
+    code: int  # the organisation's code, also the GeoPackage srs_id
+    wkt: str  # OGC WKT 1 (GeoPackage 1.3, 12-128r18, table 21)
+
+
+@lru_cache(maxsize=64)
+def srs_definition(srs: str) -> SrsDefinition:
+    """The definition of an 'EPSG:nnnn' code; ValueError when pyproj knows no such CRS."""
+    try:
+        crs = CRS.from_user_input(srs)
+    except CRSError as exc:
+        raise ValueError(str(exc)) from exc
+    authority = crs.to_authority(min_confidence=90)
+    if authority is None or not authority[1].isdigit():
+        raise ValueError(f"{srs} has no numeric authority code")
+    wkt = crs.to_wkt("WKT1_GDAL") or crs.to_wkt()
+    return SrsDefinition(crs.name, authority[0], int(authority[1]), wkt)

@@ -172,6 +172,36 @@ def metatile_for(grid: Grid, coord: TileCoord, meta_size: int, meta_buffer: int)
     )
 
 
+# EPSG:3857's square world, and the codes that name that CRS (older and ESRI ones included).
+WEB_MERCATOR_HALF_WORLD = 20037508.342789244
+WEB_MERCATOR_SRS = frozenset({"EPSG:3857", "EPSG:900913", "EPSG:102100", "EPSG:102113"})
+
+
+def web_mercator_zoom_offset(grid: Grid) -> int | None:
+    """The Web Mercator zoom of the grid's level 0 when the grid is the Web Mercator
+    quadtree (EPSG:3857, the world's square as its bbox, each level half the resolution
+    of the one before): the tiling of MBTiles and PMTiles, whose `z/x/y` are its zooms.
+    None for any other grid."""
+    if grid.srs.upper() not in WEB_MERCATOR_SRS or not grid.resolutions:
+        return None
+    world = 2 * WEB_MERCATOR_HALF_WORLD
+    bbox = grid.bbox.as_tuple()
+    half = WEB_MERCATOR_HALF_WORLD
+    if any(
+        not math.isclose(a, b, rel_tol=1e-9)
+        for a, b in zip(bbox, (-half, -half, half, half), strict=True)
+    ):
+        return None
+    tiles = world / grid.tile_span(0)  # tiles across the world at level 0: 2 ** offset
+    offset = round(math.log2(tiles)) if tiles >= 1 else -1
+    if offset < 0:
+        return None
+    for z in range(len(grid.resolutions)):
+        if not math.isclose(world / grid.tile_span(z), 2 ** (offset + z), rel_tol=1e-6):
+            return None
+    return offset
+
+
 def format_resolution(resolution: float) -> str:
     """A number as the shortest text that reads back exactly, without a trailing '.0'
     (TileMatrix identifiers, and every number written in Capabilities)."""

@@ -1,4 +1,5 @@
-"""One contract every TileStore backend passes: a folder, and S3 (a real SeaweedFS)."""
+"""One contract every TileStore backend passes: a folder, S3 (a real SeaweedFS), MBTiles
+and GeoPackage files."""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ import pytest
 from tests.support.daemons import freeze
 from tests.support.s3 import SeaweedS3
 from tileserver.adapters.filesystem_store import FilesystemStore
+from tileserver.adapters.geopackage_store import GeoPackageStore
+from tileserver.adapters.mbtiles_store import MBTilesStore
 from tileserver.adapters.s3_store import S3Store
 from tileserver.errors import StoreUnavailable
+from tileserver.grid import WEB_MERCATOR_HALF_WORLD, Grid
 from tileserver.protocols import TileStore
 from tileserver.store_layout import tile_path
+from tileserver.types import BBox
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8 + b"\r\n\x00\xff" * 100
 DOWN_WITHIN = 3.0  # seconds a dead store may take to say so
@@ -48,13 +53,30 @@ def s3_store(server: SeaweedS3, folder: str = "", **options: Any) -> S3Store:
     )
 
 
-@pytest.fixture(params=["filesystem", "s3"])
+def web_mercator(name: str = "epsg3857", levels: int = 21) -> Grid:
+    half = WEB_MERCATOR_HALF_WORLD
+    return Grid(
+        name=name,
+        srs="EPSG:3857",
+        bbox=BBox(-half, -half, half, half),
+        resolutions=tuple(2 * half / 256 / 2**z for z in range(levels)),
+    )
+
+
+GRIDS = {"epsg3857": web_mercator(), "g": web_mercator("g")}
+
+
+@pytest.fixture(params=["filesystem", "s3", "mbtiles", "geopackage"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, aws_env: None
 ) -> AsyncIterator[TileStore]:
     backend: TileStore
     if request.param == "filesystem":
         backend = FilesystemStore(tmp_path / "tiles")
+    elif request.param == "mbtiles":  # a file per layer under a folder
+        backend = MBTilesStore(tmp_path / "tiles", grids=GRIDS)
+    elif request.param == "geopackage":  # every layer in one file
+        backend = GeoPackageStore(tmp_path / "tiles.gpkg", grids=GRIDS, single_file=True)
     else:
         # A folder of its own per test: the bucket is the session's (tests/conftest.py).
         server = request.getfixturevalue("seaweed")
@@ -65,7 +87,7 @@ async def store(
 
 
 def path(
-    layer: str = "osm", row: int = 5, col: int = 7, z: str = "3", dims: tuple[str, ...] = ()
+    layer: str = "osm", row: int = 5, col: int = 7, z: str = "5", dims: tuple[str, ...] = ()
 ) -> str:
     return tile_path("", layer, "default", dims, "epsg3857", z, row, col, "png")
 

@@ -1,0 +1,506 @@
+"""The SQLite core of the single-file tile stores (MBTiles, GeoPackage).
+
+A store keeps the tiles of a *tileset* (one layer, style, dimension values, matrix set
+and extension: the part of a tile path before the matrix id) in one table of one SQLite
+file: with `folder`, one file per tileset, named after the tile paths it replaces
+(`{folder}/1.0.0/{layer}/{style}/[{dimension values}/]{matrix set}.{ext}.mbtiles`, as
+TileCloud-chain names its MBTiles files); with `file`, one file for every tileset (a
+GeoPackage holds a table per tileset; an MBTiles file holds one tileset, the one it is
+`bound` to).
+
+Files are in WAL mode, so any number of reader processes (the server's) read while one
+writer (`generate_tiles`) writes; writes wait for another writer's lock up to
+`busy_timeout` (BEGIN IMMEDIATE: the lock is taken before reading, so two writers never
+deadlock). Each `put_many` or `delete_many` is one transaction per file: a process
+killed mid-run leaves the file as it was after its last commit, whole.
+
+sqlite3 blocks, so every call runs in a thread: reads in a small pool whose threads each
+keep their own connections, writes in one thread owning the only writer connection of
+each file. Failures are raised as `StoreUnavailable`, `StoreOutage` when every write
+would fail alike (disk full, read-only, a file that is not a database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+from tileserver.config import Layer
+from tileserver.errors import StoreOutage, StoreUnavailable
+from tileserver.grid import Grid
+from tileserver.store_layout import check_path, check_prefix, parse_tile_path, tile_prefix
+
+T = TypeVar("T")
+
+_LIST_BATCH = 2000  # rows read per trip to a reader thread
+# SQLite result codes (https://www.sqlite.org/rescode.html) of a file every write fails on.
+_OUTAGE_CODES = {8, 10, 11, 13, 14, 26}  # READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
+_OUTAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES}
+
+
+@dataclass(frozen=True, slots=True)
+class Tileset:
+    """The tiles of one layer, style, dimension values, matrix set and extension."""
+
+    # "1.0.0/osm/default/epsg3857": its tile paths are {prefix}/{matrix id}/{row}/{col}.{ext}
+    prefix: str
+    extension: str
+    layer_name: str
+    grid: Grid
+
+    @property
+    def key(self) -> str:
+        """The file name of the tileset under a store's folder, without the suffix."""
+        return f"{self.prefix}.{self.extension}"
+
+    def path(self, z: int, row: int, col: int) -> str:
+        return f"{self.prefix}/{self.grid.matrix_id(z)}/{row}/{col}.{self.extension}"
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where one tile path lives: its tileset, file and level, row and column."""
+
+    tileset: Tileset
+    file: Path
+    z: int
+    row: int
+    col: int
+
+
+class SqliteTileStore:
+    """The TileStore protocol over SQLite files; MBTiles and GeoPackage fill in the schema.
+
+    `grids` are the grids by name (a tile path names its matrix set, whose matrix ids
+    give the levels); `layers` give the metadata of the files (title, bbox, format).
+    """
+
+    suffix: ClassVar[str]  # the files' extension, ".mbtiles"
+    kind: ClassVar[str]  # for messages: "MBTiles"
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str],
+        *,
+        grids: Mapping[str, Grid],
+        layers: Mapping[str, Layer] | None = None,
+        single_file: bool = False,
+        busy_timeout: float = 60.0,
+        readers: int = 4,
+    ) -> None:
+        self.location = Path(location)
+        self.single_file = single_file
+        self.grids = dict(grids)
+        self.layers = dict(layers or {})
+        self.busy_timeout = busy_timeout
+        self._readers_count = readers
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._writers: dict[Path, sqlite3.Connection] = {}  # used by the writer thread only
+
+    def __repr__(self) -> str:
+        mode = "file" if self.single_file else "folder"
+        return f"{type(self).__name__}({mode}={str(self.location)!r})"
+
+    # --- what subclasses provide ------------------------------------------------------
+
+    def unsupported(self, grid: Grid) -> str | None:
+        """Why the format cannot hold tiles of grid; None when it can."""
+        return None
+
+    def bound_to(self, tileset: Tileset) -> bool:
+        """False for a tileset that a single file of this format cannot hold."""
+        return True
+
+    def create_schema(self, conn: sqlite3.Connection) -> None:
+        """Creates the file's own tables when missing (inside each write transaction)."""
+
+    def find_table(self, conn: sqlite3.Connection, tileset: Tileset) -> str | None:
+        """The table of tileset in conn's file; None when it has none (yet)."""
+        raise NotImplementedError
+
+    def create_table(self, conn: sqlite3.Connection, tileset: Tileset) -> str:
+        """Creates the table of a new tileset, with its metadata; its name."""
+        raise NotImplementedError
+
+    def to_row(self, tileset: Tileset, z: int, row: int, col: int) -> tuple[int, int, int]:
+        """(zoom_level, tile_column, tile_row) of a tile in the format's table."""
+        raise NotImplementedError
+
+    def from_row(
+        self, tileset: Tileset, zoom_level: int, column: int, row: int
+    ) -> tuple[int, int, int]:
+        """(z, row, col) of a row of the format's table; the inverse of to_row."""
+        raise NotImplementedError
+
+    def after_write(self, conn: sqlite3.Connection, tileset: Tileset, table: str) -> None:
+        """Keeps the metadata true after tiles were written or deleted (same transaction)."""
+
+    def tilesets_in(self, conn: sqlite3.Connection, file: Path) -> list[tuple[str, str, str]]:
+        """(prefix, extension, table) of every tileset of a file."""
+        raise NotImplementedError
+
+    def folder_key(self, file: Path) -> str:
+        """The tileset key a file of the folder is named after ("1.0.0/osm/default/g.png")."""
+        return file.relative_to(self.location).as_posix()[: -len(self.suffix)]
+
+    # --- locating tiles ---------------------------------------------------------------
+
+    def tileset(
+        self, prefix: str, extension: str, matrix_set: str, layer_name: str
+    ) -> Tileset | None:
+        grid = self.grids.get(matrix_set)
+        if grid is None or self.unsupported(grid) is not None:
+            return None
+        return Tileset(prefix, extension, layer_name, grid)
+
+    def file_of(self, tileset: Tileset) -> Path:
+        if self.single_file:
+            return self.location
+        return self.location.joinpath(*(tileset.key + self.suffix).split("/"))
+
+    def locate(self, path: str) -> Located | None:
+        """Where the tile of `path` lives; None for a path that is no tile of this store
+        (not a tile path, an unknown matrix set or matrix, outside the matrix). ValueError
+        for a path leaving the store's root."""
+        parsed = parse_tile_path("", check_path(path))
+        if parsed is None:
+            return None
+        prefix = tile_prefix(
+            "", parsed.layer_name, parsed.style, parsed.dimension_values, parsed.matrix_set
+        ).rstrip("/")
+        tileset = self.tileset(prefix, parsed.extension, parsed.matrix_set, parsed.layer_name)
+        if tileset is None or not self.bound_to(tileset):
+            return None
+        z = tileset.grid.zoom_of(parsed.matrix_id)
+        if z is None:
+            return None
+        width, height = tileset.grid.matrix_size(z)
+        if parsed.row >= height or parsed.col >= width:
+            return None
+        return Located(tileset, self.file_of(tileset), z, parsed.row, parsed.col)
+
+    def _locate_for_write(self, path: str) -> Located:
+        located = self.locate(path)
+        if located is not None:
+            return located
+        parsed = parse_tile_path("", path)
+        if parsed is None:
+            raise ValueError(f"{self!r}: {path!r} is not a tile path: {self.kind} holds tiles only")
+        grid = self.grids.get(parsed.matrix_set)
+        if grid is None:
+            raise ValueError(f"{self!r}: {path!r}: no grid {parsed.matrix_set!r}")
+        why = self.unsupported(grid)
+        if why is not None:
+            raise ValueError(f"{self!r}: {path!r}: {why}")
+        raise ValueError(f"{self!r}: {path!r} is outside the grid or not the file's tileset")
+
+    # --- threads and connections -------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._reader_pool is None:
+            self._reader_pool = ThreadPoolExecutor(self._readers_count, "sqlite-read")
+            self._writer_pool = ThreadPoolExecutor(1, "sqlite-write")
+
+    async def close(self) -> None:
+        readers, writer = self._reader_pool, self._writer_pool
+        self._reader_pool = self._writer_pool = None
+        if writer is not None:
+            await asyncio.get_running_loop().run_in_executor(writer, self._close_writers)
+            writer.shutdown(wait=True)
+        if readers is not None:
+            readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._reader_connections:
+                conn.close()
+            self._reader_connections.clear()
+        self._local = threading.local()
+
+    def _close_writers(self) -> None:
+        for conn in self._writers.values():
+            conn.close()
+        self._writers.clear()
+
+    async def _run(self, pool: ThreadPoolExecutor | None, what: str, call: Callable[[], T]) -> T:
+        if pool is None:
+            raise RuntimeError(f"{self!r} used before open() or after close()")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, call)
+        except sqlite3.Error as exc:
+            raise self._unavailable(what, exc) from exc
+        except OSError as exc:
+            outage = exc.errno in _OUTAGE_ERRNOS
+            failure = StoreOutage if outage else StoreUnavailable
+            raise failure(f"{self.location}: {what}: {exc.strerror or exc}") from exc
+
+    def _unavailable(self, what: str, exc: sqlite3.Error) -> StoreUnavailable:
+        code = getattr(exc, "sqlite_errorcode", None)
+        outage = code is not None and code & 0xFF in _OUTAGE_CODES
+        failure = StoreOutage if outage else StoreUnavailable
+        return failure(f"{self.location}: {what}: {exc}")
+
+    def _connect(self, file: Path, create: bool) -> sqlite3.Connection | None:
+        """A connection to file; None when it does not exist and `create` is False."""
+        if not create and not file.is_file():
+            return None
+        if create:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        mode = "rwc" if create else "rw"
+        conn = sqlite3.connect(
+            f"{file.resolve().as_uri()}?mode={mode}",
+            uri=True,
+            timeout=self.busy_timeout,
+            isolation_level=None,  # transactions are begun and ended here, explicitly
+            check_same_thread=False,  # closed by `close`, from another thread
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if create and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")  # recorded in the file: for every reader
+            # NORMAL in WAL mode: a commit survives a crash of the process, and the file
+            # stays consistent through a power loss (https://www.sqlite.org/wal.html).
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _reader(self, file: Path) -> sqlite3.Connection | None:
+        """This reader thread's connection to file (opened once it exists)."""
+        connections: dict[Path, sqlite3.Connection] = self._local.__dict__.setdefault("c", {})
+        conn = connections.get(file)
+        if conn is None:
+            conn = self._connect(file, create=False)
+            if conn is None:
+                return None
+            conn.execute("PRAGMA query_only = ON")
+            connections[file] = conn
+            with self._lock:
+                self._reader_connections.append(conn)
+        return conn
+
+    def _writer(self, file: Path) -> sqlite3.Connection:
+        conn = self._writers.get(file)
+        if conn is None:
+            conn = self._connect(file, create=True)
+            assert conn is not None
+            self._writers[file] = conn
+        return conn
+
+    def _table_for_read(self, conn: sqlite3.Connection, tileset: Tileset) -> str | None:
+        # A table once found stays (tables are never dropped): looked up once per connection.
+        tables: dict[tuple[int, Tileset], str] = self._local.__dict__.setdefault("t", {})
+        table = tables.get((id(conn), tileset))
+        if table is not None:
+            return table
+        try:
+            table = self.find_table(conn, tileset)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None  # a file being created: its schema is not committed yet
+            raise
+        if table is not None:
+            tables[(id(conn), tileset)] = table
+        return table
+
+    # --- reads ------------------------------------------------------------------------
+
+    def _select(self, located: Located, column: str) -> tuple[object, ...] | None:
+        conn = self._reader(located.file)
+        if conn is None:
+            return None
+        table = self._table_for_read(conn, located.tileset)
+        if table is None:
+            return None
+        zoom, col, row = self.to_row(located.tileset, located.z, located.row, located.col)
+        return conn.execute(  # type: ignore[no-any-return]
+            f'SELECT {column} FROM "{table}" '
+            "WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
+            (zoom, col, row),
+        ).fetchone()
+
+    async def get(self, path: str) -> bytes | None:
+        located = self.locate(path)
+        if located is None:
+            return None
+        found = await self._run(self._reader_pool, f"read {path!r}",
+                                lambda: self._select(located, "tile_data"))  # fmt: skip
+        return None if found is None else bytes(found[0])  # type: ignore[call-overload]
+
+    async def exists(self, path: str) -> bool:
+        located = self.locate(path)
+        if located is None:
+            return False
+        found = await self._run(self._reader_pool, f"read {path!r}",
+                                lambda: self._select(located, "1"))  # fmt: skip
+        return found is not None
+
+    async def list_paths(self, prefix: str) -> AsyncIterator[str]:
+        check_prefix(prefix)
+        files = await self._run(self._reader_pool, "list", self._files)
+        for file in files:
+            tilesets = await self._run(self._reader_pool, f"list {file}",
+                                       lambda f=file: self._tilesets(f))  # type: ignore[misc]  # fmt: skip
+            for tileset, table in tilesets:
+                head = tileset.prefix + "/"
+                if not (head.startswith(prefix) or prefix.startswith(head)):
+                    continue
+                after = 0
+                while True:
+                    rows = await self._run(
+                        self._reader_pool,
+                        f"list {file}",
+                        lambda f=file, t=table, a=after: self._rows(f, t, a),  # type: ignore[misc]
+                    )
+                    for _rowid, zoom, col, row in rows:
+                        z, r, c = self.from_row(tileset, zoom, col, row)
+                        if 0 <= z < len(tileset.grid.resolutions):
+                            path = tileset.path(z, r, c)
+                            if path.startswith(prefix):
+                                yield path
+                    if len(rows) < _LIST_BATCH:
+                        break
+                    after = rows[-1][0]
+
+    def _files(self) -> list[Path]:
+        if self.single_file:
+            return [self.location] if self.location.is_file() else []
+        if not self.location.is_dir():
+            return []
+        found: list[Path] = []
+        for current, _dirs, names in os.walk(self.location):
+            found.extend(Path(current, n) for n in names if n.endswith(self.suffix))
+        return sorted(found)
+
+    def _tilesets(self, file: Path) -> list[tuple[Tileset, str]]:
+        conn = self._reader(file)
+        if conn is None:
+            return []
+        try:
+            listed = self.tilesets_in(conn, file)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        if not self.single_file:
+            # A file of the folder is the tileset its name says, whatever it holds.
+            name = self.folder_key(file)
+            listed = [(p, e, t) for p, e, t in listed if f"{p}.{e}" == name]
+        found: list[tuple[Tileset, str]] = []
+        for prefix, extension, table in listed:
+            parsed = parse_tile_path("", f"{prefix}/0/0/0.{extension}")
+            if parsed is None:
+                continue
+            tileset = self.tileset(prefix, extension, parsed.matrix_set, parsed.layer_name)
+            if tileset is not None:
+                found.append((tileset, table))
+        return found
+
+    def _rows(self, file: Path, table: str, after: int) -> list[tuple[int, int, int, int]]:
+        conn = self._reader(file)
+        if conn is None:
+            return []
+        return conn.execute(
+            f'SELECT rowid, zoom_level, tile_column, tile_row FROM "{table}" '
+            "WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after, _LIST_BATCH),
+        ).fetchall()
+
+    # --- writes -----------------------------------------------------------------------
+
+    async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:
+        by_file: dict[Path, list[tuple[Located, bytes]]] = defaultdict(list)
+        for path, data in items.items():  # every path checked before anything is written
+            located = self._locate_for_write(path)
+            by_file[located.file].append((located, data))
+        for file, tiles in by_file.items():
+            await self._run(self._writer_pool, f"write {file.name}",
+                            lambda f=file, t=tiles: self._write(f, t))  # type: ignore[misc]  # fmt: skip
+
+    async def delete_many(self, paths: Iterable[str]) -> None:
+        by_file: dict[Path, list[Located]] = defaultdict(list)
+        for path in paths:
+            located = self.locate(path)
+            if located is not None:
+                by_file[located.file].append(located)
+        for file, tiles in by_file.items():
+            await self._run(self._writer_pool, f"delete in {file.name}",
+                            lambda f=file, t=tiles: self._delete(f, t))  # type: ignore[misc]  # fmt: skip
+
+    def _write(self, file: Path, tiles: list[tuple[Located, bytes]]) -> None:
+        conn = self._writer(file)
+        with _Transaction(conn):
+            self.create_schema(conn)
+            by_tileset: dict[Tileset, list[tuple[int, int, int, bytes]]] = defaultdict(list)
+            for located, data in tiles:
+                key = self.to_row(located.tileset, located.z, located.row, located.col)
+                by_tileset[located.tileset].append((*key, data))
+            for tileset, rows in by_tileset.items():
+                table = self.find_table(conn, tileset) or self.create_table(conn, tileset)
+                conn.executemany(
+                    f'INSERT INTO "{table}" (zoom_level, tile_column, tile_row, tile_data) '
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (zoom_level, tile_column, tile_row) "
+                    "DO UPDATE SET tile_data = excluded.tile_data",
+                    rows,
+                )
+                self.after_write(conn, tileset, table)
+
+    def _delete(self, file: Path, tiles: list[Located]) -> None:
+        if not file.is_file():
+            return  # nothing stored there: no empty file created for nothing
+        conn = self._writer(file)
+        with _Transaction(conn):
+            by_tileset: dict[Tileset, list[tuple[int, int, int]]] = defaultdict(list)
+            for located in tiles:
+                key = self.to_row(located.tileset, located.z, located.row, located.col)
+                by_tileset[located.tileset].append(key)
+            for tileset, keys in by_tileset.items():
+                table = self._table_for_read(conn, tileset)
+                if table is None:
+                    continue
+                conn.executemany(
+                    f'DELETE FROM "{table}" '
+                    "WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
+                    keys,
+                )
+                self.after_write(conn, tileset, table)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def level_rows(conn: sqlite3.Connection, table: str) -> Iterator[int]:
+    """The levels (zoom_level values) present in a tile table."""
+    # One index lookup per level (a skip scan) rather than a scan of every tile.
+    zoom = conn.execute(f'SELECT MIN(zoom_level) FROM "{table}"').fetchone()[0]
+    while zoom is not None:
+        yield int(zoom)
+        zoom = conn.execute(
+            f'SELECT MIN(zoom_level) FROM "{table}" WHERE zoom_level > ?', (zoom,)
+        ).fetchone()[0]
