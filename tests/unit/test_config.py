@@ -171,6 +171,13 @@ def _both(
     return apply
 
 
+YEARS = {
+    "name": "YEAR",
+    "values": ["2024", "2025"],
+    "default": "2025",
+    "generate": ["2024", "2025"],
+}
+
 MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], str, list[str]]] = [
     (
         "unknown grid",
@@ -405,6 +412,96 @@ MISTAKES: list[tuple[str, Callable[[dict[str, Any]], None], str, list[str]]] = [
         _set("grids.epsg2056.unit", "degrees"),
         "grids.epsg2056.unit",
         ["EPSG:2056 is in m, not 'degrees'"],
+    ),
+    (
+        "MBTiles for the Swiss grid",
+        _both(
+            _set("caches.mb", {"type": "mbtiles", "folder": "/var/tmp/mb"}),
+            _set("layers.rivers.cache", "mb"),
+        ),
+        "layers.rivers.cache",
+        ["cache 'mb' is mbtiles", "Web Mercator tiles only", "use a geopackage cache"],
+    ),
+    (
+        "MBTiles without file nor folder",
+        _set("caches.mb", {"type": "mbtiles"}),
+        "caches.mb.file",
+        ["a mbtiles cache needs `file` or `folder`, not neither"],
+    ),
+    (
+        "GeoPackage with file and folder",
+        _set("caches.gp", {"type": "geopackage", "file": "/a.gpkg", "folder": "/b"}),
+        "caches.gp.file",
+        ["needs `file` or `folder`, not both"],
+    ),
+    (
+        "PMTiles from an s3:// URL",
+        _set("caches.pm", {"type": "pmtiles", "url": "s3://tiles/osm.pmtiles"}),
+        "caches.pm.url",
+        ["expected an http:// or https:// URL"],
+    ),
+    (
+        "one PMTiles archive for two layers",
+        _both(
+            _set("caches.pm", {"type": "pmtiles", "file": "/var/tmp/osm.pmtiles"}),
+            _both(
+                _set("layers.roads.cache", "pm"),
+                _both(_set("layers.rivers.cache", "pm"), _set("layers.rivers.grid", "epsg3857")),
+            ),
+        ),
+        "caches.pm",
+        ["one pmtiles file holds one layer, and roads, rivers use it"],
+    ),
+    (
+        "one MBTiles file for a layer on two grids",
+        _both(
+            _set("caches.mb", {"type": "mbtiles", "file": "/var/tmp/roads.mbtiles"}),
+            _both(_set("layers.roads.cache", "mb"), _set("layers.roads.grids", ["epsg3857"] * 2)),
+        ),
+        "layers.roads.cache",
+        ["one mbtiles file holds one tileset, and the layer has 2 grids", "use `folder`"],
+    ),
+    (
+        "one PMTiles archive for two values of a dimension",
+        _both(
+            _set("caches.pm", {"type": "pmtiles", "url": "https://cdn.example.org/r.pmtiles"}),
+            _both(_set("layers.roads.cache", "pm"), _set("layers.roads.dimensions", [YEARS])),
+        ),
+        "layers.roads.cache",
+        ["one pmtiles file holds one tileset, and the layer has 2 values of YEAR"],
+    ),
+    (
+        "a file for a folder store",
+        _set("caches.local.file", "/var/tmp/tiles.mbtiles"),
+        "caches.local.file",
+        ["did you mean 'folder'? (allowed: folder, hosts, http_url, http_urls, type, wmtscap"],
+    ),
+    (
+        "memcached and redis_cache without a choice",
+        _both(
+            _set("memcached", {"servers": ["127.0.0.1:11211"]}),
+            _set("redis_cache", {"url": "redis://127.0.0.1:6379/2"}),
+        ),
+        "server.tile_cache",
+        ["both `memcached` and `redis_cache` are set"],
+    ),
+    (
+        "redis_cache without a server",
+        _set("redis_cache", {"db": 1}),
+        "redis_cache.url",
+        ["set one of `url`, `servers` or `sentinels`"],
+    ),
+    (
+        "redis_cache with a sentinel without port",
+        _set("redis_cache", {"sentinels": ["sentinel.example.org"]}),
+        "redis_cache.sentinels[0]",
+        ["expected 'host:port'"],
+    ),
+    (
+        "tile_cache redis without its section",
+        _set("server.tile_cache", "redis"),
+        "server.tile_cache",
+        ["'redis' needs a `redis_cache` section"],
     ),
 ]
 

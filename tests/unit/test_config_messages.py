@@ -138,6 +138,9 @@ CASES: dict[str, dict[str, Any]] = {
 
 
 ALLOWED = re.compile(r" \(allowed: [^)]*\)")
+# The cache types offered grow too (MBTiles, GeoPackage, PMTiles: issue 18): the frozen
+# message lists the first ones, the message now must still begin with them.
+CACHE_TYPES = re.compile(r"\(supported: filesystem, s3(, [a-z0-9, ]+)?\)")
 
 
 def messages_of(changes: dict[str, Any]) -> list[str]:
@@ -152,7 +155,11 @@ def messages_of(changes: dict[str, Any]) -> list[str]:
         except ConfigError as exc:
             # The list of allowed keys grows with the keys understood: not frozen.
             return [
-                ALLOWED.sub(" (allowed: ...)", m.replace(folder, "<dir>")) for m in exc.messages
+                CACHE_TYPES.sub(
+                    "(supported: filesystem, s3)",
+                    ALLOWED.sub(" (allowed: ...)", m.replace(folder, "<dir>")),
+                )
+                for m in exc.messages
             ]
     return []
 

@@ -85,6 +85,13 @@ MAXIMAL: dict[str, Any] = {
             "http_urls": ["https://b.example.org/prod"],
             "wmtscapabilities_file": "caps.xml",
         },
+        "mb": {
+            "type": "mbtiles",
+            "folder": "/var/tmp/mbtiles",
+            "http_url": "https://c.example.org",
+        },
+        "gp": {"type": "geopackage", "file": "/var/tmp/tiles.gpkg"},
+        "pm": {"type": "pmtiles", "url": "https://cdn.example.org/roads.pmtiles"},
     },
     "layer_default": {"meta_size": 4, "expires": 2},
     "layers": {
@@ -159,6 +166,18 @@ MAXIMAL: dict[str, Any] = {
         "metrics": False,
         "shutdown_timeout": 12.5,
         "admin": {"enabled": True, "token_env": "MAPS_ADMIN_TOKEN"},
+        "tile_cache": "redis",
+    },
+    "redis_cache": {
+        "sentinels": ["10.0.0.3:26379", ["10.0.0.4", 26379]],
+        "service_name": "tiles",
+        "db": 2,
+        "password": "secret",
+        "prefix": "t/",
+        "timeout": 0.5,
+        "pool_size": 4,
+        "retry_interval": 1,
+        "lock_timeout": 30,
     },
     "memcached": {
         "servers": ["10.0.0.1:11211", "[::1]:11212"],
@@ -231,6 +250,23 @@ MAXIMAL: dict[str, Any] = {
     },
 }
 
+# Keys MAXIMAL cannot set beside its own (one of redis_cache's url, servers or sentinels; one
+# of a single-file cache's file or folder).
+ALTERNATIVES: list[dict[str, Any]] = [
+    {**MAXIMAL, "redis_cache": {"url": "redis://:secret@10.0.0.2:6379/3"}},
+    {**MAXIMAL, "redis_cache": {"servers": ["10.0.0.5:6379", "[::1]:6380"], "db": 1}},
+    {
+        **MAXIMAL,
+        "caches": {
+            "mb": {"type": "mbtiles", "file": "/var/tmp/roads.mbtiles"},
+            "gp": {"type": "geopackage", "folder": "/var/tmp/gpkg"},
+            "pm": {"type": "pmtiles", "file": "/var/tmp/roads.pmtiles"},
+        },
+        "generation": {**MAXIMAL["generation"], "default_cache": "gp"},
+        "layers": {**MAXIMAL["layers"], "roads": {**MAXIMAL["layers"]["roads"], "cache": "mb"}},
+    },
+]
+
 # What every configuration must have, and one layer of each type, each key left to its default.
 MINIMAL: dict[str, Any] = {
     "grids": {"merc": merc_grid()},
@@ -243,8 +279,9 @@ MINIMAL: dict[str, Any] = {
         "ortho": {"type": "wms", "grid": "merc", "url": "https://wms.example.org", "layers": "a"},
     },
     "memcached": {"servers": ["10.0.0.1:11211"]},
+    "redis_cache": {"url": "redis://127.0.0.1:6379/1"},
     "generation": {"queue": "sqs"},  # both `sqs` and `redis` are set
-    "server": {"admin": {}},
+    "server": {"admin": {}, "tile_cache": "memcached"},  # both `memcached` and `redis_cache`
     "metadata": {},
     "provider": {"contact": {"info": {"phone": {}, "address": {}}}},
     "cost": {"s3": {}, "sqs": {}},
@@ -304,7 +341,7 @@ def test_shipped_configs_validate(path: Path, environ: dict[str, str]) -> None:
 
 
 def test_maximal_and_minimal_configs_are_valid() -> None:
-    for data in (MAXIMAL, MINIMAL):
+    for data in (MAXIMAL, MINIMAL, *ALTERNATIVES):
         assert schema_errors(data) == []
         parse_config(copy.deepcopy(data), CONFIG_DIR)
 
@@ -323,9 +360,10 @@ def test_dump_of_every_key_reads_back_into_an_equal_configuration() -> None:
     """MAXIMAL sets every key config.py reads: what --dump-config prints of it parses back
     into the same Config, so no key is forgotten by the dump (WMS sources, geoms,
     connections, upstream...)."""
-    config = parse_config(copy.deepcopy(MAXIMAL), CONFIG_DIR)
-    text = yaml.safe_dump(config_data(config), sort_keys=False)
-    assert parse_config(yaml.safe_load(text), CONFIG_DIR) == config
+    for data in (MAXIMAL, *ALTERNATIVES):
+        config = parse_config(copy.deepcopy(data), CONFIG_DIR)
+        text = yaml.safe_dump(config_data(config), sort_keys=False)
+        assert parse_config(yaml.safe_load(text), CONFIG_DIR) == config
 
 
 def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -368,6 +406,9 @@ WRONG = [
     ("grids.merc.bbox", [0, 0, 1], "grids.merc.bbox"),
     ("caches.fs.bucket", "tiles", "caches.fs"),
     ("caches.bucket.type", "gcs", "caches.bucket.type"),
+    ("caches.mb.file", "/var/tmp/one.mbtiles", "caches.mb.file"),
+    ("caches.pm.url", "s3://tiles/roads.pmtiles", "caches.pm.url"),
+    ("caches.gp.url", "https://a.example.org/t.gpkg", "caches.gp.url"),
     ("caches.bucket.http_url", "tiles.example.org", "caches.bucket.http_url"),
     ("caches.fs.wmtscapabilities_file", "../caps.xml", "caches.fs.wmtscapabilities_file"),
     ("server.port", 70000, "server.port"),
@@ -378,6 +419,10 @@ WRONG = [
     ("server.admin.token", "s3cret", "server.admin"),
     ("memcached.servers", ["memcached"], "memcached.servers"),
     ("memcached.prefix", "a b", "memcached.prefix"),
+    ("server.tile_cache", "valkey", "server.tile_cache"),
+    ("redis_cache.sentinels", ["sentinel.example.org"], "redis_cache.sentinels[0]"),
+    ("redis_cache.url", "redis://127.0.0.1:6379", "redis_cache.url"),
+    ("redis_cache.db", -1, "redis_cache.db"),
     ("metadata.keywords", {"a": "b"}, "metadata.keywords"),
     ("provider.contact.info.address.town", "Bern", "provider.contact.info.address"),
     ("cost.s3.put", -1, "cost.s3.put"),
@@ -404,7 +449,9 @@ ONLY_CHECK_CONFIG = {
     DIM, GEOM, f"{GEOM}.sql", f"{GEOM}.connection", "grids.merc.bbox", "caches.fs",
     "caches.bucket.http_url", "caches.fs.wmtscapabilities_file", "server.url",
     "server.admin.token_env", "memcached.servers", "memcached.prefix", "sqs.queue",
-    "sqs.endpoint_url", "sns.topic", "redis.url", "redis.stream", "layers",
+    "sqs.endpoint_url", "sns.topic", "redis.url", "redis.stream", "layers", "caches.mb.file",
+    "caches.pm.url", "caches.gp.url", "redis_cache.sentinels[0]",
+    "redis_cache.url",
 }  # fmt: skip
 
 

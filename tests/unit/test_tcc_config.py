@@ -17,6 +17,9 @@ from tileserver.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SWISS = {"srs": "EPSG:21781", "bbox": [420000, 30000, 900000, 350000]}
+HALF = 20037508.342789244
+MERC = {"srs": "EPSG:3857", "bbox": [-HALF, -HALF, HALF, HALF],
+        "resolutions": [156543.03392804097 / 2**z for z in range(19)]}  # fmt: skip
 
 
 def base(**layer: Any) -> dict[str, Any]:
@@ -171,6 +174,35 @@ def test_hosts_placeholders_give_one_url_per_host() -> None:
     assert caches["s3"].endpoint_url == "https://s3-eu-west-1.amazonaws.com"
 
 
+def test_mbtiles_cache_is_ours_with_its_keys() -> None:
+    """TileCloud-chain's `mbtiles` cache (type, folder, http_url, hosts, http_urls,
+    wmtscapabilities_file in its schema) is tileserver's: a file per layer under `folder`,
+    named as TileCloud-chain names them."""
+    data = base(grid="merc", cache="mbtiles")
+    data["grids"]["merc"] = MERC
+    data["caches"]["mbtiles"] = {"type": "mbtiles", "folder": "/tmp/tiles/mbtiles",
+                                 "http_url": "http://%(host)s/tiles/", "hosts": ["wmts1", "wmts2"],
+                                 "wmtscapabilities_file": "/1.0.0/caps.xml"}  # fmt: skip
+    config = parse_config(data, ROOT)
+    cache = config.caches["mbtiles"]
+    assert (cache.type, cache.folder, cache.file) == ("mbtiles", "/tmp/tiles/mbtiles", "")
+    assert cache.public_urls == ("http://wmts1/tiles", "http://wmts2/tiles")
+    assert cache.wmtscapabilities_file == "1.0.0/caps.xml"
+    assert config.layers["point"].cache == "mbtiles"
+    assert not [w for w in config.warnings if "mbtiles" in w]
+
+
+def test_mbtiles_cache_on_a_swiss_grid_is_refused_naming_geopackage() -> None:
+    """TileCloud-chain wrote MBTiles files on any grid; MBTiles (and GDAL, QGIS) know
+    Web Mercator only."""
+    data = base(cache="mbtiles")
+    data["caches"]["mbtiles"] = {"type": "mbtiles", "folder": "/tmp/tiles/mbtiles"}
+    (message,) = messages(data)
+    assert message.startswith("layers.point.cache: cache 'mbtiles' is mbtiles, which holds "
+                              "Web Mercator tiles only")  # fmt: skip
+    assert message.endswith("grid 'swissgrid_5' is not: use a geopackage cache")
+
+
 def test_cost_request_per_layers_and_mapcache_memcached() -> None:
     data = base()
     data["cost"] = {"request_per_layers": 1000}
@@ -248,7 +280,7 @@ def test_a_tcc_cache_type_is_refused_where_a_layer_uses_it() -> None:
     data["caches"]["db"] = {"type": "bsddb", "folder": "/tmp"}
     assert messages(data) == [
         "caches.db.type: 'bsddb' is a TileCloud-chain cache type tileserver does not offer "
-        "(supported: filesystem, s3); used by layer 'point'"
+        "(supported: filesystem, s3, mbtiles, geopackage, pmtiles); used by layer 'point'"
     ]
     del data["layers"]["point"]["cache"]
     warnings = parse_config(data, ROOT).warnings
@@ -337,7 +369,10 @@ def test_tcc_files_load_unchanged(name: str, tmp_path: Path) -> None:
         assert config.layers["point"].dimensions[0].generated == ("2012",)
         assert config.layers["point_px_buffer"].px_buffer == 100
         assert config.cost.requests_per_month == 10_000_000
-        assert [c for c in config.caches] == ["local", "multi_host", "multi_url", "s3"]
+        assert [c for c in config.caches] == ["local", "multi_host", "multi_url", "mbtiles", "s3"]
+        mbtiles = config.caches["mbtiles"]
+        assert (mbtiles.type, mbtiles.folder) == ("mbtiles", "/tmp/tiles/mbtiles")
+        assert not [w for w in config.warnings if w.startswith("caches.mbtiles")]
         assert config.caches["multi_host"].public_urls == tuple(
             f"http://wmts{i}{'/tiles' if '1.9' in name else ''}" for i in (1, 2, 3)
         )

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from tileserver.config import caches as C
 from tileserver.config import sections as S
 from tileserver.config.document import (
     NO_EFFECT_MARK,
@@ -247,22 +248,22 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
                   for n, v in _entries(errors, data, "caches").items()}  # fmt: skip
     caches = {}
     for name, cache_doc in cache_docs.items():
-        if cache_doc is not None and (cache := S.build_cache(errors, name, cache_doc)) is not None:
+        if cache_doc is not None and (cache := C.build_cache(errors, name, cache_doc)) is not None:
             caches[name] = cache
     refused_caches = {n: d.type for n, d in cache_docs.items()
-                      if d is not None and d.type in S.TCC_CACHE_TYPES}  # fmt: skip
+                      if d is not None and d.type in C.TCC_CACHE_TYPES}  # fmt: skip
 
     g = simple["generation"]
     generation = S.build_generation(errors, g, queue_store) if g is not None else None
     server = S.build_server(errors, simple["server"]) if simple["server"] is not None else None
     memcached = None
     if simple["memcached"] is not None:
-        memcached = S.build_memcached(errors, simple["memcached"])
+        memcached = C.build_memcached(errors, simple["memcached"])
     mapcache: MapcacheDoc | None = simple["mapcache"]
     if mapcache is not None and mapcache.memcache_host:
         if data.get("memcached") is None:
             port = mapcache.memcache_port or 11211
-            memcached = S.build_memcached(
+            memcached = C.build_memcached(
                 errors, MemcachedDoc(servers=[f"{mapcache.memcache_host}:{port}"])
             )
         else:
@@ -270,6 +271,9 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
     sqs = S.build_sqs(errors, simple["sqs"]) if simple["sqs"] is not None else None
     sns = S.build_sns(errors, simple["sns"]) if simple["sns"] is not None else None
     redis = S.build_redis(errors, simple["redis"]) if simple["redis"] is not None else None
+    r = simple["redis_cache"]
+    redis_cache = C.build_redis_cache(errors, r) if r is not None else None
+    C.check_tile_cache(errors, server, data, memcached is not None, redis_cache is not None)
 
     # Cross-references.
     default_cache = generation.default_cache if generation is not None else None
@@ -345,6 +349,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         first = len(errors.messages)
         one_layer(name, value)
         errors.messages[first:] = sorted(errors.messages[first:], key=_path_key)
+    C.check_cache_users(caches, layers, errors)
     for name, kind in refused_caches.items():
         if not any(f"caches.{name}.type:" in m for m in errors.messages):
             errors.warn(f"caches.{name}.type", f"{kind!r} is a TileCloud-chain cache type "
@@ -400,6 +405,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         generation=dataclasses.replace(generation, default_layers=default_layers),
         server=server,
         memcached=memcached,
+        redis_cache=redis_cache,
         metadata=metadata,
         provider=S.build_provider(simple["provider"]),
         cost=S.build_cost(simple["cost"]),

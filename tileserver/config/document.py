@@ -91,10 +91,26 @@ class GridDoc(Section):
 
 
 class CacheDoc(Section):
-    """A tile store: a folder (`filesystem`) or an S3 bucket (`s3`)."""
+    """A tile store: a folder (`filesystem`), an S3 bucket (`s3`), MBTiles or GeoPackage
+    files (`mbtiles`, `geopackage`: one `file`, or a file per layer under `folder`), or a
+    PMTiles archive, read-only (`pmtiles`: a `file` or a `url`)."""
 
-    type: Text = Field(json_schema_extra=enum("filesystem", "s3"))
-    folder: Text | None = Field(None, description="The store's root folder (prefix in S3)")
+    type: Text = Field(
+        json_schema_extra=enum("filesystem", "s3", "mbtiles", "geopackage", "pmtiles")
+    )
+    folder: Text | None = Field(
+        None,
+        description="The store's root folder (prefix in S3); mbtiles, geopackage: where "
+        "the file of each layer goes (TileCloud-chain's names)",
+    )
+    file: Text | None = Field(
+        None,
+        description="mbtiles: the file of the one layer using the cache; geopackage: the "
+        "file of every layer using it; pmtiles: the archive",
+    )
+    url: Text | None = Field(
+        None, description="pmtiles: the archive's http(s) URL (read with range requests)"
+    )
     bucket: Text | None = Field(None, description="s3: the bucket")
     region: Text = Field("", description="s3: the bucket's region")
     endpoint_url: Text = Field("", description="s3: an S3-compatible endpoint")
@@ -288,6 +304,11 @@ class ServerDoc(Section):
     metrics: Flag = True
     shutdown_timeout: Number = Field(30.0, gt=0)
     admin: AdminDoc = AdminDoc()
+    tile_cache: Text | None = Field(
+        None,
+        description="The on-demand cache when both `memcached` and `redis_cache` are set",
+        json_schema_extra=enum("memcached", "redis"),
+    )
     # TileCloud-chain's own server, without effect here
     admin_footer: Any = no_effect()
     admin_footer_classes: Any = no_effect()
@@ -320,6 +341,28 @@ class MemcachedDoc(Section):
         5.0, gt=0, description="Seconds a render lock lives unless its holder renews it (it "
         "does while the render runs): a lock whose holder died is gone this soon",
     )  # fmt: skip
+
+
+class RedisCacheDoc(Section):
+    """Redis as the on-demand tile cache: one of `url`, `servers` or `sentinels`
+    (TileCloud-chain's names for its Redis: url, sentinels, service_name, db)."""
+
+    url: Text = Field("", description="redis://[:password@]host[:port][/db], rediss://, unix://")
+    servers: list[Text] | Text = Field(
+        default_factory=list, description="'host:port' of several Redis (consistent hashing)"
+    )
+    sentinels: list[Text | list[Text | Int]] = Field(
+        default_factory=list,
+        description="Redis Sentinel: 'host:port' or [host, port] (TileCloud-chain's)",
+    )
+    service_name: Text = Field("mymaster", description="The master's name for the sentinels")
+    db: Int = Field(0, ge=0, description="With servers or sentinels (a url names its own)")
+    password: Text = Field("", description="With servers or sentinels")
+    prefix: Text = "tileserver/"
+    timeout: Number = Field(1.0, gt=0)
+    pool_size: Int = Field(8, ge=1)
+    retry_interval: Number = Field(2.0, gt=0)
+    lock_timeout: Number = Field(60.0, gt=0)
 
 
 class MetadataDoc(Section):
@@ -463,6 +506,7 @@ class Document(Section):
     generation: GenerationDoc = GenerationDoc()
     server: ServerDoc = ServerDoc()
     memcached: MemcachedDoc | None = None
+    redis_cache: RedisCacheDoc | None = None
     metadata: MetadataDoc = MetadataDoc()
     provider: ProviderDoc = ProviderDoc()
     cost: CostDoc = CostDoc()

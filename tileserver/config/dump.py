@@ -49,7 +49,8 @@ def config_data(config: Config) -> dict[str, Any]:
     data: dict[str, Any] = {
         key: _plain(value) if isinstance(value, BaseModel) else value
         for key, value in ((k, getattr(doc, k, None)) for k in ("generation", "server",
-            "metadata", "provider", "cost", "postgresql", "upstream", "sqs", "sns", "redis"))
+            "redis_cache", "metadata", "provider", "cost", "postgresql", "upstream", "sqs", "sns",
+            "redis"))
         if value is not None
     }  # fmt: skip
     data["grids"] = {name: _plain(grid) for name, grid in doc.grids.items()}

@@ -55,7 +55,10 @@ LAYER_TYPES = ("mapnik", "wms")
 FUTURE_LAYER_TYPES: tuple[str, ...] = ()
 WMS_VERSIONS = ("1.1.1", "1.3.0")
 DEFAULT_INFO_FORMATS = ("application/vnd.ogc.gml",)
-CACHE_TYPES = ("filesystem", "s3")
+CACHE_TYPES = ("filesystem", "s3", "mbtiles", "geopackage", "pmtiles")
+SINGLE_FILE_CACHES = ("mbtiles", "geopackage")  # `file` (one SQLite file) or `folder`
+WEB_MERCATOR_CACHES = ("mbtiles", "pmtiles")  # whose tiles are addressed by Web Mercator z/x/y
+TILE_CACHES = ("memcached", "redis")  # the on-demand cache: a `memcached` or `redis_cache` section
 MISSING_TILE = ("render", "no_content", "transparent")
 LOG_FORMATS = ("text", "json")
 QUEUE_TYPES = ("sqs", "redis")  # the queues of distributed generation (generate_tiles --role)
@@ -242,6 +245,8 @@ class CacheConfig:
     name: str
     type: str
     folder: str = ""
+    file: str = ""  # mbtiles, geopackage: one file for every layer; pmtiles: the archive
+    url: str = ""  # pmtiles: the archive over HTTP (range requests), e.g. on S3 or a CDN
     bucket: str = ""
     region: str = ""
     endpoint_url: str = ""
@@ -271,6 +276,24 @@ class MemcachedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisCacheConfig:
+    """The `redis_cache` section: the on-demand tile cache in Redis (one of `url`,
+    `servers` or `sentinels`), with Memcached's expiry, lock and outage rules."""
+
+    url: str = ""  # redis://[:password@]host[:port][/db], rediss://, unix://
+    servers: tuple[tuple[str, int], ...] = ()  # several Redis, keys spread by consistent hashing
+    sentinels: tuple[tuple[str, int], ...] = ()  # Redis Sentinel, which names the master
+    service_name: str = "mymaster"  # the master's name for the sentinels
+    db: int = 0  # with servers or sentinels (a url names its own)
+    password: str = ""  # with servers or sentinels
+    prefix: str = "tileserver/"
+    timeout: float = 1.0  # seconds per round trip
+    pool_size: int = 8  # connections per server
+    retry_interval: float = 2.0  # seconds to skip Redis after a failure
+    lock_timeout: float = 60.0  # TTL of the render lock of a metatile
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     """`server.admin`: the token-protected /admin/ operations, off by default."""
 
@@ -297,6 +320,7 @@ class ServerConfig:
     metrics: bool = True  # Prometheus metrics at /metrics
     shutdown_timeout: float = 30.0  # seconds SIGTERM leaves requests under way to finish
     admin: AdminConfig = AdminConfig()
+    tile_cache: str | None = None  # memcached | redis: which one, when both sections are set
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,6 +455,7 @@ class Config:
     generation: Generation = Generation()
     server: ServerConfig = ServerConfig()
     memcached: MemcachedConfig | None = None
+    redis_cache: RedisCacheConfig | None = None
     metadata: Metadata = Metadata()
     provider: Provider = Provider()
     cost: CostConfig = CostConfig()
@@ -444,6 +469,24 @@ class Config:
     warnings: tuple[str, ...] = field(default=(), compare=False)
     # The validated YAML document this was built from (--dump-config prints it).
     document: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def tile_cache(self) -> str | None:
+        """The on-demand cache: `server.tile_cache`, else `memcached` or `redis`, whichever
+        section is set (parse_config refuses both without `server.tile_cache`); None for
+        the in-process cache."""
+        if self.server.tile_cache is not None:
+            return self.server.tile_cache
+        if self.memcached is not None:
+            return "memcached"
+        return "redis" if self.redis_cache is not None else None
+
+    @property
+    def shared_cache(self) -> MemcachedConfig | RedisCacheConfig | None:
+        """The section of the shared on-demand cache (`tile_cache`); None: in-process."""
+        if self.tile_cache == "memcached":
+            return self.memcached
+        return self.redis_cache if self.tile_cache == "redis" else None
 
     @property
     def queue(self) -> str | None:

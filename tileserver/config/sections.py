@@ -1,5 +1,5 @@
-"""The checks of each section beyond its types, and its domain object: grids, caches,
-server, memcached, generation, queues, cost. Layers are in `layers.py`."""
+"""The checks of each section beyond its types, and its domain object: grids, server,
+generation, queues, cost. Layers are in `layers.py`, caches in `caches.py`."""
 
 from __future__ import annotations
 
@@ -9,28 +9,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from tileserver.config.document import (
-    CacheDoc,
     CostDoc,
     GenerationDoc,
     GridDoc,
-    MemcachedDoc,
     ProviderDoc,
     RedisDoc,
     ServerDoc,
     SnsDoc,
     SqsDoc,
 )
-from tileserver.config.messages import unknown_key
 from tileserver.config.model import (
-    _VALUE_RE,
-    CACHE_TYPES,
     LOG_FORMATS,
     QUEUE_TYPES,
     AdminConfig,
-    CacheConfig,
     CostConfig,
     Generation,
-    MemcachedConfig,
     Metadata,
     PostgresqlConfig,
     Provider,
@@ -44,17 +37,12 @@ from tileserver.config.model import (
 )
 from tileserver.crs import crs_info
 from tileserver.grid import Grid
-from tileserver.store_layout import check_path
 from tileserver.types import BBox
 
-# TileCloud-chain's cache types that tileserver does not offer (azure, bsddb; mbtiles
-# until issue 18's cache lands), refused with their name where a layer uses them.
-TCC_CACHE_TYPES = ("mbtiles", "bsddb", "azure")
-_URL_RE = re.compile(r"^https?://[^/]")
+URL_RE = re.compile(r"^https?://[^/]")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SQS_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]{1,80}$")  # SQS's rule for standard queues
 _SNS_ARN_RE = re.compile(r"^arn:[^:]+:sns:([^:]*):[^:]*:[A-Za-z0-9_\-]{1,256}$")
-_S3_ONLY = ("bucket", "region", "endpoint_url", "cache_control", "host")
 
 
 class Errors:
@@ -126,107 +114,10 @@ def build_grid(errors: Errors, name: str, doc: GridDoc) -> Grid | None:
     )
 
 
-def expand_urls(doc: CacheDoc) -> list[str]:
-    """TileCloud-chain's http_url placeholders: one URL per entry of `hosts` (%(host)s,
-    else the S3 `host`), %(bucket)s and %(folder)s replaced."""
-    urls = [doc.http_url] if doc.http_url else []
-    urls += [doc.http_urls] if isinstance(doc.http_urls, str) else list(doc.http_urls)
-    hosts = list(doc.hosts) or ([doc.host] if doc.host else [])
-    expanded: list[str] = []
-    for url in urls:
-        url = url.replace("%(bucket)s", doc.bucket or "").replace("%(folder)s", doc.folder or "")
-        if "%(host)s" in url:
-            expanded += [url.replace("%(host)s", host) for host in hosts]
-        else:
-            expanded.append(url)
-    # An empty folder leaves '//' where TCC's URL had '/%(folder)s/'.
-    return [re.sub(r"(?<!:)//+", "/", url) for url in expanded]
-
-
-def build_cache(errors: Errors, name: str, doc: CacheDoc) -> CacheConfig | None:
-    path = f"caches.{name}"
-    before = len(errors.messages)
-    if doc.type not in CACHE_TYPES:
-        if doc.type in TCC_CACHE_TYPES:
-            return None  # build.py warns, and refuses it where a layer uses it
-        supported = ", ".join(CACHE_TYPES)
-        errors.add(f"{path}.type", f"unknown cache type {doc.type!r} (supported: {supported})")
-        return None
-    if doc.type == "filesystem":
-        allowed = ["folder", "http_url", "http_urls", "hosts", "type", "wmtscapabilities_file"]
-        for key in _S3_ONLY:
-            if key in doc.model_fields_set:
-                errors.add(f"{path}.{key}", unknown_key(key, allowed))
-        if doc.folder is None:
-            errors.add(f"{path}.folder", "missing required key")
-    elif doc.bucket is None:
-        errors.add(f"{path}.bucket", "missing required key")
-    for key, urls in (("http_url", [doc.http_url]), ("http_urls", doc.http_urls)):
-        for url in [urls] if isinstance(urls, str) else urls:
-            if url and not _URL_RE.match(url):
-                errors.add(f"{path}.{key}", f"expected an http:// or https:// URL, got {url!r}")
-    urls = expand_urls(doc)
-    if any("%(host)s" in url for url in [doc.http_url, *doc.http_urls]) and not (
-        doc.hosts or doc.host
-    ):
-        errors.add(f"{path}.http_url", "uses %(host)s: list the hosts in `hosts`")
-    # TileCloud-chain wrote it with a leading '/'; it is relative to the store's root.
-    capabilities_file = doc.wmtscapabilities_file.lstrip("/")
-    try:
-        check_path(capabilities_file)
-    except ValueError:
-        errors.add(
-            f"{path}.wmtscapabilities_file",
-            f"must be a relative path inside the cache, got {capabilities_file!r}",
-        )
-    endpoint = doc.endpoint_url or (f"https://{doc.host}" if doc.host else "")
-    if doc.endpoint_url and not _URL_RE.match(doc.endpoint_url):
-        errors.add(f"{path}.endpoint_url", f"expected an http:// or https:// URL, got {endpoint!r}")
-    if len(errors.messages) > before:
-        return None
-    return CacheConfig(
-        name=name,
-        type=doc.type,
-        folder=doc.folder or "",
-        bucket=doc.bucket or "",
-        region=doc.region,
-        endpoint_url=endpoint if doc.type == "s3" else "",
-        cache_control=doc.cache_control,
-        http_url=urls[0] if len(urls) == 1 else "",
-        http_urls=tuple(urls) if len(urls) > 1 else (),
-        wmtscapabilities_file=capabilities_file,
-    )
-
-
 def texts(value: list[str] | str | None) -> tuple[str, ...]:
     if value is None:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
-
-
-def build_memcached(errors: Errors, doc: MemcachedDoc) -> MemcachedConfig | None:
-    servers: list[tuple[str, int]] = []
-    for i, text in enumerate(texts(doc.servers)):
-        host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            errors.add(f"memcached.servers[{i}]", f"expected 'host:port', got {text!r}")
-            continue
-        servers.append((host.strip("[]"), int(port)))
-    prefix = doc.prefix
-    if len(prefix) > 100 or not _VALUE_RE.match(prefix.replace("/", "_")):
-        errors.add("memcached.prefix", "must be at most 100 letters, digits or '_-.:/' characters")
-        return None
-    if not servers:
-        return None
-    return MemcachedConfig(
-        servers=tuple(servers),
-        prefix=prefix,
-        timeout=doc.timeout,
-        pool_size=doc.pool_size,
-        retry_interval=doc.retry_interval,
-        lock_timeout=doc.lock_timeout,
-        lock_lease=doc.lock_lease,
-    )
 
 
 def build_server(errors: Errors, doc: ServerDoc) -> ServerConfig:
@@ -265,7 +156,7 @@ def build_generation(errors: Errors, doc: GenerationDoc, queue_store: str | None
 
 
 def _endpoint(errors: Errors, path: str, url: str) -> None:
-    if url and not _URL_RE.match(url):
+    if url and not URL_RE.match(url):
         errors.add(path, f"expected an http:// or https:// URL, got {url!r}")
 
 
