@@ -1,4 +1,5 @@
-"""One contract every TileCache backend passes: the embedded LRU and Memcached."""
+"""One contract every TileCache backend passes: the embedded LRU, Memcached and Redis (one
+server, two with consistent hashing, and the master named by a Redis Sentinel)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 
 import pytest
 
 from tests.support.daemons import Memcached, freeze
+from tests.support.redis import RedisSentinel, RedisServer
 from tests.support.waiting import async_wait_until
 from tileserver.adapters.memcached import DELETE_BATCH, MemcachedCache
 from tileserver.adapters.memory_cache import MemoryCache
-from tileserver.config import MemcachedConfig
+from tileserver.adapters.redis_cache import RedisCache
+from tileserver.config import MemcachedConfig, RedisCacheConfig
 from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.protocols import TileCache
 from tileserver.types import CacheEntry
@@ -30,14 +34,44 @@ def daemons() -> Iterator[list[Memcached]]:
         daemon.stop()
 
 
-@pytest.fixture(params=["memory", "memcached", "memcached-x2"])
-async def cache(
-    request: pytest.FixtureRequest, daemons: list[Memcached]
-) -> AsyncIterator[TileCache]:
+@pytest.fixture(scope="module")
+def redis_servers() -> Iterator[list[RedisServer]]:
+    started = [RedisServer(), RedisServer()]
+    for server in started:
+        server.start()
+    sentinel = RedisSentinel(started[0])
+    sentinel.start()
+    started[0].sentinel = sentinel  # type: ignore[attr-defined]
+    yield started
+    sentinel.stop()
+    for server in started:
+        server.stop()
+
+
+def redis_config(servers: list[RedisServer], kind: str, **options: Any) -> RedisCacheConfig:
+    if kind == "redis":
+        return RedisCacheConfig(url=f"redis://127.0.0.1:{servers[0].port}/3", **options)
+    if kind == "redis-x2":
+        return RedisCacheConfig(servers=tuple(("127.0.0.1", s.port) for s in servers), **options)
+    sentinel = servers[0].sentinel  # type: ignore[attr-defined]
+    return RedisCacheConfig(sentinels=(("127.0.0.1", sentinel.port),), service_name="tiles",
+                            db=4, **options)  # fmt: skip
+
+
+@pytest.fixture(
+    params=["memory", "memcached", "memcached-x2", "redis", "redis-x2", "redis-sentinel"]
+)
+async def cache(request: pytest.FixtureRequest) -> AsyncIterator[TileCache]:
     backend: TileCache
     if request.param == "memory":
         backend = MemoryCache(64 * 1024 * 1024)
+    elif request.param.startswith("redis"):
+        servers = request.getfixturevalue("redis_servers")
+        for server in servers:
+            assert "OK" in server.command("FLUSHALL")
+        backend = RedisCache(redis_config(servers, request.param))
     else:
+        daemons = request.getfixturevalue("daemons")
         used = daemons[:1] if request.param == "memcached" else daemons
         for daemon in used:
             daemon.flush_all()
@@ -284,3 +318,82 @@ async def test_the_wait_for_a_pooled_connection_is_budgeted_apart_from_the_comma
         await cache.close()
     finally:
         daemon.stop()
+
+
+# --- Redis ----------------------------------------------------------------------------------
+
+
+async def test_redis_keys_spread_over_two_servers_and_expire(
+    redis_servers: list[RedisServer],
+) -> None:
+    for server in redis_servers:
+        server.command("FLUSHALL")
+    cache = RedisCache(redis_config(redis_servers, "redis-x2"))
+    items = tiles(64, size=100)
+    await cache.set_many(items, ttl=300)
+    counts = [int(s.command("DBSIZE").strip().lstrip(":")) for s in redis_servers]
+    assert sum(counts) == 64
+    assert min(counts) >= 10, counts
+    # Every key has the layer's TTL where it is (-2: not on that server).
+    ttls = [int(s.command("TTL", key).strip().lstrip(":")) for s in redis_servers for key in items]
+    assert sorted(ttls)[:64] == [-2] * 64
+    assert all(290 < ttl <= 300 for ttl in sorted(ttls)[64:])
+    assert await cache.ping() == cache.addresses
+    await cache.close()
+
+
+async def test_a_redis_value_without_the_stamp_header_is_read_with_stamp_0(
+    redis_servers: list[RedisServer],
+) -> None:
+    """A value another program wrote (or an older tileserver) is the value, stamp unknown."""
+    server = redis_servers[0]
+    assert "OK" in server.command("SET", "c/foreign", "plain")  # in database 0
+    cache = RedisCache(RedisCacheConfig(url=f"redis://127.0.0.1:{server.port}/0"))
+    found = await cache.get_many(["c/foreign"])
+    assert {k: (e.value, e.stamp, e.source) for k, e in found.items()} == {
+        "c/foreign": (b"plain", 0, "redis")
+    }
+    await cache.close()
+
+
+async def test_dead_redis_raises_cache_unavailable(closed_port: int) -> None:
+    cache = RedisCache(RedisCacheConfig(url=f"redis://127.0.0.1:{closed_port}/0", timeout=0.5))
+    started = time.monotonic()
+    for operation in (
+        lambda: cache.get_many(["c/a"]),
+        lambda: cache.set_many({"c/a": b"1"}, ttl=60),
+        lambda: cache.add("c/a", b"1", ttl=60),
+        lambda: cache.delete("c/a"),
+        lambda: cache.delete_many(["c/a", "c/b"]),
+    ):
+        with pytest.raises(CacheUnavailable):
+            await operation()
+    assert time.monotonic() - started < 5 * 1.5  # each within its budget
+    assert await cache.ping() == []
+    await cache.close()
+
+
+async def test_a_frozen_redis_times_out_and_every_key_reads_back_its_own_value() -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        cache = RedisCache(RedisCacheConfig(url=server.url, timeout=0.3, pool_size=2))
+        items = {f"c/k{i}": f"value-{i}".encode() * 50 for i in range(20)}
+        await cache.set_many(items, ttl=60)
+        assert server.proc is not None
+        freeze(server.proc.pid)
+        try:
+            for key in list(items)[:4]:
+                with pytest.raises(CacheTimeout):
+                    await cache.get_many([key])
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        # The answers to the timed-out commands arrive now: never read as later answers.
+        for key, value in items.items():
+            assert values(await cache.get_many([key])) == {key: value}
+        server.kill()
+        with pytest.raises(CacheUnavailable):
+            await cache.get_many(["c/k1"])
+        await cache.close()
+    finally:
+        server.stop()

@@ -59,3 +59,52 @@ class RedisServer:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+
+class RedisSentinel:
+    """A private Redis Sentinel (`redis-server --sentinel`) watching `master`, named
+    `service`; `start` returns once it knows the master's address."""
+
+    def __init__(self, master: RedisServer, service: str = "tiles") -> None:
+        self.binary = find_binary("redis-server", "redis-server")
+        self.master = master
+        self.service = service
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir: Path | None = None
+
+    def start(self) -> None:
+        self._dir = Path(tempfile.mkdtemp(prefix="redis-sentinel-"))
+        conf = self._dir / "sentinel.conf"  # the sentinel rewrites it: a file of its own
+        conf.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndir {self._dir}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+        )
+        self.proc = subprocess.Popen(
+            [self.binary, str(conf), "--sentinel", "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        if not wait_port(self.port, 10, self.proc):
+            self.stop()
+            raise RuntimeError(f"redis sentinel did not start on port {self.port}")
+        for _ in range(1000):  # it names the master as soon as it has read its config
+            if str(self.master.port) in self.command("SENTINEL", "get-master-addr-by-name",
+                                                     self.service):  # fmt: skip
+                return
+        self.stop()
+        raise RuntimeError("redis sentinel does not name its master")
+
+    def command(self, *words: str) -> str:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(" ".join(words).encode() + b"\r\n")
+            return s.recv(65536).decode()
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None

@@ -178,6 +178,7 @@ MAXIMAL: dict[str, Any] = {
         "pool_size": 4,
         "retry_interval": 1,
         "lock_timeout": 30,
+        "lock_lease": 3,
     },
     "memcached": {
         "servers": ["10.0.0.1:11211", "[::1]:11212"],

@@ -362,7 +362,14 @@ class RedisCacheDoc(Section):
     timeout: Number = Field(1.0, gt=0)
     pool_size: Int = Field(8, ge=1)
     retry_interval: Number = Field(2.0, gt=0)
-    lock_timeout: Number = Field(60.0, gt=0)
+    lock_timeout: Number = Field(
+        60.0, gt=0, description="Seconds a request waits at most for another process's "
+        "render of its metatile, then renders it itself",
+    )  # fmt: skip
+    lock_lease: Number = Field(
+        5.0, gt=0, description="Seconds a render lock lives unless its holder renews it (it "
+        "does while the render runs): a lock whose holder died is gone this soon",
+    )  # fmt: skip
 
 
 class MetadataDoc(Section):

@@ -290,7 +290,8 @@ class RedisCacheConfig:
     timeout: float = 1.0  # seconds per round trip
     pool_size: int = 8  # connections per server
     retry_interval: float = 2.0  # seconds to skip Redis after a failure
-    lock_timeout: float = 60.0  # TTL of the render lock of a metatile
+    lock_timeout: float = 60.0  # longest wait for another process's render of a metatile
+    lock_lease: float = 5.0  # a render lock's lease, renewed while its render runs
 
 
 @dataclass(frozen=True, slots=True)
