@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tileserver.grid import Grid
+
 WMTS_VERSION = "1.0.0"
 
 
@@ -33,6 +35,33 @@ class TilePath:
     row: int
     col: int
     extension: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tileset:
+    """The tiles of one layer, style, dimension values, matrix set and extension: what
+    one table of an MBTiles or GeoPackage file, or one PMTiles archive, holds."""
+
+    # "1.0.0/osm/default/epsg3857": its tile paths are {prefix}/{matrix id}/{row}/{col}.{ext}
+    prefix: str
+    extension: str
+    layer_name: str
+    grid: Grid
+
+    @property
+    def key(self) -> str:
+        """The file name of the tileset under a store's folder, without the suffix."""
+        return f"{self.prefix}.{self.extension}"
+
+    def path(self, z: int, row: int, col: int) -> str:
+        return f"{self.prefix}/{self.grid.matrix_id(z)}/{row}/{col}.{self.extension}"
+
+
+def tileset_of(layer_name: str, style: str, dimension_values: Sequence[str], extension: str,
+               grid: Grid) -> Tileset:  # fmt: skip
+    """The tileset of a layer's tiles with these dimension values."""
+    prefix = tile_prefix("", layer_name, style, dimension_values, grid.name).rstrip("/")
+    return Tileset(prefix, extension, layer_name, grid)
 
 
 def _check_part(what: str, value: str) -> str:

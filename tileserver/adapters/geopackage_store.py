@@ -24,9 +24,10 @@ import re
 import sqlite3
 from pathlib import Path
 
-from tileserver.adapters.sqlite_store import SqliteTileStore, Tileset
+from tileserver.adapters.sqlite_store import SqliteTileStore
 from tileserver.crs import srs_definition
 from tileserver.grid import Grid
+from tileserver.store_layout import Tileset
 
 APPLICATION_ID = 0x47504B47  # "GPKG"
 USER_VERSION = 10300  # GeoPackage 1.3.0

@@ -12,11 +12,14 @@ kept true at each write. See `sqlite_store` for the transactions and locking.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
-from tileserver.adapters.sqlite_store import SqliteTileStore, Tileset, level_rows
+from tileserver.adapters.sqlite_store import SqliteTileStore, level_rows
+from tileserver.config import Layer
 from tileserver.crs import bbox_to_wgs84
 from tileserver.grid import Grid, web_mercator_zoom_offset
+from tileserver.store_layout import Tileset
 
 # MBTiles 1.3 names JPEG "jpg"; other extensions are the format's name.
 _FORMATS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp", "pbf": "pbf"}
@@ -44,9 +47,15 @@ class MBTilesStore(SqliteTileStore):
     kind = "MBTiles"
 
     def __init__(
-        self, location: str | Path, *, bound: str | None = None, **options: object
+        self,
+        location: str | Path,
+        *,
+        grids: Mapping[str, Grid],
+        layers: Mapping[str, Layer] | None = None,
+        single_file: bool = False,
+        bound: str | None = None,
     ) -> None:
-        super().__init__(location, **options)  # type: ignore[arg-type]
+        super().__init__(location, grids=grids, layers=layers, single_file=single_file)
         self.bound = bound
 
     def unsupported(self, grid: Grid) -> str | None:

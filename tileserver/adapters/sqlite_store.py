@@ -37,7 +37,13 @@ from typing import ClassVar, TypeVar
 from tileserver.config import Layer
 from tileserver.errors import StoreOutage, StoreUnavailable
 from tileserver.grid import Grid
-from tileserver.store_layout import check_path, check_prefix, parse_tile_path, tile_prefix
+from tileserver.store_layout import (
+    Tileset,
+    check_path,
+    check_prefix,
+    parse_tile_path,
+    tile_prefix,
+)
 
 T = TypeVar("T")
 
@@ -45,25 +51,6 @@ _LIST_BATCH = 2000  # rows read per trip to a reader thread
 # SQLite result codes (https://www.sqlite.org/rescode.html) of a file every write fails on.
 _OUTAGE_CODES = {8, 10, 11, 13, 14, 26}  # READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
 _OUTAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES}
-
-
-@dataclass(frozen=True, slots=True)
-class Tileset:
-    """The tiles of one layer, style, dimension values, matrix set and extension."""
-
-    # "1.0.0/osm/default/epsg3857": its tile paths are {prefix}/{matrix id}/{row}/{col}.{ext}
-    prefix: str
-    extension: str
-    layer_name: str
-    grid: Grid
-
-    @property
-    def key(self) -> str:
-        """The file name of the tileset under a store's folder, without the suffix."""
-        return f"{self.prefix}.{self.extension}"
-
-    def path(self, z: int, row: int, col: int) -> str:
-        return f"{self.prefix}/{self.grid.matrix_id(z)}/{row}/{col}.{self.extension}"
 
 
 @dataclass(frozen=True, slots=True)

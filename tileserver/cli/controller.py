@@ -628,7 +628,7 @@ class Controller:
         from tileserver.adapters.stores import store_for
 
         for write in writes:
-            store = store_for(write.cache)
+            store = store_for(write.cache, self.config)
             await store.open()
             try:
                 for content_type, items in _by_content_type(write.files).items():

@@ -1034,7 +1034,9 @@ class Command:
                 self.config.upstream,
             )
             await renderer.start()
-            stores = {name: store_for(cache) for name, cache in self.config.caches.items()}
+            stores = {
+                name: store_for(cache, self.config) for name, cache in self.config.caches.items()
+            }
             worker = Worker(
                 queue,
                 renderer,
@@ -1304,7 +1306,7 @@ class Command:
             layer, grid = job.layer, job.layer.grid
             detection = layer.empty_tile_detection
             assert detection is not None  # checked above
-            store = store_for(self.config.caches[job.cache])
+            store = store_for(self.config.caches[job.cache], self.config)
             await store.open()
             try:
                 for z in job.zooms:
@@ -1370,7 +1372,7 @@ class Command:
         try:
             for job in jobs:
                 if job.cache not in stores:
-                    store = store_for(self.config.caches[job.cache])
+                    store = store_for(self.config.caches[job.cache], self.config)
                     await store.open()
                     stores[job.cache] = store
             for job in jobs:

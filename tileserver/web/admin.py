@@ -307,9 +307,10 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
     else:
         answer["grids"] = by_grid
     answer.update(tiles=total, cache=cache.name)
-    if cache.name != "memcached":
+    if cache.name == "memory":
         answer["note"] = (
-            f"no memcached: only the in-process cache of server process {os.getpid()} was expired"
+            f"no memcached nor redis_cache: only the in-process cache of server process "
+            f"{os.getpid()} was expired"
         )
     if dry_run:
         return _json({**answer, "dry_run": True})
@@ -321,7 +322,8 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
             **answer,
         )
     stats = InvalidationStats()
-    pool = backends.config.memcached.pool_size if backends.config.memcached else 4
+    shared = backends.config.shared_cache
+    pool = shared.pool_size if shared else 4
     try:
         keys = itertools.chain.from_iterable(inv.keys() for inv in invalidations)
         await delete_keys(cache, keys, stats, concurrency=pool)

@@ -51,7 +51,7 @@ async def open_stores(config: Config, stack: AsyncExitStack) -> dict[str, TileSt
     }
     stores: dict[str, TileStore] = {}
     for name in sorted(names):
-        store = store_for(config.caches[name])
+        store = store_for(config.caches[name], config)
         await store.open()
         stack.push_async_callback(store.close)
         log.warning("tile store %r: %r (pre-generated levels)", name, store)
@@ -97,7 +97,7 @@ async def open_backends(
     file does not load. Closed with `backends.stack`."""
     stack = AsyncExitStack()
     try:
-        memcached = config.memcached
+        shared = config.shared_cache  # Memcached's or Redis's section, or None
         if injected.tile_cache is None:
             cache = await open_tile_cache(config, metrics)
         else:
@@ -125,13 +125,13 @@ async def open_backends(
         tiles = TileService(
             cache,
             renderer,
-            memcached.prefix if memcached else "tileserver/",
-            memcached.lock_timeout if memcached else 60.0,
+            shared.prefix if shared else "tileserver/",
+            shared.lock_timeout if shared else 60.0,
             stores,
             on_render=None if metrics is None else metrics.rendered,
             hot=_hot_tiles(config, cache),
             hot_max_age=config.server.hot_cache_max_age,
-            lock_lease=memcached.lock_lease if memcached else 5.0,
+            lock_lease=shared.lock_lease if shared else 5.0,
         )
     except BaseException:
         await stack.aclose()
@@ -287,7 +287,7 @@ class Runtime:
         cache = backends.cache
         await cache.probe()  # a server back since the last request is seen back now
         if cache.servers:
-            report["tile_cache"] = {"memcached": cache.states()}
+            report["tile_cache"] = {cache.name: cache.states()}
         degraded.update(cache.degraded())
         now = time.monotonic()
         for dependency, (when, message) in self.failures.items():

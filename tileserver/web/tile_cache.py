@@ -1,6 +1,7 @@
 """The tile cache a server process uses, composed from its configuration: each Memcached
-server with its own health on a consistent-hash ring, the in-process LRU behind them for
-the keys no server can take (or alone, with no `memcached` section)."""
+or Redis server with its own health on a consistent-hash ring, the in-process LRU behind
+them for the keys no server can take (or alone, with neither `memcached` nor
+`redis_cache`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from tileserver.adapters.memcached import MemcachedServer
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.adapters.prometheus_metrics import PrometheusMetrics
+from tileserver.adapters.tile_caches import CacheServer, cache_servers
 from tileserver.config import Config
 from tileserver.services.cache_ring import CacheRing
 from tileserver.services.resilient_cache import ResilientCache
@@ -19,22 +20,22 @@ log = logging.getLogger("tileserver.server")
 
 
 async def open_tile_cache(config: Config, metrics: PrometheusMetrics | None) -> CacheRing:
-    """The cache ring of config. Memcached servers that do not answer now start down:
-    their keys go to the in-process cache until they answer (checked every
-    `retry_interval`), without a restart."""
+    """The cache ring of config. Servers that do not answer now start down: their keys go
+    to the in-process cache until they answer (checked every `retry_interval`), without
+    a restart."""
     size = config.server.memory_cache_mb
     memory = MemoryCache(size * 1024 * 1024)
     embedded = f"embedded in-process LRU cache ({size} MB)"
-    memcached = config.memcached
-    if memcached is None:
-        log.warning("tile cache: %s: no memcached section in the config", embedded)
+    shared = config.shared_cache
+    if shared is None:
+        log.warning("tile cache: %s: no memcached nor redis_cache section in the config",
+                    embedded)  # fmt: skip
         return CacheRing([], ResilientCache(memory))
-    on_failure = None if metrics is None else lambda: metrics.error("memcached", "unavailable")
+    servers: list[CacheServer] = cache_servers(config)
+    kind = servers[0].name  # memcached | redis
+    on_failure = None if metrics is None else lambda: metrics.error(kind, "unavailable")
     nodes: list[ResilientCache] = []
-    servers: list[MemcachedServer] = []
-    for host, port in memcached.servers:
-        server = MemcachedServer(host, port, memcached.pool_size, memcached.timeout)
-        servers.append(server)
+    for server in servers:
         report = None if metrics is None else _reporter(metrics, server.address)
         while_down = (
             "its keys go to the next server on the ring, or to the in-process cache when "
@@ -43,7 +44,7 @@ async def open_tile_cache(config: Config, metrics: PrometheusMetrics | None) -> 
         nodes.append(
             ResilientCache(
                 server,
-                memcached.retry_interval,
+                shared.retry_interval,
                 on_failure,
                 address=server.address,
                 while_down=while_down,
@@ -52,7 +53,7 @@ async def open_tile_cache(config: Config, metrics: PrometheusMetrics | None) -> 
         )
     ring = CacheRing(nodes, ResilientCache(memory))
     addresses = ", ".join(s.address for s in servers)
-    log.warning("tile cache: memcached %s; %s for the keys of servers down", addresses, embedded)
+    log.warning("tile cache: %s %s; %s for the keys of servers down", kind, addresses, embedded)
     answers = await asyncio.gather(*(server.ping() for server in servers))
     for server, node, up in zip(servers, nodes, answers, strict=True):
         if not up:
