@@ -304,7 +304,7 @@ def test_without_memcached_it_warns_and_still_regenerates(tmp_path: Path) -> Non
     tiles.write_text(f"17/{col}/{row}\n")
     result = generate(config, "--tiles", str(tiles), "--update", "--zoom", "17-19")
     assert result.returncode == 0, result.stderr
-    assert "the config has no `memcached` setting" in result.stderr
+    assert "the config has no `memcached` (nor `redis_cache`) setting" in result.stderr
     assert "levels 18-19 live in each server's in-process cache" in result.stderr
     assert "invalidated" not in result.stdout
     # Only the listed tile: its neighbours merely touch it.

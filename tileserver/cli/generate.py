@@ -1075,7 +1075,7 @@ class Command:
         """--update: regenerates the pre-generated levels inside the selection, then deletes
         the tiles of the on-demand levels there from Memcached; the exit status."""
         args = self.args
-        memcached = self.config.memcached
+        memcached = self.config.shared_cache  # Memcached's or Redis's section, or None
         if not selection.explicit:
             raise CommandError(
                 "--update needs --geom, --bbox or --tiles: without one it would invalidate "
@@ -1187,17 +1187,21 @@ class Command:
         return selection, area
 
     def flush_hint(self) -> str:
-        servers = self.config.memcached.servers if self.config.memcached else (("HOST", "PORT"),)
-        return "; ".join(f"echo flush_all | nc -q 2 {host} {port}" for host, port in servers)
+        from tileserver.adapters.tile_caches import flush_hint
+
+        if self.config.shared_cache is None:
+            return "echo flush_all | nc -q 2 HOST PORT"
+        return flush_hint(self.config)
 
     def warn_in_process_caches(self, invalidations: Sequence[Invalidation]) -> None:
         for inv in invalidations:
             print(
                 f"{self.prog}: warning: layer {inv.layer.name}: the config has no `memcached` "
-                f"setting, so the on-demand levels {format_zooms(inv.zooms)} live in each "
-                "server's in-process cache and cannot be invalidated from outside: they show "
-                f"the old data until they expire ({inv.layer.expires_hours:g} h) or the servers "
-                "restart. Set `memcached` to invalidate them with --update.",
+                f"(nor `redis_cache`) setting, so the on-demand levels "
+                f"{format_zooms(inv.zooms)} live in each server's in-process cache and cannot "
+                "be invalidated from outside: they show the old data until they expire "
+                f"({inv.layer.expires_hours:g} h) or the servers restart. Set `memcached` to "
+                "invalidate them with --update.",
                 file=self.err,
             )
 
@@ -1207,10 +1211,12 @@ class Command:
         counts: Sequence[dict[int, tuple[int, int]]],
         too_many: bool,
     ) -> None:
-        memcached = self.config.memcached
+        from tileserver.adapters.tile_caches import shared_cache_for
+
+        shared = shared_cache_for(self.config)
         where = (
-            f"memcached {', '.join(f'{h}:{p}' for h, p in memcached.servers)}"
-            if memcached is not None
+            f"{shared.name} {', '.join(shared.addresses)}"
+            if shared is not None
             else "each server's in-process cache: not possible"
         )
         total_metatiles = total_tiles = 0
@@ -1236,12 +1242,12 @@ class Command:
     async def invalidate(
         self, invalidations: Sequence[Invalidation], total: int, levels: str
     ) -> int:
-        """Deletes the keys of the invalidations from Memcached; the exit status."""
-        from tileserver.adapters.memcached import MemcachedCache
+        """Deletes the keys of the invalidations from Memcached or Redis; the exit status."""
+        from tileserver.adapters.tile_caches import shared_cache_for
 
-        memcached = self.config.memcached
-        assert memcached is not None
-        cache = MemcachedCache(memcached)
+        memcached = self.config.shared_cache
+        cache = shared_cache_for(self.config)
+        assert memcached is not None and cache is not None
         retry = f"when it is back, run the same command with --zoom {levels} to invalidate them"
         stats = InvalidationStats()
         last_line = time.monotonic()
@@ -1261,13 +1267,13 @@ class Command:
             down = await unreachable()
             if down:
                 print(
-                    f"{self.prog}: memcached {', '.join(down)} not reachable: the on-demand tiles "
-                    f"at levels {levels} were NOT invalidated ({retry})",
+                    f"{self.prog}: {cache.name} {', '.join(down)} not reachable: the on-demand "
+                    f"tiles at levels {levels} were NOT invalidated ({retry})",
                     file=self.err,
                 )
                 return 1
             self.info(
-                f"invalidating {total} tiles at levels {levels} in memcached "
+                f"invalidating {total} tiles at levels {levels} in {cache.name} "
                 f"{', '.join(cache.addresses)}"
             )
             keys = itertools.chain.from_iterable(inv.keys() for inv in invalidations)
@@ -1278,7 +1284,7 @@ class Command:
             except CacheUnavailable as exc:
                 down = await unreachable()
                 print(
-                    f"{self.prog}: memcached failed after {stats.keys} of {total} tiles: {exc}"
+                    f"{self.prog}: {cache.name} failed after {stats.keys} of {total} tiles: {exc}"
                     f" (not reachable: {', '.join(down) or 'none'}); {retry}",
                     file=self.err,
                 )
