@@ -398,3 +398,143 @@ async def test_nothing_is_written_outside_the_folder(tmp_path: Path) -> None:
             await store.put_many({bad: b"x"}, "image/png")
     assert not (tmp_path / "escaped.png").exists()
     assert not root.exists()
+
+
+# --- the read side, PMTiles included --------------------------------------------------------
+# A PMTiles archive is read-only and holds one layer: these tests fill each store with the
+# tiles of one layer (a PMTiles archive by exporting a folder), then read them back.
+
+READ_TILES = {
+    tile_path("", "osm", "default", (), "g", str(z), row, col, "png"): os.urandom(
+        50 + z * 100 + col
+    )
+    for z, row, col in [(0, 0, 0), (3, 2, 5), (3, 2, 6), (3, 7, 7), (5, 20, 31), (8, 200, 100)]
+}
+READ_TILES[tile_path("", "osm", "default", (), "g", "4", 1, 1, "png")] = b""  # empty bytes too
+
+
+async def _archive(tmp_path: Path) -> Path:
+    """A PMTiles archive of READ_TILES, exported from a folder store."""
+    from tests.support.configs import single_layer
+    from tileserver.adapters.pmtiles_store import PMTilesWriter, tile_order
+    from tileserver.services.pmtiles_export import export_layer
+
+    layer = single_layer(tmp_path, name="osm")
+    source = FilesystemStore(tmp_path / "source")
+    await source.put_many(READ_TILES, "image/png")
+    target = tmp_path / "osm.pmtiles"
+    stats = await export_layer(layer, source, range(10), PMTilesWriter(target), tile_order)
+    assert stats.tiles == len(READ_TILES)
+    assert stats.levels == (0, 3, 4, 5, 8)
+    return target
+
+
+@pytest.fixture(params=["filesystem", "mbtiles", "geopackage", "pmtiles-file", "pmtiles-http"])
+async def filled(
+    request: pytest.FixtureRequest, tmp_path: Path, aiohttp_server: Any
+) -> AsyncIterator[TileStore]:
+    from aiohttp import web
+
+    from tileserver.adapters.pmtiles_store import PMTilesStore
+    from tileserver.store_layout import Tileset
+
+    backend: TileStore
+    if request.param.startswith("pmtiles"):
+        archive = await _archive(tmp_path)
+        source = str(archive)
+        if request.param == "pmtiles-http":  # aiohttp's FileResponse answers Range requests
+
+            async def serve(_: web.Request) -> web.FileResponse:
+                return web.FileResponse(archive)
+
+            app = web.Application()
+            app.router.add_get("/tiles/osm.pmtiles", serve)
+            server = await aiohttp_server(app)
+            source = str(server.make_url("/tiles/osm.pmtiles"))
+        tileset = Tileset("1.0.0/osm/default/g", "png", "osm", GRIDS["g"])
+        backend = PMTilesStore(source, tileset)
+    else:
+        if request.param == "filesystem":
+            backend = FilesystemStore(tmp_path / "tiles")
+        elif request.param == "mbtiles":
+            backend = MBTilesStore(tmp_path / "tiles", grids=GRIDS)
+        else:
+            backend = GeoPackageStore(tmp_path / "t.gpkg", grids=GRIDS, single_file=True)
+        await backend.open()
+        await backend.put_many(READ_TILES, "image/png")
+        await backend.close()
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+async def test_read_every_tile_byte_for_byte(filled: TileStore) -> None:
+    for key, value in READ_TILES.items():
+        assert await filled.get(key) == value
+        assert await filled.exists(key) is True
+
+
+async def test_read_a_missing_tile_is_none(filled: TileStore) -> None:
+    missing = [
+        tile_path("", "osm", "default", (), "g", "3", 2, 4, "png"),  # beside stored ones
+        tile_path("", "osm", "default", (), "g", "9", 0, 0, "png"),  # a level without tiles
+        tile_path("", "osm", "default", (), "g", "3", 2, 5, "jpeg"),  # another extension
+        tile_path("", "other", "default", (), "g", "3", 2, 5, "png"),  # another layer
+        "1.0.0/osm/default/g/3/2",
+    ]
+    for key in missing:
+        assert await filled.get(key) is None
+        assert await filled.exists(key) is False
+
+
+async def test_read_lists_exactly_the_paths_under_a_prefix(filled: TileStore) -> None:
+    every = sorted(READ_TILES)
+    assert await listed(filled, "") == every
+    assert await listed(filled, "1.0.0/osm/") == every
+    assert await listed(filled, "1.0.0/osm/default/g/3/") == [p for p in every if "/g/3/" in p]
+    assert await listed(filled, "1.0.0/osm/default/g/3/2/") == [p for p in every if "/g/3/2/" in p]
+    assert await listed(filled, "1.0.0/o") == every
+    assert await listed(filled, "1.0.0/other/") == []
+
+
+@pytest.mark.parametrize("bad", ["../x.png", "/etc/passwd", "a/../../x.png", "a//b.png", ""])
+async def test_read_a_path_leaving_the_root_is_refused(filled: TileStore, bad: str) -> None:
+    with pytest.raises(ValueError):
+        await filled.get(bad)
+    with pytest.raises(ValueError):
+        await filled.exists(bad)
+
+
+async def test_a_pmtiles_store_refuses_writes(tmp_path: Path) -> None:
+    from tileserver.adapters.pmtiles_store import PMTilesStore
+
+    store = PMTilesStore(str(await _archive(tmp_path)), None)
+    await store.open()
+    try:
+        with pytest.raises(StoreUnavailable, match="read-only"):
+            await store.put_many({path(): PNG}, "image/png")
+        with pytest.raises(StoreUnavailable, match="read-only"):
+            await store.delete_many([path()])
+        assert await store.get(next(iter(READ_TILES))) is None  # bound to no layer: serves none
+    finally:
+        await store.close()
+
+
+async def test_a_pmtiles_url_that_does_not_answer_is_an_outage() -> None:
+    from tileserver.adapters.pmtiles_store import PMTilesStore
+    from tileserver.errors import StoreOutage
+
+    store = PMTilesStore(f"http://127.0.0.1:{free_port()}/osm.pmtiles", None, timeout=2)
+    started = time.monotonic()
+    with pytest.raises(StoreOutage):
+        await store.open()
+    assert time.monotonic() - started < DOWN_WITHIN
+
+
+async def test_a_file_that_is_not_an_archive_is_an_outage(tmp_path: Path) -> None:
+    from tileserver.adapters.pmtiles_store import PMTilesStore
+    from tileserver.errors import StoreOutage
+
+    (tmp_path / "x.pmtiles").write_bytes(b"not an archive" * 100)
+    with pytest.raises(StoreOutage, match="not a PMTiles 3 archive"):
+        await PMTilesStore(str(tmp_path / "x.pmtiles"), None).open()

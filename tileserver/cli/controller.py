@@ -121,6 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "tileset per type: wms layer (--layer, default: every layer)",
     )
     actions.add_argument(
+        "--export-pmtiles",
+        metavar="OUT.pmtiles",
+        help="write the stored tiles of one --layer (levels: --zoom, default the pre-generated "
+        "ones) from its cache (or --cache) into one PMTiles archive, e.g. for a CDN",
+    )
+    actions.add_argument(
         "--status",
         action="store_true",
         help="the queue of generate_tiles --role master/worker (`sqs` or `redis`): jobs "
@@ -550,6 +556,7 @@ class Controller:
         cost_zooms = [self.zooms(layer) for layer in cost_layers]
         mapcache = self.mapcache_config() if args.generate_mapcache_config else None
         queue = self.queue() if args.status else None
+        export = self.export_plan() if args.export_pmtiles else None
 
         if args.dump_config:
             yaml.safe_dump(
@@ -570,9 +577,44 @@ class Controller:
             except OSError as exc:
                 raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from exc
             self.info(f"wrote the MapCache configuration to {target}")
+        if export is not None:
+            asyncio.run(self.export_pmtiles(*export))
         if queue is not None:
             asyncio.run(self.status(queue))
         return 0
+
+    def export_plan(self) -> tuple[Layer, CacheConfig, tuple[int, ...]]:
+        """--export-pmtiles: the layer, the cache its tiles are read from, the levels."""
+        layers = self.layers()
+        if len(layers) != 1:
+            raise CommandError("--export-pmtiles: an archive holds one layer: pass one --layer", 2)
+        cache = self.cache(layers)
+        if cache.type == "pmtiles":
+            raise CommandError(f"--export-pmtiles: cache {cache.name!r} is a PMTiles archive "
+                               "already: pass --cache with the tiles to export", 2)  # fmt: skip
+        return layers[0], cache, self.zooms(layers[0])
+
+    async def export_pmtiles(
+        self, layer: Layer, cache: CacheConfig, zooms: tuple[int, ...]
+    ) -> None:
+        from tileserver.adapters.pmtiles_store import PMTilesWriter, tile_order
+        from tileserver.adapters.stores import store_for
+        from tileserver.services.pmtiles_export import export_layer
+
+        target = Path(self.args.export_pmtiles)
+        store = store_for(cache, self.config)
+        await store.open()
+        try:
+            stats = await export_layer(layer, store, zooms, PMTilesWriter(target), tile_order)
+        except ValueError as exc:
+            raise CommandError(f"--export-pmtiles: {exc}") from exc
+        except OSError as exc:
+            raise CommandError(f"--export-pmtiles: {target}: {exc.strerror or exc}") from exc
+        finally:
+            await store.close()
+        levels = format_zooms(stats.levels)
+        self.info(f"wrote {stats.tiles} tiles ({stats.bytes} bytes) of layer {layer.name}, "
+                  f"levels {levels}, from cache {cache.name} into {target}")  # fmt: skip
 
     def queue(self) -> JobQueue:
         from tileserver.adapters.queues import queue_for
