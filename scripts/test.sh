@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # PostgreSQL + PostGIS: the `geoms` tests start a throwaway cluster of their own.
-# gdal-bin: GDAL's OGCAPI driver reads the OGC API - Tiles endpoints (tests/e2e/test_ogcapi.py).
+# gdal-bin: GDAL's OGCAPI driver reads the OGC API - Tiles endpoints (tests/e2e/test_ogcapi.py),
+# and GDAL reads the MBTiles and GeoPackage files back (tests/e2e/test_single_file_stores.py).
 bash scripts/install-system-deps.sh memcached chromium postgresql-15 postgresql-15-postgis-3 \
   cgi-mapserver mapcache-tools docker-compose fonts-dejavu-core redis-server wrk \
   gdal-bin nginx-light

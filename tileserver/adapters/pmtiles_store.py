@@ -231,7 +231,7 @@ class PMTilesStore:
     async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:
         for path in items:
             check_path(path)
-        raise StoreUnavailable(
+        raise StoreOutage(  # every write would fail alike: generate_tiles stops at once
             f"{self.source}: a pmtiles cache is read-only: write the tiles into a folder, S3, "
             "MBTiles or GeoPackage cache, then generate_controller --export-pmtiles"
         )
@@ -239,7 +239,7 @@ class PMTilesStore:
     async def delete_many(self, paths: Iterable[str]) -> None:
         for path in paths:
             check_path(path)
-        raise StoreUnavailable(f"{self.source}: a pmtiles cache is read-only")
+        raise StoreOutage(f"{self.source}: a pmtiles cache is read-only")
 
 
 class PMTilesWriter:

@@ -57,6 +57,7 @@ ACTIONS = (
     "dump_config",
     "cost",
     "generate_mapcache_config",
+    "export_pmtiles",
     "status",
 )
 STATUS_FAILURES = 50  # failed jobs --status lists
@@ -522,7 +523,7 @@ class Controller:
         writes: list[_Write] = []
         if args.generate_wmts_capabilities:
             layers = self.layers()
-            cache = self.cache(layers)
+            cache = self.files_cache(self.cache(layers))
             if not cache.public_urls:
                 raise CommandError(
                     f"caches.{cache.name}.http_url is not set: the Capabilities need the "
@@ -547,7 +548,9 @@ class Controller:
             )
         if args.openlayers_test:
             named = args.layer or self.config.generation.default_layers
-            cache = self.cache(self.layers() if named else list(self.config.layers.values()))
+            cache = self.files_cache(
+                self.cache(self.layers() if named else list(self.config.layers.values()))
+            )
             files = openlayers_files(cache.wmtscapabilities_file)
             where = f" ({cache.public_urls[0]}/index.html)" if cache.public_urls else ""
             writes.append(_Write(cache, files, f"OpenLayers page at index.html{where}"))
@@ -582,6 +585,14 @@ class Controller:
         if queue is not None:
             asyncio.run(self.status(queue))
         return 0
+
+    def files_cache(self, cache: CacheConfig) -> CacheConfig:
+        """cache, when it can hold files other than tiles (a folder, S3)."""
+        if cache.type not in ("filesystem", "s3"):
+            raise CommandError(f"cache {cache.name!r} is {cache.type}, which holds tiles only: "
+                               "write the Capabilities and pages into a filesystem or s3 "
+                               "cache (--cache)", 2)  # fmt: skip
+        return cache
 
     def export_plan(self) -> tuple[Layer, CacheConfig, tuple[int, ...]]:
         """--export-pmtiles: the layer, the cache its tiles are read from, the levels."""
