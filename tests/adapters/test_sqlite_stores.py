@@ -82,6 +82,56 @@ async def test_a_grid_starting_below_zoom_0_maps_to_web_mercator_zooms(tmp_path:
         ]
 
 
+def tilecloud_chain_file(file: Path, tiles: dict[tuple[int, int, int], bytes]) -> None:
+    """An MBTiles file as TileCloud-chain writes one (tilecloud's MBTilesTileStore with
+    tilecoord_in_topleft): its two tables, keyed by (zoom_level, tile_column, tile_row),
+    rows counted from the top, the grid's level as zoom_level, no metadata."""
+    file.parent.mkdir(parents=True, exist_ok=True)
+    rows = [(z, col, row, data) for (z, row, col), data in tiles.items()]
+    with sqlite3.connect(file) as conn:
+        conn.execute("CREATE TABLE metadata (name text, value text, PRIMARY KEY (name))")
+        conn.execute(
+            "CREATE TABLE tiles (zoom_level integer, tile_column integer, tile_row integer, "
+            "tile_data blob, PRIMARY KEY (zoom_level, tile_column, tile_row))"
+        )
+        conn.executemany("INSERT INTO tiles VALUES (?, ?, ?, ?)", rows)
+    conn.close()
+
+
+async def test_a_tilecloud_chain_file_is_read_and_written_in_its_layout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A TileCloud-chain user's MBTiles files, under the names TileCloud-chain gives them,
+    serve the same map: the same tile at the same WMTS row and column."""
+    full = web_mercator()
+    grids = {**GRIDS, "from2": Grid("from2", "EPSG:3857", full.bbox, full.resolutions[2:])}
+    file = tmp_path / "1.0.0/osm/default/epsg3857.png.mbtiles"
+    tilecloud_chain_file(file, {(3, 0, 2): b"top", (3, 7, 5): b"bottom"})
+    from2 = tmp_path / "1.0.0/osm/default/from2.png.mbtiles"
+    tilecloud_chain_file(from2, {(0, 3, 1): b"level 0"})  # the grid's level, not zoom 2
+    store = MBTilesStore(tmp_path, grids=grids)
+    await store.open()
+    try:
+        assert await store.get(path(3, 0, 2)) == b"top"
+        assert await store.get(path(3, 7, 5)) == b"bottom"
+        assert await store.get(path(3, 7, 2)) is None
+        assert await store.get(path(0, 3, 1, grid="from2")) == b"level 0"
+        assert sorted([p async for p in store.list_paths("")]) == sorted(
+            [path(3, 0, 2), path(3, 7, 5), path(0, 3, 1, grid="from2")]
+        )
+        await store.put_many({path(3, 1, 4): b"new"}, "image/png")
+        await store.delete_many([path(3, 7, 5)])
+        assert await store.get(path(3, 1, 4)) == b"new"
+    finally:
+        await store.close()
+    with sqlite3.connect(file) as conn:
+        rows = set(conn.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"))
+        assert rows == {(3, 2, 0, b"top"), (3, 4, 1, b"new")}  # still rows from the top
+        assert list(conn.execute("SELECT * FROM metadata")) == []  # left as it was
+    conn.close()
+    assert "without metadata, as TileCloud-chain writes them" in caplog.text
+
+
 async def test_mbtiles_refuses_a_grid_that_is_not_web_mercator(tmp_path: Path) -> None:
     store = MBTilesStore(tmp_path, grids={"epsg2056": SWISS})
     await store.open()

@@ -100,11 +100,13 @@ class GeoPackageStore(SqliteTileStore):
             return f"grid {grid.name!r}: no GeoPackage spatial reference for {grid.srs}: {exc}"
         return None
 
-    def to_row(self, tileset: Tileset, z: int, row: int, col: int) -> tuple[int, int, int]:
+    def to_row(
+        self, file: Path, tileset: Tileset, z: int, row: int, col: int
+    ) -> tuple[int, int, int]:
         return z, col, row
 
     def from_row(
-        self, tileset: Tileset, zoom_level: int, column: int, row: int
+        self, file: Path, tileset: Tileset, zoom_level: int, column: int, row: int
     ) -> tuple[int, int, int]:
         return zoom_level, row, column
 

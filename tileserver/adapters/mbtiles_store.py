@@ -7,10 +7,17 @@ dimension values and grid, named as TileCloud-chain names them
 (`1.0.0/{layer}/{style}/[{dims}/]{grid}.{ext}.mbtiles`); with `file`, the one tileset it
 is `bound` to. The `metadata` table carries name, format, bounds, minzoom and maxzoom,
 kept true at each write. See `sqlite_store` for the transactions and locking.
+
+TileCloud-chain wrote its MBTiles files otherwise: rows counted from the top, the grid's
+own level numbers as zoom_level, and no metadata. A file with tiles but neither `name`
+nor `format` in its metadata (which every MBTiles version requires) is such a file: it is
+read and written in TileCloud-chain's layout, its metadata left as it is, so a
+TileCloud-chain user's files serve the same map here.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +31,8 @@ from tileserver.store_layout import Tileset
 # MBTiles 1.3 names JPEG "jpg"; other extensions are the format's name.
 _FORMATS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp", "pbf": "pbf"}
 _WORLD_BOUNDS = "-180,-85.0511287798066,180,85.0511287798066"
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS metadata (name TEXT NOT NULL, value TEXT);
@@ -57,6 +66,14 @@ class MBTilesStore(SqliteTileStore):
     ) -> None:
         super().__init__(location, grids=grids, layers=layers, single_file=single_file)
         self.bound = bound
+        self._top_left: dict[Path, bool] = {}  # files in TileCloud-chain's layout
+
+    def opened(self, file: Path, conn: sqlite3.Connection) -> None:
+        tcc = written_by_tilecloud_chain(conn)
+        if tcc and not self._top_left.get(file):
+            log.warning("%s: an MBTiles file without metadata, as TileCloud-chain writes them: "
+                        "read and written in its layout (rows from the top)", file)  # fmt: skip
+        self._top_left[file] = tcc
 
     def unsupported(self, grid: Grid) -> str | None:
         if web_mercator_zoom_offset(grid) is None:
@@ -74,13 +91,19 @@ class MBTilesStore(SqliteTileStore):
         assert offset is not None  # `tileset` leaves out the other grids
         return offset
 
-    def to_row(self, tileset: Tileset, z: int, row: int, col: int) -> tuple[int, int, int]:
+    def to_row(
+        self, file: Path, tileset: Tileset, z: int, row: int, col: int
+    ) -> tuple[int, int, int]:
+        if self._top_left.get(file):
+            return z, col, row
         zoom = z + self._offset(tileset)
         return zoom, col, (1 << zoom) - 1 - row  # TMS rows count from the bottom
 
     def from_row(
-        self, tileset: Tileset, zoom_level: int, column: int, row: int
+        self, file: Path, tileset: Tileset, zoom_level: int, column: int, row: int
     ) -> tuple[int, int, int]:
+        if self._top_left.get(file):
+            return zoom_level, row, column
         return zoom_level - self._offset(tileset), (1 << zoom_level) - 1 - row, column
 
     def find_table(self, conn: sqlite3.Connection, tileset: Tileset) -> str | None:
@@ -109,6 +132,8 @@ class MBTilesStore(SqliteTileStore):
         return "tiles"
 
     def after_write(self, conn: sqlite3.Connection, tileset: Tileset, table: str) -> None:
+        if written_by_tilecloud_chain(conn):
+            return  # its metadata stays as TileCloud-chain left it
         levels = list(level_rows(conn, table))
         if levels:
             conn.executemany(
@@ -131,3 +156,19 @@ def _has_tiles(conn: sqlite3.Connection) -> bool:
         "SELECT 1 FROM sqlite_master WHERE name = 'tiles' AND type IN ('table', 'view')"
     ).fetchone()
     return found is not None
+
+
+def written_by_tilecloud_chain(conn: sqlite3.Connection) -> bool:
+    """A `tiles` table without the metadata every MBTiles version requires (`name`,
+    `format`): TileCloud-chain's layout (rows from the top, the grid's levels)."""
+    if not _has_tiles(conn):
+        return False
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM metadata WHERE name IN ('name', 'format') LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return True
+        raise
+    return found is None

@@ -122,14 +122,19 @@ class SqliteTileStore:
         """Creates the table of a new tileset, with its metadata; its name."""
         raise NotImplementedError
 
-    def to_row(self, tileset: Tileset, z: int, row: int, col: int) -> tuple[int, int, int]:
-        """(zoom_level, tile_column, tile_row) of a tile in the format's table."""
+    def opened(self, file: Path, conn: sqlite3.Connection) -> None:
+        """Called with each new connection to a file (to learn how the file is laid out)."""
+
+    def to_row(
+        self, file: Path, tileset: Tileset, z: int, row: int, col: int
+    ) -> tuple[int, int, int]:
+        """(zoom_level, tile_column, tile_row) of a tile in the format's table of file."""
         raise NotImplementedError
 
     def from_row(
-        self, tileset: Tileset, zoom_level: int, column: int, row: int
+        self, file: Path, tileset: Tileset, zoom_level: int, column: int, row: int
     ) -> tuple[int, int, int]:
-        """(z, row, col) of a row of the format's table; the inverse of to_row."""
+        """(z, row, col) of a row of the format's table of file; the inverse of to_row."""
         raise NotImplementedError
 
     def after_write(self, conn: sqlite3.Connection, tileset: Tileset, table: str) -> None:
@@ -259,6 +264,7 @@ class SqliteTileStore:
             # NORMAL in WAL mode: a commit survives a crash of the process, and the file
             # stays consistent through a power loss (https://www.sqlite.org/wal.html).
             conn.execute("PRAGMA synchronous = NORMAL")
+            self.opened(file, conn)
         except BaseException:
             conn.close()
             raise
@@ -311,7 +317,9 @@ class SqliteTileStore:
         table = self._table_for_read(conn, located.tileset)
         if table is None:
             return None
-        zoom, col, row = self.to_row(located.tileset, located.z, located.row, located.col)
+        zoom, col, row = self.to_row(
+            located.file, located.tileset, located.z, located.row, located.col
+        )
         return conn.execute(  # type: ignore[no-any-return]
             f'SELECT {column} FROM "{table}" '
             "WHERE zoom_level = ? AND tile_column = ? AND tile_row = ?",
@@ -352,7 +360,7 @@ class SqliteTileStore:
                         lambda f=file, t=table, a=after: self._rows(f, t, a),  # type: ignore[misc]
                     )
                     for _rowid, zoom, col, row in rows:
-                        z, r, c = self.from_row(tileset, zoom, col, row)
+                        z, r, c = self.from_row(file, tileset, zoom, col, row)
                         if 0 <= z < len(tileset.grid.resolutions):
                             path = tileset.path(z, r, c)
                             if path.startswith(prefix):
@@ -432,7 +440,7 @@ class SqliteTileStore:
             self.create_schema(conn)
             by_tileset: dict[Tileset, list[tuple[int, int, int, bytes]]] = defaultdict(list)
             for located, data in tiles:
-                key = self.to_row(located.tileset, located.z, located.row, located.col)
+                key = self.to_row(file, located.tileset, located.z, located.row, located.col)
                 by_tileset[located.tileset].append((*key, data))
             for tileset, rows in by_tileset.items():
                 table = self.find_table(conn, tileset) or self.create_table(conn, tileset)
@@ -451,7 +459,7 @@ class SqliteTileStore:
         with _Transaction(conn):
             by_tileset: dict[Tileset, list[tuple[int, int, int]]] = defaultdict(list)
             for located in tiles:
-                key = self.to_row(located.tileset, located.z, located.row, located.col)
+                key = self.to_row(file, located.tileset, located.z, located.row, located.col)
                 by_tileset[located.tileset].append(key)
             for tileset, keys in by_tileset.items():
                 table = self._table_for_read(conn, tileset)
