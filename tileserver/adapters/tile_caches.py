@@ -76,11 +76,11 @@ def flush_hint(config: Config) -> str:
         db = url.path.strip("/") or "0"
         ask = " --askpass" if url.password else ""  # never the password itself
         return f"redis-cli -h {url.hostname} -p {url.port or 6379} -n {db}{ask} FLUSHDB"
-    if shared.sentinels:
+    if shared.sentinels:  # the master's host and port, as the first sentinel names them
         host, port = shared.sentinels[0]
         return (
-            f"redis-cli -h $(redis-cli -h {host} -p {port} SENTINEL get-master-addr-by-name "
-            f"{shared.service_name} | head -1) -n {shared.db}{ask} FLUSHDB"
+            f"set -- $(redis-cli -h {host} -p {port} SENTINEL get-master-addr-by-name "
+            f'{shared.service_name}); redis-cli -h "$1" -p "$2" -n {shared.db}{ask} FLUSHDB'
         )
     return "; ".join(
         f"redis-cli -h {h} -p {p} -n {shared.db}{ask} FLUSHDB" for h, p in shared.servers
