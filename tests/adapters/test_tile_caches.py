@@ -1,6 +1,7 @@
 """The flush command `generate_tiles --update` prints for the shared cache: run as printed
 by a shell against real Redis servers (one `url`, `servers`, a Sentinel's master), it
-empties the cache's database and no other."""
+empties the cache's database and no other; neither it nor the cache's address as messages
+print it shows a password."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.redis import RedisSentinel, RedisServer
+from tileserver.adapters.redis_cache import RedisCache
 from tileserver.adapters.tile_caches import flush_hint
 from tileserver.config import Config, MemcachedConfig, RedisCacheConfig
 
@@ -88,6 +90,11 @@ def test_the_flush_command_of_sentinels_empties_the_master_they_name(
 
 
 def test_passwords_are_asked_never_printed() -> None:
+    cache = RedisCache(RedisCacheConfig(url="redis://:s3cret@10.0.0.8:6380/3"))  # no I/O yet
+    assert cache.addresses == ["10.0.0.8:6380/3"]  # as messages and --dry-run name it
+    assert RedisCache(RedisCacheConfig(url="unix:///run/redis.sock")).addresses == [
+        "/run/redis.sock"
+    ]
     url = RedisCacheConfig(url="redis://:s3cret@10.0.0.8:6380/3")
     assert flush_hint(config(redis_cache=url)) == (
         "redis-cli -h 10.0.0.8 -p 6380 -n 3 --askpass FLUSHDB"
