@@ -21,6 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from tests.support.mapserver import FOREIGN_DATA_DIRS
 from tests.support.server import TileServer, demo_config
 
 pytestmark = pytest.mark.e2e
@@ -31,11 +32,16 @@ LV95_ZOOMS = range(17, 22)  # resolutions 100 to 5 m
 MBTILES = "mb/1.0.0/osm/default/epsg3857.png.mbtiles"
 
 
-def gdal(tool: str) -> str:
+def run_gdal(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of Debian's GDAL tools, without the PROJ and GDAL data folders that `import
+    mapnik` (by an earlier test of the same process) points the environment at: their
+    proj.db is newer than Debian's PROJ reads, and every CRS would come out empty."""
     found = shutil.which(tool)
     if found is None:
         raise RuntimeError(f"{tool} is missing: install Debian's gdal-bin (scripts/test.sh does)")
-    return found
+    env = {k: v for k, v in os.environ.items() if k not in FOREIGN_DATA_DIRS}
+    return subprocess.run([found, *args], capture_output=True, text=True, check=True,
+                          timeout=300, env=env)  # fmt: skip
 
 
 def write_config(workdir: Path, **osm: Any) -> Path:
@@ -86,11 +92,9 @@ def gdal_level(
 ) -> tuple[dict[str, Any], Image.Image]:
     """gdalinfo's JSON and the decoded raster of one level of a file."""
     opens = ["-oo", f"ZOOM_LEVEL={z}", *options]
-    info = subprocess.run([gdal("gdalinfo"), "-json", *opens, source], capture_output=True,
-                          text=True, check=True, timeout=120)  # fmt: skip
+    info = run_gdal("gdalinfo", "-json", *opens, source)
     out = workdir / f"level-{z}.png"
-    subprocess.run([gdal("gdal_translate"), "-q", "-of", "PNG", *opens, source, str(out)],
-                   capture_output=True, text=True, check=True, timeout=300)  # fmt: skip
+    run_gdal("gdal_translate", "-q", "-of", "PNG", *opens, source, str(out))
     with Image.open(out) as image:
         return json.loads(info.stdout), image.convert("RGBA")
 
