@@ -520,11 +520,11 @@ async def test_a_pmtiles_store_refuses_writes(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_a_pmtiles_url_that_does_not_answer_is_an_outage() -> None:
+async def test_a_pmtiles_url_that_does_not_answer_is_an_outage(closed_port: int) -> None:
     from tileserver.adapters.pmtiles_store import PMTilesStore
     from tileserver.errors import StoreOutage
 
-    store = PMTilesStore(f"http://127.0.0.1:{free_port()}/osm.pmtiles", None, timeout=2)
+    store = PMTilesStore(f"http://127.0.0.1:{closed_port}/osm.pmtiles", None, timeout=2)
     started = time.monotonic()
     with pytest.raises(StoreOutage):
         await store.open()

@@ -50,7 +50,8 @@ MBTILES = "tiles/1.0.0/osm/default/epsg3857.png.mbtiles"
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own (not the session's: one test kills it)."""
     server = RedisServer()
     server.start()
     try:
@@ -101,12 +102,12 @@ def redis_keys(redis: RedisServer) -> set[str]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_update_redraws_the_area_in_the_file_and_invalidates_redis_there_only(
-    kind: str, redis_server: RedisServer, tmp_path: Path
+    kind: str, own_redis: RedisServer, tmp_path: Path
 ) -> None:
     style = copy_map(tmp_path)
     data = update_config(tmp_path, style, None)
     data["caches"] = {"tiles": store_section(kind, tmp_path)}
-    data["redis_cache"] = {"url": redis_server.url, "prefix": "test/"}
+    data["redis_cache"] = {"url": own_redis.url, "prefix": "test/"}
     config = write_yaml(tmp_path / "tileserver.yaml", data)
     first = generate(config, "--zoom", "16-17")
     assert first.returncode == 0, first.stderr
@@ -120,16 +121,16 @@ def test_update_redraws_the_area_in_the_file_and_invalidates_redis_there_only(
     z18_outside = tile_of(*ELSEWHERE, 18)
     assert z18_outside not in metatile_tiles(18, *z18_inside)
     for tile in metatile_tiles(18, *z18_inside) + metatile_tiles(18, *z18_outside):
-        assert "OK" in redis_server.command("SET", key(18, *tile), "old", "EX", "3600")
+        assert "OK" in own_redis.command("SET", key(18, *tile), "old", "EX", "3600")
     outside_keys = {key(18, *t) for t in metatile_tiles(18, *z18_outside)}
 
     change_map(style)
     area = write_area(tmp_path)
     dry = generate(config, "--geom", str(area), "--update", "--zoom", "16-20", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    address = redis_server.url.removeprefix("redis://")
+    address = own_redis.url.removeprefix("redis://")
     assert f"invalidate layer osm in redis {address}, zooms 18-20:" in dry.stdout
-    assert stored(kind, tmp_path) == before and len(redis_keys(redis_server)) == 128
+    assert stored(kind, tmp_path) == before and len(redis_keys(own_redis)) == 128
 
     update = generate(config, "--geom", str(area), "--update", "--zoom", "16-20")
     assert update.returncode == 0, update.stderr
@@ -144,7 +145,7 @@ def test_update_redraws_the_area_in_the_file_and_invalidates_redis_there_only(
     # On-demand levels: the cached metatile in the area is gone from Redis, the other stays.
     metatiles = sum(expected_invalidation(z)[0] for z in (18, 19, 20))
     assert invalidated(update) == (64, 64 * metatiles)
-    assert redis_keys(redis_server) == outside_keys
+    assert redis_keys(own_redis) == outside_keys
     if kind == "mbtiles":
         with sqlite3.connect(tmp_path / MBTILES) as conn:
             metadata = dict(conn.execute("SELECT name, value FROM metadata"))
@@ -221,10 +222,10 @@ def test_delete_empty_removes_the_stored_empty_tiles_of_the_selection_only(
 
 
 def test_a_server_on_redis_counts_hits_and_redis_errors_under_redis(
-    redis_server: RedisServer, tileserver: Callable[..., TileServer]
+    own_redis: RedisServer, tileserver: Callable[..., TileServer]
 ) -> None:
     data = demo_config(None)
-    data["redis_cache"] = {"url": redis_server.url, "prefix": "test/", "retry_interval": 0.5}
+    data["redis_cache"] = {"url": own_redis.url, "prefix": "test/", "retry_interval": 0.5}
     server = tileserver(data)
     row, col = tile_of(*CHANGED.centroid.coords[0], 18)
     path = f"/wmts/{PREFIX}/18/{row}/{col}.png"
@@ -232,7 +233,7 @@ def test_a_server_on_redis_counts_hits_and_redis_errors_under_redis(
     assert server.get(path).headers["x-tile-source"] == "render"
     hit = server.get(path)
     assert (hit.status, hit.headers["x-tile-source"]) == (200, "redis")
-    assert key(18, row, col) in redis_keys(redis_server)
+    assert key(18, row, col) in redis_keys(own_redis)
     after = metrics(server)
     assert (
         value(after, "tileserver_tiles_total", layer="osm", source="redis")
@@ -240,7 +241,7 @@ def test_a_server_on_redis_counts_hits_and_redis_errors_under_redis(
         == 1
     )
 
-    redis_server.kill()
+    own_redis.kill()
     other = server.get(f"/wmts/{PREFIX}/18/{row}/{col + 8}.png")  # a miss, rendered without it
     assert other.status == 200
     with Image.open(io.BytesIO(other.body)) as image:
