@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.e2e.test_operations import metrics, value, wait_for
+from tests.e2e.test_operations import metrics, value
 from tests.e2e.test_update import (
     CHANGED,
     ELSEWHERE,
@@ -40,6 +40,7 @@ from tests.e2e.test_update import (
 )
 from tests.support.redis import RedisServer
 from tests.support.server import TileServer, demo_config
+from tests.support.waiting import wait_until
 from tileserver.adapters.stores import store_for
 from tileserver.config_loader import load_config
 
@@ -251,6 +252,8 @@ def test_a_server_on_redis_counts_hits_and_redis_errors_under_redis(
         return value(metrics(server), "tileserver_dependency_errors_total",
                      dependency="redis", kind="unavailable")  # fmt: skip
 
-    assert wait_for(lambda: redis_errors() >= 1)
+    wait_until(lambda: redis_errors() >= 1, "a Redis error counted in /metrics")
     ready = json.loads(server.get("/ready").body)
-    assert ready["degraded"]["tile cache"] == "redis unavailable"
+    address = own_redis.url.removeprefix("redis://")
+    assert ready["tile_cache"]["redis"][address].startswith("down for ")
+    assert ready["degraded"][f"tile cache redis {address}"].startswith("unavailable for ")
