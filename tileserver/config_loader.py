@@ -16,8 +16,9 @@ from mako.exceptions import RichTraceback
 from mako.template import Template
 
 from tileserver.config import Config, MemcachedConfig, MergedDict, parse_config
+from tileserver.config.caches import build_memcached
 from tileserver.config.document import MemcachedDoc
-from tileserver.config.sections import Errors, build_memcached
+from tileserver.config.sections import Errors
 from tileserver.errors import ConfigError
 
 # Mako drops a '## comment' line whole; an empty line keeps the YAML's line numbers those
