@@ -5,29 +5,33 @@
 from __future__ import annotations
 
 from tileserver.config.build import MergedDict, parse_config
-from tileserver.config.model import (
-    CACHE_TYPES,
-    DEFAULT_CAPABILITIES_FILE,
+from tileserver.config.layer_model import (
     DEFAULT_INFO_FORMATS,
     DEFAULT_OUTPUT_FORMAT,
     FORMATS,
     INFO_EXTENSIONS,
     LAYER_TYPES,
-    LOG_FORMATS,
     MISSING_TILE,
+    WMS_VERSIONS,
+    Dimension,
+    EmptyTile,
+    Layer,
+    LayerCost,
+    LayerGeom,
+    WmsSource,
+    info_extension,
+)
+from tileserver.config.model import (
+    CACHE_TYPES,
+    DEFAULT_CAPABILITIES_FILE,
+    LOG_FORMATS,
     QUEUE_TYPES,
     TILE_CACHES,
-    WMS_VERSIONS,
     AdminConfig,
     CacheConfig,
     Config,
     CostConfig,
-    Dimension,
-    EmptyTile,
     Generation,
-    Layer,
-    LayerCost,
-    LayerGeom,
     MemcachedConfig,
     Metadata,
     PostgresqlConfig,
@@ -40,8 +44,6 @@ from tileserver.config.model import (
     SqsConfig,
     SqsCost,
     UpstreamConfig,
-    WmsSource,
-    info_extension,
 )
 
 __all__ = [

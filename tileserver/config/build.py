@@ -24,15 +24,10 @@ from pydantic import BaseModel, ValidationError
 
 from tileserver.config import caches as C
 from tileserver.config import sections as S
-from tileserver.config.document import (
-    NO_EFFECT_MARK,
-    CacheDoc,
-    Document,
-    GridDoc,
-    LayerDoc,
-    MapcacheDoc,
-    MemcachedDoc,
-)
+from tileserver.config.doc_fields import NO_EFFECT_MARK
+from tileserver.config.document import Document, MapcacheDoc, MemcachedDoc
+from tileserver.config.layer_document import CacheDoc, GridDoc, LayerDoc
+from tileserver.config.layer_model import _NAME_RE, Layer
 from tileserver.config.layers import UTFGRID, build_layer, is_utfgrid
 from tileserver.config.messages import (
     _without_union_branches,
@@ -40,7 +35,7 @@ from tileserver.config.messages import (
     messages_of,
     unknown_key,
 )
-from tileserver.config.model import _NAME_RE, CACHE_TYPES, QUEUE_TYPES, Config, Layer
+from tileserver.config.model import CACHE_TYPES, QUEUE_TYPES, Config
 from tileserver.errors import ConfigError
 from tileserver.grid import Grid
 

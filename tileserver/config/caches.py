@@ -8,16 +8,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from tileserver.config.document import CacheDoc, MemcachedDoc, RedisCacheDoc
+from tileserver.config.document import MemcachedDoc, RedisCacheDoc
+from tileserver.config.layer_document import CacheDoc
+from tileserver.config.layer_model import _VALUE_RE, Layer
 from tileserver.config.messages import unknown_key
 from tileserver.config.model import (
-    _VALUE_RE,
     CACHE_TYPES,
     SINGLE_FILE_CACHES,
     TILE_CACHES,
     WEB_MERCATOR_CACHES,
     CacheConfig,
-    Layer,
     MemcachedConfig,
     RedisCacheConfig,
     ServerConfig,

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tileserver.config.document import NO_EFFECT_MARK, UTFGRID_MARK
+from tileserver.config.doc_fields import NO_EFFECT_MARK, UTFGRID_MARK
 from tileserver.config.model import Config
 
 

@@ -8,8 +8,9 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from tileserver.config.document import WMS_MARK, DimensionDoc, EmptyTileDoc, GeomDoc, LayerDoc
-from tileserver.config.model import (
+from tileserver.config.doc_fields import WMS_MARK
+from tileserver.config.layer_document import DimensionDoc, EmptyTileDoc, GeomDoc, LayerDoc
+from tileserver.config.layer_model import (
     _NAME_RE,
     _VALUE_RE,
     _WMTS_PARAMETERS,
@@ -19,7 +20,6 @@ from tileserver.config.model import (
     LAYER_TYPES,
     MISSING_TILE,
     WMS_VERSIONS,
-    CacheConfig,
     Dimension,
     EmptyTile,
     Layer,
@@ -28,6 +28,7 @@ from tileserver.config.model import (
     WmsSource,
     info_extension,
 )
+from tileserver.config.model import CacheConfig
 from tileserver.config.sections import Errors, bbox_of, names_of, texts
 from tileserver.crs import transform_bbox
 from tileserver.grid import Grid

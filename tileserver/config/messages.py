@@ -160,6 +160,16 @@ _COLLECTIONS = {
 }
 
 
+def _class_names(annotation: Any) -> set[str]:
+    """The names of the classes an annotation is made of (`list[GeomDoc] | None`: GeomDoc)."""
+    if isinstance(annotation, type):
+        return {annotation.__name__}
+    names: set[str] = set()
+    for arg in typing.get_args(annotation):
+        names |= _class_names(arg)
+    return names
+
+
 def _value_at(data: Any, loc: Sequence[int | str]) -> Any:
     for step in loc:
         try:
@@ -188,15 +198,9 @@ def messages_of(
             annotation = _step(annotation, step)
             expected = _scalars(annotation)
             if expected is None and error["type"] in _EXPECTED and depth == len(loc) - 1:
-                expected = next(
-                    (
-                        v
-                        for k, v in _COLLECTIONS.items()
-                        if f"list[{k}" in repr(annotation)
-                        or f"[tileserver.config.document.{k}]" in repr(annotation)
-                    ),
-                    None,
-                )
+                # A list of those documents (the entry itself is a mapping expected).
+                inner = set() if isinstance(annotation, type) else _class_names(annotation)
+                expected = next((v for k, v in _COLLECTIONS.items() if k in inner), None)
             if expected is not None and error["type"] != "missing":
                 loc = loc[: depth + 1]
                 text = f"expected {expected}, got {describe(_value_at(data, loc))}"

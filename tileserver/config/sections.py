@@ -11,13 +11,13 @@ from typing import Any
 from tileserver.config.document import (
     CostDoc,
     GenerationDoc,
-    GridDoc,
     ProviderDoc,
     RedisDoc,
     ServerDoc,
     SnsDoc,
     SqsDoc,
 )
+from tileserver.config.layer_document import GridDoc
 from tileserver.config.model import (
     LOG_FORMATS,
     QUEUE_TYPES,
