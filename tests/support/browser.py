@@ -18,7 +18,6 @@ import base64
 import io
 import itertools
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,9 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
-from tests.support.chromium import chromium_binary
-from tests.support.daemons import stop_process
-from tests.support.waiting import wait_until
+from tests.support.chromium import HANG, chromium
 
 WIDTH, HEIGHT = 800, 600
-HANG = 120.0  # seconds: bounds a hang, no expected duration
 
 
 @dataclass
@@ -48,31 +44,8 @@ class Page:
 def load_page(url: str, workdir: Path, expect: str) -> Page:
     """A fresh headless Chromium (its own profile in workdir) loads url, which must ask
     for a URL containing `expect`, and settles; the browser is stopped."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    profile = workdir / "profile"
-    log = workdir / "chromium.log"
-    command = [
-        chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-extensions", f"--user-data-dir={profile}",
-        "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-        f"--window-size={WIDTH},{HEIGHT}", "about:blank",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        # Chromium writes the port it chose into the profile once it listens.
-        port_file = profile / "DevToolsActivePort"
-
-        def listening() -> bool:
-            assert proc.poll() is None, log.read_text(errors="replace")
-            return port_file.exists() and len(port_file.read_text().splitlines()) >= 2
-
-        wait_until(listening, "Chromium's DevTools port", HANG)
-        port = int(port_file.read_text().splitlines()[0])
+    with chromium(workdir, WIDTH, HEIGHT) as port:
         return asyncio.run(_load(port, url, expect))
-    finally:
-        stop_process(proc)
 
 
 async def _load(port: int, url: str, expect: str) -> Page:
