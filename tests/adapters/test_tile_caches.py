@@ -5,13 +5,13 @@ print it shows a password."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.support.daemons import find_binary
 from tests.support.redis import RedisSentinel, RedisServer
 from tileserver.adapters.redis_cache import RedisCache
 from tileserver.adapters.tile_caches import flush_hint
@@ -41,8 +41,7 @@ def fill(server: RedisServer) -> None:
 
 
 def _cli(server: RedisServer, *words: str) -> str:
-    redis_cli = shutil.which("redis-cli")
-    assert redis_cli is not None, "redis-cli is missing: install Debian's redis-tools"
+    redis_cli = find_binary("redis-cli", "redis-tools")
     return subprocess.run([redis_cli, "-p", str(server.port), *words], capture_output=True,
                           text=True, timeout=30, check=True).stdout  # fmt: skip
 

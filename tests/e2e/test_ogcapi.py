@@ -8,7 +8,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from lxml import etree
 from PIL import Image
 
 from tests.support.chromium import page_value
-from tests.support.daemons import Memcached
+from tests.support.daemons import Memcached, find_binary
 from tests.support.ogc_json import (
     validate_collection,
     validate_openapi,
@@ -341,13 +340,7 @@ def test_a_tile_outside_the_layer_says_so_in_the_requests_terms(server: TileServ
 
 
 def _gdal(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(
-            f"{tool!r} is not installed: the OGC API test reads the server with GDAL's OGCAPI "
-            "driver. Run ./scripts/test.sh (it installs the Debian package 'gdal-bin')."
-        )
-    return path
+    return find_binary(tool, "gdal-bin")
 
 
 def _system_gdal_environment() -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from tests.support.daemons import find_binary
 from tests.support.mapserver import FOREIGN_DATA_DIRS
 from tests.support.server import TileServer, demo_config
 
@@ -36,9 +36,7 @@ def run_gdal(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
     """One of Debian's GDAL tools, without the PROJ and GDAL data folders that `import
     mapnik` (by an earlier test of the same process) points the environment at: their
     proj.db is newer than Debian's PROJ reads, and every CRS would come out empty."""
-    found = shutil.which(tool)
-    if found is None:
-        raise RuntimeError(f"{tool} is missing: install Debian's gdal-bin (scripts/test.sh does)")
+    found = find_binary(tool, "gdal-bin")
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_DATA_DIRS}
     return subprocess.run([found, *args], capture_output=True, text=True, check=True,
                           timeout=300, env=env)  # fmt: skip
