@@ -44,6 +44,20 @@ def parse_zooms(spec: str, levels: int) -> tuple[int, ...]:
     return tuple(sorted(zooms))
 
 
+def format_zooms(zooms: Sequence[int]) -> str:
+    """(2, 3, 4, 7) -> '2-4,7'."""
+    parts: list[str] = []
+    start = previous = None
+    for z in [*zooms, None]:
+        if previous is not None and z == previous + 1:
+            previous = z
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = z
+    return ",".join(parts)
+
+
 def parse_tile(text: str) -> TileCoord:
     """'z/x/y' (x = column, y = row, as osm2pgsql's expire lists write them)."""
     match = _TILE_LINE.match(text)

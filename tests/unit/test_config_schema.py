@@ -19,8 +19,9 @@ import jsonschema
 import pytest
 import yaml
 
-from tileserver.cli.controller import config_data, main
+from tileserver.cli.controller import main
 from tileserver.config import parse_config
+from tileserver.config.dump import config_data
 from tileserver.config.schema import json_schema
 from tileserver.config_loader import render_text
 from tileserver.errors import ConfigError

@@ -18,17 +18,8 @@ from lxml import etree
 
 from tests.support.configs import MERC, mercator_grid
 from tests.support.schemas import validate_capabilities
-from tileserver.cli.controller import (
-    Estimate,
-    LevelCount,
-    config_data,
-    estimate,
-    format_duration,
-    level_count,
-    monthly_cost,
-    openlayers_files,
-)
 from tileserver.config import CacheConfig, Config, CostConfig, S3Cost, parse_config
+from tileserver.config.dump import config_data
 from tileserver.errors import ConfigError
 from tileserver.selection import metatiles_in_bbox
 from tileserver.services.capabilities import (
@@ -36,6 +27,15 @@ from tileserver.services.capabilities import (
     store_capabilities,
     store_endpoints,
 )
+from tileserver.services.cost import (
+    Estimate,
+    LevelCount,
+    estimate,
+    format_duration,
+    level_count,
+    monthly_cost,
+)
+from tileserver.services.publishing import openlayers_files
 from tileserver.types import BBox
 
 MAPFILE = "/work/main/config/styles/osm.xml"

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tileserver.adapters.redis_queue import RedisQueue
-from tileserver.cli.controller import QUEUE_BATCH, main, queue_requests
+from tileserver.cli.controller import main
 from tileserver.config import Config, RedisConfig, SnsConfig, SqsConfig, parse_config
 from tileserver.errors import ConfigError
 from tileserver.jobs import (
@@ -28,6 +28,7 @@ from tileserver.jobs import (
     make_job,
 )
 from tileserver.selection import MetatileRef
+from tileserver.services.cost import QUEUE_BATCH, queue_requests
 from tileserver.types import TileCoord
 
 REF = MetatileRef(15, 11944, 17060)

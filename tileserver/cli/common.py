@@ -55,17 +55,3 @@ def print_config_errors(prog: str, path: str, messages: Sequence[str]) -> None:
     print(f"{prog}: invalid configuration {path}:", file=sys.stderr)
     for message in messages:
         print(f"  {message}", file=sys.stderr)
-
-
-def format_zooms(zooms: Sequence[int]) -> str:
-    """(2, 3, 4, 7) -> '2-4,7'."""
-    parts: list[str] = []
-    start = previous = None
-    for z in [*zooms, None]:
-        if previous is not None and z == previous + 1:
-            previous = z
-            continue
-        if start is not None:
-            parts.append(str(start) if start == previous else f"{start}-{previous}")
-        start = previous = z
-    return ",".join(parts)

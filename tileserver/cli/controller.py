@@ -17,39 +17,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import html
-import json
 import os
 import secrets
 import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import yaml
 
 from tileserver.cli import tcc_options
 from tileserver.cli.common import (
     CommandError,
-    format_zooms,
     print_config_errors,
     print_config_warnings,
 )
 from tileserver.config import (
     CacheConfig,
     Config,
-    CostConfig,
     Layer,
 )
+from tileserver.config.dump import config_data
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError, QueueUnavailable, StoreUnavailable
 from tileserver.protocols import JobQueue
-from tileserver.selection import parse_zooms
-from tileserver.services.capabilities import store_capabilities
+from tileserver.selection import format_zooms, parse_zooms
+from tileserver.services.cost import (
+    cost_report,
+)
 from tileserver.services.mapcache_config import has_mapcache_source, mapcache_config
+from tileserver.services.publishing import Files, capabilities_files, openlayers_files, publish
 
 ACTIONS = (
     "generate_wmts_capabilities",
@@ -61,9 +60,6 @@ ACTIONS = (
     "status",
 )
 STATUS_FAILURES = 50  # failed jobs --status lists
-Files = dict[str, tuple[bytes, str]]  # the bytes and content type of files, by store path
-OPENLAYERS_FOLDER = "openlayers"  # the page's script, style and vendored libraries
-KIB_PER_GIB = 1024 * 1024
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -210,209 +206,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-# --- --dump-config: the configuration as plain data ----------------------------------------
-
-
-def config_data(config: Config) -> dict[str, Any]:
-    """The configuration as plain YAML data (tileserver.config.dump, from the one typed
-    description of the configuration)."""
-    from tileserver.config.dump import config_data as dump
-
-    return dump(config)
-
-
-# --- --cost: grid math and prices ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LevelCount:
-    """What generating one level of a layer's bbox takes."""
-
-    z: int
-    metatiles: int  # renders: metatiles, or tiles for a layer with meta: false
-    tiles: int
-
-
-def level_count(layer: Layer, z: int) -> LevelCount:
-    """The tiles of level z that intersect the layer's bbox (those `generate_tiles`
-    writes), and the metatiles holding them."""
-    limits = layer.grid.limits(z, layer.bbox)
-    rows = limits.max_row - limits.min_row + 1
-    cols = limits.max_col - limits.min_col + 1
-    m = layer.effective_meta_size
-    meta_rows = limits.max_row // m - limits.min_row // m + 1
-    meta_cols = limits.max_col // m - limits.min_col // m + 1
-    return LevelCount(z, meta_rows * meta_cols, rows * cols)
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """Generation time and S3 costs of some tiles; `add` sums estimates."""
-
-    metatiles: int = 0
-    tiles: int = 0
-    milliseconds: float = 0.0  # generation time on one process
-    put: float = 0.0  # dollars, once
-    size_kib: float = 0.0
-
-    def add(self, other: Estimate) -> Estimate:
-        return Estimate(
-            self.metatiles + other.metatiles,
-            self.tiles + other.tiles,
-            self.milliseconds + other.milliseconds,
-            self.put + other.put,
-            self.size_kib + other.size_kib,
-        )
-
-
-def estimate(layer: Layer, count: LevelCount, cost: CostConfig) -> Estimate:
-    """TileCloud-chain's model: a metatile render plus a cut per tile, or a render per tile."""
-    if layer.meta:
-        ms = (
-            count.metatiles * cost.metatile_generation_time
-            + count.tiles * cost.tile_generation_time
-        )
-    else:
-        ms = count.tiles * cost.tileonly_generation_time
-    return Estimate(
-        metatiles=count.metatiles if layer.meta else 0,
-        tiles=count.tiles,
-        milliseconds=ms,
-        put=count.tiles * cost.s3.put / 1000,
-        size_kib=count.tiles * cost.tile_size,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class MonthlyCost:
-    """Dollars a month of keeping `size_kib` on S3 and serving `requests` tiles from it."""
-
-    storage: float
-    get: float
-    download: float
-
-    @property
-    def total(self) -> float:
-        return self.storage + self.get + self.download
-
-
-def monthly_cost(size_kib: float, requests: float, cost: CostConfig) -> MonthlyCost:
-    return MonthlyCost(
-        storage=size_kib / KIB_PER_GIB * cost.s3.storage,
-        get=requests * cost.s3.get / 1000,
-        download=requests * cost.tile_size / KIB_PER_GIB * cost.s3.download,
-    )
-
-
-def format_duration(milliseconds: float) -> str:
-    """'1 d 2:03:04' (TileCloud-chain's d h:mm:ss), to the second."""
-    seconds = round(milliseconds / 1000)
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    text = f"{hours}:{minutes:02d}:{seconds:02d}"
-    return f"{days} d {text}" if days else text
-
-
-def format_size(kib: float) -> str:
-    for unit in ("KiB", "MiB", "GiB"):
-        if kib < 1024:
-            return f"{kib:.1f} {unit}"
-        kib /= 1024
-    return f"{kib:.1f} TiB"
-
-
-def money(dollars: float) -> str:
-    return f"${dollars:,.4f}"
-
-
-# Jobs per request of the master: SQS's SendMessageBatch takes 10, RedisQueue's script 200.
-QUEUE_BATCH = {"sqs": 10, "redis": 200}
-
-
-@dataclass(frozen=True, slots=True)
-class QueueRequests:
-    """Requests a distributed generation of `jobs` metatile jobs makes to its queue: the
-    master's sends, batched; one receive per job (a busy worker asks for as many jobs as it
-    has free render processes, most often one); one delete per job, when it is done.
-    Lease renewals of jobs longer than a third of the lease, and the empty polls of idle
-    workers, come on top."""
-
-    jobs: int
-    sends: int
-    receives: int
-    deletes: int
-
-    @property
-    def total(self) -> int:
-        return self.sends + self.receives + self.deletes
-
-
-def queue_requests(jobs: int, batch: int) -> QueueRequests:
-    return QueueRequests(jobs, -(-jobs // batch), jobs, jobs)
-
-
-# --- --openlayers-test: the demo page, laid out for a store --------------------------------
-
-
-def _replace_all(text: str, old: str, new: str, where: str) -> str:
-    """text with every old replaced by new; RuntimeError where there is none (the server's
-    demo page changed, and this copy of it must follow)."""
-    if old not in text:
-        raise RuntimeError(f"{where}: {old!r} not found")
-    return text.replace(old, new)
-
-
-def openlayers_files(capabilities_file: str) -> Files:
-    """The OpenLayers page for a store, by path relative to the store's root, with its
-    content type: the server's demo page (`tileserver/static`) reading the Capabilities
-    at `capabilities_file`, its script, style and vendored libraries under `openlayers/`.
-    Every URL in it is relative, so it works in any folder, offline."""
-    static = resources.files("tileserver").joinpath("static")
-    page = static.joinpath("index.html").read_text(encoding="utf-8")
-    page = _replace_all(page, '"static/', f'"{OPENLAYERS_FOLDER}/', "index.html")
-    page = _replace_all(
-        page, "wmts/1.0.0/WMTSCapabilities.xml", html.escape(capabilities_file), "index.html"
-    )
-    script = static.joinpath("demo.js").read_text(encoding="utf-8")
-    script = _replace_all(
-        script,
-        "'wmts/1.0.0/WMTSCapabilities.xml'",
-        json.dumps(capabilities_file),
-        "demo.js",
-    )
-    # A store has WMTS only: no protocol switch (OGC API, XYZ are the server's).
-    script = _replace_all(script, "var SERVER_APIS = true;", "var SERVER_APIS = false;", "demo.js")
-    vendor = static.joinpath("vendor")
-    files: Files = {
-        "index.html": (page.encode(), "text/html; charset=utf-8"),
-        f"{OPENLAYERS_FOLDER}/demo.js": (script.encode(), "text/javascript; charset=utf-8"),
-        f"{OPENLAYERS_FOLDER}/demo.css": (
-            static.joinpath("demo.css").read_bytes(),
-            "text/css; charset=utf-8",
-        ),
-    }
-    for name, content_type in (
-        ("ol.js", "text/javascript; charset=utf-8"),
-        ("proj4.js", "text/javascript; charset=utf-8"),
-        ("ol.css", "text/css; charset=utf-8"),
-        ("LICENSE.ol.md", "text/markdown; charset=utf-8"),
-        ("LICENSE.proj4.md", "text/markdown; charset=utf-8"),
-    ):
-        files[f"{OPENLAYERS_FOLDER}/vendor/{name}"] = (
-            vendor.joinpath(name).read_bytes(),
-            content_type,
-        )
-    return files
-
-
-def _by_content_type(files: Files) -> dict[str, dict[str, bytes]]:
-    grouped: dict[str, dict[str, bytes]] = {}
-    for path, (data, content_type) in files.items():
-        grouped.setdefault(content_type, {})[path] = data
-    return grouped
-
-
 # --- the command ---------------------------------------------------------------------------
 
 
@@ -536,13 +329,12 @@ class Controller:
                         f"warning: layer {layer.name} is generated into cache {layer.cache}, "
                         f"not {cache.name}: its tiles there may be missing"
                     )
-            document = store_capabilities(self.config, layers, cache)
             path = cache.wmtscapabilities_file
             names = ", ".join(layer.name for layer in layers)
             writes.append(
                 _Write(
                     cache,
-                    {path: (document, "application/xml")},
+                    capabilities_files(self.config, layers, cache),
                     f"Capabilities of {names} at {path} ({cache.public_urls[0]}/{path})",
                 )
             )
@@ -684,82 +476,11 @@ class Controller:
             store = store_for(write.cache, self.config)
             await store.open()
             try:
-                for content_type, items in _by_content_type(write.files).items():
-                    await store.put_many(items, content_type)
+                await publish(store, write.files)
             finally:
                 await store.close()
             self.info(f"wrote the {write.what} into cache {write.cache.name}")
 
     def cost(self, layers: Sequence[Layer], zooms: Sequence[tuple[int, ...]]) -> None:
-        cost = self.config.cost
-        out = self.out
-        total = Estimate()
-        monthly_total = MonthlyCost(0.0, 0.0, 0.0)
-        queue = self.config.queue  # --role master/worker's, when the config has one
-        queue_jobs = 0
-        for layer, layer_zooms in zip(layers, zooms, strict=True):
-            cost = self.config.cost.for_layer(layer)  # the layer's own figures, if any
-            renders = (
-                f"{layer.meta_size}x{layer.meta_size} metatiles" if layer.meta else "no metatiles"
-            )
-            print(
-                f"layer {layer.name} (grid {layer.grid.name}, {renders}), "
-                f"zooms {format_zooms(layer_zooms)}:",
-                file=out,
-            )
-            layer_total = Estimate()
-            for z in layer_zooms:
-                level = estimate(layer, level_count(layer, z), cost)
-                layer_total = layer_total.add(level)
-                print(
-                    f"  zoom {z}: {level.metatiles} metatiles, {level.tiles} tiles, "
-                    f"{format_duration(level.milliseconds)}, S3 PUT {money(level.put)}",
-                    file=out,
-                )
-            monthly = monthly_cost(layer_total.size_kib, cost.requests_per_month, cost)
-            print(
-                f"  all: {layer_total.metatiles} metatiles, {layer_total.tiles} tiles, "
-                f"{format_duration(layer_total.milliseconds)}, S3 PUT {money(layer_total.put)}; "
-                f"a month: storage of {format_size(layer_total.size_kib)} "
-                f"{money(monthly.storage)}, {cost.requests_per_month:,.0f} GET "
-                f"{money(monthly.get)}, download {money(monthly.download)}",
-                file=out,
-            )
-            if queue is not None:
-                jobs = sum(level_count(layer, z).metatiles for z in layer_zooms)
-                layer_requests = queue_requests(jobs, QUEUE_BATCH[queue])
-                queue_jobs += jobs
-                print(f"  {self.queue_cost(queue, layer_requests)}", file=out)
-            total = total.add(layer_total)
-            monthly_total = MonthlyCost(
-                monthly_total.storage + monthly.storage,
-                monthly_total.get + monthly.get,
-                monthly_total.download + monthly.download,
-            )
-        processes = self.config.generation.number_process
-        parallel = (
-            f" ({format_duration(total.milliseconds / processes)} on {processes} processes)"
-            if processes and processes > 1
-            else ""
-        )
-        print(
-            f"total: {total.metatiles} metatiles, {total.tiles} tiles, generation "
-            f"{format_duration(total.milliseconds)} on one process{parallel}, "
-            f"S3 PUT {money(total.put)}; a month: storage {money(monthly_total.storage)}, "
-            f"GET {money(monthly_total.get)}, download {money(monthly_total.download)}, "
-            f"{money(monthly_total.total)} in all",
-            file=out,
-        )
-        if queue is not None:
-            requests = queue_requests(queue_jobs, QUEUE_BATCH[queue])
-            print(f"total {self.queue_cost(queue, requests)}", file=out)
-
-    def queue_cost(self, queue: str, requests: QueueRequests) -> str:
-        """'queue (sqs): N jobs, M requests (...), $x' (Redis has no price per request)."""
-        text = (
-            f"queue ({queue}): {requests.jobs} jobs, {requests.total} requests "
-            f"({requests.sends} sends, {requests.receives} receives, {requests.deletes} deletes)"
-        )
-        if queue == "sqs":
-            text += f", SQS {money(requests.total * self.config.cost.sqs.request / 1e6)}"
-        return text
+        for line in cost_report(self.config, layers, zooms):
+            print(line, file=self.out)

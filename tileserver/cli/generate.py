@@ -44,7 +44,6 @@ from tileserver.cli import tcc_options
 from tileserver.cli.common import (
     CommandError,
     empty_tile_warnings,
-    format_zooms,
     print_config_errors,
     print_config_warnings,
 )
@@ -64,6 +63,7 @@ from tileserver.jobs import QueueCounts, encode_job
 from tileserver.protocols import JobQueue, TileStore
 from tileserver.selection import (
     MetatileRef,
+    format_zooms,
     level_geometries,
     metatile_bbox,
     metatile_ref,
