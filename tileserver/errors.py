@@ -70,6 +70,17 @@ class GeomsError(TileServerError):
     with the entry's YAML path, e.g. `layers.osm.geoms[0]`."""
 
 
+class PlanningError(TileServerError):
+    """A generation cannot be planned: a setting it needs is missing (no layer named, a
+    layer without a tile store or pre-generated levels); `generate_tiles` exits with 1."""
+
+
+class InvalidSelection(PlanningError):
+    """A value of what a generation was asked to cover is wrong: an unknown layer or
+    cache, a zoom that does not parse, a bbox or geometry outside the layer, an unreadable
+    --geom or --tiles file; `generate_tiles` exits with 2, as for a wrong option."""
+
+
 class OWSException(TileServerError):
     """An OGC OWS 1.1 exception, answered to the client as an ExceptionReport.
 
