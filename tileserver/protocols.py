@@ -47,6 +47,20 @@ class TileCache(Protocol):
     async def close(self) -> None: ...
 
 
+class SharedCache(TileCache, Protocol):
+    """A tile cache shared by every server process (Memcached, Redis): `generate_tiles
+    --update` and the server's start-up ask which of its servers answer."""
+
+    @property
+    def addresses(self) -> list[str]:
+        """'host:port' of every server."""
+        ...
+
+    async def ping(self) -> list[str]:
+        """The addresses of the servers that answer."""
+        ...
+
+
 class HotTiles(Protocol):
     """An in-process tier of recently served tiles, read without awaiting."""
 
@@ -79,6 +93,19 @@ class FeatureInfoSource(Protocol):
         self, layer: Layer, coord: TileCoord, i: int, j: int, info_format: str
     ) -> tuple[bytes, str]:
         """The answer's bytes and content type; OWSException for a layer not queryable."""
+        ...
+
+
+class RenderPool(Renderer, FeatureInfoSource, Protocol):
+    """The renderer of a configuration's layers, with processes to start and to check."""
+
+    async def start(self) -> None:
+        """Starts the processes; ConfigError when a Mapnik file does not load."""
+        ...
+
+    async def check(self) -> tuple[str | None, dict[str, str]]:
+        """Readiness: (what is wrong with the pool, None when it answers; the layers
+        whose database is unavailable, with why)."""
         ...
 
 
@@ -173,3 +200,29 @@ class Notifier(Protocol):
     name: str
 
     async def publish(self, subject: str, message: str) -> None: ...
+
+
+class Metrics(Protocol):
+    """What the server counts and measures (Prometheus), and their exposition."""
+
+    content_type: str  # of `exposition`
+
+    def request(self, endpoint: str, status: int, seconds: float, layer: str = "") -> None: ...
+
+    def tile(self, layer: str, source: str) -> None: ...
+
+    def rendered(self, layer: str, seconds: float) -> None: ...
+
+    def error(self, dependency: str, kind: str) -> None: ...
+
+    def cache_server(self, address: str, up: bool) -> None:
+        """Whether a Memcached server answers."""
+        ...
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, over every server process."""
+        ...
+
+    def counters(self) -> dict[str, dict[str, float]]:
+        """The counters' values by metric name and label set, for /admin/stats."""
+        ...

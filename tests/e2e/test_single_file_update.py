@@ -41,7 +41,7 @@ from tests.e2e.test_update import (
 from tests.support.redis import RedisServer
 from tests.support.server import TileServer, demo_config
 from tests.support.waiting import wait_until
-from tileserver.adapters.stores import store_for
+from tileserver import composition
 from tileserver.config_loader import load_config
 
 pytestmark = pytest.mark.e2e
@@ -186,7 +186,7 @@ def test_delete_empty_removes_the_stored_empty_tiles_of_the_selection_only(
     swiss = {"1.0.0/osm_lv95/default/epsg2056/15/1/1.png": empty} if kind == "geopackage" else {}
     config = write_config(tmp_path, kind)
     loaded = load_config(config)
-    store = store_for(loaded.caches["tiles"], loaded)
+    store = composition.tile_store(loaded.caches["tiles"], loaded)
 
     async def plant() -> None:
         await store.open()

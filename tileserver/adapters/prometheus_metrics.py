@@ -22,6 +22,8 @@ _RENDER_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 class PrometheusMetrics:
     """The server's counters and histograms, in a registry of their own."""
 
+    content_type = CONTENT_TYPE
+
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 

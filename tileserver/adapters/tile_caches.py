@@ -9,18 +9,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from tileserver.config import Config, MemcachedConfig
-from tileserver.protocols import TileCache
-
-
-class SharedCache(TileCache, Protocol):
-    """A tile cache shared by processes and hosts: it can say which servers answer."""
-
-    @property
-    def addresses(self) -> list[str]: ...
-
-    async def ping(self) -> list[str]:
-        """The addresses of the servers that answer."""
-        ...
+from tileserver.protocols import SharedCache, TileCache
 
 
 class CacheServer(TileCache, Protocol):

@@ -5,32 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tileserver import composition
 from tileserver.cli.common import empty_tile_warnings, load_or_report, print_config_errors
-from tileserver.config import Config
-from tileserver.errors import ConfigError
 
 
-def check_mapfiles(config: Config) -> list[str]:
-    """Initialisation stage of the validation: every Mapnik file loads."""
-    from tileserver.adapters.mapnik_renderer import map_spec
-    from tileserver.adapters.mapnik_worker import DatabaseUnavailable, load_map
-
-    errors = []
-    for layer in config.layers.values():
-        if layer.type == "mapnik" and layer.mapfile is not None:
-            try:
-                load_map(map_spec(layer))
-            except ConfigError as exc:
-                errors.extend(exc.messages)
-            except DatabaseUnavailable as exc:
-                print(
-                    f"warning: layers.{layer.name}: its database is unavailable, the style "
-                    f"could not be checked: {exc}",
-                    file=sys.stderr,
-                )
-            except Exception as exc:
-                errors.append(f"layers.{layer.name}.mapfile: Mapnik cannot load it: {exc}")
-    return errors
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -38,10 +18,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     for warning in config.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    errors = check_mapfiles(config)
+        _warn(warning)
+    errors = composition.check_mapfiles(config, _warn)
     for warning in empty_tile_warnings(config):
-        print(f"warning: {warning}", file=sys.stderr)
+        _warn(warning)
     if errors:
         print_config_errors("tileserver", args.config, errors)
         return 1

@@ -28,6 +28,7 @@ from typing import TextIO
 
 import yaml
 
+from tileserver import composition
 from tileserver.cli import tcc_options
 from tileserver.cli.common import (
     CommandError,
@@ -400,15 +401,14 @@ class Controller:
     async def export_pmtiles(
         self, layer: Layer, cache: CacheConfig, zooms: tuple[int, ...]
     ) -> None:
-        from tileserver.adapters.pmtiles_store import PMTilesWriter, tile_order
-        from tileserver.adapters.stores import store_for
         from tileserver.services.pmtiles_export import export_layer
 
         target = Path(self.args.export_pmtiles)
-        store = store_for(cache, self.config)
+        store = composition.tile_store(cache, self.config)
         await store.open()
         try:
-            stats = await export_layer(layer, store, zooms, PMTilesWriter(target), tile_order)
+            writer, order = composition.pmtiles_writer(target)
+            stats = await export_layer(layer, store, zooms, writer, order)
         except ValueError as exc:
             raise CommandError(f"--export-pmtiles: {exc}") from exc
         except OSError as exc:
@@ -420,9 +420,7 @@ class Controller:
                   f"levels {levels}, from cache {cache.name} into {target}")  # fmt: skip
 
     def queue(self) -> JobQueue:
-        from tileserver.adapters.queues import queue_for
-
-        queue = queue_for(self.config)
+        queue = composition.job_queue(self.config)
         if queue is None:
             raise CommandError(
                 f"--status needs a `sqs` or `redis` section in {self.args.config}: the queue of "
@@ -470,10 +468,8 @@ class Controller:
         return text
 
     async def write(self, writes: Iterable[_Write]) -> None:
-        from tileserver.adapters.stores import store_for
-
         for write in writes:
-            store = store_for(write.cache, self.config)
+            store = composition.tile_store(write.cache, self.config)
             await store.open()
             try:
                 await publish(store, write.files)

@@ -10,6 +10,7 @@ import signal
 import time
 from collections.abc import Sequence
 
+from tileserver import composition
 from tileserver.cli.common import CommandError
 from tileserver.cli.generate_context import (
     EXIT_INTERRUPTED,
@@ -51,9 +52,7 @@ def run(ctx: GenerateContext) -> int:
                 f"leave out {', '.join(chosen)}",
                 2,
             )
-    from tileserver.adapters.queues import queue_for
-
-    queue = queue_for(ctx.config)
+    queue = composition.job_queue(ctx.config)
     if queue is None:
         raise CommandError(
             f"--role {args.role} needs a `sqs` or `redis` section in {args.config}: the queue "
@@ -70,8 +69,6 @@ def run(ctx: GenerateContext) -> int:
 async def enqueue(ctx: GenerateContext, jobs: Sequence[LayerJob], queue: JobQueue) -> int:
     """--role master: the jobs of every metatile into the queue, and with --wait, the
     wait for the end and its announcement; the exit status."""
-    from tileserver.adapters.queues import notifiers_for
-
     for job in jobs:
         ctx.describe(job)
     messages = [
@@ -115,7 +112,7 @@ async def enqueue(ctx: GenerateContext, jobs: Sequence[LayerJob], queue: JobQueu
             f"them failed. {end.failed} jobs are in the error list of {queue.name} "
             "(generate_controller --status lists them with their reasons)."
         )
-        for notifier in notifiers_for(ctx.config, queue):
+        for notifier in composition.notifiers(ctx.config, queue):
             await notifier.publish("tileserver: generation finished", message)
             ctx.info(f"announced the end on {notifier.name}")
         print(f"finished: {len(messages)} jobs, {failed} failed", file=ctx.out)
@@ -130,9 +127,6 @@ async def enqueue(ctx: GenerateContext, jobs: Sequence[LayerJob], queue: JobQueu
 async def work(ctx: GenerateContext, queue: JobQueue) -> int:
     """--role worker: renders the queue's jobs until it is empty (or forever with
     --daemon, until SIGINT or SIGTERM); the exit status."""
-    from tileserver.adapters.renderers import LayerRenderer
-    from tileserver.adapters.stores import store_for
-
     processes = ctx.processes()
     await queue.open()
     renderer = None
@@ -162,14 +156,12 @@ async def work(ctx: GenerateContext, queue: JobQueue) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     try:
-        renderer = LayerRenderer(
-            list(ctx.config.layers.values()),
-            processes,
-            ctx.config.server.render_timeout,
-            ctx.config.upstream,
-        )
+        renderer = composition.render_pool(list(ctx.config.layers.values()), processes, ctx.config)
         await renderer.start()
-        stores = {name: store_for(cache, ctx.config) for name, cache in ctx.config.caches.items()}
+        stores = {
+            name: composition.tile_store(cache, ctx.config)
+            for name, cache in ctx.config.caches.items()
+        }
         worker = Worker(
             queue,
             renderer,

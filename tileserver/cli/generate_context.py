@@ -10,10 +10,9 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from shapely.geometry.base import BaseGeometry
-
+from tileserver import composition
 from tileserver.cli.common import CommandError
-from tileserver.config import Config, LayerGeom
+from tileserver.config import Config
 from tileserver.selection import format_zooms
 from tileserver.services.generation import wanted_tiles
 from tileserver.services.plan_selection import PlanOptions, Selection, read_selection
@@ -23,12 +22,6 @@ log = logging.getLogger("tileserver.generate")
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between two progress lines when not on a terminal
-
-
-def _load_geometry(geom: LayerGeom, where: str) -> BaseGeometry:
-    from tileserver.adapters.geoms import load_geometry  # psycopg: only when a layer has geoms
-
-    return load_geometry(geom, where)
 
 
 class GenerateContext:
@@ -49,7 +42,7 @@ class GenerateContext:
             geom_filter=args.geom_filter,
             dimension_values=args.dimension_values,
         )  # fmt: skip
-        self.planner = Planner(config, options, _load_geometry, self.info, self.warn)
+        self.planner = Planner(config, options, composition.load_geometry, self.info, self.warn)
 
     def info(self, message: str) -> None:
         if not self.args.quiet:

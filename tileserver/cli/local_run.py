@@ -5,7 +5,6 @@ one stops at once), with a progress bar on a terminal and plain lines elsewhere.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tileserver import composition
 from tileserver.cli.common import CommandError
 from tileserver.cli.generate_context import (
     EXIT_INTERRUPTED,
@@ -51,13 +51,9 @@ def state_path(ctx: GenerateContext, jobs: Sequence[LayerJob], selection: Select
 def remove_stale_temporaries(ctx: GenerateContext, jobs: Sequence[LayerJob]) -> None:
     """Removes the temporary files a killed run left in a folder store (a write in
     progress when it died), under the levels this run writes."""
-    from tileserver.adapters.filesystem_store import is_temporary
-
     removed = 0
     for job in jobs:
         cache = ctx.config.caches[job.cache]
-        if cache.type != "filesystem":
-            continue
         layer, grid = job.layer, job.layer.grid
         dimension_values = tuple(job.dimensions.get(d.name, d.default) for d in layer.dimensions)
         for z in job.zooms:
@@ -65,18 +61,14 @@ def remove_stale_temporaries(ctx: GenerateContext, jobs: Sequence[LayerJob]) -> 
                 "", layer.name, layer.wmts_style, dimension_values, grid.name,
                 grid.matrix_id(z),
             )  # fmt: skip
-            for folder, _, names in os.walk(Path(cache.folder) / prefix):
-                for name in names:
-                    if is_temporary(name):
-                        leftover = Path(folder, name)
-                        try:
-                            leftover.unlink(missing_ok=True)
-                        except OSError as exc:  # a store still read-only, say
-                            raise CommandError(
-                                f"cannot remove {leftover}, left by the interrupted run: "
-                                f"{exc.strerror}"
-                            ) from None
-                        removed += 1
+            for leftover in composition.temporary_files(cache, prefix):
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError as exc:  # a store still read-only, say
+                    raise CommandError(
+                        f"cannot remove {leftover}, left by the interrupted run: {exc.strerror}"
+                    ) from None
+                removed += 1
     if removed:
         ctx.info(f"removed {removed} temporary file(s) left by the interrupted run")
 
@@ -98,15 +90,7 @@ async def generate(
     processes: int,
 ) -> int:
     """Renders every job's metatiles into its store; the exit status."""
-    from tileserver.adapters.renderers import LayerRenderer
-    from tileserver.adapters.stores import store_for
-
-    renderer = LayerRenderer(
-        [j.layer for j in jobs],
-        processes,
-        ctx.config.server.render_timeout,
-        ctx.config.upstream,
-    )
+    renderer = composition.render_pool([j.layer for j in jobs], processes, ctx.config)
     await renderer.start()
     stores: dict[str, TileStore] = {}
     control = _Control()
@@ -130,7 +114,7 @@ async def generate(
     try:
         for job in jobs:
             if job.cache not in stores:
-                store = store_for(ctx.config.caches[job.cache], ctx.config)
+                store = composition.tile_store(ctx.config.caches[job.cache], ctx.config)
                 await store.open()
                 stores[job.cache] = store
         for job in jobs:

@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 from collections.abc import Sequence
 
+from tileserver import composition
 from tileserver.cli.common import CommandError
 from tileserver.cli.generate_context import GenerateContext
 from tileserver.config import EmptyTile
@@ -44,12 +45,10 @@ def get_bbox(ctx: GenerateContext) -> int:
 
 
 async def get_hash(ctx: GenerateContext) -> int:
-    from tileserver.adapters.renderers import LayerRenderer
-
     layer = ctx.planner.one_layer("--get-hash")
     text = ctx.args.get_hash.strip()
     coord = ctx.planner.tile_arg(layer, "--get-hash", text)
-    renderer = LayerRenderer([layer], 1, ctx.config.server.render_timeout, ctx.config.upstream)
+    renderer = composition.render_pool([layer], 1, ctx.config)
     await renderer.start()
     try:
         metatile = metatile_of(layer, metatile_ref(coord, layer.effective_meta_size))
@@ -76,8 +75,6 @@ async def get_hash(ctx: GenerateContext) -> int:
 
 
 async def delete_empty(ctx: GenerateContext, jobs: Sequence[LayerJob], selection: Selection) -> int:
-    from tileserver.adapters.stores import store_for
-
     for job in jobs:
         if job.layer.empty_tile_detection is None:
             raise CommandError(
@@ -89,7 +86,7 @@ async def delete_empty(ctx: GenerateContext, jobs: Sequence[LayerJob], selection
         layer, grid = job.layer, job.layer.grid
         detection = layer.empty_tile_detection
         assert detection is not None  # checked above
-        store = store_for(ctx.config.caches[job.cache], ctx.config)
+        store = composition.tile_store(ctx.config.caches[job.cache], ctx.config)
         await store.open()
         try:
             for z in job.zooms:

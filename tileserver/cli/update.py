@@ -10,6 +10,7 @@ import itertools
 import time
 from collections.abc import Sequence
 
+from tileserver import composition
 from tileserver.cli.common import CommandError
 from tileserver.cli.generate_context import (
     EXIT_INTERRUPTED,
@@ -98,11 +99,9 @@ def run(ctx: GenerateContext, selection: Selection) -> int:
 
 
 def flush_hint(ctx: GenerateContext) -> str:
-    from tileserver.adapters.tile_caches import flush_hint
-
     if ctx.config.shared_cache is None:
         return "echo flush_all | nc -q 2 HOST PORT"
-    return flush_hint(ctx.config)
+    return composition.flush_hint(ctx.config)
 
 
 def warn_in_process_caches(ctx: GenerateContext, invalidations: Sequence[Invalidation]) -> None:
@@ -124,9 +123,7 @@ def dry_run_invalidation(
     counts: Sequence[dict[int, tuple[int, int]]],
     too_many: bool,
 ) -> None:
-    from tileserver.adapters.tile_caches import shared_cache_for
-
-    shared = shared_cache_for(ctx.config)
+    shared = composition.shared_cache(ctx.config)
     where = (
         f"{shared.name} {', '.join(shared.addresses)}"
         if shared is not None
@@ -157,10 +154,8 @@ async def invalidate(
     ctx: GenerateContext, invalidations: Sequence[Invalidation], total: int, levels: str
 ) -> int:
     """Deletes the keys of the invalidations from Memcached or Redis; the exit status."""
-    from tileserver.adapters.tile_caches import shared_cache_for
-
     memcached = ctx.config.shared_cache
-    cache = shared_cache_for(ctx.config)
+    cache = composition.shared_cache(ctx.config)
     assert memcached is not None and cache is not None
     retry = f"when it is back, run the same command with --zoom {levels} to invalidate them"
     stats = InvalidationStats()

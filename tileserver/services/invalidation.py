@@ -263,3 +263,31 @@ async def delete_keys(
         raise
     finally:
         stats.finished = time.monotonic()
+
+
+class NamedKeyDeleter(KeyDeleter, Protocol):
+    name: str
+
+
+class CacheExpiry:
+    """Expires the tiles of an area from a tile cache (/admin/expire), through a
+    `delete_many` that skips no server (a `CacheRing`'s): an outage is reported, not
+    hidden."""
+
+    def __init__(self, cache: NamedKeyDeleter, key_prefix: str, concurrency: int) -> None:
+        self._cache = cache
+        self.key_prefix = key_prefix
+        self.concurrency = concurrency
+
+    @property
+    def cache_name(self) -> str:
+        return self._cache.name
+
+    def plan(self, layer: Layer, zooms: tuple[int, ...], area: BaseGeometry) -> Invalidation:
+        return Invalidation(layer, zooms, area, self.key_prefix)
+
+    async def expire(self, invalidations: Iterable[Invalidation], stats: InvalidationStats) -> None:
+        """Deletes the invalidations' keys (a layer's, on each of its grids), counting into
+        stats; `CacheUnavailable` goes up."""
+        keys = itertools.chain.from_iterable(inv.keys() for inv in invalidations)
+        await delete_keys(self._cache, keys, stats, concurrency=self.concurrency)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import itertools
 import json
 import os
 import signal
@@ -42,13 +41,7 @@ from shapely.geometry.base import BaseGeometry
 from tileserver.config import AdminConfig, Config, Layer
 from tileserver.errors import CacheUnavailable, ConfigError
 from tileserver.selection import parse_geometry, parse_zooms
-from tileserver.services.invalidation import (
-    Invalidation,
-    InvalidationStats,
-    clip_to_layer,
-    delete_keys,
-    on_grids,
-)
+from tileserver.services.invalidation import InvalidationStats, clip_to_layer, on_grids
 from tileserver.web.runtime import Runtime
 
 MIN_TOKEN_LENGTH = 16
@@ -278,8 +271,9 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
         raise _Refused(400, f"unknown key(s) {', '.join(unknown)} (allowed: {allowed})")
     backends = admin.runtime.current
     layer = _layer(backends.config, data)
+    expiry = backends.expiry
     invalidations = [
-        Invalidation(variant, _zooms(variant, data.get("zooms")), area, backends.tiles.key_prefix)
+        expiry.plan(variant, _zooms(variant, data.get("zooms")), area)
         for variant, area in _on_grids(layer, data)
     ]
     invalidations = [inv for inv in invalidations if inv.zooms] or invalidations[:1]
@@ -300,14 +294,13 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
             "tiles": sum(level["tiles"] for level in levels.values()),
         }
     total = sum(grid["tiles"] for grid in by_grid.values())
-    cache = backends.cache  # its delete_many skips no server: an outage is reported
     answer: dict[str, Any] = {"layer": layer.name}
     if len(by_grid) == 1:  # a layer on one grid: its levels (as before TCC's `grids`)
         answer.update({k: v for k, v in next(iter(by_grid.values())).items() if k != "tiles"})
     else:
         answer["grids"] = by_grid
-    answer.update(tiles=total, cache=cache.name)
-    if cache.name == "memory":
+    answer.update(tiles=total, cache=expiry.cache_name)
+    if expiry.cache_name == "memory":
         answer["note"] = (
             f"no memcached nor redis_cache: only the in-process cache of server process "
             f"{os.getpid()} was expired"
@@ -322,15 +315,12 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
             **answer,
         )
     stats = InvalidationStats()
-    shared = backends.config.shared_cache
-    pool = shared.pool_size if shared else 4
     try:
-        keys = itertools.chain.from_iterable(inv.keys() for inv in invalidations)
-        await delete_keys(cache, keys, stats, concurrency=pool)
+        await expiry.expire(invalidations, stats)
     except CacheUnavailable as exc:
         raise _Refused(
             503,
-            f"{cache.name} unavailable, the tiles were not all expired: {exc}",
+            f"{expiry.cache_name} unavailable, the tiles were not all expired: {exc}",
             **answer,
             keys_done=stats.keys,
             deleted=stats.deleted,

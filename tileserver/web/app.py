@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from tileserver.adapters.prometheus_metrics import PrometheusMetrics
+from tileserver import composition
 from tileserver.config import Config
 from tileserver.errors import ConfigError
 from tileserver.protocols import FeatureInfoSource, Renderer, TileCache, TileStore
@@ -47,7 +47,7 @@ def create_app(
     # Request line and each header bounded (aiohttp's defaults, explicit): a 400 beyond.
     limits = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}
     app = web.Application(middlewares=[errors_middleware], handler_args=limits)
-    prometheus = PrometheusMetrics() if metrics else None
+    prometheus = composition.prometheus_metrics() if metrics else None
     runtime = Runtime(
         config,
         render_processes or default_render_processes(config, 1),

@@ -13,7 +13,6 @@ from pathlib import Path
 from aiohttp import web
 
 from tileserver import freshness
-from tileserver.adapters.prometheus_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from tileserver.errors import OWSException
 from tileserver.services.tiles import Tile
 from tileserver.tile_request import FeatureInfoRequest, TileRequest
@@ -65,7 +64,7 @@ async def metrics(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
     return web.Response(
-        body=body, headers={"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"}
+        body=body, headers={"Content-Type": metrics.content_type, "Cache-Control": "no-store"}
     )
 
 

@@ -14,49 +14,24 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from tileserver.adapters.memory_cache import MemoryCache
-from tileserver.adapters.prometheus_metrics import PrometheusMetrics
-from tileserver.adapters.renderers import LayerRenderer
-from tileserver.adapters.stores import store_for
+from tileserver import composition
 from tileserver.config import Config
 from tileserver.errors import ConfigError
-from tileserver.protocols import FeatureInfoSource, Renderer, TileCache, TileStore
+from tileserver.protocols import (
+    FeatureInfoSource,
+    Metrics,
+    Renderer,
+    RenderPool,
+    TileCache,
+    TileStore,
+)
 from tileserver.services.cache_ring import CacheRing
 from tileserver.services.capabilities import CapabilitiesService
+from tileserver.services.invalidation import CacheExpiry
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import TileService
-from tileserver.web.tile_cache import open_tile_cache
 
 log = logging.getLogger("tileserver.server")
-
-
-def _hot_tiles(config: Config, cache: CacheRing) -> MemoryCache | None:
-    """The in-process hot tier, when configured and the tile cache is not in-process too."""
-    if config.server.hot_cache_mb <= 0 or not cache.servers:
-        return None
-    log.warning(
-        "hot tiles: in-process tier of %d MB, %g s", config.server.hot_cache_mb,
-        config.server.hot_cache_max_age,
-    )  # fmt: skip
-    return MemoryCache(config.server.hot_cache_mb * 1024 * 1024)
-
-
-async def open_stores(config: Config, stack: AsyncExitStack) -> dict[str, TileStore]:
-    """The tile stores that serve the pre-generated levels of some layer, each closed
-    with the stack."""
-    names = {
-        layer.cache
-        for layer in config.layers.values()
-        if layer.cache is not None and layer.min_resolution_seed is not None
-    }
-    stores: dict[str, TileStore] = {}
-    for name in sorted(names):
-        store = store_for(config.caches[name], config)
-        await store.open()
-        stack.push_async_callback(store.close)
-        log.warning("tile store %r: %r (pre-generated levels)", name, store)
-        stores[name] = store
-    return stores
 
 
 def default_render_processes(config: Config, workers: int) -> int:
@@ -83,7 +58,9 @@ class Backends:
     tiles: TileService
     capabilities: CapabilitiesService
     renderer: Renderer
+    render_pool: RenderPool | None  # the configured one, checked by /ready; None if injected
     feature_info: FeatureInfoSource | None
+    expiry: CacheExpiry  # of the tile cache, for /admin/expire
     stack: AsyncExitStack
     cache: CacheRing  # the tile cache of `tiles`
     in_use: int = 0  # requests being answered with these backends
@@ -91,7 +68,7 @@ class Backends:
 
 
 async def open_backends(
-    config: Config, render_processes: int, injected: Injected, metrics: PrometheusMetrics | None
+    config: Config, render_processes: int, injected: Injected, metrics: Metrics | None
 ) -> Backends:
     """Opens the cache, the renderer and the stores of config; ConfigError when a Mapnik
     file does not load. Closed with `backends.stack`."""
@@ -99,46 +76,43 @@ async def open_backends(
     try:
         shared = config.shared_cache  # Memcached's or Redis's section, or None
         if injected.tile_cache is None:
-            cache = await open_tile_cache(config, metrics)
+            cache = await composition.open_tile_cache(config, metrics)
         else:
             cache = CacheRing([], ResilientCache(injected.tile_cache))
             log.warning("tile cache: %s", injected.tile_cache.name)
         stack.push_async_callback(cache.close)
         renderer = injected.renderer
         feature_info = injected.feature_info
+        pool = None
         if renderer is None:
-            layer_renderer = LayerRenderer(
-                list(config.layers.values()),
-                render_processes,
-                config.server.render_timeout,
-                config.upstream,
-            )
-            await layer_renderer.start()
+            pool = composition.render_pool(list(config.layers.values()), render_processes, config)
+            await pool.start()
             log.warning("render pool: %d Mapnik process(es)", render_processes)
-            renderer = layer_renderer
-            feature_info = feature_info or layer_renderer
+            renderer = pool
+            feature_info = feature_info or pool
         stack.push_async_callback(renderer.close)
         if injected.tile_stores is None:
-            stores = await open_stores(config, stack)
+            stores = await composition.open_serving_stores(config, stack)
         else:
             stores = dict(injected.tile_stores)
+        prefix = shared.prefix if shared else "tileserver/"
         tiles = TileService(
             cache,
             renderer,
-            shared.prefix if shared else "tileserver/",
+            prefix,
             shared.lock_timeout if shared else 60.0,
             stores,
             on_render=None if metrics is None else metrics.rendered,
-            hot=_hot_tiles(config, cache),
+            hot=composition.hot_tiles(config, cache),
             hot_max_age=config.server.hot_cache_max_age,
             lock_lease=shared.lock_lease if shared else 5.0,
         )
+        expiry = CacheExpiry(cache, prefix, shared.pool_size if shared else 4)
     except BaseException:
         await stack.aclose()
         raise
-    return Backends(
-        config, tiles, CapabilitiesService(config), renderer, feature_info, stack, cache
-    )
+    capabilities = CapabilitiesService(config)
+    return Backends(config, tiles, capabilities, renderer, pool, feature_info, expiry, stack, cache)
 
 
 class Runtime:
@@ -150,7 +124,7 @@ class Runtime:
         config: Config,
         render_processes: int,
         injected: Injected,
-        metrics: PrometheusMetrics | None,
+        metrics: Metrics | None,
         load: Callable[[], Config] | None = None,
     ) -> None:
         self.config = config
@@ -277,9 +251,8 @@ class Runtime:
         report["layers"] = list(backends.config.layers)
         degraded: dict[str, str] = {}
         ready = True
-        check = getattr(backends.renderer, "check", None)
-        if check is not None:
-            problem, unavailable = await check()
+        if backends.render_pool is not None:
+            problem, unavailable = await backends.render_pool.check()
             report["render_pool"] = problem or "up"
             ready = problem is None
             for layer, message in unavailable.items():
