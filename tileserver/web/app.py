@@ -18,7 +18,13 @@ from tileserver.web import handlers
 from tileserver.web.admin import setup_admin
 from tileserver.web.errors import errors_middleware, quiet_parser_errors
 from tileserver.web.ogcapi import setup_ogcapi
-from tileserver.web.runtime import RUNTIME, Injected, Runtime, default_render_processes
+from tileserver.web.runtime import (
+    RUNTIME,
+    Injected,
+    Runtime,
+    default_render_processes,
+    requests_middleware,
+)
 from tileserver.web.tms import setup_tms
 
 log = logging.getLogger("tileserver.server")
@@ -46,7 +52,7 @@ def create_app(
     quiet_parser_errors()
     # Request line and each header bounded (aiohttp's defaults, explicit): a 400 beyond.
     limits = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}
-    app = web.Application(middlewares=[errors_middleware], handler_args=limits)
+    app = web.Application(middlewares=[requests_middleware, errors_middleware], handler_args=limits)
     prometheus = composition.prometheus_metrics() if metrics else None
     runtime = Runtime(
         config,

@@ -1,13 +1,13 @@
 """What goes wrong while answering, and how it is answered: OWS exception reports for
-the WMTS errors and the failed dependencies (JSON exceptions where the handler set
-`problems.ERROR_FORMAT`: OGC API, TMS, XYZ), counted and reported by /ready; and the
-HTTP parser's refusals, logged in one line."""
+the WMTS errors (JSON exceptions where the handler set `problems.ERROR_FORMAT`: OGC API,
+TMS, XYZ), and for the failed dependencies after `FAILURES`, the one table of how each is
+answered, logged, counted and reported by /ready; and the HTTP parser's refusals, logged
+in one line."""
 
 from __future__ import annotations
 
 import errno
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -19,14 +19,15 @@ from tileserver.errors import (
     OWSException,
     RenderError,
     StoreUnavailable,
+    TileServerError,
     UpstreamError,
 )
 from tileserver.ows import CONTENT_TYPE as OWS_CONTENT_TYPE
 from tileserver.ows import exception_report
-from tileserver.web.access_log import STARTED, TILE_INFO
+from tileserver.web.access_log import TILE_INFO
 from tileserver.web.headers import CORS
 from tileserver.web.problems import ERROR_FORMAT
-from tileserver.web.runtime import BACKENDS, FEATURE_INFO, RUNTIME, Runtime
+from tileserver.web.runtime import RUNTIME
 
 log = logging.getLogger("tileserver.server")
 
@@ -55,111 +56,94 @@ def quiet_parser_errors() -> None:
         logger.addFilter(_ParserErrorFilter())
 
 
-def _endpoint(request: web.Request) -> str:
-    path = request.path
-    for service in ("wmts", "ogcapi", "tms", "gmaps", "xyz"):
-        if path.startswith(f"/{service}"):
-            return service
-    if path in ("/health", "/ready", "/metrics"):
-        return path[1:]
-    return "other"
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """How a failed dependency is answered, logged, reported by /ready and counted. The
+    report names the failing dependency, never where it is (a host, a port, a database
+    or a user name): that goes to the log and to /ready."""
+
+    dependency: str  # its name in /ready's `degraded`
+    label: str  # its `dependency` label in tileserver_dependency_errors_total
+    kind: str | None  # its `kind` label; None: the status answered
+    text: str  # of the report: {layer!r} the layer asked for, {what} what the WMS did
+    status: int | None  # None: the exception's own `status` (UpstreamError's)
+    logged_as: str | None  # None: the adapter logged it already (with its retries)
+
+
+# By exception type; an exception is answered after the first of its classes found here.
+FAILURES: dict[type[TileServerError], Failure] = {
+    UpstreamError: Failure(
+        "upstream", "upstream", kind=None, text="The WMS of layer {layer!r} {what}",
+        status=None, logged_as=None,
+    ),
+    DatabaseUnavailable: Failure(
+        "renderer", "renderer", kind="failed",
+        text="Rendering failed: the database of layer {layer!r} cannot be reached",
+        status=503, logged_as="render",
+    ),
+    RenderError: Failure(
+        "renderer", "renderer", kind="failed",
+        text="Rendering failed for layer {layer!r}; the server's log says why",
+        status=503, logged_as="render",
+    ),
+    StoreUnavailable: Failure(
+        "tile store", "store", kind="unavailable", text="The tile store is unavailable",
+        status=503, logged_as="tile store",
+    ),
+}  # fmt: skip
+# What a WMS did, for an UpstreamError without its `public` text.
+_UPSTREAM = {503: "cannot be reached", 504: "did not answer in time"}
+
+
+def failure_of(exc: BaseException) -> Failure | None:
+    for cls in type(exc).__mro__:
+        found = FAILURES.get(cls)
+        if found is not None:
+            return found
+    return None
 
 
 @web.middleware
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
-    backends = runtime.acquire()
-    request[BACKENDS] = backends
-    start = request[STARTED] = time.perf_counter()
-    try:
-        response = await _answer(request, handler, runtime)
-    finally:
-        runtime.release(backends)
-    metrics = runtime.metrics
-    if metrics is not None:
-        tile = request.get(TILE_INFO)
-        if tile is None:
-            endpoint = _endpoint(request)
-        else:
-            endpoint = "featureinfo" if request.get(FEATURE_INFO) else "tile"
-            source = response.headers.get("X-Tile-Source")
-            if source is not None:
-                metrics.tile(tile[0], source)
-        metrics.request(
-            endpoint, response.status, time.perf_counter() - start, tile[0] if tile else ""
-        )
-    return response
-
-
-async def _answer(
-    request: web.Request,
-    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    runtime: Runtime,
-) -> web.StreamResponse:
-    metrics = runtime.metrics
+    """Every error a handler raises, answered: an OWS exception report, or the format the
+    handler chose (or aiohttp's own answer to an HTTPException)."""
     try:
         return await handler(request)
     except OWSException as exc:
         return _error_response(request, exc)
-    except (RenderError, StoreUnavailable) as exc:
-        info = request.get(TILE_INFO)
-        failure = _failure(exc, info[0] if info else "")
-        if failure.logged_as is not None:
-            log.error("%s failed for %s: %s", failure.logged_as, request.path_qs[:300], exc)
-        runtime.failed(failure.dependency, str(exc))
-        if metrics is not None:
-            metrics.error(failure.label, failure.kind)
-        failed = OWSException("NoApplicableCode", failure.text, None, failure.status)
-        return _error_response(request, failed)
     except web.HTTPException:
         raise
     except Exception as exc:
+        runtime = request.app[RUNTIME]
+        failure = failure_of(exc)
+        if failure is not None:
+            status, what = failure.status, ""
+            if isinstance(exc, UpstreamError):  # the one entry without a status
+                status = exc.status
+                what = exc.public or _UPSTREAM.get(
+                    exc.status, "answered with an error or a broken image"
+                )
+            assert status is not None
+            if failure.logged_as is not None:
+                log.error("%s failed for %s: %s", failure.logged_as, request.path_qs[:300], exc)
+            runtime.failed(failure.dependency, str(exc))
+            if runtime.metrics is not None:
+                runtime.metrics.error(failure.label, failure.kind or str(status))
+            info = request.get(TILE_INFO)
+            text = failure.text.format(layer=info[0] if info else "", what=what)
+            failed = OWSException("NoApplicableCode", text, None, status)
+            return _error_response(request, failed)
         if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
             # No file has a name too long for the file system: aiohttp's static route lets
             # the ENAMETOOLONG of its stat through (/static/ + 256 characters).
             raise web.HTTPNotFound() from exc
         log.exception("internal error on %s", request.path_qs[:300])
-        if metrics is not None:
-            metrics.error("server", "internal")
+        if runtime.metrics is not None:
+            runtime.metrics.error("server", "internal")
         internal = OWSException("NoApplicableCode", "Internal error", None, 500)
         return _error_response(request, internal)
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """How a failed dependency is answered, logged, reported by /ready and counted."""
-
-    dependency: str  # its name in /ready's `degraded`
-    label: str  # its `dependency` label in tileserver_dependency_errors_total
-    kind: str
-    text: str  # of the OWS report
-    status: int
-    logged_as: str | None  # None: the adapter logged it already (with its retries)
-
-
-_UPSTREAM = {
-    503: "cannot be reached",
-    504: "did not answer in time",
-}  # for an UpstreamError without its `public` text
-
-
-def _failure(exc: RenderError | StoreUnavailable, layer: str) -> _Failure:
-    """The report names the failing dependency, never where it is (a host, a port, a
-    database or a user name): that goes to the log and to /ready."""
-    if isinstance(exc, UpstreamError):
-        what = exc.public or _UPSTREAM.get(exc.status, "answered with an error or a broken image")
-        text = f"The WMS of layer {layer!r} {what}"
-        return _Failure("upstream", "upstream", str(exc.status), text, exc.status, None)
-    if isinstance(exc, DatabaseUnavailable):
-        text = f"Rendering failed: the database of layer {layer!r} cannot be reached"
-        return _Failure("renderer", "renderer", "failed", text, 503, "render")
-    if isinstance(exc, RenderError):
-        text = f"Rendering failed for layer {layer!r}; the server's log says why"
-        return _Failure("renderer", "renderer", "failed", text, 503, "render")
-    text = "The tile store is unavailable"
-    return _Failure("tile store", "store", "unavailable", text, 503, "tile store")
 
 
 def _error_response(request: web.Request, exc: OWSException) -> web.Response:

@@ -18,7 +18,7 @@ from tileserver.services.tiles import Tile
 from tileserver.tile_request import FeatureInfoRequest, TileRequest
 from tileserver.web.access_log import TILE_INFO
 from tileserver.web.headers import CORS, etag_matches, etag_of, expires_header
-from tileserver.web.runtime import BACKENDS, FEATURE_INFO, RUNTIME, Backends
+from tileserver.web.runtime import BACKENDS, FEATURE_INFO, RUNTIME, TILE_SOURCE, Backends
 from tileserver.wmts import CapabilitiesRequest, normalize_kvp, parse_kvp, parse_rest
 
 
@@ -103,18 +103,18 @@ async def kvp(request: web.Request) -> web.Response:
     if isinstance(parsed, CapabilitiesRequest):
         return await capabilities(request)
     if isinstance(parsed, FeatureInfoRequest):
-        return await feature_info(request, parsed)
-    return await tile(request, parsed)
+        return await answer_feature_info(request, parsed)
+    return await answer_tile(request, parsed)
 
 
 async def rest(request: web.Request) -> web.Response:
     parsed = parse_rest(backends_of(request).config, request.match_info["path"])
     if isinstance(parsed, FeatureInfoRequest):
-        return await feature_info(request, parsed)
-    return await tile(request, parsed)
+        return await answer_feature_info(request, parsed)
+    return await answer_tile(request, parsed)
 
 
-async def feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Response:
+async def answer_feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Response:
     request[TILE_INFO] = (info.tile.layer.name, info.tile.coord.z)
     request[FEATURE_INFO] = True
     source = backends_of(request).feature_info
@@ -132,7 +132,7 @@ async def feature_info(request: web.Request, info: FeatureInfoRequest) -> web.Re
     )  # fmt: skip
 
 
-async def tile(
+async def answer_tile(
     request: web.Request, tile_request: TileRequest, vary: Mapping[str, str] | None = None
 ) -> web.Response:
     """One tile with its caching headers, for every protocol (WMTS, OGC API - Tiles, TMS,
@@ -140,6 +140,7 @@ async def tile(
     the format was negotiated)."""
     request[TILE_INFO] = (tile_request.layer.name, tile_request.coord.z)
     tile: Tile = await backends_of(request).tiles.get_tile(tile_request)
+    request[TILE_SOURCE] = tile.source
     # With stale windows (RFC 5861): what is left of the tile's freshness, and of each window.
     cache_control, max_age = freshness.cache_control(tile_request.layer, tile.rendered_at,
                                                      time.time())  # fmt: skip

@@ -22,8 +22,8 @@ from tileserver.grid import Grid
 from tileserver.negotiation import negotiate, not_acceptable
 from tileserver.ogcapi import JSON, PREFIX, OgcApi
 from tileserver.tilematrixsets import layer_grids, layer_on
+from tileserver.web.handlers import answer_tile as tile_response
 from tileserver.web.handlers import backends_of, base_url, ignore_expect
-from tileserver.web.handlers import tile as tile_response
 from tileserver.web.headers import CORS
 from tileserver.web.problems import ERROR_FORMAT, JSON_ERRORS
 from tileserver.wmts import tile_request

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -30,6 +30,7 @@ from tileserver.services.capabilities import CapabilitiesService
 from tileserver.services.invalidation import CacheExpiry
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import TileService
+from tileserver.web.access_log import STARTED, TILE_INFO
 
 log = logging.getLogger("tileserver.server")
 
@@ -277,3 +278,44 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 BACKENDS = web.RequestKey("tileserver.backends", Backends)  # the backends a request uses
 FEATURE_INFO = web.RequestKey("tileserver.feature_info", bool)  # True for GetFeatureInfo
+TILE_SOURCE = web.RequestKey("tileserver.tile_source", str)  # where a tile came from
+
+
+def _endpoint(request: web.Request) -> str:
+    path = request.path
+    for service in ("wmts", "ogcapi", "tms", "gmaps", "xyz"):
+        if path.startswith(f"/{service}"):
+            return service
+    if path in ("/health", "/ready", "/metrics"):
+        return path[1:]
+    return "other"
+
+
+@web.middleware
+async def requests_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Gives the request the current backends for its whole life (a reload meanwhile
+    does not change them), and counts and times its answer."""
+    runtime = request.app[RUNTIME]
+    backends = runtime.acquire()
+    request[BACKENDS] = backends
+    start = request[STARTED] = time.perf_counter()
+    try:
+        response = await handler(request)
+    finally:
+        runtime.release(backends)
+    metrics = runtime.metrics
+    if metrics is not None:
+        tile = request.get(TILE_INFO)
+        if tile is None:
+            endpoint = _endpoint(request)
+        else:
+            endpoint = "featureinfo" if request.get(FEATURE_INFO) else "tile"
+            source = request.get(TILE_SOURCE)
+            if source is not None:
+                metrics.tile(tile[0], source)
+        metrics.request(
+            endpoint, response.status, time.perf_counter() - start, tile[0] if tile else ""
+        )
+    return response

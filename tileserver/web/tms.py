@@ -32,8 +32,8 @@ from tileserver.tms import (
     tms_row,
     zoom,
 )
+from tileserver.web.handlers import answer_tile as tile_response
 from tileserver.web.handlers import backends_of, base_url, ignore_expect
-from tileserver.web.handlers import tile as tile_response
 from tileserver.web.headers import CORS
 from tileserver.web.problems import ERROR_FORMAT, JSON_ERRORS
 from tileserver.web.runtime import Backends
