@@ -64,9 +64,10 @@ from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import FORMATS, Config, Layer, info_extension
 from tileserver.config_loader import load_config
+from tileserver.log_format import JsonFormatter
 from tileserver.store_layout import tile_path
 from tileserver.types import TileCoord
-from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger, JsonFormatter
+from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger
 from tileserver.web.app import create_app
 from tileserver.web.handlers import static_dir
 

@@ -36,7 +36,8 @@ from tileserver.adapters.renderers import LayerRenderer
 from tileserver.adapters.wms_renderer import WmsRenderer
 from tileserver.config import Config, UpstreamConfig
 from tileserver.config_loader import load_config
-from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger, TextFormatter
+from tileserver.log_format import TextFormatter
+from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger
 from tileserver.web.admin import admin_token
 from tileserver.web.app import create_app
 

@@ -13,13 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from tileserver.web.access_log import (
-    ACCESS_LOGGER,
-    TILE_INFO,
-    AccessLogger,
-    JsonFormatter,
-    TextFormatter,
-)
+from tileserver.log_format import JsonFormatter, TextFormatter
+from tileserver.web.access_log import ACCESS_LOGGER, TILE_INFO, AccessLogger
 
 LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[\d+\] INFO tileserver\.access: "

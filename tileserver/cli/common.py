@@ -21,7 +21,7 @@ class CommandError(Exception):
 
 
 def setup_logging(verbose: bool = False, log_format: str = "text") -> None:
-    from tileserver.web.access_log import setup_logging
+    from tileserver.log_format import setup_logging
 
     setup_logging(log_format, verbose)
 

@@ -1,13 +1,11 @@
-"""Access and error logs: one line per request (layer, zoom, tile source, duration),
-as text or as JSON objects, one per line."""
+"""Access logs: one line per request (layer, zoom, tile source, duration), in the text
+or JSON format of `tileserver.log_format`."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import time
 import time as _time
 from typing import Any, TextIO
 
@@ -15,52 +13,12 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
+from tileserver.log_format import TextFormatter
+
 ACCESS_LOGGER = "tileserver.access"
 # Request keys: (layer, zoom level) set by the tile handlers; when the answer began.
 TILE_INFO = web.RequestKey("tileserver.tile", tuple[str, int])
 STARTED = web.RequestKey("tileserver.started", float)  # time.perf_counter()
-
-
-class JsonFormatter(logging.Formatter):
-    """Every record as one JSON object: time, level, logger, process, message and the
-    fields passed in `extra={"fields": {...}}`."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "process": record.process,
-            "message": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
-
-
-TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
-
-
-class TextFormatter(logging.Formatter):
-    """The text format; access lines bypass it (see `_LineWriter`) with the same layout."""
-
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
-
-
-def setup_logging(log_format: str, verbose: bool = False) -> None:
-    """Root logging to stderr as `text` or `json`."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 class _LineWriter:
