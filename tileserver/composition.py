@@ -241,6 +241,14 @@ def check_mapfiles(config: Config, warn: Callable[[str], None]) -> list[str]:
     return errors
 
 
+def empty_tile_warnings(config: Config) -> list[str]:
+    """The layers whose empty_tile_detection hash never matches what they encode (this
+    encodes tiles, with Mapnik: for the commands that render)."""
+    from tileserver.adapters.empty_tile_check import never_matches
+
+    return [w for layer in config.layers.values() if (w := never_matches(layer)) is not None]
+
+
 def load_geometry(geom: LayerGeom, where: str) -> BaseGeometry:
     """The geometry of one `geoms` entry: its file read, or its query run."""
     from tileserver.adapters.geoms import load_geometry as load

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from tileserver import composition
-from tileserver.cli.common import empty_tile_warnings, load_or_report, print_config_errors
+from tileserver.cli.common import load_or_report, print_config_errors
 
 
 def _warn(message: str) -> None:
@@ -20,7 +20,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         _warn(warning)
     errors = composition.check_mapfiles(config, _warn)
-    for warning in empty_tile_warnings(config):
+    for warning in composition.empty_tile_warnings(config):
         _warn(warning)
     if errors:
         print_config_errors("tileserver", args.config, errors)

@@ -42,14 +42,6 @@ def print_config_warnings(prog: str, config: Config) -> None:
         print(f"{prog}: warning: {warning}", file=sys.stderr)
 
 
-def empty_tile_warnings(config: Config) -> list[str]:
-    """The layers whose empty_tile_detection hash never matches what they encode (this
-    encodes tiles, with Mapnik: for the commands that render)."""
-    from tileserver.adapters.empty_tile_check import never_matches
-
-    return [w for layer in config.layers.values() if (w := never_matches(layer)) is not None]
-
-
 def print_config_errors(prog: str, path: str, messages: Sequence[str]) -> None:
     """Every configuration mistake, one per line, as all the commands report them."""
     print(f"{prog}: invalid configuration {path}:", file=sys.stderr)

@@ -20,7 +20,6 @@ import asyncio
 import os
 import secrets
 import sys
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import TextIO
 import yaml
 
 from tileserver import composition
-from tileserver.cli import tcc_options
+from tileserver.cli import export_pmtiles, queue_status, tcc_options
 from tileserver.cli.common import (
     CommandError,
     print_config_errors,
@@ -43,8 +42,7 @@ from tileserver.config import (
 from tileserver.config.dump import config_data
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError, QueueUnavailable, StoreUnavailable
-from tileserver.protocols import JobQueue
-from tileserver.selection import format_zooms, parse_zooms
+from tileserver.selection import parse_zooms
 from tileserver.services.cost import (
     cost_report,
 )
@@ -60,7 +58,6 @@ ACTIONS = (
     "export_pmtiles",
     "status",
 )
-STATUS_FAILURES = 50  # failed jobs --status lists
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -351,7 +348,7 @@ class Controller:
         cost_layers = [v for layer in self.layers() for v in layer.variants()] if args.cost else []
         cost_zooms = [self.zooms(layer) for layer in cost_layers]
         mapcache = self.mapcache_config() if args.generate_mapcache_config else None
-        queue = self.queue() if args.status else None
+        queue = queue_status.status_queue(self.config, args.config) if args.status else None
         export = self.export_plan() if args.export_pmtiles else None
 
         if args.dump_config:
@@ -374,9 +371,11 @@ class Controller:
                 raise CommandError(f"cannot write {target}: {exc.strerror or exc}") from exc
             self.info(f"wrote the MapCache configuration to {target}")
         if export is not None:
-            asyncio.run(self.export_pmtiles(*export))
+            layer, cache, zooms = export
+            target = Path(args.export_pmtiles)
+            asyncio.run(export_pmtiles.export(self.config, layer, cache, zooms, target, self.info))
         if queue is not None:
-            asyncio.run(self.status(queue))
+            asyncio.run(queue_status.print_status(queue, self.out))
         return 0
 
     def files_cache(self, cache: CacheConfig) -> CacheConfig:
@@ -397,60 +396,6 @@ class Controller:
             raise CommandError(f"--export-pmtiles: cache {cache.name!r} is a PMTiles archive "
                                "already: pass --cache with the tiles to export", 2)  # fmt: skip
         return layers[0], cache, self.zooms(layers[0])
-
-    async def export_pmtiles(
-        self, layer: Layer, cache: CacheConfig, zooms: tuple[int, ...]
-    ) -> None:
-        from tileserver.services.pmtiles_export import export_layer
-
-        target = Path(self.args.export_pmtiles)
-        store = composition.tile_store(cache, self.config)
-        await store.open()
-        try:
-            writer, order = composition.pmtiles_writer(target)
-            stats = await export_layer(layer, store, zooms, writer, order)
-        except ValueError as exc:
-            raise CommandError(f"--export-pmtiles: {exc}") from exc
-        except OSError as exc:
-            raise CommandError(f"--export-pmtiles: {target}: {exc.strerror or exc}") from exc
-        finally:
-            await store.close()
-        levels = format_zooms(stats.levels)
-        self.info(f"wrote {stats.tiles} tiles ({stats.bytes} bytes) of layer {layer.name}, "
-                  f"levels {levels}, from cache {cache.name} into {target}")  # fmt: skip
-
-    def queue(self) -> JobQueue:
-        queue = composition.job_queue(self.config)
-        if queue is None:
-            raise CommandError(
-                f"--status needs a `sqs` or `redis` section in {self.args.config}: the queue of "
-                "generate_tiles --role master/worker"
-            )
-        return queue
-
-    async def status(self, queue: JobQueue) -> None:
-        """--status: the queue's counts, then its failed jobs with their reasons."""
-        await queue.open()
-        try:
-            counts = await queue.counts()
-            failures = await queue.failures(STATUS_FAILURES) if counts.failed else []
-        finally:
-            await queue.close()
-        out = self.out
-        print(f"queue: {queue.name}", file=out)
-        print(f"queued: {counts.queued}", file=out)
-        print(f"in flight: {counts.in_flight}", file=out)
-        print(f"failed: {counts.failed}", file=out)
-        if queue.counts_delay:
-            print(f"(the counts may lag by up to {queue.counts_delay:g} s)", file=out)
-        if failures:
-            print("failed jobs:", file=out)
-        for failed in failures:
-            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(failed.failed_at))
-            reason = " ".join(failed.reason.split())
-            print(f"  {failed.job_id}: {reason} ({failed.tries} tries, {when})", file=out)
-        if counts.failed > len(failures):
-            print(f"  ... and {counts.failed - len(failures)} more", file=out)
 
     def mapcache_config(self) -> str:
         """The mapcache.xml text of --layer, else of every layer; warns of those left out."""

@@ -28,10 +28,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from tileserver import composition
 from tileserver.cli import distributed, local_run, tcc_options, tile_tools, update
 from tileserver.cli.common import (
     CommandError,
-    empty_tile_warnings,
     print_config_errors,
     print_config_warnings,
 )
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print_config_warnings(prog, config)
-        for warning in empty_tile_warnings(config):
+        for warning in composition.empty_tile_warnings(config):
             print(f"{prog}: warning: {warning}", file=sys.stderr)
     if args.error_file is None:
         args.error_file = config.generation.error_file or ERROR_FILE

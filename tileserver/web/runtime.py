@@ -1,6 +1,7 @@
 """What one server process answers with: the backends of a configuration (`Backends`),
-swapped whole on reload by the `Runtime`, and the typed keys under which the application
-and its requests carry them."""
+swapped whole on reload by the `Runtime`; the typed keys under which the application and
+its requests carry them; and the middleware that gives each request its backends, times
+it and counts it."""
 
 from __future__ import annotations
 
