@@ -265,9 +265,12 @@ def test_upstream_failures_answer_502_504_and_store_nothing(
     status: int,
     message: bytes,
 ) -> None:
-    # Tiles alone (no metatile): a GetMap of 320 px, well within the 2 s timeout even on
-    # a busy machine once the WMS is well again; the slow mode answers after SLOW s.
-    server = app_server(wms_config(wms, memcached, timeout=2, retries=1, meta_size=1))
+    # Tiles alone (no metatile): a GetMap of 320 px. The slow mode answers after SLOW s,
+    # past a 2 s timeout; the other modes answer at once, so their layer's timeout only
+    # bounds a hang (and the healed render after them is not raced against 2 s on a
+    # machine busy with other work).
+    timeout = 2 if mode.startswith("slow") else 60
+    server = app_server(wms_config(wms, memcached, timeout=timeout, retries=1, meta_size=1))
     row, col, _, _ = tile_of(*FORUM)
     row += 16 * ["service_exception", "html_error", "truncated", "half_png", "slow"].index(
         mode.split(":")[0]
@@ -286,7 +289,8 @@ def test_upstream_failures_answer_502_504_and_store_nothing(
     assert str(wms.port).encode() not in answer.body and b"127.0.0.1" not in answer.body
     assert answer.headers["content-type"].startswith("application/xml")
     validate_exception_report(answer.body)
-    assert elapsed < SLOW  # 2 attempts of at most 2 s and a short backoff, not the WMS's wait
+    if timeout == 2:  # 2 attempts of at most 2 s and a short backoff, not the WMS's wait
+        assert elapsed < SLOW
     # One retry. A slow answer is logged by the WMS when it is finally sent.
     wait_until(lambda: wms.getmap_count() >= 2, "the WMS's two answers")
     assert wms.getmap_count() == 2
