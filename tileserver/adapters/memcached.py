@@ -1,20 +1,19 @@
-"""Memcached tile cache over aiomcache's connection pool.
+"""Memcached tile cache on pipelined connections (`memcached_protocol`).
 
-The commands are written here on aiomcache's pooled connections rather than through
-`aiomcache.Client`, for two reasons: `set_many` pipelines every `set` of a metatile in
-one write and one read (one round trip instead of 64), as `delete_many` does with the
-deletes of an invalidation (`generate_tiles --update`), and a command interrupted by a
-timeout or a cancellation must never return its connection to the pool with an
-unread answer on it (the next command would read a stale value). Any failure marks
-the connection broken, so the pool closes it.
+The `get`s of one event-loop iteration go out as one multi-get, and every command is
+written at once on a connection shared by all callers: a busy server process makes one
+write and one read per iteration for its hits, not one of each per request. `set_many`
+writes every `set` of a metatile at once and reads the replies (one round trip instead
+of 64), as `delete_many` does with the deletes of an invalidation (`generate_tiles
+--update`). A reply that does not come within `timeout` of its command drops the
+connection, so that a late reply is never read as another command's answer.
 
 `MemcachedServer` is one server; the tile server puts each behind its own health
 tracking (`services.cache_ring`), so that a dead server costs only its own keys.
 `MemcachedCache` spreads keys over every server by consistent hashing, for the commands
 that need every server to answer (`generate_tiles --update`). A tile's render time
 travels in the item's 32-bit flags. Every failure is raised as `CacheUnavailable`,
-`CacheTimeout` when the wait for a free pooled connection or the command itself took
-longer than `timeout` (two budgets, not one).
+`CacheTimeout` when a reply (or a new connection) took longer than `timeout`.
 """
 
 from __future__ import annotations
@@ -25,69 +24,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
-from aiomcache.pool import Connection, MemcachePool
-
+from tileserver.adapters.memcached_protocol import Batcher, Connections, NoAnswer
 from tileserver.config import MemcachedConfig
 from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.hashring import HashRing
 from tileserver.types import CacheEntry
 
 DELETE_BATCH = 1000  # delete commands written at once on a connection before reading replies
-
-
-class _Broken(Exception):
-    """Marks a pooled connection as unusable."""
-
-
-class _NoAnswer(Exception):
-    """A command, or the wait for a free connection, took longer than its budget."""
-
-
-class _Pool:
-    """A server's connection pool, each command's wait and round trips bounded."""
-
-    def __init__(self, host: str, port: int, pool_size: int, timeout: float) -> None:
-        self.address = f"{host}:{port}"
-        self.timeout = timeout
-        self.pool_size = pool_size
-        # aiomcache opens connections only up to minsize: ask for all of them, or every
-        # request would queue on a single connection.
-        self.pool = MemcachePool(host, port, minsize=pool_size, maxsize=pool_size)
-
-    @asynccontextmanager
-    async def connection(self, round_trips: int = 1) -> AsyncIterator[Connection]:
-        """A pooled connection, waited for at most `timeout` seconds, then used for at most
-        `timeout` per round trip: under load, the wait for a free connection does not eat
-        into the command's own time (and neither is taken for an outage on its own)."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                conn = await self.pool.acquire()
-        except TimeoutError as exc:
-            raise _NoAnswer(
-                f"no free connection to {self.address} in {self.timeout:g} s "
-                f"({self.pool_size} in use)"
-            ) from exc
-        budget = self.timeout * round_trips
-        try:
-            try:
-                async with asyncio.timeout(budget):
-                    yield conn
-            except TimeoutError as exc:
-                raise _NoAnswer(f"no answer from {self.address} in {budget:g} s") from exc
-        except BaseException:
-            # Unread replies may be left on the wire: never reuse this connection.
-            conn.reader.set_exception(_Broken(self.address))
-            raise
-        finally:
-            self.pool.release(conn)
-
-
-async def _read_line(conn: Connection) -> bytes:
-    line = await conn.reader.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionResetError("memcached closed the connection")
-    return line
-
 
 MAX_RELATIVE_TTL = 30 * 24 * 3600  # memcached reads larger expiry times as Unix times
 
@@ -105,56 +48,48 @@ MAX_FLAGS = 2**32 - 1  # memcached's item flags are 32 bits
 
 @asynccontextmanager
 async def _guard(what: str) -> AsyncIterator[None]:
-    """A command's failures as CacheUnavailable; CacheTimeout when it took too long
-    (each connection bounds its own wait and command, see `_Pool.connection`)."""
+    """A command's failures as CacheUnavailable; CacheTimeout when it took too long."""
     try:
         yield
-    except _NoAnswer as exc:
+    except NoAnswer as exc:
         raise CacheTimeout(f"memcached {what}: {exc}") from exc
-    except (OSError, EOFError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+    except (OSError, EOFError, ValueError, IndexError) as exc:
         raise CacheUnavailable(f"memcached {what}: {exc or type(exc).__name__}") from exc
 
 
 class MemcachedServer:
-    """One Memcached server: a TileCache of its own."""
+    """One Memcached server: a TileCache of its own, on up to `pool_size` pipelined
+    connections."""
 
     name = "memcached"
 
     def __init__(self, host: str, port: int, pool_size: int = 8, timeout: float = 1.0) -> None:
-        self._pool = _Pool(host, port, pool_size, timeout)
-        self.address = self._pool.address
+        self._connections = Connections(host, port, pool_size, timeout, self.name)
+        self._batcher = Batcher(self._connections)
+        self.address = self._connections.address
 
     def __repr__(self) -> str:
         return f"memcached {self.address}"
 
+    async def _lines(self, payload: bytes, count: int) -> list[bytes]:
+        conn = await self._connections.get()
+        lines: list[bytes] = await conn.send(payload, conn.lines(count))
+        return lines
+
     async def ping(self) -> bool:
         """True when the server answers `version`."""
         try:
-            async with _guard("version"), self._pool.connection() as conn:
-                conn.writer.write(b"version\r\n")
-                return (await _read_line(conn)).startswith(b"VERSION ")
+            async with _guard("version"):
+                (line,) = await self._lines(b"version\r\n", 1)
+                return line.startswith(b"VERSION ")
         except CacheUnavailable:
             return False
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
         if not keys:
             return {}
-        wanted = set(keys)
-        found: dict[str, CacheEntry] = {}
-        async with _guard("get"), self._pool.connection() as conn:
-            conn.writer.write(b"get " + " ".join(dict.fromkeys(keys)).encode() + b"\r\n")
-            while True:
-                line = await _read_line(conn)
-                if line == b"END\r\n":
-                    return found
-                terms = line.split()
-                if len(terms) < 4 or terms[0] != b"VALUE":
-                    raise ValueError(f"unexpected reply {line[:80]!r}")
-                key, length = terms[1].decode(), int(terms[3])
-                value = await conn.reader.readexactly(length + 2)
-                if key not in wanted:
-                    raise ValueError(f"reply for a key not asked for: {key[:80]!r}")
-                found[key] = CacheEntry(value[:-2], int(terms[2]), self.name)
+        async with _guard("get"):
+            return await self._batcher.get(keys)
 
     async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> None:
         if not items:
@@ -166,59 +101,56 @@ class MemcachedServer:
             payload += f"set {key} {flags} {exptime} {len(value)}\r\n".encode()
             payload += value
             payload += b"\r\n"
-        async with _guard("set"), self._pool.connection() as conn:
-            conn.writer.write(bytes(payload))
-            await conn.writer.drain()
-            failures = []
-            for key in items:
-                reply = await _read_line(conn)
-                if reply != b"STORED\r\n":
-                    failures.append(f"{key}: {reply.strip().decode(errors='replace')}")
+        async with _guard("set"):
+            replies = await self._lines(bytes(payload), len(items))
+            failures = [
+                f"{key}: {reply.decode(errors='replace')}"
+                for key, reply in zip(items, replies, strict=True)
+                if reply != b"STORED"
+            ]
             if failures and len(failures) == len(items):
                 raise ValueError(f"set refused: {failures[0]}")
 
     async def add(self, key: str, value: bytes, ttl: int) -> bool:
-        async with _guard("add"), self._pool.connection() as conn:
-            conn.writer.write(
-                f"add {key} 0 {expiry(ttl)} {len(value)}\r\n".encode() + value + b"\r\n"
-            )
-            reply = await _read_line(conn)
-            if reply == b"STORED\r\n":
+        payload = f"add {key} 0 {expiry(ttl)} {len(value)}\r\n".encode() + value + b"\r\n"
+        async with _guard("add"):
+            (reply,) = await self._lines(payload, 1)
+            if reply == b"STORED":
                 return True
-            if reply == b"NOT_STORED\r\n":
+            if reply == b"NOT_STORED":
                 return False
             raise ValueError(f"add: unexpected reply {reply[:80]!r}")
 
     async def delete(self, key: str) -> None:
-        async with _guard("delete"), self._pool.connection() as conn:
-            conn.writer.write(f"delete {key}\r\n".encode())
-            reply = await _read_line(conn)
-            if reply not in (b"DELETED\r\n", b"NOT_FOUND\r\n"):
+        async with _guard("delete"):
+            (reply,) = await self._lines(f"delete {key}\r\n".encode(), 1)
+            if reply not in (b"DELETED", b"NOT_FOUND"):
                 raise ValueError(f"delete: unexpected reply {reply[:80]!r}")
 
     async def delete_many(self, keys: Sequence[str]) -> int:
-        """Pipelined: DELETE_BATCH commands in one write, then their replies."""
+        """Pipelined: DELETE_BATCH commands per write, every batch's replies awaited."""
         if not keys:
             return 0
-        deleted = 0
-        round_trips = -(-len(keys) // DELETE_BATCH)
-        async with _guard("delete"), self._pool.connection(round_trips) as conn:
+        async with _guard("delete"):
+            conn = await self._connections.get()
+            replies = []
             for start in range(0, len(keys), DELETE_BATCH):
                 batch = keys[start : start + DELETE_BATCH]
-                conn.writer.write(b"".join(b"delete " + key.encode() + b"\r\n" for key in batch))
-                await conn.writer.drain()
-                for _ in batch:
-                    reply = await _read_line(conn)
-                    if reply == b"DELETED\r\n":
+                payload = b"".join(b"delete " + key.encode() + b"\r\n" for key in batch)
+                replies.append(conn.send(payload, conn.lines(len(batch))))
+            deleted = 0
+            for lines in await asyncio.gather(*replies):
+                for reply in lines:
+                    if reply == b"DELETED":
                         deleted += 1
-                    elif reply != b"NOT_FOUND\r\n":
+                    elif reply != b"NOT_FOUND":
                         raise ValueError(f"delete: unexpected reply {reply[:80]!r}")
         return deleted
 
     async def close(self) -> None:
-        await self._pool.pool.clear()
-        # The pool closes transports without waiting; let their close callbacks run
-        # before the loop may stop.
+        self._batcher.close()
+        self._connections.close()
+        # Let the transports' close callbacks run before the loop may stop.
         await asyncio.sleep(0)
 
 
