@@ -1093,7 +1093,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="{}/{}/{}".format(*SINGLE_TILE),
         help="Z/X/Y of the one cold tile (default %(default)s, y = row from the top)",
     )
-    ap.add_argument("--pause", type=float, default=2.0, help="seconds after each flush")
+    ap.add_argument(
+        "--pause", type=float, default=2.5,
+        help="seconds after each flush (more than server.hot_cache_max_age, 2 s by default)",
+    )  # fmt: skip
     ap.add_argument(
         "--serve",
         action="store_true",

@@ -515,9 +515,7 @@ def commands(args: argparse.Namespace, run_dir: Path) -> dict[str, list[str]]:
             "1",
             "--single-repeats",
             "5",
-            "--pause",
-            "1",
-        ]
+        ]  # the pause after a flush stays longer than the hot tier's 2 s
         generate += ["--peer-repeats", "2"]
     else:
         generate += ["--peer-repeats", "4"]

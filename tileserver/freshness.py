@@ -9,6 +9,7 @@ gone, as an expired tile always was.
 
 from __future__ import annotations
 
+import zlib
 from enum import Enum
 
 from tileserver.config import Layer
@@ -65,3 +66,10 @@ def cache_control(layer: Layer, rendered_at: float | None, now: float) -> tuple[
     if sie:
         directives.append(f"stale-if-error={max(0, int(sie - past))}")
     return ", ".join(directives), max_age
+
+
+def etag_of(data: bytes) -> str:
+    """A validator of the tile's bytes, the same in every process: its length, CRC-32 and
+    Adler-32 (together a 64-bit check, compared only with earlier versions of the same
+    tile; a fifth of blake2b's cost). Computed once per tile where a cache keeps it."""
+    return f'"{len(data):x}-{zlib.crc32(data):08x}{zlib.adler32(data):08x}"'

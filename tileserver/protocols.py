@@ -66,7 +66,9 @@ class HotTiles(Protocol):
 
     def get(self, key: str) -> CacheEntry | None: ...
 
-    def put(self, key: str, value: bytes, ttl: float, stamp: int = 0) -> None: ...
+    def put(self, key: str, value: bytes, ttl: float, stamp: int = 0, etag: str = "") -> None: ...
+
+    def discard(self, key: str) -> None: ...
 
 
 class Renderer(Protocol):
@@ -217,6 +219,11 @@ class Metrics(Protocol):
 
     def cache_server(self, address: str, up: bool) -> None:
         """Whether a Memcached server answers."""
+        ...
+
+    def fold(self) -> None:
+        """Adds the counts kept since the last fold (once per event-loop iteration) to the
+        metrics: before an exposition or a read of the counters."""
         ...
 
     def exposition(self) -> bytes:

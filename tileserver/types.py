@@ -64,6 +64,7 @@ class CacheEntry:
     value: bytes
     stamp: int = 0
     source: str = ""  # the cache that answered it: its `name` ("memcached", "memory")
+    etag: str = ""  # the tile's HTTP validator, when the cache keeps it (the hot tier)
 
 
 class RenderedTiles(dict[TileCoord, bytes]):

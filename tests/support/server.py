@@ -34,6 +34,10 @@ def demo_config(memcached: str | None, **layer_overrides: Any) -> dict[str, Any]
         data["memcached"] = {"servers": [memcached], "prefix": "test/", "retry_interval": 0.5}
     for name, overrides in layer_overrides.items():
         data["layers"].setdefault(name, {}).update(overrides)
+    # These tests look at where each tile comes from (Memcached, a store, a render): the
+    # in-process hot tier, on by default, would answer repeats as `hot` for 2 s. Its own
+    # tests (test_hot_tier.py) run with the defaults.
+    data.setdefault("server", {})["hot_cache_mb"] = 0
     return data
 
 

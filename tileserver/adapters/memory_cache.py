@@ -39,7 +39,9 @@ class MemoryCache:
         _, entry = self._items.pop(key)
         self._bytes -= len(entry.value) + len(key)
 
-    def _store(self, key: str, value: bytes, ttl: float, now: float, stamp: int) -> None:
+    def _store(
+        self, key: str, value: bytes, ttl: float, now: float, stamp: int, etag: str = ""
+    ) -> None:
         if key in self._items:
             self._remove(key)
         size = len(value) + len(key)
@@ -47,7 +49,7 @@ class MemoryCache:
             return
         # As in Memcached, a TTL of 0 means no expiry.
         expires_at = now + ttl if ttl > 0 else float("inf")
-        self._items[key] = (expires_at, CacheEntry(value, stamp, self.name))
+        self._items[key] = (expires_at, CacheEntry(value, stamp, self.name, etag))
         self._bytes += size
         while self._bytes > self._max_bytes:
             self._remove(next(iter(self._items)))
@@ -56,8 +58,13 @@ class MemoryCache:
         """The live entry of key, without awaiting (the hot tier's read on every hit)."""
         return self._live(key, self._clock())
 
-    def put(self, key: str, value: bytes, ttl: float, stamp: int = 0) -> None:
-        self._store(key, value, ttl, self._clock(), stamp)
+    def put(self, key: str, value: bytes, ttl: float, stamp: int = 0, etag: str = "") -> None:
+        self._store(key, value, ttl, self._clock(), stamp, etag)
+
+    def discard(self, key: str) -> None:
+        """Forgets key, if held (the hot tier's part of an invalidation)."""
+        if key in self._items:
+            self._remove(key)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
         now = self._clock()

@@ -55,8 +55,8 @@ class ServerDoc(Section):
     render_processes: Int | None = Field(None, ge=1)
     url: Text | None = None
     memory_cache_mb: Int = Field(256, ge=1)
-    hot_cache_mb: Int = Field(0, ge=0)
-    hot_cache_max_age: Number = Field(10.0, gt=0)
+    hot_cache_mb: Int = Field(32, ge=0)
+    hot_cache_max_age: Number = Field(2.0, gt=0)
     render_timeout: Number = Field(60.0, gt=0)
     log_format: Text = Field("text", json_schema_extra=enum("text", "json"))
     access_log: Flag = True

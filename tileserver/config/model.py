@@ -104,11 +104,11 @@ class ServerConfig:
     render_processes: int | None = None  # default: cores / workers
     url: str | None = None  # public base URL for Capabilities; default from each request
     memory_cache_mb: int = 256  # the embedded cache used when Memcached is absent
-    # A small in-process tier in front of Memcached (0: off). A tile is kept at most
-    # hot_cache_max_age seconds and never beyond its layer's expiry, so a flush_all or an
-    # --update shows everywhere within that time.
-    hot_cache_mb: int = 0
-    hot_cache_max_age: float = 10.0
+    # A small in-process tier in front of Memcached and the stores (0: off). A tile is
+    # kept at most hot_cache_max_age seconds and never beyond its layer's expiry, so a
+    # flush_all, an --update or an /admin/expire shows everywhere within that time.
+    hot_cache_mb: int = 32
+    hot_cache_max_age: float = 2.0
     render_timeout: float = 60.0
     log_format: str = "text"  # or json: one JSON object per line
     access_log: bool = True  # one line per request

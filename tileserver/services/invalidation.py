@@ -29,6 +29,7 @@ from tileserver.config import Layer
 from tileserver.crs import transformer
 from tileserver.grid import Grid
 from tileserver.keys import layer_key_part, tile_key
+from tileserver.protocols import HotTiles
 from tileserver.types import BBox, TileCoord
 
 BATCH_KEYS = 10_000  # keys per delete_many call
@@ -274,10 +275,17 @@ class CacheExpiry:
     `delete_many` that skips no server (a `CacheRing`'s): an outage is reported, not
     hidden."""
 
-    def __init__(self, cache: NamedKeyDeleter, key_prefix: str, concurrency: int) -> None:
+    def __init__(
+        self,
+        cache: NamedKeyDeleter,
+        key_prefix: str,
+        concurrency: int,
+        hot: HotTiles | None = None,
+    ) -> None:
         self._cache = cache
         self.key_prefix = key_prefix
         self.concurrency = concurrency
+        self._hot = hot  # this process's hot tier: its copies go at once
 
     @property
     def cache_name(self) -> str:
@@ -290,4 +298,15 @@ class CacheExpiry:
         """Deletes the invalidations' keys (a layer's, on each of its grids), counting into
         stats; `CacheUnavailable` goes up."""
         keys = itertools.chain.from_iterable(inv.keys() for inv in invalidations)
-        await delete_keys(self._cache, keys, stats, concurrency=self.concurrency)
+        await delete_keys(
+            self._cache, _forget_hot(keys, self._hot), stats, concurrency=self.concurrency
+        )
+
+
+def _forget_hot(keys: Iterator[str], hot: HotTiles | None) -> Iterator[str]:
+    """The keys, each also dropped from this process's hot tier (the other processes'
+    drop theirs within `server.hot_cache_max_age`)."""
+    for key in keys:
+        if hot is not None:
+            hot.discard(key)
+        yield key

@@ -29,7 +29,7 @@ from typing import Protocol
 from tileserver.blank import transparent_tile
 from tileserver.config import Layer
 from tileserver.errors import RenderError
-from tileserver.freshness import Staleness, fresh_for, staleness
+from tileserver.freshness import Staleness, etag_of, fresh_for, staleness
 from tileserver.grid import Metatile, metatile_for
 from tileserver.keys import layer_key_part, metatile_lock_key, tile_key
 from tileserver.protocols import HotTiles, Renderer, TileStore
@@ -69,6 +69,7 @@ class Tile:
     # Unix time the tile's metatile was rendered; None when unknown (pre-generated tiles,
     # cache entries written by older versions).
     rendered_at: float | None = None
+    etag: str = ""  # its HTTP validator, when known ("": the HTTP face computes it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +149,13 @@ class TileService:
         if self.hot is not None:
             entry = self.hot.get(hot_key)
             if entry is not None:
-                return Tile(entry.value, "hot")
+                return Tile(entry.value, "hot", None, entry.etag)
         data = await store.get(path)
         if data is not None:
             if self.hot is not None:
-                self.hot.put(hot_key, data, self.hot_max_age)
+                etag = etag_of(data)
+                self.hot.put(hot_key, data, self.hot_max_age, 0, etag)
+                return Tile(data, "store", None, etag)
             return Tile(data, "store")
         if layer.missing_tile == "no_content":
             return Tile(None, "missing")
@@ -170,15 +173,16 @@ class TileService:
         if self.hot is not None:
             entry = self.hot.get(key)
             if entry is not None:
-                return Tile(entry.value, "hot", _rendered_at(entry.stamp))
+                return Tile(entry.value, "hot", _rendered_at(entry.stamp), entry.etag)
         found = await self.cache.get_many([key])
         entry = found.get(key)
         stale: CacheEntry | None = None
         if entry is not None:
             state = staleness(layer, entry.stamp, self._clock())
             if state is Staleness.FRESH:
-                self._keep_hot(layer, {key: entry.value}, entry.stamp, _rendered_at(entry.stamp))
-                return Tile(entry.value, entry.source, _rendered_at(entry.stamp))
+                rendered_at = _rendered_at(entry.stamp)
+                etags = self._keep_hot(layer, {key: entry.value}, entry.stamp, rendered_at)
+                return Tile(entry.value, entry.source, rendered_at, etags.get(key, ""))
             if state is Staleness.REVALIDATE:
                 self._refresh(request, part, self._metatile(request))
                 return Tile(entry.value, "stale", _rendered_at(entry.stamp))
@@ -322,11 +326,15 @@ class TileService:
 
     def _keep_hot(
         self, layer: Layer, items: Mapping[str, bytes], stamp: int, rendered_at: float | None
-    ) -> None:
+    ) -> dict[str, str]:
+        """Puts items in the hot tier with their ETags, computed once here; the ETags."""
         if self.hot is None:
-            return
+            return {}
         ttl = min(self.hot_max_age, fresh_for(layer, rendered_at, self._clock()))
         if ttl <= 0:
-            return
+            return {}
+        etags = {}
         for key, data in items.items():
-            self.hot.put(key, data, ttl, stamp)
+            etag = etags[key] = etag_of(data)
+            self.hot.put(key, data, ttl, stamp, etag)
+        return etags

@@ -379,6 +379,7 @@ async def _stats(request: web.Request, admin: _Admin) -> web.Response:
     metrics = runtime.metrics
     counters = None
     if metrics is not None:
+        metrics.fold()
         counters = await asyncio.get_running_loop().run_in_executor(None, metrics.counters)
     return _json(
         {

@@ -13,11 +13,13 @@ from pathlib import Path
 from aiohttp import web
 
 from tileserver import freshness
+from tileserver.config import Layer
 from tileserver.errors import OWSException
+from tileserver.freshness import etag_of
 from tileserver.services.tiles import Tile
 from tileserver.tile_request import FeatureInfoRequest, TileRequest
 from tileserver.web.access_log import TILE_INFO
-from tileserver.web.headers import CORS, etag_matches, etag_of, expires_header
+from tileserver.web.headers import CORS, etag_matches, expires_header
 from tileserver.web.runtime import BACKENDS, FEATURE_INFO, RUNTIME, TILE_SOURCE, Backends
 from tileserver.wmts import CapabilitiesRequest, normalize_kvp, parse_kvp, parse_rest
 
@@ -62,6 +64,7 @@ async def metrics(request: web.Request) -> web.Response:
     metrics = request.app[RUNTIME].metrics
     if metrics is None:
         raise web.HTTPNotFound()
+    metrics.fold()  # this process's latest counts; the others fold theirs every iteration
     body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
     return web.Response(
         body=body, headers={"Content-Type": metrics.content_type, "Cache-Control": "no-store"}
@@ -108,7 +111,11 @@ async def kvp(request: web.Request) -> web.Response:
 
 
 async def rest(request: web.Request) -> web.Response:
-    parsed = parse_rest(backends_of(request).config, request.match_info["path"])
+    backends = backends_of(request)
+    path = request.match_info["path"]
+    parsed = backends.rest_paths.get(path)
+    if parsed is None:  # a mistake is not remembered: it raises here every time
+        parsed = backends.remember_path(path, parse_rest(backends.config, path))
     if isinstance(parsed, FeatureInfoRequest):
         return await answer_feature_info(request, parsed)
     return await answer_tile(request, parsed)
@@ -132,18 +139,31 @@ async def answer_feature_info(request: web.Request, info: FeatureInfoRequest) ->
     )  # fmt: skip
 
 
+def _cache_control(layer: Layer, rendered_at: float | None) -> tuple[str, int]:
+    """The tile's Cache-Control and its max-age: computed per answer only where the layer
+    has stale windows (what is left of each depends on the tile's age, RFC 5861)."""
+    if layer.stale_while_revalidate or layer.stale_if_error:
+        return freshness.cache_control(layer, rendered_at, time.time())
+    plain = _PLAIN.get(layer.ttl_seconds)
+    if plain is None:
+        plain = _PLAIN[layer.ttl_seconds] = freshness.cache_control(layer, None, 0.0)
+    return plain
+
+
+_PLAIN: dict[int, tuple[str, int]] = {}  # by expiry: the Cache-Control of a layer without windows
+
+
 async def answer_tile(
     request: web.Request, tile_request: TileRequest, vary: Mapping[str, str] | None = None
 ) -> web.Response:
     """One tile with its caching headers, for every protocol (WMTS, OGC API - Tiles, TMS,
     XYZ): a header every tile carries is added here. `vary` goes on every answer (where
     the format was negotiated)."""
-    request[TILE_INFO] = (tile_request.layer.name, tile_request.coord.z)
+    layer = tile_request.layer
+    request[TILE_INFO] = (layer.name, tile_request.coord.z)
     tile: Tile = await backends_of(request).tiles.get_tile(tile_request)
     request[TILE_SOURCE] = tile.source
-    # With stale windows (RFC 5861): what is left of the tile's freshness, and of each window.
-    cache_control, max_age = freshness.cache_control(tile_request.layer, tile.rendered_at,
-                                                     time.time())  # fmt: skip
+    cache_control, max_age = _cache_control(layer, tile.rendered_at)
     common = {**CORS, **(vary or {})}
     if tile.data is None:
         # A pre-generated tile that is not in the store (TileCloud-chain's answer).
@@ -151,7 +171,7 @@ async def answer_tile(
             status=204, headers={**common, "Cache-Control": cache_control,
                                  "X-Tile-Source": tile.source},
         )  # fmt: skip
-    etag = etag_of(tile.data)
+    etag = tile.etag or etag_of(tile.data)  # the hot tier keeps it: a hit hashes nothing
     headers = {
         **common,
         "Cache-Control": cache_control,
@@ -159,8 +179,11 @@ async def answer_tile(
         "ETag": etag,
         "X-Tile-Source": tile.source,
     }
-    # Several If-None-Match lines are one comma-separated list (RFC 9110, 5.3).
-    inm = ",".join(request.headers.getall("If-None-Match", []))
-    if inm and etag_matches(inm, etag):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=tile.data, content_type=tile_request.layer.mime_type, headers=headers)
+    # Several If-None-Match lines are one comma-separated list (RFC 9110, 5.3); looked up
+    # only when sent.
+    if "If-None-Match" in request.headers:
+        inm = ",".join(request.headers.getall("If-None-Match"))
+        if etag_matches(inm, etag):
+            return web.Response(status=304, headers=headers)
+    headers["Content-Type"] = layer.mime_type
+    return web.Response(body=tile.data, headers=headers)

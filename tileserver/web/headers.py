@@ -4,7 +4,6 @@ If-None-Match)."""
 from __future__ import annotations
 
 import time
-import zlib
 from email.utils import formatdate
 
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -24,13 +23,6 @@ def expires_header(ttl: int) -> str:
         _EXPIRES.clear()
     _EXPIRES[ttl] = (now, text)
     return text
-
-
-def etag_of(data: bytes) -> str:
-    """A validator of the tile's bytes, the same in every process: its length, CRC-32 and
-    Adler-32 (together a 64-bit check, compared only with earlier versions of the same
-    tile; a fifth of blake2b's cost per hit)."""
-    return f'"{len(data):x}-{zlib.crc32(data):08x}{zlib.adler32(data):08x}"'
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:

@@ -31,6 +31,7 @@ from tileserver.services.capabilities import CapabilitiesService
 from tileserver.services.invalidation import CacheExpiry
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import TileService
+from tileserver.tile_request import FeatureInfoRequest, TileRequest
 from tileserver.web.access_log import STARTED, TILE_INFO
 
 log = logging.getLogger("tileserver.server")
@@ -67,6 +68,19 @@ class Backends:
     cache: CacheRing  # the tile cache of `tiles`
     in_use: int = 0  # requests being answered with these backends
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_use is 0
+    # WMTS REST paths already parsed and validated against `config`: a hit parses nothing.
+    rest_paths: dict[str, TileRequest | FeatureInfoRequest] = field(default_factory=dict)
+
+    def remember_path(
+        self, path: str, parsed: TileRequest | FeatureInfoRequest
+    ) -> TileRequest | FeatureInfoRequest:
+        if len(self.rest_paths) >= _REST_PATHS:
+            self.rest_paths.clear()  # a crawl over many tiles: start again, bounded
+        self.rest_paths[path] = parsed
+        return parsed
+
+
+_REST_PATHS = 4096  # parsed paths kept per process (a few hundred bytes each)
 
 
 async def open_backends(
@@ -109,7 +123,7 @@ async def open_backends(
             hot_max_age=config.server.hot_cache_max_age,
             lock_lease=shared.lock_lease if shared else 5.0,
         )
-        expiry = CacheExpiry(cache, prefix, shared.pool_size if shared else 4)
+        expiry = CacheExpiry(cache, prefix, shared.pool_size if shared else 4, tiles.hot)
     except BaseException:
         await stack.aclose()
         raise
