@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from tileserver.config import Layer
@@ -80,9 +80,15 @@ class Renderer(Protocol):
         metatile: Metatile,
         dimensions: Mapping[str, str],
         only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
     ) -> dict[TileCoord, bytes]:
         """The metatile's tiles, encoded; only those of `only` when given (generation
-        writes a few tiles of the metatiles at a bbox's edge: the others are not encoded)."""
+        writes a few tiles of the metatiles at a bbox's edge: the others are not encoded).
+
+        Answer first: with `first` (one of them) and `on_first`, that tile is encoded
+        before the others and may be handed to `on_first` as soon as it is, in the event
+        loop, before `render` returns (with every tile, that one included)."""
         ...
 
     async def close(self) -> None: ...

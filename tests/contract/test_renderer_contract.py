@@ -134,6 +134,32 @@ async def test_renders_at_once_each_get_their_own_tiles(rendering: Rendering) ->
         assert set(tiles) == {t.coord for t in metatile.tiles}
 
 
+async def test_answer_first_hands_over_the_first_tile_before_the_others(
+    rendering: Rendering,
+) -> None:
+    """With `first`, that tile's bytes reach `on_first` once, before `render` returns, and
+    are the bytes it returns for that tile (the same pixels as a render without it); the
+    render still returns every tile."""
+    metatile = rendering.metatile()
+    first = metatile.tiles[-1].coord  # not the one a plain cut encodes first
+    handed: list[tuple[bytes, bool]] = []
+    returned = False
+
+    def on_first(data: bytes) -> None:
+        handed.append((data, returned))
+
+    tiles = await rendering.renderer.render(
+        rendering.layer, metatile, {}, first=first, on_first=on_first
+    )
+    returned = True
+    await asyncio.sleep(0)  # a first tile delivered late would show now
+    assert len(handed) == 1 and handed[0] == (tiles[first], False)
+    assert set(tiles) == {t.coord for t in metatile.tiles}
+    plain = await rendering.renderer.render(rendering.layer, metatile, {})
+    assert plain == tiles
+    assert decoded(handed[0][0]).tobytes() == decoded(plain[first]).tobytes()
+
+
 async def test_a_closed_renderer_raises_render_error(rendering: Rendering) -> None:
     await rendering.renderer.close()
     with pytest.raises(RenderError):

@@ -39,6 +39,9 @@ class FakeRenderer:
     - `gate`: when given, every render waits for it to be set (the test decides when a
       render ends, instead of a delay it hopes is long enough); `started` is set as the
       first render begins. `delay` is a plain sleep, for tests of throughput only.
+    - answer first: a render asked for a `first` tile hands it to `on_first` once the
+      gate opens, then waits for `rest_gate` (when given) before returning every tile:
+      the rest of the metatile is still being encoded.
     - `check_values`: the render asserts that only values the layer validated reach it.
     """
 
@@ -52,9 +55,12 @@ class FakeRenderer:
         empty: Iterable[TileCoord] = (),
         image: Callable[[Layer], bytes] | None = None,
         check_values: bool = False,
+        rest_gate: asyncio.Event | None = None,
     ) -> None:
         self.delay = delay
         self.gate = gate
+        self.rest_gate = rest_gate
+        self.firsts = 0  # first tiles handed out ahead of their render's end
         self.fail = fail
         self.failures = dict(failures or {})
         self.empty = set(empty)
@@ -85,6 +91,8 @@ class FakeRenderer:
         metatile: Metatile,
         dimensions: Mapping[str, str],
         only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
     ) -> dict[TileCoord, bytes]:
         if self.closed:
             raise RenderError("the renderer is closed")
@@ -116,6 +124,11 @@ class FakeRenderer:
             raise RenderError(f"no data at {ref}\nsecond line")
         if self.fail:
             raise RenderError("boom")
+        if first is not None and on_first is not None:
+            self.firsts += 1
+            on_first(self._tile(layer, first, dimensions))
+            if self.rest_gate is not None:
+                await self.rest_gate.wait()
         tiles = {
             t.coord: self._tile(layer, t.coord, dimensions)
             for t in metatile.tiles

@@ -1,16 +1,23 @@
-"""Mapnik rendering in a pool of worker processes (see mapnik_worker)."""
+"""Mapnik rendering in a pool of worker processes (see mapnik_worker).
+
+Answer first: a job may name a tile to encode first; the render process sends it on the
+pool's `EarlyTiles` channel as soon as it is encoded, and `render` hands it to `on_first` while the
+other tiles are still being encoded, then returns them all as ever.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import multiprocessing
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from tileserver.adapters.early_tiles import EarlyTiles
 from tileserver.adapters.mapnik_worker import (
     POSTGIS_PARAMETERS,
     CutJob,
@@ -85,14 +92,18 @@ def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
 
 
 def _cuts(
-    metatile: Metatile, only: Collection[TileCoord] | None = None
+    metatile: Metatile, only: Collection[TileCoord] | None = None, first: TileCoord | None = None
 ) -> tuple[tuple[int, int, int, int, int], ...]:
-    """Where each tile (of `only`, when given) lies in the metatile's image: (z, row, col, x, y)."""
-    return tuple(
+    """Where each tile (of `only`, when given) lies in the metatile's image: (z, row, col, x, y);
+    `first`, when among them, comes first."""
+    cuts = [
         (t.coord.z, t.coord.row, t.coord.col, t.x, t.y)
         for t in metatile.tiles
         if only is None or t.coord in only
-    )
+    ]
+    if first is not None:
+        cuts.sort(key=lambda c: (c[0], c[1], c[2]) != (first.z, first.row, first.col))
+    return tuple(cuts)
 
 
 def _rendered(result: RenderResult) -> RenderedTiles:
@@ -121,16 +132,37 @@ class MapnikRenderer:
         self.processes = processes
         self._timeout = timeout
         self._pool: ProcessPoolExecutor | None = None
+        self._early: EarlyTiles | None = None  # the pool's channel of first tiles
+        self._early_ids = itertools.count(1)
+        self._firsts: dict[int, Callable[[bytes], None]] = {}  # early id: where its tile goes
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        # spawn, not fork: the parent runs an event loop and threads.
+        context = multiprocessing.get_context("spawn")  # not fork: the parent runs threads
+        if self._early is not None:
+            self._early.close()
+        self._early = EarlyTiles(context, asyncio.get_running_loop(), self._first_arrived)
         return ProcessPoolExecutor(
             max_workers=self.processes,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=init_worker,
             # A render process dies with this one, even killed by SIGKILL (OOM).
-            initargs=(self._specs, os.getpid()),
+            initargs=(self._specs, os.getpid(), self._early.sender),
         )
+
+    def _first_arrived(self, early: int, data: bytes) -> None:
+        deliver = self._firsts.pop(early, None)
+        if deliver is not None:  # else its job has returned already
+            deliver(data)
+
+    def _expect_first(
+        self, first: TileCoord | None, on_first: Callable[[bytes], None] | None
+    ) -> int:
+        """The early id of a job whose first tile goes to on_first (0: none)."""
+        if first is None or on_first is None:
+            return 0
+        early = next(self._early_ids)
+        self._firsts[early] = on_first
+        return early
 
     async def start(self) -> None:
         """Starts every render process and checks that each loaded every Mapnik file.
@@ -188,18 +220,23 @@ class MapnikRenderer:
         metatile: Metatile,
         dimensions: Mapping[str, str],
         only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
     ) -> dict[TileCoord, bytes]:
+        early = self._expect_first(first, on_first)
         job = RenderJob(
             layer=layer.name,
             bbox=metatile.bbox.as_tuple(),
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=_cuts(metatile, only),
+            tiles=_cuts(metatile, only, first if early else None),
             image_format=layer.output_format,
             variables=tuple(sorted(dimensions.items())),
             srs=layer.grid.srs,
+            early=early,
         )
+        result: RenderResult | None = None
         try:
             result = await self._run(render_metatile, job)
         except DatabaseUnavailable as exc:
@@ -210,13 +247,25 @@ class MapnikRenderer:
             raise
         except Exception as exc:
             raise RenderError(f"Mapnik failed: {exc}") from exc
+        finally:
+            if result is None:  # failed: nothing to hand over
+                self._firsts.pop(early, None)
         log.debug(
             "mapnik %s: render %.0f ms, cut+encode %.0f ms",
             layer.name,
             result.render_seconds * 1000,
             result.encode_seconds * 1000,
         )
-        return _rendered(result)
+        return self._tiles(result, early, first)
+
+    def _tiles(self, result: RenderResult, early: int, first: TileCoord | None) -> RenderedTiles:
+        """The job's tiles; its first one handed over now if its early message (sent
+        before the result, on another pipe) has not been read yet: always before return."""
+        tiles = _rendered(result)
+        deliver = self._firsts.pop(early, None) if early else None
+        if deliver is not None and first is not None:
+            deliver(tiles[first])
+        return tiles
 
     async def cut(
         self,
@@ -224,26 +273,35 @@ class MapnikRenderer:
         metatile: Metatile,
         image: bytes,
         only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
     ) -> dict[TileCoord, bytes]:
-        """Cuts an image of the metatile (buffer included) into the layer's tiles.
+        """Cuts an image of the metatile (buffer included) into the layer's tiles, `first`
+        first, handed to `on_first` as soon as it is encoded.
 
         Raises InvalidImage when `image` is not an image of the metatile's size.
         """
+        early = self._expect_first(first, on_first)
         job = CutJob(
             image=image,
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=_cuts(metatile, only),
+            tiles=_cuts(metatile, only, first if early else None),
             image_format=layer.output_format,
+            early=early,
         )
+        result: RenderResult | None = None
         try:
             result = await self._run(cut_image, job)
         except (InvalidImage, RenderError):
             raise
         except Exception as exc:
             raise RenderError(f"cutting the metatile failed: {exc}") from exc
-        return _rendered(result)
+        finally:
+            if result is None:  # failed: nothing to hand over
+                self._firsts.pop(early, None)
+        return self._tiles(result, early, first)
 
     async def _watch(
         self, pool: ProcessPoolExecutor, future: asyncio.Future[RenderResult]
@@ -292,3 +350,6 @@ class MapnikRenderer:
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: pool.shutdown(wait=True, cancel_futures=True)
             )
+        if self._early is not None:
+            self._early.close()
+            self._early = None

@@ -19,6 +19,10 @@ from tileserver.adapters import pillow_cut
 from tileserver.adapters.parent_death import die_with_parent
 
 mapnik: Any = None  # the module, imported by `init_worker`
+# Where a job's first tile goes as soon as it is encoded (`Job.early`): a channel to the
+# server process (early_tiles.EarlySender), which answers the request that caused the
+# render from it while the other tiles are still being encoded here (answer first).
+_EARLY: Any = None
 _MAPS: dict[str, Any] = {}
 _SPECS: dict[str, MapSpec] = {}
 _LOAD_ERRORS: dict[str, str] = {}  # style mistakes: the server refuses to start
@@ -55,6 +59,9 @@ class RenderJob:
     image_format: str  # Mapnik encoder, e.g. 'png', 'png32', 'jpeg85'
     variables: tuple[tuple[str, str], ...] = ()
     srs: str = ""  # the CRS of the metatile's grid ("": the map's, its layer's first grid)
+    # The first tile of `tiles` is sent on the early channel under this number once encoded
+    # (0: none is; the tiles come back together).
+    early: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +132,13 @@ def load_map(spec: MapSpec) -> Any:
     return m
 
 
-def init_worker(specs: tuple[MapSpec, ...], parent_pid: int | None = None) -> None:
+def init_worker(
+    specs: tuple[MapSpec, ...], parent_pid: int | None = None, early: Any = None
+) -> None:
     """Pool initializer: dies with the parent (`parent_pid`), which handles Ctrl-C; loads
-    every map once."""
+    every map once. `early`: the channel of first tiles (see `_EARLY`)."""
+    global _EARLY
+    _EARLY = early
     if parent_pid is not None:
         die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -194,11 +205,22 @@ def render_metatile(job: RenderJob) -> RenderResult:
         if image.premultiplied():
             image.demultiply()  # what Mapnik's own PNG encoder does to a copy
         tiles = pillow_cut.cut_pixels(
-            image.to_string(), job.width, job.height, job.tiles, job.tile_size, encoding, uniform
-        )
+            image.to_string(), job.width, job.height, job.tiles, job.tile_size, encoding,
+            uniform, _first_done(job.early),
+        )  # fmt: skip
     else:
-        tiles = _cut(image, job.tiles, job.tile_size, job.image_format, uniform)
+        tiles = _cut(
+            image, job.tiles, job.tile_size, job.image_format, uniform, _first_done(job.early)
+        )
     return RenderResult(tiles, rendered - start, time.perf_counter() - rendered, uniform)
+
+
+def _first_done(early: int) -> pillow_cut.FirstDone | None:
+    """What sends a job's first tile to the server process, None when it is not wanted."""
+    sender = _EARLY
+    if not early or sender is None:
+        return None
+    return lambda data: sender.send(early, data)
 
 
 # Encoded single-colour tiles by (pixel type, colour, size, format): sea, land and empty
@@ -214,6 +236,7 @@ def _cut(
     size: int,
     image_format: str,
     uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    first_done: pillow_cut.FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """Each (z, row, col, x, y) of cuts: the size x size view at (x, y), encoded; the
     colour of those all of one colour goes in `uniform`."""
@@ -233,6 +256,9 @@ def _cut(
         else:
             data = view.to_string(image_format)
         tiles[(z, row, col)] = data
+        if first_done is not None:
+            first_done(data)
+            first_done = None
     return tiles
 
 
@@ -254,6 +280,7 @@ class CutJob:
     tile_size: int
     tiles: tuple[tuple[int, int, int, int, int], ...]  # z, row, col, x, y
     image_format: str
+    early: int = 0  # as RenderJob's
 
 
 class InvalidImage(ValueError):
@@ -267,8 +294,9 @@ def cut_image(job: CutJob) -> RenderResult:
     if encoding is not None:  # a plain PNG or JPEG: Pillow's reader is the faster
         try:
             tiles = pillow_cut.cut(
-                job.image, job.width, job.height, job.tiles, job.tile_size, encoding, uniform
-            )
+                job.image, job.width, job.height, job.tiles, job.tile_size, encoding,
+                uniform, _first_done(job.early),
+            )  # fmt: skip
         except pillow_cut.NotAnImage as exc:
             raise InvalidImage(str(exc)) from exc
         return RenderResult(tiles, 0.0, time.perf_counter() - start, uniform)
@@ -283,5 +311,5 @@ def cut_image(job: CutJob) -> RenderResult:
             f"{job.width}x{job.height}"
         )
     decoded = time.perf_counter()
-    tiles = _cut(image, job.tiles, job.tile_size, job.image_format, uniform)
+    tiles = _cut(image, job.tiles, job.tile_size, job.image_format, uniform, _first_done(job.early))
     return RenderResult(tiles, decoded - start, time.perf_counter() - decoded, uniform)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -53,6 +54,9 @@ _SOLID: dict[tuple[object, ...], bytes] = {}
 _SOLID_MAX = 4096
 
 
+FirstDone = Callable[[bytes], None]  # called with the first tile of `cuts`, once encoded
+
+
 def cut(
     data: bytes,
     width: int,
@@ -61,10 +65,12 @@ def cut(
     size: int,
     encoding: Encoding,
     uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    first_done: FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """Each (z, row, col, x, y) of cuts: the size x size tile at (x, y) of the image,
-    encoded; the colour (RGBA) of those all of one colour goes in `uniform`."""
-    return _cut(_decode(data, width, height, encoding), cuts, size, encoding, uniform)
+    encoded; the colour (RGBA) of those all of one colour goes in `uniform`; `first_done`
+    gets the first tile as soon as it is encoded, before the others."""
+    return _cut(_decode(data, width, height, encoding), cuts, size, encoding, uniform, first_done)
 
 
 def cut_pixels(
@@ -75,6 +81,7 @@ def cut_pixels(
     size: int,
     encoding: Encoding,
     uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    first_done: FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """As `cut`, for raw 8-bit RGBA pixels (straight alpha, rows top to bottom), as Mapnik
     renders them. PNG tiles stay RGBA, as Mapnik's own encoder writes them: the rows are
@@ -82,9 +89,9 @@ def cut_pixels(
     if len(pixels) != width * height * 4:
         raise ValueError(f"{len(pixels)} bytes for {width}x{height} RGBA pixels")
     if encoding.format == "PNG":
-        return _cut_png(pixels, width, height, "RGBA", cuts, size, encoding, uniform)
+        return _cut_png(pixels, width, height, "RGBA", cuts, size, encoding, uniform, first_done)
     image = Image.frombuffer("RGBA", (width, height), pixels, "raw", "RGBA", 0, 1)
-    return _cut(_plain(image, encoding), cuts, size, encoding, uniform)
+    return _cut(_plain(image, encoding), cuts, size, encoding, uniform, first_done)
 
 
 def _cut(
@@ -93,11 +100,13 @@ def _cut(
     size: int,
     encoding: Encoding,
     uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    first_done: FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     if encoding.format == "PNG":
         return _cut_png(
-            image.tobytes(), image.width, image.height, image.mode, cuts, size, encoding, uniform
-        )
+            image.tobytes(), image.width, image.height, image.mode, cuts, size, encoding,
+            uniform, first_done,
+        )  # fmt: skip
     tiles = {}  # JPEG
     for z, row, col, x, y in cuts:
         tile = image.crop((x, y, x + size, y + size))
@@ -114,6 +123,9 @@ def _cut(
         else:
             encoded = _jpeg(tile, encoding)
         tiles[(z, row, col)] = encoded
+        if first_done is not None:
+            first_done(encoded)
+            first_done = None
     return tiles
 
 
@@ -126,6 +138,7 @@ def _cut_png(
     size: int,
     encoding: Encoding,
     uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    first_done: FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """PNG tiles from the rows of the image's `pixels` (`mode` RGB or RGBA), sliced out of
     them (no crop, no copy of the image per tile); a tile whose rows are all one repeated
@@ -152,6 +165,9 @@ def _cut_png(
         else:
             encoded = png_encoder.encode_rows(rows, mode, encoding.level)
         tiles[(z, row, col)] = encoded
+        if first_done is not None:
+            first_done(encoded)
+            first_done = None
     return tiles
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from tileserver.adapters.mapnik_renderer import MapnikRenderer
 from tileserver.adapters.wms_renderer import WmsRenderer
@@ -43,10 +43,12 @@ class LayerRenderer:
         metatile: Metatile,
         dimensions: Mapping[str, str],
         only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
     ) -> dict[TileCoord, bytes]:
         if layer.type == "wms" and self.wms is not None:
-            return await self.wms.render(layer, metatile, dimensions, only)
-        return await self.mapnik.render(layer, metatile, dimensions, only)
+            return await self.wms.render(layer, metatile, dimensions, only, first, on_first)
+        return await self.mapnik.render(layer, metatile, dimensions, only, first, on_first)
 
     async def feature_info(
         self, layer: Layer, coord: TileCoord, i: int, j: int, info_format: str

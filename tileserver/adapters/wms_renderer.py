@@ -37,6 +37,8 @@ class ImageCutter(Protocol):
         metatile: Metatile,
         image: bytes,
         only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
     ) -> dict[TileCoord, bytes]:
         """Raises InvalidImage (a ValueError) when image is not the metatile's image."""
         ...
@@ -77,6 +79,8 @@ class WmsRenderer:
         metatile: Metatile,
         dimensions: Mapping[str, str],
         only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
     ) -> dict[TileCoord, bytes]:
         source = _source(layer)
         params = getmap_params(
@@ -88,7 +92,7 @@ class WmsRenderer:
         async def attempt() -> dict[TileCoord, bytes]:
             body, _ = await self._once(source, url, "GetMap")
             try:
-                return await self._cutter.cut(layer, metatile, body, only)
+                return await self._cutter.cut(layer, metatile, body, only, first, on_first)
             except ValueError as exc:  # InvalidImage: a broken answer, worth a retry
                 raise UpstreamError(
                     f"WMS {_where(source)} GetMap answered {exc}", 502,

@@ -1,0 +1,75 @@
+"""Answer first's channel from the render processes to the server process: a job's first
+tile, sent as soon as it is encoded while the process goes on encoding the others.
+
+One channel per render pool: a process killed while it writes can leave a partial message
+or the write lock held, which only its own pool's channel ever sees (a broken pool is
+replaced together with its channel). The server's side never blocks on it: the reading
+thread is stopped through a pipe only the server writes to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Any
+
+_JOB = struct.Struct("<Q")  # the job's early id, before the tile's bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EarlySender:
+    """The render processes' end (picklable: it travels in the pool's initargs)."""
+
+    writer: Any  # multiprocessing Connection
+    lock: Any  # multiprocessing Lock: several processes write to one pipe
+
+    def send(self, job: int, data: bytes) -> None:
+        message = _JOB.pack(job) + data
+        with self.lock:
+            self.writer.send_bytes(message)
+
+
+class EarlyTiles:
+    """The server's end: a thread reads the pipe and hands each (job, tile) to `arrived`
+    in the event loop."""
+
+    def __init__(
+        self, context: Any, loop: asyncio.AbstractEventLoop, arrived: Callable[[int, bytes], None]
+    ) -> None:
+        self._reader, writer = context.Pipe(duplex=False)
+        self.sender = EarlySender(writer, context.Lock())
+        self._stop_reader, self._stop = context.Pipe(duplex=False)
+        self._loop = loop
+        self._arrived = arrived
+        self._thread = threading.Thread(target=self._read, name="early tiles", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while self._stop_reader not in wait([self._reader, self._stop_reader]):
+                message = self._reader.recv_bytes()
+                (job,) = _JOB.unpack_from(message)
+                self._loop.call_soon_threadsafe(self._arrived, job, message[_JOB.size :])
+        except (EOFError, OSError):  # the pipe is closed
+            pass
+        except RuntimeError:  # the event loop is closed
+            pass
+        finally:
+            for end in (self._reader, self._stop_reader):
+                end.close()
+
+    def close(self) -> None:
+        """Stops the reading thread and closes the server's ends; never blocks. A thread
+        reading a message a killed process left half-written reads the end of the pipe
+        once the pool's processes are gone too (the server's copy of the writing end is
+        closed here)."""
+        with contextlib.suppress(OSError):
+            self._stop.send_bytes(b"")
+        for end in (self._stop, self.sender.writer):
+            with contextlib.suppress(OSError):
+                end.close()
