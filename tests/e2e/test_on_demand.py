@@ -256,3 +256,33 @@ def test_lv95_layer_renders_on_its_own_grid(
     r = server.get(tile_path(row, col, z=z, layer="osm_lv95", grid="epsg2056"))
     assert r.status == 200, r.body
     assert_map_tile(r.body)
+
+
+def test_answer_first_fifty_concurrent_requests_one_render_identical_tiles(
+    memcached: Memcached, tileserver: Callable[..., TileServer]
+) -> None:
+    """50 requests at once for 50 tiles of one metatile, over two server processes: one
+    render (the request that started it is answered as soon as its tile is encoded, the
+    others once the metatile is written), every answer a map tile identical, byte for
+    byte, to what the cache holds for it."""
+    server = tileserver(demo_config(memcached.address), workers=2)
+    coords = [(47784 + i % 8, 68240 + i // 8) for i in range(50)]
+
+    async def fetch_all() -> list[tuple[int, str, bytes]]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(row: int, col: int) -> tuple[int, str, bytes]:
+                async with session.get(server.base + tile_path(row, col)) as r:
+                    return r.status, r.headers.get("X-Tile-Source", ""), await r.read()
+
+            return await asyncio.gather(*(one(row, col) for row, col in coords))
+
+    answers = asyncio.run(fetch_all())
+    assert [status for status, _, _ in answers] == [200] * 50
+    wait_until(lambda: server.renders() >= 1, "the render's log line")
+    assert server.renders() == 1
+    assert sorted(source for _, source, _ in answers).count("render") == 1
+    for (row, col), (_, _, body) in zip(coords, answers, strict=True):
+        assert_map_tile(body)
+        assert body == memcached.get(tile_key(row, col)), (row, col)
+    assert "first tile answered after" in server.log()

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.configs import single_layer
-from tests.support.fakes import FakeRenderer
+from tests.support.fakes import FakeRenderer, tile_bytes
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import Layer
 from tileserver.errors import RenderError
@@ -134,6 +135,7 @@ async def test_the_hot_tier_answers_without_the_cache_for_at_most_its_max_age(
     )
     first = await svc.get_tile(request(layer, 47790, 68245))
     assert first.source == "render"
+    await svc.wait_renders()  # answered first: the other tiles are written meanwhile
     # Every tile of the rendered metatile is hot, and answered from there.
     neighbour = await svc.get_tile(request(layer, 47791, 68246))
     assert neighbour.source == "hot"
@@ -194,6 +196,7 @@ async def test_a_lock_whose_deadline_passed_is_taken_over_at_once(layer: Layer) 
     tile = await svc.get_tile(request(layer, 47784, 68240))
     assert asyncio.get_running_loop().time() - started < 1
     assert tile.source == "render" and renderer.count == 1
+    await svc.wait_renders()  # answered first; the lock goes once every tile is written
     assert await cache.get_many([lock]) == {}  # released
 
 
@@ -228,6 +231,7 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
     tile = TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240))
     rendered = await svc.get_tile(tile)
     assert rendered.source == "render" and rendered.rendered_at == clock.now
+    await svc.wait_renders()  # answered first: the tiles are written meanwhile
     clock.now += 9
     assert (await svc.get_tile(tile)).source == "memory"
     clock.now += 6  # 15 s old: stale
@@ -254,6 +258,7 @@ async def test_stale_if_error_answers_the_stale_tile_until_the_window_closes(
     svc = stale_service(cache, renderer, clock)
     tile = TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240))
     rendered = await svc.get_tile(tile)
+    await svc.wait_renders()  # answered first: the tiles are written meanwhile
     renderer.fail = True
     clock.now += 10 + 150  # past stale_while_revalidate, within stale_if_error
     stale = await svc.get_tile(tile)
@@ -272,7 +277,72 @@ async def test_without_stale_windows_an_expired_tile_is_rendered_again(layer: La
     cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0)
     svc = stale_service(cache, renderer, clock)
     assert (await svc.get_tile(request(layer, 47784, 68240))).source == "render"
+    await svc.wait_renders()  # answered first: the tiles are written meanwhile
     clock.now += layer.ttl_seconds + 1
     renderer.fail = True
     with pytest.raises(RenderError):
         await svc.get_tile(request(layer, 47784, 68240))
+
+
+async def test_answer_first_one_render_for_fifty_concurrent_requests(layer: Layer) -> None:
+    """The request that starts a render is answered as soon as its tile is encoded, while
+    the rest of the metatile is still being encoded; 49 others, in this process and in
+    another sharing the cache, get their tiles once they are written; one render."""
+    shared = MemoryCache(10**8)
+    rest = asyncio.Event()
+    first, second = FakeRenderer(rest_gate=rest), FakeRenderer(rest_gate=rest)
+    one, two = service(shared, first), service(shared, second)
+    starter = asyncio.create_task(one.get_tile(request(layer, 47784, 68240)))
+    await first.started.wait()
+    others = [
+        asyncio.create_task((one if i % 2 else two).get_tile(request(layer, 47784 + i % 8,
+                                                                   68240 + i // 8 % 8)))
+        for i in range(1, 50)
+    ]  # fmt: skip
+    answer = await starter  # while `rest` is not set: the other tiles are not encoded yet
+    assert answer.source == "render"
+    assert answer.data == tile_bytes(TileCoord(17, 47784, 68240), {"D": "a"})
+    assert not any(task.done() for task in others)
+    assert one.renders_in_progress == 1
+    rest.set()
+    tiles = await asyncio.gather(*others)
+    assert first.count + second.count == 1 and first.firsts == 1
+    for i, tile in zip(range(1, 50), tiles, strict=True):
+        coord = TileCoord(17, 47784 + i % 8, 68240 + i // 8 % 8)
+        assert tile.data == tile_bytes(coord, {"D": "a"}), (i, tile)
+        assert tile.source in ("coalesced", "memory", "render")
+    await one.wait_renders()
+    cached = await one.get_tile(request(layer, 47784, 68240))
+    assert (cached.source, cached.data) == ("memory", answer.data)
+    assert first.count + second.count == 1
+
+
+async def test_a_render_that_fails_after_its_first_tile_still_fails_its_waiters(
+    layer: Layer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first request was answered; the render then fails: the others get the error
+    (no tile is half-written), the next request renders again."""
+
+    class FailsAfterFirst(FakeRenderer):
+        async def render(self, *args: Any, **kwargs: Any) -> dict[TileCoord, bytes]:
+            tiles = await super().render(*args, **kwargs)
+            if self.count == 1:
+                raise RenderError("the process died after its first tile")
+            return tiles
+
+    rest = asyncio.Event()
+    renderer = FailsAfterFirst(rest_gate=rest)
+    cache = MemoryCache(10**8)
+    svc = service(cache, renderer)
+    starter = asyncio.create_task(svc.get_tile(request(layer, 47784, 68240)))
+    await renderer.started.wait()
+    waiter = asyncio.create_task(svc.get_tile(request(layer, 47785, 68241)))
+    assert (await starter).source == "render"
+    rest.set()
+    with pytest.raises(RenderError):
+        await waiter
+    await svc.wait_renders()
+    assert cache.size_bytes == 0  # not one tile written, and the lock released
+    assert "failed after its first tile was answered" in caplog.text
+    assert (await svc.get_tile(request(layer, 47785, 68241))).source == "render"
+    assert renderer.count == 2

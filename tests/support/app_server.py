@@ -31,6 +31,7 @@ from aiohttp import web
 
 from tests.support.daemons import free_port
 from tests.support.server import Response, fetch
+from tests.support.waiting import wait_until
 from tileserver.adapters.mapnik_renderer import MapnikRenderer, map_spec
 from tileserver.adapters.renderers import LayerRenderer
 from tileserver.adapters.wms_renderer import WmsRenderer
@@ -202,7 +203,14 @@ class AppServer:
         return self.log().count("rendered metatile")
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
-        return fetch(self.base + path, headers)
+        """GET path; after an answer rendered for it, waits until the render's other tiles
+        are written (answer first answers before that; the server logs the render once
+        they are), so that the test's next request finds them in the cache."""
+        before = self.renders()
+        response = fetch(self.base + path, headers)
+        if response.headers.get("x-tile-source") == "render":
+            wait_until(lambda: self.renders() > before, "the rendered metatile's tiles written")
+        return response
 
     def stop(self) -> None:
         """Closes the site and the backends (render processes included), then the loop."""

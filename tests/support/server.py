@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tests.support.daemons import free_port, wait_port
+from tests.support.waiting import wait_until
 from tileserver.config_loader import render_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +126,14 @@ class TileServer:
         return self.log().count("rendered metatile")
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
-        return fetch(self.base + path, headers)
+        """GET path; after an answer rendered for it, waits until the render's other tiles
+        are written (answer first answers before that; the server logs the render once
+        they are), so that the test's next request finds them in the cache."""
+        before = self.renders()
+        response = fetch(self.base + path, headers)
+        if response.headers.get("x-tile-source") == "render":
+            wait_until(lambda: self.renders() > before, "the rendered metatile's tiles written")
+        return response
 
     def stop(self) -> int | None:
         code = None

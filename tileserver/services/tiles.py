@@ -1,5 +1,10 @@
 """Tile serving: cache, then one render per metatile, cut tiles written back in one round.
 
+Answer first: the request that starts a render is answered as soon as its own tile is
+encoded (`Renderer.render`'s `on_first`); the render goes on, its other tiles are encoded
+and written to the cache in one round, under the same lock, and the requests waiting for
+them get them from it.
+
 A metatile is rendered at most once at a time: within a process, requests for any of
 its tiles share one render task; across processes and hosts, the render is guarded by
 a lock that is a lease (`render_lock`): short, renewed while the render runs, so that a
@@ -117,6 +122,13 @@ class TileService:
     def renders_in_progress(self) -> int:
         return len(self._inflight) + len(self._refreshing)
 
+    async def wait_renders(self) -> None:
+        """Returns once the renders under way have ended (their tiles written: answer
+        first leaves them running after their first request was answered)."""
+        while self._inflight or self._refreshing:
+            tasks = [*self._inflight.values(), *self._refreshing.values()]
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     async def cancel_renders(self) -> None:
         """Cancels the renders under way, at shutdown once no request waits for them:
         their Memcached locks are released, so other hosts render those metatiles."""
@@ -217,9 +229,16 @@ class TileService:
         task = self._inflight.get(task_key)
         first = task is None
         if task is None:
-            task = asyncio.create_task(self._produce(request, part, metatile))
+            early: asyncio.Future[_Produced] = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._produce(request, part, metatile, early))
             self._inflight[task_key] = task
-            task.add_done_callback(lambda _: self._inflight.pop(task_key, None))
+            task.add_done_callback(lambda done: self._finished(task_key, done, early))
+            # Our tile as soon as it is encoded, if the render gets that far first; `wait`
+            # cancels neither: a client that goes away leaves the render to the others.
+            await asyncio.wait({early, task}, return_when=asyncio.FIRST_COMPLETED)
+            if early.done() and not early.cancelled():
+                answer = early.result()
+                return Tile(answer.tiles[coord], answer.source, answer.rendered_at)
         # shield: a client that goes away must not cancel a render others wait for.
         produced = await asyncio.shield(task)
         data = produced.tiles.get(coord)
@@ -231,11 +250,30 @@ class TileService:
         source = produced.source if first else "coalesced"
         return Tile(data, source, produced.rendered_at)
 
+    def _finished(
+        self, key: TaskKey, task: asyncio.Task[_Produced], early: asyncio.Future[_Produced]
+    ) -> None:
+        self._inflight.pop(key, None)
+        if not early.done():
+            early.cancel()
+        elif not task.cancelled() and task.exception() is not None:
+            # Its first tile was answered; the others failed (nobody else may wait for them).
+            log.warning("a metatile failed after its first tile was answered: %s",
+                        task.exception())  # fmt: skip
+
     def _dimensions(self, request: TileRequest) -> dict[str, str]:
         names = (d.name for d in request.layer.dimensions)
         return dict(zip(names, request.dimensions, strict=True))
 
-    async def _produce(self, request: TileRequest, part: str, metatile: Metatile) -> _Produced:
+    async def _produce(
+        self,
+        request: TileRequest,
+        part: str,
+        metatile: Metatile,
+        early: asyncio.Future[_Produced] | None = None,
+    ) -> _Produced:
+        """The tile of request, from the cache or a render under the metatile's lock;
+        `early` gets it as soon as a render has encoded it."""
         layer, coord = request.layer, request.coord
         key = tile_key(self.key_prefix, part, coord)
         lock = metatile_lock_key(self.key_prefix, part, metatile.z, metatile.row, metatile.col)
@@ -251,7 +289,9 @@ class TileService:
                         return _Produced(
                             {coord: entry.value}, entry.source, _rendered_at(entry.stamp)
                         )
-                    return await self._render(layer, part, metatile, self._dimensions(request))
+                    return await self._render(
+                        layer, part, metatile, self._dimensions(request), coord, early
+                    )
             # Another process or host renders this metatile: wait for its tiles.
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, _POLL_MAX)
@@ -269,7 +309,9 @@ class TileService:
                 log.warning(
                     "lock %s held for more than %g s: rendering anyway", lock, self.lock_timeout
                 )
-                return await self._render(layer, part, metatile, self._dimensions(request))
+                return await self._render(
+                    layer, part, metatile, self._dimensions(request), coord, early
+                )
 
     def _refresh(self, request: TileRequest, part: str, metatile: Metatile) -> None:
         """Starts the background render of a metatile whose tile was answered stale, unless
@@ -299,29 +341,55 @@ class TileService:
                         layer.name, exc)  # fmt: skip
 
     async def _render(
-        self, layer: Layer, part: str, metatile: Metatile, dimensions: Mapping[str, str]
+        self,
+        layer: Layer,
+        part: str,
+        metatile: Metatile,
+        dimensions: Mapping[str, str],
+        first: TileCoord | None = None,
+        early: asyncio.Future[_Produced] | None = None,
     ) -> _Produced:
+        """Renders the metatile and writes its tiles to the cache; `early`, when given,
+        gets tile `first` as soon as the renderer has encoded it."""
         start = time.perf_counter()
-        tiles = await self.renderer.render(layer, metatile, dimensions)
+        answered: list[float] = []  # when the first tile was answered (perf_counter)
+
+        def on_first(data: bytes) -> None:
+            if early is not None and not early.done() and first is not None:
+                answered.append(time.perf_counter())
+                early.set_result(_Produced({first: data}, "render", self._clock()))
+
+        wanted = early is not None and first is not None
+        tiles = await self.renderer.render(
+            layer, metatile, dimensions, first=first if wanted else None,
+            on_first=on_first if wanted else None,
+        )  # fmt: skip
         elapsed = time.perf_counter() - start
-        # Its expiry counts from when it is stored, as a Memcached TTL does; in whole
-        # seconds in the cache: a tile read back goes stale up to 1 s early, never late.
-        rendered_at = self._clock()
+        # Its expiry counts from when it is stored, as a Memcached TTL does (or from when
+        # its first tile was answered); in whole seconds in the cache: a tile read back
+        # goes stale up to 1 s early, never late.
+        rendered_at = early.result().rendered_at if answered and early is not None else None
+        rendered_at = rendered_at or self._clock()
         stamp = int(rendered_at)
         if self._on_render is not None:
             self._on_render(layer.name, elapsed)
+        items = {tile_key(self.key_prefix, part, coord): data for coord, data in tiles.items()}
+        await self.cache.set_many(items, layer.cache_ttl_seconds, stamp)
+        self._keep_hot(layer, items, stamp, rendered_at)
+        # Once the tiles are written: after this line the cache has them (answer first
+        # answers before it).
         log.info(
-            "rendered metatile %s matrix=%s row=%d col=%d tiles=%d in %.0f ms",
+            "rendered metatile %s matrix=%s row=%d col=%d tiles=%d in %.0f ms%s",
             part,
             layer.grid.matrix_id(metatile.z),
             metatile.row,
             metatile.col,
             len(tiles),
             elapsed * 1000,
+            f" (first tile answered after {(answered[0] - start) * 1000:.0f} ms)"
+            if answered
+            else "",
         )
-        items = {tile_key(self.key_prefix, part, coord): data for coord, data in tiles.items()}
-        await self.cache.set_many(items, layer.cache_ttl_seconds, stamp)
-        self._keep_hot(layer, items, stamp, rendered_at)
         return _Produced(tiles, "render", rendered_at)
 
     def _keep_hot(

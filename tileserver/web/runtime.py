@@ -248,12 +248,16 @@ class Runtime:
         return sum(b.in_use for b in [*self._retired, *([self._current] if self._current else [])])
 
     async def _close_when_idle(self, old: Backends) -> None:
-        if old.in_use > 0:
-            try:
-                async with asyncio.timeout(old.config.server.render_timeout + 10):
+        try:
+            async with asyncio.timeout(old.config.server.render_timeout + 10):
+                if old.in_use > 0:
                     await old.idle.wait()
-            except TimeoutError:
-                log.warning("reload: %d request(s) still use the old configuration", old.in_use)
+                # Answer first: a render outlives the request that started it while it
+                # writes its other tiles.
+                await old.tiles.wait_renders()
+        except TimeoutError:
+            log.warning("reload: %d request(s) and %d render(s) still use the old configuration",
+                        old.in_use, old.tiles.renders_in_progress)  # fmt: skip
         if old in self._retired:
             self._retired.remove(old)
             await old.stack.aclose()
