@@ -317,3 +317,33 @@ async def test_translucent_pixels_are_those_mapnik_encodes(tmp_path: Path) -> No
         if image.mode == "RGBA":
             alphas.update(a for _, (*_, a) in image.getcolors(65536) or [])
     assert any(0 < a < 255 for a in alphas)  # half-transparent pixels were there
+
+
+def test_first_tiles_reach_renders_in_an_event_loop_other_than_the_pools(
+    tmp_path: Path,
+) -> None:
+    """Answer first over a pool started in another event loop (the tests share started
+    pools between servers, each with its loop): every render hands its first tile over,
+    none fails on the channel of first tiles."""
+    sea = layer(tmp_path)
+    renderer = MapnikRenderer([sea], processes=1)
+    asyncio.run(renderer.start())
+    metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
+
+    async def renders() -> list[tuple[bytes, bytes]]:
+        handed: list[tuple[bytes, bytes]] = []
+        for _ in range(3):
+            got: list[bytes] = []
+            tiles = await renderer.render(
+                sea, metatile, {"SHOW": "yes"}, first=SEA_TILE, on_first=got.append
+            )
+            assert len(got) == 1
+            handed.append((got[0], tiles[SEA_TILE]))
+        return handed
+
+    try:
+        for _ in range(2):  # a loop, closed, then another
+            for early, returned in asyncio.run(renders()):
+                assert early == returned and colours(early) == {(0, 0, 255)}
+    finally:
+        asyncio.run(renderer.close())

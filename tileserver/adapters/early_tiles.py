@@ -9,7 +9,6 @@ thread is stopped through a pipe only the server writes to.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import struct
 import threading
@@ -29,22 +28,21 @@ class EarlySender:
     lock: Any  # multiprocessing Lock: several processes write to one pipe
 
     def send(self, job: int, data: bytes) -> None:
+        """Sends a job's first tile; a closed channel costs only the head start (the tile
+        comes back with the others anyway)."""
         message = _JOB.pack(job) + data
-        with self.lock:
+        with self.lock, contextlib.suppress(OSError):
             self.writer.send_bytes(message)
 
 
 class EarlyTiles:
-    """The server's end: a thread reads the pipe and hands each (job, tile) to `arrived`
-    in the event loop."""
+    """The server's end: a thread reads the pipe and hands each (job, tile) to `arrived`,
+    in that thread (a pool may serve several event loops, one after the other: tests)."""
 
-    def __init__(
-        self, context: Any, loop: asyncio.AbstractEventLoop, arrived: Callable[[int, bytes], None]
-    ) -> None:
+    def __init__(self, context: Any, arrived: Callable[[int, bytes], None]) -> None:
         self._reader, writer = context.Pipe(duplex=False)
         self.sender = EarlySender(writer, context.Lock())
         self._stop_reader, self._stop = context.Pipe(duplex=False)
-        self._loop = loop
         self._arrived = arrived
         self._thread = threading.Thread(target=self._read, name="early tiles", daemon=True)
         self._thread.start()
@@ -54,10 +52,8 @@ class EarlyTiles:
             while self._stop_reader not in wait([self._reader, self._stop_reader]):
                 message = self._reader.recv_bytes()
                 (job,) = _JOB.unpack_from(message)
-                self._loop.call_soon_threadsafe(self._arrived, job, message[_JOB.size :])
+                self._arrived(job, message[_JOB.size :])
         except (EOFError, OSError):  # the pipe is closed
-            pass
-        except RuntimeError:  # the event loop is closed
             pass
         finally:
             for end in (self._reader, self._stop_reader):

@@ -8,6 +8,7 @@ other tiles are still being encoded, then returns them all as ever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -134,13 +135,14 @@ class MapnikRenderer:
         self._pool: ProcessPoolExecutor | None = None
         self._early: EarlyTiles | None = None  # the pool's channel of first tiles
         self._early_ids = itertools.count(1)
-        self._firsts: dict[int, Callable[[bytes], None]] = {}  # early id: where its tile goes
+        # early id: the event loop of its job's render, and where its first tile goes
+        self._firsts: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[bytes], None]]] = {}
 
     def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")  # not fork: the parent runs threads
         if self._early is not None:
             self._early.close()
-        self._early = EarlyTiles(context, asyncio.get_running_loop(), self._first_arrived)
+        self._early = EarlyTiles(context, self._first_read)
         return ProcessPoolExecutor(
             max_workers=self.processes,
             mp_context=context,
@@ -149,10 +151,17 @@ class MapnikRenderer:
             initargs=(self._specs, os.getpid(), self._early.sender),
         )
 
+    def _first_read(self, early: int, data: bytes) -> None:
+        """In the channel's thread: on to the job's event loop."""
+        expected = self._firsts.get(early)
+        if expected is not None:  # else its job has returned already
+            with contextlib.suppress(RuntimeError):  # its loop is closed
+                expected[0].call_soon_threadsafe(self._first_arrived, early, data)
+
     def _first_arrived(self, early: int, data: bytes) -> None:
-        deliver = self._firsts.pop(early, None)
-        if deliver is not None:  # else its job has returned already
-            deliver(data)
+        expected = self._firsts.pop(early, None)
+        if expected is not None:  # else its job has returned already
+            expected[1](data)
 
     def _expect_first(
         self, first: TileCoord | None, on_first: Callable[[bytes], None] | None
@@ -161,7 +170,7 @@ class MapnikRenderer:
         if first is None or on_first is None:
             return 0
         early = next(self._early_ids)
-        self._firsts[early] = on_first
+        self._firsts[early] = (asyncio.get_running_loop(), on_first)
         return early
 
     async def start(self) -> None:
@@ -262,9 +271,9 @@ class MapnikRenderer:
         """The job's tiles; its first one handed over now if its early message (sent
         before the result, on another pipe) has not been read yet: always before return."""
         tiles = _rendered(result)
-        deliver = self._firsts.pop(early, None) if early else None
-        if deliver is not None and first is not None:
-            deliver(tiles[first])
+        expected = self._firsts.pop(early, None) if early else None
+        if expected is not None and first is not None:
+            expected[1](tiles[first])
         return tiles
 
     async def cut(
