@@ -107,7 +107,9 @@ def test_stale_while_revalidate_answers_at_once_while_one_render_refreshes(
     assert control["stale-while-revalidate"] == 600
     assert control["max-age"] in (EXPIRES - 1, EXPIRES)  # whole seconds left
     fresh = server.get(paths[1])
-    assert source(fresh) == "memcached"
+    # A hit: from the hot tier of the process that rendered it (on by default), or from
+    # Memcached in the other one.
+    assert source(fresh) in ("hot", "memcached")
 
     # Once expired, the first request is answered stale and starts the refresh.
     stale = get_until(server, paths[0], lambda a: source(a) == "stale")
@@ -136,8 +138,8 @@ def test_stale_while_revalidate_answers_at_once_while_one_render_refreshes(
     assert served[-1] < 1000, served
 
     # The refresh lands: fresh tiles again, rendered twice in all (once, then refreshed).
-    again = get_until(server, paths[0], lambda a: source(a) == "memcached")
-    assert source(again) == "memcached", again.headers
+    again = get_until(server, paths[0], lambda a: source(a) in ("hot", "memcached"))
+    assert source(again) in ("hot", "memcached"), again.headers
     assert (directives(again)["max-age"] or 0) > 0
     assert server.renders() == 2, server.log()
 
