@@ -21,6 +21,7 @@ from shapely import Polygon
 from shapely import box as shapely_box
 
 from tests.support.daemons import Memcached
+from tests.support.processes import run_bounded
 from tests.support.server import ROOT, TileServer, demo_config
 
 pytestmark = pytest.mark.e2e
@@ -139,10 +140,10 @@ def write_area(workdir: Path) -> Path:
 
 
 def generate(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_bounded(
         [sys.executable, "-m", "tileserver", "generate", "--config", str(config),
          "--layer", "osm", "--processes", "2", *args],
-        cwd=config.parent, capture_output=True, text=True, timeout=120, check=False,
+        cwd=config.parent, timeout=120,
     )  # fmt: skip
 
 

@@ -1,10 +1,15 @@
-"""Looks at processes through /proc: a process's descendants, and whether one is alive."""
+"""Looks at processes through /proc: a process's descendants, and whether one is alive;
+runs a command whose hang shows where it hangs."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -60,3 +65,30 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05
         if time.monotonic() > deadline:
             return False
         time.sleep(step)
+
+
+def run_bounded(
+    command: Sequence[str], *, timeout: float, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run(command, capture_output=True, text=True)`, where a process still
+    running after `timeout` (which only bounds a hang) is sent SIGABRT with Python's
+    faulthandler on: the AssertionError shows the stack of each of its threads."""
+    env = dict(kwargs.pop("env", None) or os.environ)
+    env["PYTHONFAULTHANDLER"] = "1"
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            try:
+                out, err = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise AssertionError(
+                f"{' '.join(command)} still running after {timeout:g} s: a hang; where its "
+                f"threads were (faulthandler):\n{err[-20000:]}\nits output:\n{out[-3000:]}"
+            ) from None
+    return subprocess.CompletedProcess(list(command), proc.returncode, out, err)
