@@ -8,7 +8,7 @@ from typing import Protocol
 from tileserver.config import Layer
 from tileserver.grid import Metatile
 from tileserver.jobs import Delivery, FailedJob, QueueCounts
-from tileserver.types import CacheEntry, TileCoord
+from tileserver.types import CacheEntry, StoredTile, TileCoord
 
 
 class TileCache(Protocol):
@@ -128,6 +128,13 @@ class TileStore(Protocol):
 
     async def get(self, path: str) -> bytes | None:
         """The tile's bytes, None when there is no tile at that path."""
+        ...
+
+    async def get_stored(self, path: str) -> StoredTile | None:
+        """The tile's bytes and the Unix time they were stored, read in the same round
+        trip as `get`; None when there is no tile at that path. The time may be later than
+        the tile's own write (a file's mtime for a whole database), never earlier: it is
+        the tile's `Last-Modified`, and a client must not miss a change."""
         ...
 
     async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:

@@ -67,6 +67,15 @@ class CacheEntry:
     etag: str = ""  # the tile's HTTP validator, when the cache keeps it (the hot tier)
 
 
+@dataclass(frozen=True, slots=True)
+class StoredTile:
+    """A tile read from a store, with the Unix time it was stored (its HTTP Last-Modified);
+    None when the store cannot tell."""
+
+    data: bytes
+    modified: float | None
+
+
 class RenderedTiles(dict[TileCoord, bytes]):
     """A render's encoded tiles, and `uniform`: the colour (RGBA, straight alpha) of those
     all of one colour, as the render saw their pixels (empty-tile detection by colour,

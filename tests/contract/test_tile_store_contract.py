@@ -125,6 +125,33 @@ async def test_put_overwrites(store: TileStore) -> None:
     assert await store.get(path()) == b"new"
 
 
+# A store's time of a tile may lag the clock a little (file systems date with a coarse
+# clock, a tick behind time.time(); S3 in whole seconds), never lead it.
+CLOCK_GRAIN = 1.0
+
+
+async def test_get_stored_dates_each_tile_within_its_write(store: TileStore) -> None:
+    items = {path(col=1): PNG, path(col=2): b""}
+    before = time.time()
+    await store.put_many(items, "image/png")
+    after = time.time()
+    for key, value in items.items():
+        stored = await store.get_stored(key)
+        assert stored is not None and stored.data == value
+        assert stored.modified is not None
+        assert before - CLOCK_GRAIN < stored.modified <= after, (before, stored.modified, after)
+    assert await store.get_stored(path(col=3)) is None
+    assert await store.get_stored("1.0.0/osm") is None
+
+    # Rewritten: dated by the new write, not the old one.
+    again = time.time()
+    await store.put_many({path(col=1): b"new"}, "image/png")
+    stored = await store.get_stored(path(col=1))
+    assert stored is not None and stored.data == b"new"
+    assert stored.modified is not None
+    assert again - CLOCK_GRAIN < stored.modified <= time.time()
+
+
 async def test_delete_many_ignores_missing_tiles(store: TileStore) -> None:
     items = {path(col=c): PNG for c in range(5)}
     await store.put_many(items, "image/png")
@@ -176,6 +203,8 @@ async def test_200_concurrent_puts(store: TileStore) -> None:
 async def test_a_path_leaving_the_root_is_refused(store: TileStore, bad: str) -> None:
     with pytest.raises(ValueError):
         await store.get(bad)
+    with pytest.raises(ValueError):
+        await store.get_stored(bad)
     with pytest.raises(ValueError):
         await store.exists(bad)
     with pytest.raises(ValueError):
@@ -429,9 +458,15 @@ async def _archive(tmp_path: Path) -> Path:
     return target
 
 
+@pytest.fixture
+def fill_started() -> float:
+    """When `filled` began writing its tiles (its archive, for PMTiles)."""
+    return time.time()
+
+
 @pytest.fixture(params=["filesystem", "mbtiles", "geopackage", "pmtiles-file", "pmtiles-http"])
 async def filled(
-    request: pytest.FixtureRequest, tmp_path: Path, aiohttp_server: Any
+    request: pytest.FixtureRequest, tmp_path: Path, aiohttp_server: Any, fill_started: float
 ) -> AsyncIterator[TileStore]:
     from aiohttp import web
 
@@ -474,6 +509,19 @@ async def test_read_every_tile_byte_for_byte(filled: TileStore) -> None:
         assert await filled.exists(key) is True
 
 
+async def test_read_every_tile_with_the_time_it_was_stored(
+    filled: TileStore, fill_started: float
+) -> None:
+    for key, value in READ_TILES.items():
+        stored = await filled.get_stored(key)
+        assert stored is not None and stored.data == value
+        assert stored.modified is not None
+        assert fill_started - CLOCK_GRAIN < stored.modified <= time.time()
+    assert (
+        await filled.get_stored(tile_path("", "osm", "default", (), "g", "3", 2, 4, "png")) is None
+    )
+
+
 async def test_read_a_missing_tile_is_none(filled: TileStore) -> None:
     missing = [
         tile_path("", "osm", "default", (), "g", "3", 2, 4, "png"),  # beside stored ones
@@ -484,6 +532,7 @@ async def test_read_a_missing_tile_is_none(filled: TileStore) -> None:
     ]
     for key in missing:
         assert await filled.get(key) is None
+        assert await filled.get_stored(key) is None
         assert await filled.exists(key) is False
 
 
@@ -501,6 +550,8 @@ async def test_read_lists_exactly_the_paths_under_a_prefix(filled: TileStore) ->
 async def test_read_a_path_leaving_the_root_is_refused(filled: TileStore, bad: str) -> None:
     with pytest.raises(ValueError):
         await filled.get(bad)
+    with pytest.raises(ValueError):
+        await filled.get_stored(bad)
     with pytest.raises(ValueError):
         await filled.exists(bad)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tileserver.errors import StoreOutage, StoreUnavailable
 from tileserver.store_layout import check_path, check_prefix
+from tileserver.types import StoredTile
 
 # Reading a path through a missing directory, or a directory itself, finds no tile.
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
@@ -65,6 +66,15 @@ class FilesystemStore:
         file = self._file(path)
         try:
             return await asyncio.to_thread(file.read_bytes)
+        except _MISSING:
+            return None
+        except OSError as exc:
+            raise self._unavailable("read", path, exc) from exc
+
+    async def get_stored(self, path: str) -> StoredTile | None:
+        file = self._file(path)
+        try:
+            return await asyncio.to_thread(_read_stored, file)
         except _MISSING:
             return None
         except OSError as exc:
@@ -158,6 +168,14 @@ class FilesystemStore:
             await asyncio.to_thread(_unlink_all, files)
         except OSError as exc:
             raise self._unavailable("delete", str(exc.filename), exc) from exc
+
+
+def _read_stored(file: Path) -> StoredTile:
+    # The mtime of the file read (fstat of the open file, after reading it: a later
+    # time, never an earlier one); a tile replaced meanwhile is another file.
+    with file.open("rb") as tile:
+        data = tile.read()
+        return StoredTile(data, os.fstat(tile.fileno()).st_mtime)
 
 
 def _may_start(directory: str, prefix: str) -> bool:

@@ -18,8 +18,11 @@ import gzip
 import json
 import os
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,7 @@ from tileserver.store_layout import (
     parse_tile_path,
     tile_prefix,
 )
+from tileserver.types import StoredTile
 
 _FIRST_READ = 16384  # the header and the root directory (PMTiles 3: within the first 16 KiB)
 _LEAVES_KEPT = 256  # leaf directories kept in memory
@@ -70,28 +74,42 @@ class PMTilesStore:
         self._root: list[Entry] = []
         self._leaves: OrderedDict[tuple[int, int], list[Entry]] = OrderedDict()
         self._file: Any = None
+        self._http_modified: float | None = None  # the latest Last-Modified of the archive
 
     def __repr__(self) -> str:
         return f"PMTilesStore({self.source!r})"
 
     # --- reading bytes -------------------------------------------------------------------
 
-    async def _read(self, offset: int, length: int) -> bytes:
-        if length == 0:
-            return b""
+    async def _read(self, offset: int, length: int) -> StoredTile:
+        """The bytes, and when the archive was last written: the file's mtime (taken after
+        the read), the range answer's Last-Modified (None without one)."""
         if not self._http:
-            return await asyncio.to_thread(os.pread, self._file.fileno(), length, offset)
+            return await asyncio.to_thread(self._pread, offset, length)
+        if length == 0:  # an empty tile: dated by the answer that gave its directory
+            return StoredTile(b"", self._http_modified)
         assert self._session is not None
         headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
         async with self._session.get(self.source, headers=headers) as response:
             if response.status not in (200, 206):
                 raise StoreUnavailable(f"{self.source}: HTTP {response.status} for a range")
             data = await response.read()
+            modified = _http_time(response.headers.get("Last-Modified"))
         if response.status == 200:  # a server that ignores ranges sends the whole archive
             data = data[offset : offset + length]
-        return data
+        if modified is not None:
+            self._http_modified = max(modified, self._http_modified or modified)
+        return StoredTile(data, modified)
+
+    def _pread(self, offset: int, length: int) -> StoredTile:
+        fd = self._file.fileno()
+        data = os.pread(fd, length, offset) if length else b""
+        return StoredTile(data, os.fstat(fd).st_mtime)
 
     async def _guarded(self, what: str, offset: int, length: int) -> bytes:
+        return (await self._guarded_stored(what, offset, length)).data
+
+    async def _guarded_stored(self, what: str, offset: int, length: int) -> StoredTile:
         try:
             return await self._read(offset, length)
         except StoreUnavailable:
@@ -139,6 +157,7 @@ class PMTilesStore:
         if file is not None:
             file.close()
         self._header = None
+        self._http_modified = None
         self._leaves.clear()
 
     # --- tiles ------------------------------------------------------------------------
@@ -186,6 +205,10 @@ class PMTilesStore:
         return None
 
     async def get(self, path: str) -> bytes | None:
+        stored = await self.get_stored(path)
+        return None if stored is None else stored.data
+
+    async def get_stored(self, path: str) -> StoredTile | None:
         tile_id = self._tile_id(path)
         if tile_id is None:
             return None
@@ -193,11 +216,12 @@ class PMTilesStore:
         if entry is None:
             return None
         assert self._header is not None
-        data = await self._guarded("read", self._header["tile_data_offset"] + entry.offset,
-                                   entry.length)  # fmt: skip
+        stored = await self._guarded_stored(
+            "read", self._header["tile_data_offset"] + entry.offset, entry.length
+        )
         if self._header["tile_compression"] == Compression.GZIP:
-            data = gzip.decompress(data)
-        return data
+            return StoredTile(gzip.decompress(stored.data), stored.modified)
+        return stored
 
     async def exists(self, path: str) -> bool:
         tile_id = self._tile_id(path)
@@ -285,6 +309,19 @@ class PMTilesWriter:
     def abort(self) -> None:
         self._temporary.close()
         Path(self._temporary.name).unlink(missing_ok=True)
+
+
+def _http_time(value: str | None) -> float | None:
+    """The Unix time of a Last-Modified date; None when absent or not a date. Never after
+    now: bytes read now were written before (a server may round up, or its clock lead)."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    # HTTP dates are GMT: one without a zone is too (not the server's local time).
+    return min((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp(), time.time())
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

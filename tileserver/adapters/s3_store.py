@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from tileserver.adapters.aiohttp_quirks import absorb_orphaned_writes
 from tileserver.errors import StoreOutage, StoreUnavailable
 from tileserver.store_layout import check_path, check_prefix
+from tileserver.types import StoredTile
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 # Answers every request to the bucket would get, not one key's: a StoreOutage.
@@ -136,6 +138,10 @@ class S3Store:
     # --- reads ------------------------------------------------------------------------
 
     async def get(self, path: str) -> bytes | None:
+        stored = await self.get_stored(path)
+        return None if stored is None else stored.data
+
+    async def get_stored(self, path: str) -> StoredTile | None:
         key = self._key(path)
         async with self._guard("get", path):
             try:
@@ -146,7 +152,10 @@ class S3Store:
                 raise
             async with response["Body"] as body:
                 data: bytes = await body.read()
-                return data
+            # The object's time, from the same answer (botocore parses the header).
+            modified = response.get("LastModified")
+            stamp = modified.timestamp() if isinstance(modified, datetime) else None
+            return StoredTile(data, stamp)
 
     async def exists(self, path: str) -> bool:
         key = self._key(path)

@@ -44,6 +44,7 @@ from tileserver.store_layout import (
     parse_tile_path,
     tile_prefix,
 )
+from tileserver.types import StoredTile
 
 T = TypeVar("T")
 
@@ -334,6 +335,22 @@ class SqliteTileStore:
                                 lambda: self._select(located, "tile_data"))  # fmt: skip
         return None if found is None else bytes(found[0])  # type: ignore[call-overload]
 
+    async def get_stored(self, path: str) -> StoredTile | None:
+        located = self.locate(path)
+        if located is None:
+            return None
+        return await self._run(self._reader_pool, f"read {path!r}",
+                               lambda: self._select_stored(located))  # fmt: skip
+
+    def _select_stored(self, located: Located) -> StoredTile | None:
+        found = self._select(located, "tile_data")
+        if found is None:
+            return None
+        # Neither MBTiles nor GeoPackage dates a tile: the file's last write dates them all.
+        # Taken after the read, it is an upper bound of the tile's own write, which is what
+        # Last-Modified needs (a later time costs a revalidation a 200, never a missed change).
+        return StoredTile(bytes(found[0]), _last_write(located.file))  # type: ignore[call-overload]
+
     async def exists(self, path: str) -> bool:
         located = self.locate(path)
         if located is None:
@@ -488,6 +505,21 @@ class _Transaction:
             self.conn.execute("COMMIT")
         elif self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+
+
+def _last_write(file: Path) -> float | None:
+    """When the database was last written: in WAL mode a commit writes the -wal file, and
+    only a checkpoint the database itself. An empty -wal file holds no commit (a reader
+    creates one when it opens the file): its time is not a write's."""
+    try:
+        modified = file.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        wal = file.with_name(file.name + "-wal").stat()
+    except FileNotFoundError:
+        return modified
+    return max(modified, wal.st_mtime) if wal.st_size else modified
 
 
 def level_rows(conn: sqlite3.Connection, table: str) -> Iterator[int]:
