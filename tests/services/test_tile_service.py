@@ -4,20 +4,23 @@ metatile within a process and across processes sharing a cache, lock timeouts, f
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.configs import single_layer
+from tests.support.configs import mercator_grid, single_layer
 from tests.support.fakes import FakeRenderer, tile_bytes
+from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.memory_cache import MemoryCache
-from tileserver.config import Layer
+from tileserver.config import Layer, parse_config
 from tileserver.errors import RenderError
-from tileserver.keys import layer_key_part, metatile_lock_key
+from tileserver.keys import layer_key_part, metatile_lock_key, tile_key
 from tileserver.services.render_lock import lock_value
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import TileService
+from tileserver.store_layout import tile_path
 from tileserver.tile_request import TileRequest
 from tileserver.types import TileCoord
 
@@ -346,3 +349,64 @@ async def test_a_render_that_fails_after_its_first_tile_still_fails_its_waiters(
     assert "failed after its first tile was answered" in caplog.text
     assert (await svc.get_tile(request(layer, 47785, 68241))).source == "render"
     assert renderer.count == 2
+
+
+# --- when a tile was made (Last-Modified) ------------------------------------------------------
+
+
+async def test_a_rendered_tile_is_dated_by_its_render_from_the_cache_and_the_hot_tier(
+    layer: Layer,
+) -> None:
+    cache, clock = MemoryCache(10**8), UnixClock()
+    svc = TileService(ResilientCache(cache), FakeRenderer(), "p/", 5, clock=clock,
+                      hot=MemoryCache(10**7), hot_max_age=10)  # fmt: skip
+    clock.now = 1_800_000_000.5
+    rendered = await svc.get_tile(request(layer, 47790, 68245))
+    assert (rendered.source, rendered.modified) == ("render", 1_800_000_000.5)
+    clock.now += 30
+    hot = await svc.get_tile(request(layer, 47791, 68246))
+    assert (hot.source, hot.modified) == ("hot", 1_800_000_000)  # whole seconds once stored
+    cold = TileService(ResilientCache(cache), FakeRenderer(), "p/", 5, clock=clock)
+    cached = await cold.get_tile(request(layer, 47791, 68246))
+    assert (cached.source, cached.modified) == ("memory", 1_800_000_000)
+    # An entry without a stamp (an older version wrote it): its time is unknown.
+    part = layer_key_part(layer.name, "default", ("a",), layer.grid.name)
+    await cache.set_many({tile_key("p/", part, TileCoord(17, 47791, 68247)): b"old"}, 60)
+    unknown = await cold.get_tile(request(layer, 47791, 68247))
+    assert (unknown.data, unknown.modified) == (b"old", None)
+
+
+def store_layer(tmp_path: Path, folder: Path, **options: Any) -> Layer:
+    mapfile = tmp_path / "style.xml"
+    mapfile.write_text("<Map/>")
+    config = parse_config(
+        {
+            "grids": {"g": mercator_grid(20)},
+            "caches": {"tiles": {"type": "filesystem", "folder": str(folder)}},
+            "layers": {"l": {"type": "mapnik", "mapfile": str(mapfile), "grid": "g",
+                             "cache": "tiles", "min_resolution_seed": 1.0, **options}},
+        },
+        tmp_path,
+    )  # fmt: skip
+    return config.layers["l"]
+
+
+async def test_a_stored_tile_is_dated_by_its_store_and_keeps_no_render_time(
+    tmp_path: Path,
+) -> None:
+    store = FilesystemStore(tmp_path / "tiles")
+    layer = store_layer(tmp_path, tmp_path / "tiles", expires=1, stale_while_revalidate=60)
+    coord = TileCoord(17, 47790, 68245)
+    path = tile_path("", "l", "default", (), "g", "17", coord.row, coord.col, "png")
+    await store.put_many({path: b"stored"}, "image/png")
+    stored_at = 1_700_000_000.25  # long before: a render time, it would make the tile stale
+    os.utime(tmp_path / "tiles" / path, (stored_at, stored_at))
+    svc = TileService(ResilientCache(MemoryCache(10**8)), FakeRenderer(), "p/", 5,
+                      stores={"tiles": store}, hot=MemoryCache(10**7), hot_max_age=10)  # fmt: skip
+    tile = await svc.get_tile(TileRequest(layer, "default", (), coord))
+    assert (tile.data, tile.source, tile.modified) == (b"stored", "store", stored_at)
+    assert tile.rendered_at is None  # freshness counts from no render: a stored tile is fresh
+    hot = await svc.get_tile(TileRequest(layer, "default", (), coord))
+    assert (hot.data, hot.source, hot.modified, hot.rendered_at) == (
+        b"stored", "hot", 1_700_000_000, None,
+    )  # fmt: skip

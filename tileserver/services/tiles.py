@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from tileserver.blank import transparent_tile
@@ -75,6 +75,15 @@ class Tile:
     # cache entries written by older versions).
     rendered_at: float | None = None
     etag: str = ""  # its HTTP validator, when known ("": the HTTP face computes it)
+    # Unix time a pre-generated tile was written to its store, as the store tells it. Apart
+    # from rendered_at, which dates freshness (stale windows); a store's tiles have none.
+    stored_at: float | None = field(default=None, kw_only=True)
+
+    @property
+    def modified(self) -> float | None:
+        """When the tile's bytes were made (rendered or stored): its Last-Modified; None
+        when unknown."""
+        return self.rendered_at if self.rendered_at is not None else self.stored_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,14 +170,16 @@ class TileService:
         if self.hot is not None:
             entry = self.hot.get(hot_key)
             if entry is not None:
-                return Tile(entry.value, "hot", None, entry.etag)
-        data = await store.get(path)
-        if data is not None:
-            if self.hot is not None:
-                etag = etag_of(data)
-                self.hot.put(hot_key, data, self.hot_max_age, 0, etag)
-                return Tile(data, "store", None, etag)
-            return Tile(data, "store")
+                stored_at = _rendered_at(entry.stamp)
+                return Tile(entry.value, "hot", None, entry.etag, stored_at=stored_at)
+        stored = await store.get_stored(path)
+        if stored is not None:
+            if self.hot is not None:  # its stamp: when it was stored, in whole seconds
+                etag = etag_of(stored.data)
+                stamp = int(stored.modified) if stored.modified is not None else 0
+                self.hot.put(hot_key, stored.data, self.hot_max_age, stamp, etag)
+                return Tile(stored.data, "store", None, etag, stored_at=stored.modified)
+            return Tile(stored.data, "store", stored_at=stored.modified)
         if layer.missing_tile == "no_content":
             return Tile(None, "missing")
         if layer.missing_tile == "transparent":

@@ -19,7 +19,13 @@ from tileserver.freshness import etag_of
 from tileserver.services.tiles import Tile
 from tileserver.tile_request import FeatureInfoRequest, TileRequest
 from tileserver.web.access_log import TILE_INFO
-from tileserver.web.headers import CORS, etag_matches, expires_header
+from tileserver.web.headers import (
+    CORS,
+    expires_header,
+    http_date,
+    last_modified,
+    not_modified,
+)
 from tileserver.web.runtime import BACKENDS, FEATURE_INFO, RUNTIME, TILE_SOURCE, Backends
 from tileserver.wmts import CapabilitiesRequest, normalize_kvp, parse_kvp, parse_rest
 
@@ -179,11 +185,11 @@ async def answer_tile(
         "ETag": etag,
         "X-Tile-Source": tile.source,
     }
-    # Several If-None-Match lines are one comma-separated list (RFC 9110, 5.3); looked up
-    # only when sent.
-    if "If-None-Match" in request.headers:
-        inm = ",".join(request.headers.getall("If-None-Match"))
-        if etag_matches(inm, etag):
-            return web.Response(status=304, headers=headers)
+    now = time.time()
+    modified = last_modified(tile.modified, now)
+    if modified is not None:
+        headers["Last-Modified"] = http_date(modified)
+    if not_modified(request, etag, modified, now):
+        return web.Response(status=304, headers=headers)
     headers["Content-Type"] = layer.mime_type
     return web.Response(body=tile.data, headers=headers)
