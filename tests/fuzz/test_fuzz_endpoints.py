@@ -40,9 +40,12 @@ import os
 import re
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
@@ -522,10 +525,7 @@ class Site:
                 if status == 204:
                     assert body == b"" and answer.headers["x-tile-source"] == "missing"
                 if status in (200, 304):
-                    # 304 exactly when If-None-Match (all its lines) names the tile's ETag.
-                    etag = answer.headers["etag"]
-                    tags = [t.strip().removeprefix("W/") for t in _if_none_match(sent.request)]
-                    assert (status == 304) == ("*" in tags or etag in tags), (etag, tags)
+                    assert (status == 304) == _not_modified(sent.request, answer.headers)
                 return f"tile {status}"
             assert status == 200
             if content_type == "application/xml":
@@ -682,14 +682,35 @@ def _expects_non_utf8(request: bytes) -> bool:
     return False
 
 
-def _if_none_match(request: bytes) -> list[str]:
-    """The entity tags of every If-None-Match line of a request."""
-    tags = []
-    for line in request.split(b"\r\n")[1:]:
+def _header_lines(request: bytes, wanted: bytes) -> list[str]:
+    """The values of every `wanted` line of a request (before its empty line)."""
+    head = request.partition(b"\r\n\r\n")[0]
+    values = []
+    for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
-        if name.lower() == b"if-none-match":
-            tags += value.decode("latin-1").split(",")
-    return tags
+        if name.lower() == wanted:
+            values.append(value.decode("latin-1").strip())
+    return values
+
+
+def _not_modified(request: bytes, headers: Mapping[str, str]) -> bool:
+    """RFC 9110, 13.1.2 and 13.1.3: a tile is not modified when If-None-Match (all its
+    lines) names its ETag; without If-None-Match, when If-Modified-Since is a valid date,
+    not in the future, no earlier than its Last-Modified."""
+    lines = _header_lines(request, b"if-none-match")
+    if lines:
+        tags = [t.strip().removeprefix("W/") for line in lines for t in line.split(",")]
+        return "*" in tags or headers["etag"] in tags
+    since = _header_lines(request, b"if-modified-since")
+    if not since or "last-modified" not in headers:
+        return False
+    try:
+        date = parsedate_to_datetime(since[0])
+    except (TypeError, ValueError):
+        return False
+    stamp = date.replace(tzinfo=date.tzinfo or UTC).timestamp()
+    modified = parsedate_to_datetime(headers["last-modified"]).timestamp()
+    return modified <= stamp <= time.time()
 
 
 def _still_serving(site: Site) -> None:
@@ -1156,6 +1177,13 @@ CONDITION_VALUES = [b"*", b'"x"', b'W/"x"', b",,,", b'"' * 1000, b"", b"bytes=0-
                     b"upgrade", b"websocket", b"h2c"]  # fmt: skip
 
 
+def recent_dates() -> st.SearchStrategy[bytes]:
+    """HTTP dates around now (a tile's Last-Modified is when it was rendered or planted,
+    in this session): now, a few seconds or an hour ago, a minute ahead."""
+    offsets = st.sampled_from([0, -1, -5, -3600, 60])
+    return offsets.map(lambda offset: formatdate(time.time() + offset, usegmt=True).encode())
+
+
 @st.composite
 def header_requests(draw: st.DrawFn, config: Config, etags: Sequence[bytes]) -> Sent:
     """Valid targets with hostile Host, conditional, Range and other headers."""
@@ -1171,10 +1199,12 @@ def header_requests(draw: st.DrawFn, config: Config, etags: Sequence[bytes]) -> 
     ))  # fmt: skip
     target = base.request.split(b" ", 2)[1]
     host = draw(st.sampled_from(HOSTS))
-    names = st.sampled_from([*CONDITIONS, *[b"If-None-Match"] * 5])
+    names = st.sampled_from([*CONDITIONS, *[b"If-None-Match"] * 5,
+                             *[b"If-Modified-Since"] * 3])  # fmt: skip
     headers = draw(st.lists(st.tuples(names, st.one_of(
         st.sampled_from(CONDITION_VALUES), st.sampled_from(etags),
         st.lists(st.sampled_from(etags), max_size=3).map(b", ".join),
+        recent_dates(),
     )), max_size=4))  # fmt: skip
     if draw(st.integers(0, 2)) == 0:  # a revalidation, last (after any empty line)
         headers.append((b"If-None-Match", draw(st.sampled_from([*etags, b"*", b'"other"']))))
