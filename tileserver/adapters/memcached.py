@@ -77,11 +77,15 @@ class MemcachedServer:
         return lines
 
     async def ping(self) -> bool:
-        """True when the server answers `version`."""
+        """True when the server answers `version`; its connections are then opened, up to
+        `pool_size`."""
         try:
             async with _guard("version"):
                 (line,) = await self._lines(b"version\r\n", 1)
-                return line.startswith(b"VERSION ")
+                if not line.startswith(b"VERSION "):
+                    return False
+                await self._connections.fill()
+                return True
         except CacheUnavailable:
             return False
 

@@ -266,6 +266,19 @@ class Connections:
         self._open.append(conn)
         return conn
 
+    async def fill(self) -> None:
+        """Opens connections up to `size` (at start-up: a server process's descriptors are
+        then as many as they will be, and no request pays for a connect)."""
+        missing = self.size - sum(1 for c in self._open if not c.closed)
+        if missing <= 0:
+            return
+        results = await asyncio.gather(
+            *(self._connect() for _ in range(missing)), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+
     def close(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()
