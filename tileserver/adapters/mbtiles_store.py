@@ -22,7 +22,8 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
-from tileserver.adapters.sqlite_store import SqliteTileStore, level_rows
+from tileserver.adapters.sqlite_files import level_rows
+from tileserver.adapters.sqlite_store import SqliteTileStore
 from tileserver.config import Layer
 from tileserver.crs import bbox_to_wgs84
 from tileserver.grid import Grid, web_mercator_zoom_offset

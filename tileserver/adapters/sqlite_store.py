@@ -23,19 +23,18 @@ would fail alike (disk full, read-only, a file that is not a database).
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
+from tileserver.adapters.sqlite_files import Transaction, connect, last_write, run_in
 from tileserver.config import Layer
-from tileserver.errors import StoreOutage, StoreUnavailable
 from tileserver.grid import Grid
 from tileserver.store_layout import (
     Tileset,
@@ -49,9 +48,6 @@ from tileserver.types import StoredTile
 T = TypeVar("T")
 
 _LIST_BATCH = 2000  # rows read per trip to a reader thread
-# SQLite result codes (https://www.sqlite.org/rescode.html) of a file every write fails on.
-_OUTAGE_CODES = {8, 10, 11, 13, 14, 26}  # READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB
-_OUTAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,47 +225,11 @@ class SqliteTileStore:
     async def _run(self, pool: ThreadPoolExecutor | None, what: str, call: Callable[[], T]) -> T:
         if pool is None:
             raise RuntimeError(f"{self!r} used before open() or after close()")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, call)
-        except sqlite3.Error as exc:
-            raise self._unavailable(what, exc) from exc
-        except OSError as exc:
-            outage = exc.errno in _OUTAGE_ERRNOS
-            failure = StoreOutage if outage else StoreUnavailable
-            raise failure(f"{self.location}: {what}: {exc.strerror or exc}") from exc
-
-    def _unavailable(self, what: str, exc: sqlite3.Error) -> StoreUnavailable:
-        code = getattr(exc, "sqlite_errorcode", None)
-        outage = code is not None and code & 0xFF in _OUTAGE_CODES
-        failure = StoreOutage if outage else StoreUnavailable
-        return failure(f"{self.location}: {what}: {exc}")
+        return await run_in(pool, f"{self.location}: {what}", call)
 
     def _connect(self, file: Path, create: bool) -> sqlite3.Connection | None:
         """A connection to file; None when it does not exist and `create` is False."""
-        if not create and not file.is_file():
-            return None
-        if create:
-            file.parent.mkdir(parents=True, exist_ok=True)
-        mode = "rwc" if create else "rw"
-        conn = sqlite3.connect(
-            f"{file.resolve().as_uri()}?mode={mode}",
-            uri=True,
-            timeout=self.busy_timeout,
-            isolation_level=None,  # transactions are begun and ended here, explicitly
-            check_same_thread=False,  # closed by `close`, from another thread
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            if create and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")  # recorded in the file: for every reader
-            # NORMAL in WAL mode: a commit survives a crash of the process, and the file
-            # stays consistent through a power loss (https://www.sqlite.org/wal.html).
-            conn.execute("PRAGMA synchronous = NORMAL")
-            self.opened(file, conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return connect(file, create, self.busy_timeout, self.opened)
 
     def _reader(self, file: Path) -> sqlite3.Connection | None:
         """This reader thread's connection to file (opened once it exists)."""
@@ -349,7 +309,7 @@ class SqliteTileStore:
         # Neither MBTiles nor GeoPackage dates a tile: the file's last write dates them all.
         # Taken after the read, it is an upper bound of the tile's own write, which is what
         # Last-Modified needs (a later time costs a revalidation a 200, never a missed change).
-        return StoredTile(bytes(found[0]), _last_write(located.file))  # type: ignore[call-overload]
+        return StoredTile(bytes(found[0]), last_write(located.file))  # type: ignore[call-overload]
 
     async def exists(self, path: str) -> bool:
         located = self.locate(path)
@@ -453,7 +413,7 @@ class SqliteTileStore:
 
     def _write(self, file: Path, tiles: list[tuple[Located, bytes]]) -> None:
         conn = self._writer(file)
-        with _Transaction(conn):
+        with Transaction(conn):
             self.create_schema(conn)
             by_tileset: dict[Tileset, list[tuple[int, int, int, bytes]]] = defaultdict(list)
             for located, data in tiles:
@@ -473,7 +433,7 @@ class SqliteTileStore:
         if not file.is_file():
             return  # nothing stored there: no empty file created for nothing
         conn = self._writer(file)
-        with _Transaction(conn):
+        with Transaction(conn):
             by_tileset: dict[Tileset, list[tuple[int, int, int]]] = defaultdict(list)
             for located in tiles:
                 key = self.to_row(file, located.tileset, located.z, located.row, located.col)
@@ -488,46 +448,3 @@ class SqliteTileStore:
                     keys,
                 )
                 self.after_write(conn, tileset, table)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any failure."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
-
-
-def _last_write(file: Path) -> float | None:
-    """When the database was last written: in WAL mode a commit writes the -wal file, and
-    only a checkpoint the database itself. An empty -wal file holds no commit (a reader
-    creates one when it opens the file): its time is not a write's."""
-    try:
-        modified = file.stat().st_mtime
-    except FileNotFoundError:
-        return None
-    try:
-        wal = file.with_name(file.name + "-wal").stat()
-    except FileNotFoundError:
-        return modified
-    return max(modified, wal.st_mtime) if wal.st_size else modified
-
-
-def level_rows(conn: sqlite3.Connection, table: str) -> Iterator[int]:
-    """The levels (zoom_level values) present in a tile table."""
-    # One index lookup per level (a skip scan) rather than a scan of every tile.
-    zoom = conn.execute(f'SELECT MIN(zoom_level) FROM "{table}"').fetchone()[0]
-    while zoom is not None:
-        yield int(zoom)
-        zoom = conn.execute(
-            f'SELECT MIN(zoom_level) FROM "{table}" WHERE zoom_level > ?', (zoom,)
-        ).fetchone()[0]
