@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 from tileserver.adapters.memcached_protocol import Batcher, Connections, NoAnswer
+from tileserver.adapters.sharded_cache import ShardedCache
 from tileserver.config import MemcachedConfig
 from tileserver.errors import CacheTimeout, CacheUnavailable
-from tileserver.hashring import HashRing
 from tileserver.types import CacheEntry
 
 DELETE_BATCH = 1000  # delete commands written at once on a connection before reading replies
@@ -163,70 +162,10 @@ def servers_of(config: MemcachedConfig) -> list[MemcachedServer]:
             for host, port in config.servers]  # fmt: skip
 
 
-class MemcachedCache:
-    """Every server of the configuration, keys spread by consistent hashing; a failure of
-    any server fails the command. `delete_many` also deletes each key from the server it
-    fails over to (where the tile server kept it while its own server was down)."""
+class MemcachedCache(ShardedCache[MemcachedServer]):
+    """Every memcached server of the configuration as one TileCache (`sharded_cache`)."""
 
     name = "memcached"
 
     def __init__(self, config: MemcachedConfig) -> None:
-        self._ring = HashRing([(s.address, s) for s in servers_of(config)])
-
-    @property
-    def addresses(self) -> list[str]:
-        return [s.address for s in self._ring.nodes]
-
-    @property
-    def servers(self) -> list[MemcachedServer]:
-        return self._ring.nodes
-
-    def _by_server(self, keys: Iterable[str]) -> dict[MemcachedServer, list[str]]:
-        groups: dict[MemcachedServer, list[str]] = defaultdict(list)
-        for key in keys:
-            groups[self._ring.node_for(key)].append(key)
-        return groups
-
-    async def ping(self) -> list[str]:
-        """Addresses of the servers that answer `version`."""
-        return [s.address for s in self._ring.nodes if await s.ping()]
-
-    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
-        parts = await asyncio.gather(
-            *(server.get_many(group) for server, group in self._by_server(keys).items())
-        )
-        return {key: entry for part in parts for key, entry in part.items()}
-
-    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> None:
-        await asyncio.gather(
-            *(
-                server.set_many({key: items[key] for key in group}, ttl, stamp)
-                for server, group in self._by_server(items).items()
-            )
-        )
-
-    async def add(self, key: str, value: bytes, ttl: int) -> bool:
-        return await self._ring.node_for(key).add(key, value, ttl)
-
-    async def delete(self, key: str) -> None:
-        await self._ring.node_for(key).delete(key)
-
-    async def delete_many(self, keys: Sequence[str]) -> int:
-        """Pipelined per server; how many keys were on their own server."""
-        if len(self._ring.nodes) == 1:
-            return await self._ring.nodes[0].delete_many(keys)
-        own: dict[MemcachedServer, list[str]] = defaultdict(list)
-        failover: dict[MemcachedServer, list[str]] = defaultdict(list)
-        for key in keys:
-            nodes = self._ring.nodes_for(key)
-            own[next(nodes)].append(key)
-            failover[next(nodes)].append(key)
-        counts = await asyncio.gather(
-            *(server.delete_many(group) for server, group in own.items()),
-            *(server.delete_many(group) for server, group in failover.items()),
-        )
-        return sum(counts[: len(own)])
-
-    async def close(self) -> None:
-        for server in self._ring.nodes:
-            await server.close()
+        super().__init__(servers_of(config))

@@ -21,8 +21,7 @@ raised as `CacheUnavailable`, `CacheTimeout` when the server did not answer in t
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,9 +30,9 @@ import redis.asyncio
 import redis.exceptions
 from redis.asyncio.sentinel import Sentinel
 
+from tileserver.adapters.sharded_cache import ShardedCache
 from tileserver.config import RedisCacheConfig
 from tileserver.errors import CacheTimeout, CacheUnavailable
-from tileserver.hashring import HashRing
 from tileserver.types import CacheEntry
 
 DELETE_BATCH = 1000  # keys per DEL command
@@ -202,70 +201,10 @@ def nodes_of(config: RedisCacheConfig) -> list[RedisNode]:
     ]
 
 
-class RedisCache:
-    """Every node of the configuration, keys spread by consistent hashing; a failure of
-    any node fails the command. `delete_many` also deletes each key from the node it
-    fails over to (where the tile server kept it while its own node was down)."""
+class RedisCache(ShardedCache[RedisNode]):
+    """Every redis server of the configuration as one TileCache (`sharded_cache`)."""
 
     name = "redis"
 
     def __init__(self, config: RedisCacheConfig) -> None:
-        self._ring = HashRing([(n.address, n) for n in nodes_of(config)])
-
-    @property
-    def addresses(self) -> list[str]:
-        return [n.address for n in self._ring.nodes]
-
-    @property
-    def nodes(self) -> list[RedisNode]:
-        return self._ring.nodes
-
-    def _by_node(self, keys: Iterable[str]) -> dict[RedisNode, list[str]]:
-        groups: dict[RedisNode, list[str]] = defaultdict(list)
-        for key in keys:
-            groups[self._ring.node_for(key)].append(key)
-        return groups
-
-    async def ping(self) -> list[str]:
-        """Addresses of the nodes that answer PING."""
-        return [n.address for n in self._ring.nodes if await n.ping()]
-
-    async def get_many(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
-        parts = await asyncio.gather(
-            *(node.get_many(group) for node, group in self._by_node(keys).items())
-        )
-        return {key: entry for part in parts for key, entry in part.items()}
-
-    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> None:
-        await asyncio.gather(
-            *(
-                node.set_many({key: items[key] for key in group}, ttl, stamp)
-                for node, group in self._by_node(items).items()
-            )
-        )
-
-    async def add(self, key: str, value: bytes, ttl: int) -> bool:
-        return await self._ring.node_for(key).add(key, value, ttl)
-
-    async def delete(self, key: str) -> None:
-        await self._ring.node_for(key).delete(key)
-
-    async def delete_many(self, keys: Sequence[str]) -> int:
-        """Pipelined per node; how many keys were on their own node."""
-        if len(self._ring.nodes) == 1:
-            return await self._ring.nodes[0].delete_many(keys)
-        own: dict[RedisNode, list[str]] = defaultdict(list)
-        failover: dict[RedisNode, list[str]] = defaultdict(list)
-        for key in dict.fromkeys(keys):
-            nodes = self._ring.nodes_for(key)
-            own[next(nodes)].append(key)
-            failover[next(nodes)].append(key)
-        counts = await asyncio.gather(
-            *(node.delete_many(group) for node, group in own.items()),
-            *(node.delete_many(group) for node, group in failover.items()),
-        )
-        return sum(counts[: len(own)])
-
-    async def close(self) -> None:
-        for node in self._ring.nodes:
-            await node.close()
+        super().__init__(nodes_of(config))
