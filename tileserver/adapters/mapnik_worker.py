@@ -17,6 +17,7 @@ from typing import Any
 
 from tileserver.adapters import pillow_cut
 from tileserver.adapters.parent_death import die_with_parent
+from tileserver.adapters.process_memory import return_large_buffers
 
 mapnik: Any = None  # the module, imported by `init_worker`
 # Where a job's first tile goes as soon as it is encoded (`Job.early`): a channel to the
@@ -141,6 +142,7 @@ def init_worker(
     _EARLY = early
     if parent_pid is not None:
         die_with_parent(parent_pid)
+    return_large_buffers()  # a metatile's buffers do not stay resident after its render
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for spec in specs:
         _SPECS[spec.layer] = spec
