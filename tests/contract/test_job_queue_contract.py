@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.fakes import MemoryQueue
-from tests.support.moto import REGION, MotoServer
+from tests.support.moto import REGION, MotoServer, use_moto_credentials
 from tests.support.redis import RedisServer
 from tileserver.adapters.redis_queue import RedisQueue
 from tileserver.adapters.sqs_queue import SqsQueue
@@ -99,13 +99,7 @@ async def queues(request: pytest.FixtureRequest, aws_env: None) -> AsyncIterator
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto's credentials for botocore's default chain (no developer profile in the way)."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    for name, value in MotoServer.env().items():
-        monkeypatch.setenv(name, value)
+    use_moto_credentials(monkeypatch)
 
 
 async def receive_until(queue: JobQueue, count: int) -> list[Delivery]:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.moto import REGION, MotoServer
+from tests.support.moto import REGION, MotoServer, use_moto_credentials
 from tests.support.redis import RedisServer
 from tests.support.waiting import async_wait_until
 from tileserver.adapters.redis_queue import RedisQueue
@@ -38,12 +38,7 @@ class Channel:
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    for name, value in MotoServer.env().items():
-        monkeypatch.setenv(name, value)
+    use_moto_credentials(monkeypatch)
 
 
 @pytest.fixture(params=["sns", "redis"])

@@ -30,8 +30,7 @@ import yaml
 from aiohttp import web
 
 from tests.support.daemons import free_port
-from tests.support.server import Response, fetch
-from tests.support.waiting import wait_until
+from tests.support.server import RenderAwareClient
 from tileserver.adapters.mapnik_renderer import MapnikRenderer, map_spec
 from tileserver.adapters.renderers import LayerRenderer
 from tileserver.adapters.wms_renderer import WmsRenderer
@@ -112,7 +111,7 @@ class _Lines(logging.Handler):
             self.lines.append(self.format(record))
 
 
-class AppServer:
+class AppServer(RenderAwareClient):
     """create_app(config) on http://127.0.0.1:<free port>, in a thread."""
 
     def __init__(
@@ -198,19 +197,6 @@ class AppServer:
 
     def log(self) -> str:
         return "\n".join(self._lines.lines) + ("\n" if self._lines.lines else "")
-
-    def renders(self) -> int:
-        return self.log().count("rendered metatile")
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
-        """GET path; after an answer rendered for it, waits until the render's other tiles
-        are written (answer first answers before that; the server logs the render once
-        they are), so that the test's next request finds them in the cache."""
-        before = self.renders()
-        response = fetch(self.base + path, headers)
-        if response.headers.get("x-tile-source") == "render":
-            wait_until(lambda: self.renders() > before, "the rendered metatile's tiles written")
-        return response
 
     def stop(self) -> None:
         """Closes the site and the backends (render processes included), then the loop."""

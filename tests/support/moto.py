@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 
 from tests.support.daemons import find_binary, free_port, stop_process, wait_port
 
@@ -107,3 +108,14 @@ class MotoServer:
         stop_process(self.proc)
         self.proc = None
         self._log.unlink(missing_ok=True)
+
+
+def use_moto_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's credentials for botocore's default chain, with no developer profile, config
+    file or endpoint of this machine's in the way."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+    for name, value in MotoServer.env().items():
+        monkeypatch.setenv(name, value)

@@ -63,7 +63,29 @@ def fetch(url: str, headers: dict[str, str] | None = None, timeout: float = 30) 
 PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
-class TileServer:
+class RenderAwareClient:
+    """GETs of a test's server (`base`, its `log`) that wait for answer first's renders."""
+
+    base: str
+
+    def log(self) -> str:
+        raise NotImplementedError
+
+    def renders(self) -> int:
+        return self.log().count("rendered metatile")
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
+        """GET path; after an answer rendered for it, waits until the render's other tiles
+        are written (answer first answers before that; the server logs the render once
+        they are), so that the test's next request finds them in the cache."""
+        before = self.renders()
+        response = fetch(self.base + path, headers)
+        if response.headers.get("x-tile-source") == "render":
+            wait_until(lambda: self.renders() > before, "the rendered metatile's tiles written")
+        return response
+
+
+class TileServer(RenderAwareClient):
     """`tileserver serve` of config: a dict written to workdir/config.yaml, or the path of
     a file served as it is."""
 
@@ -121,19 +143,6 @@ class TileServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-    def renders(self) -> int:
-        return self.log().count("rendered metatile")
-
-    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
-        """GET path; after an answer rendered for it, waits until the render's other tiles
-        are written (answer first answers before that; the server logs the render once
-        they are), so that the test's next request finds them in the cache."""
-        before = self.renders()
-        response = fetch(self.base + path, headers)
-        if response.headers.get("x-tile-source") == "render":
-            wait_until(lambda: self.renders() > before, "the rendered metatile's tiles written")
-        return response
 
     def stop(self) -> int | None:
         code = None
