@@ -54,6 +54,7 @@ ON_DEMAND = [(17, 47790, 68240), (17, 47786, 68244), (17, 47790, 68239), (17, 47
              (18, 95580, 136480), (18, 95590, 136470)]  # fmt: skip
 
 CLIENTS = 4
+PACE = 0.02  # seconds from one request of a client to its next, at least
 HANG = 15.0  # seconds: an answer slower than this, in any phase, is a hang
 PHASE = 2.5  # seconds of load before a fault, and during it
 RECOVERY = 20.0  # seconds for every answer to be a 200 again once the dependency is back
@@ -135,8 +136,11 @@ def check_answer(status: int, content_type: str, body: bytes, expected: bytes | 
 
 
 class Load:
-    """CLIENTS tasks, in a thread, each asking for the next path of `paths` as soon as it
-    has read the previous answer, until the load stops; every answer is recorded."""
+    """CLIENTS tasks, in a thread, each asking for the next path of `paths` once it has
+    read the previous answer and PACE s have passed since it asked, until the load stops;
+    every answer is recorded. A steady load (up to CLIENTS / PACE requests a second, with
+    CLIENTS always under way), not a saturating one: the faults are the subject, and a
+    saturating load would take a core from the rest of the suite."""
 
     def __init__(
         self,
@@ -225,8 +229,7 @@ class Load:
             with self._lock:
                 self._answers.append(answer)
                 del self._pending[index]
-            if status == 0:
-                await asyncio.sleep(0.05)  # a refused connection: do not spin
+            await asyncio.sleep(max(PACE - seconds, 0.0))
 
 
 def describe(answers: Sequence[Answer]) -> str:
