@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from mako.exceptions import RichTraceback
-from mako.template import Template
 
 from tileserver.config import Config, MemcachedConfig, MergedDict, parse_config
 from tileserver.config.caches import build_memcached
@@ -57,6 +55,11 @@ def render_text(path: Path, environ: dict[str, str] | None = None) -> str:
         raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from exc
     if path.suffix != ".mako":
         return text
+    # Mako (and Pygments, which its error pages import) only for a template: a plain YAML
+    # file, and every process started from one, spares their import.
+    from mako.exceptions import RichTraceback
+    from mako.template import Template
+
     env = dict(os.environ if environ is None else environ)
     try:
         return str(
