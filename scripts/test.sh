@@ -30,5 +30,6 @@ fi
 # Three workers on the CI machine's two cores: about a third of the suite's time is spent
 # waiting (for daemons, expiries, leases, subprocesses), which a third worker fills. Each
 # test module runs whole in one worker, so its module fixtures start once.
+# The modules go to the workers in tests/conftest.py's order (the slow ones first).
 # `./scripts/test.sh -n 0` runs in one process.
-.venv/bin/python -m pytest -n 3 --dist loadfile "$@"
+.venv/bin/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder "$@"

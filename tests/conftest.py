@@ -18,6 +18,24 @@ from tests.support.redis import RedisServer
 from tests.support.s3 import SeaweedS3
 from tests.support.server import TileServer
 
+# --- the order of the modules -----------------------------------------------------------
+
+# The folders whose modules start servers and daemons and take seconds each, in the order
+# they run; every other module after them, each module's tests in their own order.
+# `scripts/test.sh` gives pytest-xdist the modules in this order (--no-loadscope-reorder):
+# the long ones first, the short ones filling the workers' ends (xdist's own order, by
+# number of tests, put the e2e modules, which have few tests, last).
+SLOW_FIRST = ("e2e", "fuzz", "contract")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        folder = item.path.parent.name
+        return SLOW_FIRST.index(folder) if folder in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each folder is kept
+
+
 # --- daemons of one test -----------------------------------------------------------------
 
 
