@@ -14,6 +14,7 @@ from tests.support.app_server import AppServer, close_shared_pools
 from tests.support.daemons import Memcached, refused_port
 from tests.support.mapserver import MapServerWMS, monaco_wms
 from tests.support.moto import MotoServer
+from tests.support.outcome import CALL_FAILED
 from tests.support.redis import RedisServer
 from tests.support.s3 import SeaweedS3
 from tests.support.server import TileServer
@@ -34,6 +35,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return SLOW_FIRST.index(folder) if folder in SLOW_FIRST else len(SLOW_FIRST)
 
     items.sort(key=rank)  # stable: the order within each folder is kept
+
+
+# --- what a fixture may know of its test's outcome ---------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Iterator[pytest.TestReport]:
+    """Records whether the test itself failed (tests/support/outcome.py)."""
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
 
 
 # --- daemons of one test -----------------------------------------------------------------

@@ -11,7 +11,7 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from tests.support.app_server import AppServer
 from tests.support.configs import MERC, mercator_grid
 from tests.support.daemons import Memcached
 from tests.support.mapserver import MapServerWMS
+from tests.support.outcome import call_failed
 from tests.support.schemas import validate_capabilities, validate_exception_report
 from tests.support.server import TileServer
 from tests.support.waiting import wait_until
@@ -44,10 +45,17 @@ Z = 17
 
 
 @pytest.fixture
-def wms(mapserver: MapServerWMS) -> MapServerWMS:
+def wms(mapserver: MapServerWMS, request: pytest.FixtureRequest) -> Iterator[MapServerWMS]:
     """The session's Monaco WMS (tests/conftest.py): every test here sets its fault modes
-    back and starts it again after stopping it, on the same port."""
-    return mapserver
+    back and starts it again after stopping it, on the same port. After a failure, what
+    the WMS was asked and how long each answer took are printed with the report."""
+    yield mapserver
+    if call_failed(request):
+        print("The WMS's requests since the test's last clear_log (Unix time when answered,")
+        print("kind, method, status, bytes, milliseconds, mode, query):")
+        print(mapserver.access_log.read_text(errors="replace")[-6000:])
+        print("Its error log (mapserv's messages), last lines:")
+        print(mapserver.errors()[-3000:])
 
 
 def wms_config(wms: MapServerWMS, memcached: Memcached | None, **layer: Any) -> dict[str, Any]:
