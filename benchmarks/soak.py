@@ -12,7 +12,8 @@ and the open file descriptors (/proc/PID/fd).
 Checks, each printed PASS or FAIL (exit status 1 if one fails):
 
   rss      per process, the median RSS of the last `--tail` seconds is at most
-           `--rss-tolerance` % (10) above its first sample after `--warmup` seconds
+           `--rss-tolerance` % (10) above its median in the first `--tail` seconds
+           after the warm-up (`--warmup` seconds)
   fds      per process, no more open descriptors in the last `--tail` seconds than in the
            first `--tail` seconds after the warm-up
   procs    the same processes from the warm-up to the end (none died, none was restarted)
@@ -163,7 +164,7 @@ def parse_wrk(stdout: str) -> tuple[dict[str, Any], int]:
 class Row:
     role: str
     pid: int
-    rss_start_mb: float | None
+    rss_start_mb: float | None  # median of the first tail-long stretch after the warm-up
     rss_end_mb: float | None  # median of the tail
     rss_max_mb: float
     rss_change_pct: float | None
@@ -175,10 +176,9 @@ class Row:
 def rows(tracks: dict[int, Track], warmup: float, tail_start: float, tail: float) -> list[Row]:
     out = []
     for track in sorted(tracks.values(), key=lambda t: (t.role, t.pid)):
-        after = track.between(warmup, float("inf"))
         first = track.between(warmup, warmup + tail)
         last = track.between(tail_start, float("inf"))
-        start = after[0][1] if after else None
+        start = statistics.median(s[1] for s in first) if first else None
         end = statistics.median(s[1] for s in last) if last else None
         change = 100 * (end - start) / start if start and end is not None else None
         out.append(
@@ -196,8 +196,8 @@ def rows(tracks: dict[int, Track], warmup: float, tail_start: float, tail: float
 
 def table(table_rows: list[Row]) -> str:
     head = (
-        "| process | pid | RSS MB after warm-up | RSS MB end (median) | change % | RSS MB max "
-        "| fds after warm-up | fds end | fds max |"
+        "| process | pid | RSS MB after warm-up (median) | RSS MB end (median) | change % "
+        "| RSS MB max | fds after warm-up | fds end | fds max |"
     )
     lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in table_rows:
