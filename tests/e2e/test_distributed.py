@@ -347,18 +347,28 @@ def test_a_worker_killed_mid_run_leaves_every_tile_written(
     first = setup.start("--role", "worker", "--processes", "1", name="first")
     tiles = setup.workdir / "tiles"
 
-    def under_way() -> bool:
+    def holding_a_job() -> bool:
         assert first.poll() is None, setup.output("first")
         # Counted, not read: a tile's temporary file may be renamed between a listing
         # and its reading while the worker runs.
         written = sum(1 for _ in tiles.rglob("*.png")) if tiles.exists() else 0
-        return written >= 10 and setup.counts()[1] >= 1
+        if written < 10:
+            return False
+        # Frozen, the worker can neither acknowledge its job nor take another: a job in
+        # flight now is one it holds when it is killed (checked first and killed after,
+        # it could have acknowledged its last job in between).
+        os.killpg(first.pid, signal.SIGSTOP)
+        if setup.counts()[1] >= 1:
+            return True
+        os.killpg(first.pid, signal.SIGCONT)
+        return False
 
-    wait_until(under_way, "the first worker's tiles")
-    os.killpg(first.pid, signal.SIGKILL)  # the worker and its render process
+    wait_until(holding_a_job, "the first worker's tiles, and a job in its hands")
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its render process, frozen
     first.wait(timeout=30)
+    # Its jobs: nobody acknowledges them; in flight until the lease ends, queued after.
     queued, in_flight, failed = setup.counts()
-    assert in_flight >= 1 and failed == 0  # jobs a dead worker holds: nobody acknowledges them
+    assert failed == 0
     left = queued + in_flight
     assert 0 < left < 36
     partial = stored(tiles)
