@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import pytest
 from PIL import Image
 
-from tileserver.adapters import mapnik_worker, pillow_cut
+from tileserver.adapters import mapnik_worker, pillow_cut, png_decoder, png_encoder
 from tileserver.adapters.pillow_cut import Encoding, NotAnImage
 
 CUTS = ((5, 0, 0, 0, 0), (5, 0, 1, 256, 0))
@@ -159,3 +161,120 @@ def test_the_render_says_which_tiles_are_all_one_colour(image_format: str) -> No
         job = mapnik_worker.CutJob(source(mode), 512, 256, 256, CUTS, image_format)
         result = mapnik_worker.cut_image(job)
         assert result.uniform == {(5, 0, 0): (10, 120, 200, 255)}  # not (5, 0, 1): a red dot
+
+
+def metatile_image(mode: str, transparent: bool = False) -> Image.Image:
+    """A 3x2-tile image of 64 px tiles: flat tiles, busy ones; in RGBA, transparent pixels
+    in the top right tile only when `transparent`."""
+    image = Image.new(mode, (192, 128), (242, 239, 233, 255)[: len(mode)])
+    for y in range(0, 128, 3):
+        for x in range(64, 192):
+            image.putpixel((x, y), (x % 256, (5 * y) % 256, 90, 255)[: len(mode)])
+    if transparent:
+        image.putpixel((150, 10), (1, 2, 3, 0))
+        image.putpixel((151, 10), (1, 2, 3, 128))
+    return image
+
+
+def png_of(image: Image.Image, unfiltered: bool) -> bytes:
+    """The image as MapServer writes it (no row filter), or as Pillow does (filtered)."""
+    if unfiltered:
+        return png_encoder.encode(image.tobytes(), image.width, image.height, image.mode, 6)
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+META_CUTS = tuple((9, r, c, 64 * c, 64 * r) for r in range(2) for c in range(3))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("first", range(6))
+def test_unfiltered_answers_give_the_tiles_of_pillows_decoding(mode: str, first: int) -> None:
+    """A WMS answer read as it is (`png_decoder`) gives byte for byte the tiles of Pillow's
+    decoding, the same uniform colours, and its first tile first, once."""
+    image = metatile_image(mode)
+    cuts = (META_CUTS[first], *META_CUTS[:first], *META_CUTS[first + 1 :])
+    assert png_decoder.read(png_of(image, True)) is not None
+    assert png_decoder.read(png_of(image, False)) is not None  # read, but rows are filtered
+    sent: list[bytes] = []
+    fast_uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
+    fast = pillow_cut.cut(png_of(image, True), 192, 128, cuts, 64, Encoding("PNG", 1),
+                          fast_uniform, sent.append)  # fmt: skip
+    pillow_cut._SOLID.clear()  # nothing in common with the first cut but the encoder
+    slow_uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
+    slow = pillow_cut.cut(png_of(image, False), 192, 128, cuts, 64, Encoding("PNG", 1),
+                          slow_uniform)  # fmt: skip
+    assert list(fast) == list(slow) == [cut[:3] for cut in cuts]
+    assert fast == slow
+    assert fast_uniform == slow_uniform == {(9, 0, 0): (242, 239, 233, 255),
+                                            (9, 1, 0): (242, 239, 233, 255)}  # fmt: skip
+    assert sent == [fast[cuts[0][:3]]]
+    for (_, row, col), data in fast.items():
+        tile = decoded(data)
+        assert tile.mode == "RGB"  # opaque: as Pillow's path, RGB even from RGBA
+        expected = image.crop((64 * col, 64 * row, 64 * col + 64, 64 * row + 64))
+        assert tile.tobytes() == expected.convert("RGB").tobytes()
+
+
+def test_in_a_half_transparent_answer_each_tile_is_rgba_where_it_has_transparency() -> None:
+    image = metatile_image("RGBA", transparent=True)
+    tiles = pillow_cut.cut(png_of(image, True), 192, 128, META_CUTS, 64, Encoding("PNG", 1))
+    for (_, row, col), data in tiles.items():
+        tile = decoded(data)
+        assert tile.mode == ("RGBA" if (row, col) == (0, 2) else "RGB")
+        expected = image.crop((64 * col, 64 * row, 64 * col + 64, 64 * row + 64))
+        assert tile.convert("RGBA").tobytes() == expected.tobytes()
+
+
+def filtered_below(image: Image.Image, row: int) -> bytes:
+    """An RGB PNG with no row filter down to `row`, then each row with filter 2 (up)."""
+    stride = 3 * image.width
+    pixels = image.tobytes()
+    lines = []
+    for y in range(image.height):
+        line = pixels[y * stride : (y + 1) * stride]
+        if y < row:
+            lines.append(b"\x00" + line)
+        else:
+            above = pixels[(y - 1) * stride : y * stride]
+            lines.append(b"\x02" + bytes((a - b) % 256 for a, b in zip(line, above, strict=True)))
+    return png_of_stream(image, zlib.compress(b"".join(lines)))
+
+
+def png_of_stream(image: Image.Image, stream: bytes) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 0)
+    return (
+        png_decoder.SIGNATURE
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", stream)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_filtered_row_below_the_first_tile_leaves_the_rest_to_pillow() -> None:
+    """The first tile, from rows with no filter, is sent; the others come from Pillow's
+    decoding of the whole image, the first tile not sent again."""
+    image = metatile_image("RGB")
+    data = filtered_below(image, 100)
+    assert Image.open(io.BytesIO(data)).tobytes() == image.tobytes()
+    sent: list[bytes] = []
+    tiles = pillow_cut.cut(data, 192, 128, META_CUTS, 64, Encoding("PNG", 1), None, sent.append)
+    assert sent == [tiles[(9, 0, 0)]]
+    for (_, row, col), tile in tiles.items():
+        expected = image.crop((64 * col, 64 * row, 64 * col + 64, 64 * row + 64))
+        assert decoded(tile).tobytes() == expected.tobytes()
+
+
+def test_an_unfiltered_answer_whose_data_breaks_off_is_refused() -> None:
+    image = metatile_image("RGB")
+    stream = zlib.compress(b"".join(b"\x00" + image.tobytes()[i : i + 576]
+                                    for i in range(0, 576 * 128, 576)))  # fmt: skip
+    data = png_of_stream(image, stream[: len(stream) // 2])  # its chunks' CRCs right
+    assert png_decoder.read(data) is not None
+    with pytest.raises(NotAnImage, match="not a readable image"):
+        pillow_cut.cut(data, 192, 128, META_CUTS, 64, Encoding("PNG", 1), None, lambda _: None)
