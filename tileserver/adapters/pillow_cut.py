@@ -1,10 +1,11 @@
 """Cutting a metatile's pixels into encoded tiles with Pillow, in the render processes.
 
-Both paths come here: an image rendered elsewhere (a WMS GetMap answer, `cut`), decoded by
-Pillow, about five times faster than Mapnik's reader for a 2112x2112 PNG; and Mapnik's own
-rendering (`cut_pixels`, from `mapnik_worker`), its raw RGBA pixels, cut into RGBA tiles
-as Mapnik's own encoder writes them. For the plain encoders (`png`, `png32`, `png:z=N`,
-`jpegNN`) an opaque WMS answer is cut into RGB tiles (the same pixels, less to deflate),
+Both paths come here: an image rendered elsewhere (a WMS GetMap answer, `cut`): for PNG
+tiles, its rows as they are when it has no row filter (MapServer's PNGs: `png_decoder`),
+else decoded by Pillow, about five times faster than Mapnik's reader for a 2112x2112 PNG;
+and Mapnik's own rendering (`cut_pixels`, from `mapnik_worker`), its raw RGBA pixels, cut
+into RGBA tiles as Mapnik's own encoder writes them. For the plain encoders (`png`,
+`png32`, `png:z=N`, `jpegNN`) opaque WMS tiles are RGB (the same pixels, less to deflate),
 PNG tiles are written by `png_encoder` (no row filter, ISA-L's deflate), JPEG tiles
 by Pillow. Other encoder names (`png8:m=h`, `t=0`, `webp`...) are Mapnik's alone:
 `options` answers None and Mapnik cuts.
