@@ -256,11 +256,13 @@ def png_of_stream(image: Image.Image, stream: bytes) -> bytes:
     )
 
 
-def test_a_filtered_row_below_the_first_tile_leaves_the_rest_to_pillow() -> None:
-    """The first tile, from rows with no filter, is sent; the others come from Pillow's
-    decoding of the whole image, the first tile not sent again."""
+@pytest.mark.parametrize("filtered_from", [10, 100])
+def test_a_filtered_row_leaves_the_rest_to_pillow(filtered_from: int) -> None:
+    """A filtered row below the first tile: the first tile, from rows with no filter, is
+    sent, the others come from Pillow's decoding, the first not sent again. One within
+    the first tile's rows: Pillow's decoding sends it. Sent once either way."""
     image = metatile_image("RGB")
-    data = filtered_below(image, 100)
+    data = filtered_below(image, filtered_from)
     assert Image.open(io.BytesIO(data)).tobytes() == image.tobytes()
     sent: list[bytes] = []
     tiles = pillow_cut.cut(data, 192, 128, META_CUTS, 64, Encoding("PNG", 1), None, sent.append)
