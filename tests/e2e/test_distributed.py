@@ -382,7 +382,9 @@ def test_a_worker_killed_mid_run_leaves_every_tile_written(
     second = setup.run("--role", "worker", "--processes", "1", timeout=180)
     assert second.returncode == 0, second.stderr
     counts = worker_counts(second.stdout)
-    assert counts["done"] == left
+    # Every job left, and more only if one came back to it: delivery is at least once
+    # (a 2 s lease renewed late on a busy machine hands the job over, here to itself).
+    assert counts["done"] >= left
     assert counts["failed"] == 0
     final = stored(tiles)
     assert {path: data for path, data in final.items() if path not in leftovers} == reference
