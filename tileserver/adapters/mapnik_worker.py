@@ -17,7 +17,7 @@ from typing import Any
 
 from tileserver.adapters import pillow_cut
 from tileserver.adapters.parent_death import die_with_parent
-from tileserver.adapters.process_memory import release_free_memory, return_large_buffers
+from tileserver.adapters.process_memory import return_large_buffers
 
 mapnik: Any = None  # the module, imported by `init_worker`
 # Where a job's first tile goes as soon as it is encoded (`Job.early`): a channel to the
@@ -177,7 +177,6 @@ def _map_of(layer: str) -> Any:
 
 
 def render_metatile(job: RenderJob) -> RenderResult:
-    release_free_memory()  # what the last job freed (its result is sent by now)
     m = _map_of(job.layer)
     start = time.perf_counter()
     if job.srs and m.srs != job.srs.lower():  # a layer on several grids (TCC's `grids`)
@@ -291,7 +290,6 @@ class InvalidImage(ValueError):
 
 
 def cut_image(job: CutJob) -> RenderResult:
-    release_free_memory()  # what the last job freed (its result is sent by now)
     start = time.perf_counter()
     encoding = pillow_cut.options(job.image_format)
     uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
