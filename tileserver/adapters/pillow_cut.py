@@ -239,14 +239,16 @@ def _plain_tile(
     uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None,
     encoding: Encoding,
 ) -> bytes:
-    """As `_png_tile`; an RGBA tile whose every pixel is opaque is encoded as RGB, the same
-    pixels (as `_plain` does for a whole image: here each tile is told on its own, before
-    the rows below it are inflated)."""
-    if mode == "RGBA" and all(row[3::4].count(255) * 4 == len(row) for row in rows):
+    """As `_png_tile`, in the mode `_plain` gives the tile: an RGBA tile whose every pixel
+    is opaque is encoded as RGB, the same pixels (`_plain` tells a whole decoded image;
+    here each tile is told on its own, before the rows below it are inflated)."""
+    if mode == "RGBA":
         size = len(rows)
-        opaque = Image.frombytes("RGBA", (size, size), b"".join(rows)).convert("RGB").tobytes()
-        line = size * 3
-        rows, mode = [opaque[i : i + line] for i in range(0, len(opaque), line)], "RGB"
+        tile = _plain(Image.frombytes("RGBA", (size, size), b"".join(rows)), encoding)
+        if tile.mode == "RGB":
+            opaque = tile.tobytes()
+            line = size * 3
+            rows, mode = [opaque[i : i + line] for i in range(0, len(opaque), line)], "RGB"
     return _png_tile(rows, mode, coord, uniform, encoding)
 
 
