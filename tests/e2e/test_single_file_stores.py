@@ -21,6 +21,7 @@ import yaml
 from PIL import Image
 
 from tests.support.daemons import find_binary
+from tests.support.images import differing, same_tile
 from tests.support.mapserver import FOREIGN_DATA_DIRS
 from tests.support.server import TileServer, demo_config
 
@@ -219,12 +220,12 @@ def test_a_killed_generation_into_mbtiles_leaves_a_valid_file_and_resumes(
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     partial = rows(file, "tiles")
     assert 20 <= len(partial) < len(reference)
-    assert all(reference[key] == data for key, data in partial.items())
+    assert all(same_tile(data, reference[key]) for key, data in partial.items())
 
     again = generate(config, *zooms)
     assert again.returncode == 0, again.stderr
     assert "(resuming)" in again.stderr
-    assert rows(file, "tiles") == reference
+    assert differing(rows(file, "tiles"), reference) == []
     with sqlite3.connect(file) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         metadata = dict(conn.execute("SELECT name, value FROM metadata"))

@@ -5,7 +5,9 @@ they are, so every row gets filter type 0 (none) rather than the per-row search 
 (Mapnik) or Pillow: that alone halves the time. The deflate of the fast levels is Intel's
 ISA-L (python-isal), several times faster again than zlib at the same level, its output
 no larger (benchmarks/bench_encoders.py, figures in benchmarks/RESULTS.md). Decoders see
-an ordinary PNG; the pixels are exactly those given.
+an ordinary PNG; the pixels are exactly those given. The bytes are not always the same for
+the same pixels: in a test run on a loaded machine, ISA-L once in a few hundred tiles took
+another, equally valid match (cause not found). Compare tiles of two runs by their pixels.
 """
 
 from __future__ import annotations

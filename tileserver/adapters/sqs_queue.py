@@ -9,7 +9,7 @@ died becomes visible again and is received by another worker, SQS counting the r
 (ApproximateReceiveCount: the job's tries).
 
 SQS keeps no index of its messages, so enqueueing the same selection twice enqueues its
-jobs twice: the second copy rewrites the same bytes (writes are idempotent) at the cost of
+jobs twice: the second copy rewrites the same tiles (writes are idempotent) at the cost of
 renders. Its counts are approximate: on AWS they lag by up to a minute.
 """
 

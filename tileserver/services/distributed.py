@@ -6,8 +6,8 @@ The master turns each layer's metatiles into jobs (`tileserver.jobs`) and puts t
 the same `TileGenerator` as a local run (wanted tiles only, empty tiles dropped, one
 atomic `put_many`) and acknowledge it. Delivery is at least once: a job whose worker dies
 comes back after the queue's lease; since writes are idempotent, a job done twice writes
-the same bytes. A job that fails is delivered again after a backoff, and after `max_tries`
-deliveries goes to the queue's error list with its reason.
+the same tiles again (the same pixels). A job that fails is delivered again after a
+backoff, and after `max_tries` deliveries goes to the queue's error list with its reason.
 """
 
 from __future__ import annotations
