@@ -30,6 +30,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
 fi
 
+# Python writes its bytecode caches here even where PYTHONDONTWRITEBYTECODE is set (as on
+# the CI machine): each of the hundreds of Python processes the tests start (servers, render
+# processes, commands) would otherwise compile every module it imports again. The modules
+# are compiled as they are first imported (uv compiles nothing; a fifth of the dependencies'
+# modules are ever imported), and pytest keeps the test modules it rewrote.
+unset PYTHONDONTWRITEBYTECODE
+
 # ruff and mypy (about 6 s on a clean clone, where mypy has no cache) run beside pytest,
 # niced: they take the CPU pytest leaves while it waits. Their output follows pytest's,
 # and the command fails if any of them or pytest fails.

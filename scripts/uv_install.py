@@ -114,9 +114,6 @@ def main(requirements: list[str]) -> int:
     uv = Path(python).parent / "uv"
     command = [
         str(uv), "pip", "install", "-q", "--python", python,
-        # the pyc files pip writes too (PYTHONDONTWRITEBYTECODE would leave every
-        # process to compile what it imports)
-        "--compile-bytecode",
         # pip's choice: the best version over every index, not the first index's
         "--index-strategy", "unsafe-best-match",
         *arguments, *requirements,
