@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import yaml
 
@@ -47,7 +47,9 @@ from tileserver.services.cost import (
     cost_report,
 )
 from tileserver.services.mapcache_config import has_mapcache_source, mapcache_config
-from tileserver.services.publishing import Files, capabilities_files, openlayers_files, publish
+
+if TYPE_CHECKING:
+    from tileserver.services.publishing import Files
 
 ACTIONS = (
     "generate_wmts_capabilities",
@@ -310,6 +312,10 @@ class Controller:
 
     def run(self) -> int:
         """Checks every setting the chosen actions need, then runs them."""
+        # Imported here: the Capabilities' templates (Mako) are for this command alone, and
+        # every `tileserver` command imports this module (cli/main.py builds its parser).
+        from tileserver.services.publishing import capabilities_files, openlayers_files
+
         args = self.args
         writes: list[_Write] = []
         if args.generate_wmts_capabilities:
@@ -413,6 +419,8 @@ class Controller:
         return text
 
     async def write(self, writes: Iterable[_Write]) -> None:
+        from tileserver.services.publishing import publish  # see run()
+
         for write in writes:
             store = composition.tile_store(write.cache, self.config)
             await store.open()
