@@ -45,3 +45,16 @@ def test_each_console_script_runs_its_command(script: str, command: str) -> None
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "usage:" in out.stdout
+
+
+def test_the_tileserver_command_imports_the_capabilities_templates_only_to_publish() -> None:
+    """cli/main.py imports every command to build its parser: the controller's publishing
+    (Mako, the Capabilities service) waits until it runs, the other commands never need it
+    (serve imports it with its application)."""
+    publishing = ("mako", "tileserver.services.capabilities", "tileserver.services.publishing")
+    code = (
+        "import sys, tileserver.cli.main\n"
+        f"print(','.join(m for m in {publishing!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
