@@ -55,8 +55,21 @@ class MemoryCache:
             self._remove(next(iter(self._items)))
 
     def get(self, key: str) -> CacheEntry | None:
-        """The live entry of key, without awaiting (the hot tier's read on every hit)."""
+        """The live entry of key, without awaiting."""
         return self._live(key, self._clock())
+
+    def held(self, key: str) -> tuple[CacheEntry, float] | None:
+        """The live entry of key and the seconds it has left (inf: no expiry), without
+        awaiting: the hot tier's read on every hit."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        left = item[0] - self._clock()
+        if left <= 0:
+            self._remove(key)
+            return None
+        self._items.move_to_end(key)
+        return item[1], left
 
     def put(self, key: str, value: bytes, ttl: float, stamp: int = 0, etag: str = "") -> None:
         self._store(key, value, ttl, self._clock(), stamp, etag)

@@ -17,9 +17,10 @@ Cached tiles carry their render time. A layer may opt in to RFC 5861's stale win
 refreshes its metatile (`stale_while_revalidate`), or instead of an error when its
 render fails (`stale_if_error`).
 
-An optional hot tier (`HotTiles`, in-process) in front of the cache and the stores answers
-the tiles served in the last `hot_max_age` seconds without a round trip; a tile stays
-there no longer than it is fresh either.
+An optional hot tier (`HotTiles`, in-process; `hot_tier`) in front of the cache and the
+stores answers the tiles served in the last `hot_max_age` seconds without a round trip; a
+tile stays there no longer than it is fresh either, and one served often is read again
+from the cache in the background before its time there is up.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from typing import Protocol
 from tileserver.blank import transparent_tile
 from tileserver.config import Layer
 from tileserver.errors import RenderError
-from tileserver.freshness import Staleness, etag_of, fresh_for, staleness
+from tileserver.freshness import Staleness, etag_of, staleness
 from tileserver.grid import Metatile, metatile_for
 from tileserver.keys import layer_key_part, metatile_lock_key, tile_key
 from tileserver.protocols import HotTiles, Renderer, TileStore
+from tileserver.services.hot_tier import HotTier
+from tileserver.services.hot_tier import rendered_at as _rendered_at
 from tileserver.services.render_lock import RenderLocks
 from tileserver.store_layout import tile_path
 from tileserver.tile_request import TileRequest
@@ -93,10 +96,6 @@ class _Produced:
     rendered_at: float | None
 
 
-def _rendered_at(stamp: int) -> float | None:
-    return float(stamp) if stamp > 0 else None
-
-
 TaskKey = tuple[str, int, int, int]  # layer key part, metatile z, row, col
 
 
@@ -126,22 +125,27 @@ class TileService:
         self._clock = clock  # Unix time: render times are compared across hosts
         self._inflight: dict[TaskKey, asyncio.Task[_Produced]] = {}
         self._refreshing: dict[TaskKey, asyncio.Task[None]] = {}  # stale_while_revalidate
+        self._hot = None if hot is None else HotTier(hot, hot_max_age, cache, clock)
 
     @property
     def renders_in_progress(self) -> int:
         return len(self._inflight) + len(self._refreshing)
 
+    def _background(self) -> list[asyncio.Task[None]]:
+        """Renders of stale tiles and hot tiles read again: no request waits for them."""
+        return [*self._refreshing.values(), *(self._hot.tasks if self._hot else [])]
+
     async def wait_renders(self) -> None:
         """Returns once the renders under way have ended (their tiles written: answer
-        first leaves them running after their first request was answered)."""
-        while self._inflight or self._refreshing:
-            tasks = [*self._inflight.values(), *self._refreshing.values()]
+        first leaves them running after their first request was answered), and the
+        hot tiles being read again."""
+        while tasks := [*self._inflight.values(), *self._background()]:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def cancel_renders(self) -> None:
         """Cancels the renders under way, at shutdown once no request waits for them:
         their Memcached locks are released, so other hosts render those metatiles."""
-        tasks: list[asyncio.Task[object]] = [*self._inflight.values(), *self._refreshing.values()]
+        tasks: list[asyncio.Task[object]] = [*self._inflight.values(), *self._background()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -193,10 +197,10 @@ class TileService:
         layer, coord = request.layer, request.coord
         part = layer_key_part(layer.name, request.style, request.dimensions, layer.grid.name)
         key = tile_key(self.key_prefix, part, coord)
-        if self.hot is not None:
-            entry = self.hot.get(key)
-            if entry is not None:
-                return Tile(entry.value, "hot", _rendered_at(entry.stamp), entry.etag)
+        if self._hot is not None:
+            hot = self._hot.hit(layer, key)
+            if hot is not None:
+                return Tile(hot.value, "hot", _rendered_at(hot.stamp), hot.etag)
         found = await self.cache.get_many([key])
         entry = found.get(key)
         stale: CacheEntry | None = None
@@ -406,14 +410,5 @@ class TileService:
     def _keep_hot(
         self, layer: Layer, items: Mapping[str, bytes], stamp: int, rendered_at: float | None
     ) -> dict[str, str]:
-        """Puts items in the hot tier with their ETags, computed once here; the ETags."""
-        if self.hot is None:
-            return {}
-        ttl = min(self.hot_max_age, fresh_for(layer, rendered_at, self._clock()))
-        if ttl <= 0:
-            return {}
-        etags = {}
-        for key, data in items.items():
-            etag = etags[key] = etag_of(data)
-            self.hot.put(key, data, ttl, stamp, etag)
-        return etags
+        """Puts items in the hot tier with their ETags, computed once there; the ETags."""
+        return {} if self._hot is None else self._hot.keep(layer, items, stamp, rendered_at)
