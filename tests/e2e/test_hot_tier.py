@@ -2,7 +2,8 @@
 2`), with a real memcached and `tileserver serve --workers 2`: repeats are answered from
 process memory with the same bytes and validators as from Memcached, and a `flush_all`, a
 `generate_tiles --update` or an `/admin/expire` shows in every process once the documented
-2 s have passed (README, next to `flush_all`)."""
+2 s have passed (README, next to `flush_all`), also while the tile is asked for all along
+(each process then reads its hot copy again from Memcached before its time is up)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,34 @@ def test_a_flush_all_shows_within_the_documented_delay(
     flushed = time.monotonic()
     after_the_delay(flushed)
     assert_rendered_again(server, path, renders, body)
+
+
+def last_modified(response: Response) -> float:
+    return parsedate_to_datetime(response.headers["last-modified"]).timestamp()
+
+
+def test_a_flush_all_shows_within_the_documented_delay_while_the_tile_is_asked_for(
+    memcached: Memcached, tileserver: Callable[..., TileServer]
+) -> None:
+    """Asked for all along, each process's hot copy reaches the second half of its time
+    and is read again from Memcached: flushed there, it must not be kept on."""
+    server = tileserver(default_config(memcached), workers=2)
+    path = tile_path(ROW, COL)
+    first = warm(server, path)
+    rendered = last_modified(first)
+    while time.time() < rendered + 1:  # a new render then has a later Last-Modified
+        time.sleep(0.01)
+    renders = server.renders()
+    memcached.flush_all()
+    flushed = time.monotonic()
+    while time.monotonic() < flushed + MAX_AGE + 0.05:  # the documented delay, and a margin
+        during = server.get(path)
+        assert (during.status, during.body) == (200, first.body)
+    for _ in range(10):
+        after = server.get(path)
+        assert (after.status, after.body) == (200, first.body)
+        assert last_modified(after) > rendered, after.headers  # not the flushed copy
+    assert server.renders() == renders + 1
 
 
 def test_an_admin_expire_shows_within_the_documented_delay(
