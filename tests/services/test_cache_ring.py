@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from tests.unit.test_resilient_cache import FakeClock, FlakyCache
+from tests.support.fakes import ManualClock
+from tests.unit.test_resilient_cache import FlakyCache
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.errors import CacheUnavailable
 from tileserver.hashring import HashRing
@@ -20,8 +21,8 @@ ADDRESSES = ["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"]
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(100.0)
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def servers() -> list[FlakyCache]:
 
 
 @pytest.fixture
-def ring(servers: list[FlakyCache], clock: FakeClock) -> CacheRing:
+def ring(servers: list[FlakyCache], clock: ManualClock) -> CacheRing:
     nodes = [ResilientCache(s, RETRY, clock=clock, address=a)
              for s, a in zip(servers, ADDRESSES, strict=True)]  # fmt: skip
     return CacheRing(nodes, ResilientCache(MemoryCache(10**7), clock=clock))
@@ -83,7 +84,7 @@ async def test_a_dead_server_costs_only_its_own_keys(
 
 
 async def test_a_server_back_gets_its_keys_back_and_is_logged_once_each_way(
-    ring: CacheRing, servers: list[FlakyCache], clock: FakeClock,
+    ring: CacheRing, servers: list[FlakyCache], clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     caplog.set_level(logging.WARNING, logger="tileserver.cache")
@@ -102,7 +103,7 @@ async def test_a_server_back_gets_its_keys_back_and_is_logged_once_each_way(
 
 
 async def test_keys_go_to_the_in_process_cache_when_no_server_answers(
-    ring: CacheRing, servers: list[FlakyCache], clock: FakeClock
+    ring: CacheRing, servers: list[FlakyCache], clock: ManualClock
 ) -> None:
     for server in servers:
         server.down = True

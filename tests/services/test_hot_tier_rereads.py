@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.configs import single_layer
-from tests.support.fakes import FakeRenderer
+from tests.support.fakes import FakeRenderer, ManualClock
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import Layer
 from tileserver.keys import layer_key_part, tile_key
@@ -22,14 +22,6 @@ from tileserver.tile_request import TileRequest
 from tileserver.types import CacheEntry, TileCoord
 
 MAX_AGE = 10.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingCache(ResilientCache):
@@ -46,7 +38,7 @@ class CountingCache(ResilientCache):
 
 class Setup:
     def __init__(self, layer: Layer) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock()
         self.shared = MemoryCache(10**8, self.clock)  # stands for Memcached
         self.cache = CountingCache(self.shared)
         self.hot = MemoryCache(10**7, self.clock)
@@ -133,7 +125,7 @@ async def test_a_tile_near_its_layer_expiry_is_not_read_again(tmp_path: Path) ->
 
 
 def test_held_tells_the_time_left_and_forgets_an_expired_entry() -> None:
-    clock = Clock()
+    clock = ManualClock()
     hot = MemoryCache(10**6, clock)
     hot.put("k", b"v", 10, 7, '"e"')
     clock.now += 4

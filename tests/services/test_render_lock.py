@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.support.fakes import ManualClock
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.services.render_lock import CLOCK_SKEW, RenderLocks, lock_deadline, lock_value
 from tileserver.services.resilient_cache import ResilientCache
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_lock_value_carries_its_owner_and_deadline() -> None:
@@ -26,7 +19,7 @@ def test_a_lock_value_carries_its_owner_and_deadline() -> None:
 
 
 def test_a_lock_is_stale_once_its_deadline_and_the_clock_skew_have_passed() -> None:
-    clock = Clock()
+    clock = ManualClock()
     locks = RenderLocks(ResilientCache(MemoryCache(10**6)), lease=5, owner="me:1", clock=clock)
     value = locks.value()
     assert lock_deadline(value) == clock.now + 5

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.configs import mercator_grid, single_layer
-from tests.support.fakes import FakeRenderer, tile_bytes
+from tests.support.fakes import FakeRenderer, ManualClock, tile_bytes
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.config import Layer, parse_config
@@ -121,18 +121,10 @@ async def test_a_client_that_goes_away_does_not_cancel_the_shared_render(layer: 
     assert (await svc.get_tile(request(layer, 47784, 68240))).source == "memory"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_the_hot_tier_answers_without_the_cache_for_at_most_its_max_age(
     layer: Layer,
 ) -> None:
-    renderer, cache, clock = FakeRenderer(), MemoryCache(10**8), Clock()
+    renderer, cache, clock = FakeRenderer(), MemoryCache(10**8), ManualClock(1000.0)
     svc = TileService(
         ResilientCache(cache), renderer, "p/", 5, hot=MemoryCache(10**7, clock), hot_max_age=10
     )
@@ -154,7 +146,7 @@ async def test_the_hot_tier_answers_without_the_cache_for_at_most_its_max_age(
 
 async def test_the_hot_tier_keeps_no_tile_beyond_its_layer_expiry(tmp_path: Path) -> None:
     short = single_layer(tmp_path, expires=3 / 3600)  # hours: 3 s
-    renderer, clock = FakeRenderer(), Clock()
+    renderer, clock = FakeRenderer(), ManualClock(1000.0)
     svc = TileService(
         ResilientCache(MemoryCache(10**8)), renderer, "p/", 5,
         hot=MemoryCache(10**7, clock), hot_max_age=60,
@@ -170,18 +162,8 @@ async def test_the_hot_tier_keeps_no_tile_beyond_its_layer_expiry(tmp_path: Path
 # --- leases and stale windows ----------------------------------------------------------------
 
 
-class UnixClock:
-    """The service's Unix clock, moved by the test (render times are compared with it)."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def stale_service(
-    cache: MemoryCache, renderer: FakeRenderer, clock: UnixClock, lock_lease: float = 5.0
+    cache: MemoryCache, renderer: FakeRenderer, clock: ManualClock, lock_lease: float = 5.0
 ) -> TileService:
     return TileService(ResilientCache(cache), renderer, "p/", 30, lock_lease=lock_lease,
                        clock=clock)  # fmt: skip
@@ -190,7 +172,7 @@ def stale_service(
 async def test_a_lock_whose_deadline_passed_is_taken_over_at_once(layer: Layer) -> None:
     """A lock written late (by a Memcached resumed from a pause) or left by a dead holder:
     its deadline is past, so nobody waits for its TTL or for lock_timeout (30 s)."""
-    cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0)
+    cache, clock, renderer = MemoryCache(10**8), ManualClock(), FakeRenderer(delay=0)
     part = layer_key_part("l", "default", ("a",), "g")
     lock = metatile_lock_key("p/", part, 17, 47784, 68240)
     await cache.add(lock, lock_value("elsewhere:1", clock.now - 15), ttl=3600)
@@ -229,7 +211,7 @@ def stale_layer(tmp_path: Path) -> Layer:
 async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
     stale_layer: Layer,
 ) -> None:
-    cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0.2)
+    cache, clock, renderer = MemoryCache(10**8), ManualClock(), FakeRenderer(delay=0.2)
     svc = stale_service(cache, renderer, clock)
     tile = TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240))
     rendered = await svc.get_tile(tile)
@@ -257,7 +239,7 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
 async def test_stale_if_error_answers_the_stale_tile_until_the_window_closes(
     stale_layer: Layer,
 ) -> None:
-    cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0)
+    cache, clock, renderer = MemoryCache(10**8), ManualClock(), FakeRenderer(delay=0)
     svc = stale_service(cache, renderer, clock)
     tile = TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240))
     rendered = await svc.get_tile(tile)
@@ -277,7 +259,7 @@ async def test_stale_if_error_answers_the_stale_tile_until_the_window_closes(
 async def test_without_stale_windows_an_expired_tile_is_rendered_again(layer: Layer) -> None:
     """Both windows off (the default): a tile past its expiry is never answered, even while
     the cache still holds it."""
-    cache, clock, renderer = MemoryCache(10**8), UnixClock(), FakeRenderer(delay=0)
+    cache, clock, renderer = MemoryCache(10**8), ManualClock(), FakeRenderer(delay=0)
     svc = stale_service(cache, renderer, clock)
     assert (await svc.get_tile(request(layer, 47784, 68240))).source == "render"
     await svc.wait_renders()  # answered first: the tiles are written meanwhile
@@ -357,7 +339,7 @@ async def test_a_render_that_fails_after_its_first_tile_still_fails_its_waiters(
 async def test_a_rendered_tile_is_dated_by_its_render_from_the_cache_and_the_hot_tier(
     layer: Layer,
 ) -> None:
-    cache, clock = MemoryCache(10**8), UnixClock()
+    cache, clock = MemoryCache(10**8), ManualClock()
     svc = TileService(ResilientCache(cache), FakeRenderer(), "p/", 5, clock=clock,
                       hot=MemoryCache(10**7), hot_max_age=10)  # fmt: skip
     clock.now = 1_800_000_000.5

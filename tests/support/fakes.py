@@ -1,6 +1,7 @@
-"""The in-process stand-ins the service tests share: a renderer without Mapnik and a job
-queue in memory. Both pass their Protocol's contract suite (tests/contract) beside the
-real backends, so a service test over them says something about the real thing.
+"""The in-process stand-ins the service tests share: a renderer without Mapnik, a job
+queue in memory, and a clock the test moves. The renderer and the queue pass their
+Protocol's contract suite (tests/contract) beside the real backends, so a service test
+over them says something about the real thing.
 
     renderer = FakeRenderer(failures={ref: 1}, empty=[coord])
     queue = MemoryQueue(lease=1.0, max_tries=3)
@@ -22,6 +23,20 @@ from tileserver.selection import MetatileRef
 from tileserver.types import TileCoord
 
 EMPTY = b"\x89PNG plain sea"  # what FakeRenderer answers for its `empty` tiles
+
+
+class ManualClock:
+    """A clock the test moves: its `now` (seconds), read by calling it. The default stands
+    for a Unix time (render times are compared with it)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def tile_bytes(coord: TileCoord, dimensions: Mapping[str, str]) -> bytes:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
+from tests.support.fakes import ManualClock
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.types import CacheEntry
 
@@ -14,24 +15,13 @@ def values(found: Mapping[str, CacheEntry]) -> dict[str, bytes]:
     return {key: entry.value for key, entry in found.items()}
 
 
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1000.0)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def cache(clock: FakeClock) -> MemoryCache:
+def cache(clock: ManualClock) -> MemoryCache:
     return MemoryCache(max_bytes=1_000_000, clock=clock)
 
 
@@ -46,14 +36,14 @@ async def test_get_returns_only_the_keys_found(cache: MemoryCache) -> None:
     [(0, True), (59.999, True), (60, False), (61, False), (3600, False)],
 )
 async def test_items_expire_after_their_ttl(
-    cache: MemoryCache, clock: FakeClock, elapsed: float, alive: bool
+    cache: MemoryCache, clock: ManualClock, elapsed: float, alive: bool
 ) -> None:
     await cache.set_many({"tile": b"png"}, ttl=60)
     clock.advance(elapsed)
     assert values(await cache.get_many(["tile"])) == ({"tile": b"png"} if alive else {})
 
 
-async def test_each_item_keeps_its_own_ttl(cache: MemoryCache, clock: FakeClock) -> None:
+async def test_each_item_keeps_its_own_ttl(cache: MemoryCache, clock: ManualClock) -> None:
     await cache.set_many({"short": b"s"}, ttl=10)
     clock.advance(5)
     await cache.set_many({"long": b"l"}, ttl=10)
@@ -62,7 +52,7 @@ async def test_each_item_keeps_its_own_ttl(cache: MemoryCache, clock: FakeClock)
 
 
 async def test_set_replaces_the_value_and_restarts_the_ttl(
-    cache: MemoryCache, clock: FakeClock
+    cache: MemoryCache, clock: ManualClock
 ) -> None:
     await cache.set_many({"k": b"old"}, ttl=10)
     clock.advance(8)
@@ -72,7 +62,7 @@ async def test_set_replaces_the_value_and_restarts_the_ttl(
     assert cache.size_bytes == len("k") + len(b"new!")
 
 
-async def test_expired_items_free_their_bytes(cache: MemoryCache, clock: FakeClock) -> None:
+async def test_expired_items_free_their_bytes(cache: MemoryCache, clock: ManualClock) -> None:
     await cache.set_many({"k": b"x" * 100}, ttl=1)
     clock.advance(2)
     await cache.get_many(["k"])
@@ -90,7 +80,7 @@ async def test_add_fails_on_a_key_stored_with_set(cache: MemoryCache) -> None:
     assert await cache.add("k", b"w", ttl=30) is False
 
 
-async def test_add_succeeds_after_expiry(cache: MemoryCache, clock: FakeClock) -> None:
+async def test_add_succeeds_after_expiry(cache: MemoryCache, clock: ManualClock) -> None:
     assert await cache.add("lock", b"1", ttl=30) is True
     clock.advance(29)
     assert await cache.add("lock", b"2", ttl=30) is False
@@ -122,7 +112,7 @@ def _item(n: int) -> tuple[str, bytes]:
     return f"k{n}", b"v" * 98  # 100 bytes with its 2-character key
 
 
-async def test_least_recently_used_is_evicted_under_the_byte_bound(clock: FakeClock) -> None:
+async def test_least_recently_used_is_evicted_under_the_byte_bound(clock: ManualClock) -> None:
     cache = MemoryCache(max_bytes=300, clock=clock)
     await cache.set_many(dict(_item(n) for n in range(3)), ttl=60)
     assert cache.size_bytes == 300
@@ -132,7 +122,7 @@ async def test_least_recently_used_is_evicted_under_the_byte_bound(clock: FakeCl
     assert cache.size_bytes == 300
 
 
-async def test_set_counts_as_use(clock: FakeClock) -> None:
+async def test_set_counts_as_use(clock: ManualClock) -> None:
     cache = MemoryCache(max_bytes=300, clock=clock)
     await cache.set_many(dict(_item(n) for n in range(3)), ttl=60)
     await cache.set_many(dict([_item(0)]), ttl=60)  # rewritten: k1 is the oldest
@@ -140,7 +130,7 @@ async def test_set_counts_as_use(clock: FakeClock) -> None:
     assert set(await cache.get_many(["k0", "k1", "k2", "k3"])) == {"k0", "k2", "k3"}
 
 
-async def test_a_large_item_evicts_as_many_items_as_needed(clock: FakeClock) -> None:
+async def test_a_large_item_evicts_as_many_items_as_needed(clock: ManualClock) -> None:
     cache = MemoryCache(max_bytes=300, clock=clock)
     await cache.set_many(dict(_item(n) for n in range(3)), ttl=60)
     await cache.set_many({"big": b"x" * 197}, ttl=60)  # 200 bytes
@@ -148,7 +138,7 @@ async def test_a_large_item_evicts_as_many_items_as_needed(clock: FakeClock) -> 
     assert cache.size_bytes <= 300
 
 
-async def test_an_item_larger_than_the_bound_is_not_stored(clock: FakeClock) -> None:
+async def test_an_item_larger_than_the_bound_is_not_stored(clock: ManualClock) -> None:
     cache = MemoryCache(max_bytes=300, clock=clock)
     await cache.set_many(dict([_item(0)]), ttl=60)
     await cache.set_many({"huge": b"x" * 400}, ttl=60)
@@ -167,7 +157,9 @@ def test_name() -> None:
     assert MemoryCache(10).name == "memory"
 
 
-async def test_delete_many_counts_only_the_live_keys(cache: MemoryCache, clock: FakeClock) -> None:
+async def test_delete_many_counts_only_the_live_keys(
+    cache: MemoryCache, clock: ManualClock
+) -> None:
     await cache.set_many({"short": b"1"}, ttl=10)
     await cache.set_many({"long": b"22", "other": b"333"}, ttl=60)
     clock.advance(20)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from tests.support.fakes import ManualClock
 from tileserver.errors import CacheTimeout, CacheUnavailable
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.types import CacheEntry
@@ -17,17 +18,6 @@ RETRY = 2.0
 
 def values(found: Mapping[str, CacheEntry]) -> dict[str, bytes]:
     return {key: entry.value for key, entry in found.items()}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FlakyCache:
@@ -74,8 +64,8 @@ class FlakyCache:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> ManualClock:
+    return ManualClock(100.0)
 
 
 @pytest.fixture
@@ -84,7 +74,7 @@ def inner() -> FlakyCache:
 
 
 @pytest.fixture
-def cache(inner: FlakyCache, clock: FakeClock) -> ResilientCache:
+def cache(inner: FlakyCache, clock: ManualClock) -> ResilientCache:
     return ResilientCache(inner, retry_interval=RETRY, clock=clock)
 
 
@@ -112,7 +102,7 @@ async def test_passes_calls_through_while_the_cache_is_up(
 
 
 async def test_outage_turns_every_operation_into_its_harmless_answer(
-    cache: ResilientCache, inner: FlakyCache, clock: FakeClock
+    cache: ResilientCache, inner: FlakyCache, clock: ManualClock
 ) -> None:
     inner.items["a"] = b"1"
     inner.down = True
@@ -136,7 +126,7 @@ async def test_outage_turns_every_operation_into_its_harmless_answer(
 async def test_one_warning_when_an_outage_starts_and_one_when_it_ends(
     cache: ResilientCache,
     inner: FlakyCache,
-    clock: FakeClock,
+    clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
     operation: str,
 ) -> None:
@@ -168,7 +158,7 @@ async def test_one_warning_when_an_outage_starts_and_one_when_it_ends(
 
 
 async def test_a_second_outage_is_logged_again(
-    cache: ResilientCache, inner: FlakyCache, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    cache: ResilientCache, inner: FlakyCache, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tileserver.cache")
     for _ in range(2):
@@ -181,7 +171,7 @@ async def test_a_second_outage_is_logged_again(
 
 
 async def test_the_inner_cache_is_skipped_during_the_retry_interval(
-    cache: ResilientCache, inner: FlakyCache, clock: FakeClock
+    cache: ResilientCache, inner: FlakyCache, clock: ManualClock
 ) -> None:
     inner.down = True
     assert values(await cache.get_many(["k"])) == {}
@@ -202,7 +192,7 @@ async def test_the_inner_cache_is_skipped_during_the_retry_interval(
 
 
 async def test_retry_interval_restarts_after_each_failed_retry(
-    cache: ResilientCache, inner: FlakyCache, clock: FakeClock
+    cache: ResilientCache, inner: FlakyCache, clock: ManualClock
 ) -> None:
     inner.down = True
     await cache.get_many(["k"])
@@ -218,7 +208,7 @@ async def test_retry_interval_restarts_after_each_failed_retry(
 
 
 async def test_no_items_are_lost_after_recovery(
-    cache: ResilientCache, inner: FlakyCache, clock: FakeClock
+    cache: ResilientCache, inner: FlakyCache, clock: ManualClock
 ) -> None:
     inner.down = True
     await cache.set_many({"k": b"v"}, ttl=60)
@@ -248,7 +238,7 @@ class SlowCache(FlakyCache):
 
 
 async def test_a_timeout_while_other_commands_are_answered_is_a_miss_not_an_outage(
-    clock: FakeClock, caplog: pytest.LogCaptureFixture
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tileserver.cache")
     inner = SlowCache()
@@ -268,7 +258,7 @@ async def test_a_timeout_while_other_commands_are_answered_is_a_miss_not_an_outa
 
 
 async def test_a_timeout_with_no_answer_since_it_was_sent_is_an_outage(
-    clock: FakeClock, caplog: pytest.LogCaptureFixture
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="tileserver.cache")
     inner = SlowCache()
