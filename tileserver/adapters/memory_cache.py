@@ -24,16 +24,23 @@ class MemoryCache:
     def size_bytes(self) -> int:
         return self._bytes
 
-    def _live(self, key: str, now: float) -> CacheEntry | None:
+    def _held(self, key: str, now: float) -> tuple[CacheEntry, float] | None:
+        """The live entry of key and the seconds it has left, marked as used; an expired
+        one is removed."""
         item = self._items.get(key)
         if item is None:
             return None
         expires_at, entry = item
-        if expires_at <= now:
+        left = expires_at - now
+        if left <= 0:
             self._remove(key)
             return None
         self._items.move_to_end(key)
-        return entry
+        return entry, left
+
+    def _live(self, key: str, now: float) -> CacheEntry | None:
+        held = self._held(key, now)
+        return None if held is None else held[0]
 
     def _remove(self, key: str) -> None:
         _, entry = self._items.pop(key)
@@ -61,15 +68,7 @@ class MemoryCache:
     def held(self, key: str) -> tuple[CacheEntry, float] | None:
         """The live entry of key and the seconds it has left (inf: no expiry), without
         awaiting: the hot tier's read on every hit."""
-        item = self._items.get(key)
-        if item is None:
-            return None
-        left = item[0] - self._clock()
-        if left <= 0:
-            self._remove(key)
-            return None
-        self._items.move_to_end(key)
-        return item[1], left
+        return self._held(key, self._clock())
 
     def put(self, key: str, value: bytes, ttl: float, stamp: int = 0, etag: str = "") -> None:
         self._store(key, value, ttl, self._clock(), stamp, etag)
