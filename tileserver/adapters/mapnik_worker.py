@@ -56,7 +56,7 @@ class RenderJob:
     width: int
     height: int
     tile_size: int
-    tiles: tuple[tuple[int, int, int, int, int], ...]  # z, row, col, x, y
+    tiles: tuple[pillow_cut.Cut, ...]  # z, row, col, x, y
     image_format: str  # Mapnik encoder, e.g. 'png', 'png32', 'jpeg85'
     variables: tuple[tuple[str, str], ...] = ()
     srs: str = ""  # the CRS of the metatile's grid ("": the map's, its layer's first grid)
@@ -71,7 +71,7 @@ class RenderResult:
     render_seconds: float
     encode_seconds: float
     # The tiles all of one colour: that colour (RGBA, straight alpha), seen in the pixels.
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = field(default_factory=dict)
+    uniform: pillow_cut.Uniform = field(default_factory=dict)
 
 
 def _import_mapnik() -> None:
@@ -199,7 +199,7 @@ def render_metatile(job: RenderJob) -> RenderResult:
             raise DatabaseUnavailable(message) from exc
         raise
     rendered = time.perf_counter()
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
+    uniform: pillow_cut.Uniform = {}
     encoding = pillow_cut.options(job.image_format)
     if encoding is not None and encoding.format == "PNG":
         # A plain PNG: the raw pixels cut and encoded by pillow_cut (no row filter, ISA-L's
@@ -234,10 +234,10 @@ _SOLID_MAX = 4096
 
 def _cut(
     image: Any,
-    cuts: tuple[tuple[int, int, int, int, int], ...],
+    cuts: tuple[pillow_cut.Cut, ...],
     size: int,
     image_format: str,
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    uniform: pillow_cut.Uniform | None = None,
     first_done: pillow_cut.FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """Each (z, row, col, x, y) of cuts: the size x size view at (x, y), encoded; the
@@ -280,7 +280,7 @@ class CutJob:
     width: int  # expected size, buffer included
     height: int
     tile_size: int
-    tiles: tuple[tuple[int, int, int, int, int], ...]  # z, row, col, x, y
+    tiles: tuple[pillow_cut.Cut, ...]  # z, row, col, x, y
     image_format: str
     early: int = 0  # as RenderJob's
 
@@ -292,7 +292,7 @@ class InvalidImage(ValueError):
 def cut_image(job: CutJob) -> RenderResult:
     start = time.perf_counter()
     encoding = pillow_cut.options(job.image_format)
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
+    uniform: pillow_cut.Uniform = {}
     if encoding is not None:  # a plain PNG or JPEG: Pillow's reader is the faster
         try:
             tiles = pillow_cut.cut(

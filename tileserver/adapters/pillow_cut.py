@@ -55,6 +55,8 @@ _SOLID: dict[tuple[object, ...], bytes] = {}
 _SOLID_MAX = 4096
 
 
+Cut = tuple[int, int, int, int, int]  # a tile's z, row, col and its x, y in the image
+Uniform = dict[tuple[int, int, int], tuple[int, int, int, int]]  # (z, row, col): RGBA
 FirstDone = Callable[[bytes], None]  # called with the first tile of `cuts`, once encoded
 
 
@@ -62,10 +64,10 @@ def cut(
     data: bytes,
     width: int,
     height: int,
-    cuts: tuple[tuple[int, int, int, int, int], ...],
+    cuts: tuple[Cut, ...],
     size: int,
     encoding: Encoding,
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    uniform: Uniform | None = None,
     first_done: FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """Each (z, row, col, x, y) of cuts: the size x size tile at (x, y) of the image,
@@ -88,10 +90,10 @@ def cut_pixels(
     pixels: bytes,
     width: int,
     height: int,
-    cuts: tuple[tuple[int, int, int, int, int], ...],
+    cuts: tuple[Cut, ...],
     size: int,
     encoding: Encoding,
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    uniform: Uniform | None = None,
     first_done: FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """As `cut`, for raw 8-bit RGBA pixels (straight alpha, rows top to bottom), as Mapnik
@@ -107,10 +109,10 @@ def cut_pixels(
 
 def _cut(
     image: Image.Image,
-    cuts: tuple[tuple[int, int, int, int, int], ...],
+    cuts: tuple[Cut, ...],
     size: int,
     encoding: Encoding,
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    uniform: Uniform | None = None,
     first_done: FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     if encoding.format == "PNG":
@@ -145,10 +147,10 @@ def _cut_png(
     width: int,
     height: int,
     mode: str,
-    cuts: tuple[tuple[int, int, int, int, int], ...],
+    cuts: tuple[Cut, ...],
     size: int,
     encoding: Encoding,
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None = None,
+    uniform: Uniform | None = None,
     first_done: FirstDone | None = None,
 ) -> dict[tuple[int, int, int], bytes]:
     """PNG tiles from the rows of the image's `pixels` (`mode` RGB or RGBA), sliced out of
@@ -171,9 +173,9 @@ def _cut_png(
 
 def _cut_plain(
     png: png_decoder.PlainPng,
-    cuts: tuple[tuple[int, int, int, int, int], ...],
+    cuts: tuple[Cut, ...],
     size: int,
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None,
+    uniform: Uniform | None,
     encoding: Encoding,
     first_done: FirstDone | None,
     sent: list[bytes],
@@ -200,17 +202,17 @@ def _cut_plain(
 
 def _plain_tiles(
     png: png_decoder.PlainPng,
-    cuts: tuple[tuple[int, int, int, int, int], ...],
+    cuts: tuple[Cut, ...],
     size: int,
     whole: bool,
-) -> Iterator[tuple[tuple[int, int, int, int, int], list[bytes]]]:
+) -> Iterator[tuple[Cut, list[bytes]]]:
     """Each cut with its rows of pixels, as soon as its last row is inflated; stops once
     every cut has its rows, unless `whole`: then reads on to the end of the stream, which
     `bands` verifies."""
     channels = len(png.mode)
     stride = png.stride
     tops = sorted({cut[4] for cut in cuts})
-    waiting: dict[int, list[tuple[tuple[int, int, int, int, int], list[bytes]]]] = {
+    waiting: dict[int, list[tuple[Cut, list[bytes]]]] = {
         top: [(cut, []) for cut in cuts if cut[4] == top] for top in tops
     }
     rows: list[bytes]
@@ -236,7 +238,7 @@ def _plain_tile(
     rows: list[bytes],
     mode: str,
     coord: tuple[int, int, int],
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None,
+    uniform: Uniform | None,
     encoding: Encoding,
 ) -> bytes:
     """As `_png_tile`, in the mode `_plain` gives the tile: an RGBA tile whose every pixel
@@ -261,7 +263,7 @@ def _png_tile(
     rows: list[bytes],
     mode: str,
     coord: tuple[int, int, int],
-    uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] | None,
+    uniform: Uniform | None,
     encoding: Encoding,
 ) -> bytes:
     """A PNG tile of `rows`; one whose rows are all one repeated pixel is a single colour,
