@@ -33,7 +33,7 @@ def soak_module() -> ModuleType:
 def test_a_short_soak_passes_every_check(tmp_path: Path) -> None:
     find_binary("wrk", "wrk")
     run = subprocess.run(
-        [sys.executable, str(SOAK), "--duration", "20", "--interval", "2", "--warmup", "6",
+        [sys.executable, str(SOAK), "--duration", "20", "--interval", "0.5", "--warmup", "6",
          "--tail", "6", "--expires", "0.003", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=240, cwd=ROOT, check=False,
     )  # fmt: skip
