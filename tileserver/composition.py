@@ -15,8 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-
-from shapely.geometry.base import BaseGeometry
+from typing import TYPE_CHECKING
 
 from tileserver.config import CacheConfig, Config, Layer, LayerGeom
 from tileserver.errors import ConfigError
@@ -33,6 +32,9 @@ from tileserver.services.cache_ring import CacheRing
 from tileserver.services.pmtiles_export import ArchiveWriter
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.store_layout import Tileset, tileset_of
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 log = logging.getLogger("tileserver.server")
 
@@ -216,6 +218,17 @@ def render_pool(layers: Sequence[Layer], processes: int, config: Config) -> Rend
     from tileserver.adapters.renderers import LayerRenderer
 
     return LayerRenderer(layers, processes, config.server.render_timeout, config.upstream)
+
+
+def generation_renderer(layers: Sequence[Layer], processes: int, config: Config) -> RenderPool:
+    """The renderer of a generation (generate_tiles, its workers): WMS layers whose tiles
+    need no Mapnik are cut in `processes` threads of this process, with no render process
+    to start; any other layer set gets `render_pool`."""
+    from tileserver.adapters.threaded_cut import ThreadedWmsRenderer, cuts_in_threads
+
+    if cuts_in_threads(layers):
+        return ThreadedWmsRenderer(processes, config.upstream)
+    return render_pool(layers, processes, config)
 
 
 def check_mapfiles(config: Config, warn: Callable[[str], None]) -> list[str]:

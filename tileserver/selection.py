@@ -1,7 +1,8 @@
 """Which tiles and metatiles a generation covers: zoom specs, bboxes, geometries (and the
 GeoJSON or WKT they are written in), a layer's `geoms` level by level, tile lists.
 
-Pure functions over grids; geometries are shapely objects in the grid's CRS.
+Pure functions over grids; geometries are shapely objects in the grid's CRS (shapely is
+imported by the functions that take or make one).
 """
 
 from __future__ import annotations
@@ -10,18 +11,14 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import shapely
-from shapely import box as shapely_box
-from shapely.errors import ShapelyError
-from shapely.geometry import shape
-from shapely.geometry.base import BaseGeometry
-from shapely.prepared import prep
+from typing import TYPE_CHECKING, Any
 
 from tileserver.config import LayerGeom
 from tileserver.grid import Grid
 from tileserver.types import BBox, TileCoord
+
+if TYPE_CHECKING:
+    from shapely.geometry.base import BaseGeometry
 
 _ZOOM_PART = re.compile(r"^\s*(\d{1,3})\s*(?:-\s*(\d{1,3})\s*)?$")
 _TILE_LINE = re.compile(r"^\s*(\d{1,3})\s*/\s*(\d{1,12})\s*/\s*(\d{1,12})\s*$")
@@ -84,6 +81,10 @@ def read_tile_list(lines: Iterable[str]) -> list[TileCoord]:
 def parse_geometry(raw: bytes) -> BaseGeometry:
     """A GeoJSON (geometry, Feature or FeatureCollection) or WKT text as one geometry;
     ValueError says what is wrong with it, an empty geometry included."""
+    import shapely  # here: a run with no geometry never loads shapely (nor numpy)
+    from shapely.errors import ShapelyError
+    from shapely.geometry import shape
+
     text = raw.decode("utf-8", errors="replace").strip()
     try:
         if text.startswith("{"):
@@ -114,6 +115,8 @@ def level_geometries(
     grown by `px_buffer` pixels of that level (the layer's, TileCloud-chain's: tiles that
     near the geometries are generated too). A level no entry applies to is left out:
     there, as in TileCloud-chain, the layer's bbox alone limits the generation."""
+    import shapely
+
     areas: dict[int, BaseGeometry] = {}
     unions: dict[tuple[int, ...], BaseGeometry] = {}  # levels often share their entries
     for z in zooms:
@@ -192,9 +195,12 @@ def metatiles_in_geometry(
             min(area.maxx, bbox.maxx),
             min(area.maxy, bbox.maxy),
         )
+    from shapely import box
+    from shapely.prepared import prep
+
     prepared = prep(geometry)
     for ref in metatiles_in_bbox(grid, z, area, meta_size):
-        if prepared.intersects(shapely_box(*metatile_bbox(grid, ref, meta_size).as_tuple())):
+        if prepared.intersects(box(*metatile_bbox(grid, ref, meta_size).as_tuple())):
             yield ref
 
 

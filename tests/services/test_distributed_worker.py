@@ -23,7 +23,7 @@ from tileserver.jobs import QueueCounts, encode_job, job_id_of, make_job
 from tileserver.protocols import TileStore
 from tileserver.selection import MetatileRef
 from tileserver.services.distributed import Worker, layer_jobs, wait_until_empty
-from tileserver.services.generation import metatile_of, tiles_in_bbox
+from tileserver.services.tile_filters import metatile_of, tiles_in_bbox
 from tileserver.types import BBox, TileCoord
 
 Z = 5

@@ -25,14 +25,9 @@ from tileserver.selection import (
     metatiles_in_geometry,
     read_tile_list,
 )
-from tileserver.services.generation import (
-    GenerationStats,
-    MetatileOutcome,
-    TileGenerator,
-    read_state,
-    tiles_in_bbox,
-    tiles_in_geometry,
-)
+from tileserver.services.generation import GenerationStats, MetatileOutcome, TileGenerator
+from tileserver.services.run_files import read_state
+from tileserver.services.tile_filters import tiles_in_bbox, tiles_in_geometry
 from tileserver.types import BBox, RenderedTiles, TileCoord
 
 Z = 5

@@ -20,7 +20,6 @@ from tileserver.config import Layer
 from tileserver.errors import CacheUnavailable
 from tileserver.grid import Grid
 from tileserver.keys import layer_key_part, tile_key
-from tileserver.services.generation import tiles_area
 from tileserver.services.invalidation import (
     Invalidation,
     InvalidationStats,
@@ -28,6 +27,7 @@ from tileserver.services.invalidation import (
     delete_keys,
     metatile_blocks,
 )
+from tileserver.services.tile_filters import tiles_area
 from tileserver.types import BBox, TileCoord
 
 

@@ -128,12 +128,17 @@ class FilesystemStore:
 
     async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:
         files = {path: self._file(path) for path in items}  # every path checked first
-        # Wait for every write, failed or not: a thread cannot be cancelled, and none may
-        # still be writing once put_many has returned.
-        results = await asyncio.gather(
-            *(asyncio.to_thread(self._write, files[path], data) for path, data in items.items()),
-            return_exceptions=True,
-        )
+        # One worker thread writes them all, one after the other: a thread per file made
+        # twice the CPU time, the threads taking turns at the GIL and the kernel's lock of
+        # the directory they all create files in (benchmarks/RESULTS.md, issue 15, phase 5).
+        # Every write is tried, failed or not, and none is still under way once put_many
+        # has returned, even cancelled (shielded: a thread cannot be cancelled).
+        writes = asyncio.ensure_future(asyncio.to_thread(self._write_all, files, items))
+        try:
+            results = await asyncio.shield(writes)
+        except asyncio.CancelledError:
+            await asyncio.wait({writes})
+            raise
         failures = [(p, r) for p, r in zip(items, results, strict=True) if r is not None]
         # A failure of the whole file system first: it says more than a path's.
         failures.sort(key=lambda f: not (isinstance(f[1], OSError) and f[1].errno in _OUTAGES))
@@ -141,6 +146,20 @@ class FilesystemStore:
             if isinstance(result, OSError):
                 raise self._unavailable("write", path, result) from result
             raise result
+
+    def _write_all(
+        self, files: Mapping[str, Path], items: Mapping[str, bytes]
+    ) -> list[Exception | None]:
+        """Writes each item at its file; what each write raised, in items' order."""
+        results: list[Exception | None] = []
+        for path, data in items.items():
+            try:
+                self._write(files[path], data)
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
 
     def _write(self, file: Path, data: bytes) -> None:
         file.parent.mkdir(parents=True, exist_ok=True)

@@ -156,7 +156,9 @@ async def work(ctx: GenerateContext, queue: JobQueue) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
     try:
-        renderer = composition.render_pool(list(ctx.config.layers.values()), processes, ctx.config)
+        renderer = composition.generation_renderer(
+            list(ctx.config.layers.values()), processes, ctx.config
+        )
         await renderer.start()
         stores = {
             name: composition.tile_store(cache, ctx.config)

@@ -14,9 +14,9 @@ from tileserver import composition
 from tileserver.cli.common import CommandError
 from tileserver.config import Config
 from tileserver.selection import format_zooms
-from tileserver.services.generation import wanted_tiles
 from tileserver.services.plan_selection import PlanOptions, Selection, read_selection
 from tileserver.services.planning import LayerJob, Planner
+from tileserver.services.tile_filters import wanted_tiles
 
 log = logging.getLogger("tileserver.generate")
 

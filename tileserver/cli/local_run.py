@@ -90,7 +90,7 @@ async def generate(
     processes: int,
 ) -> int:
     """Renders every job's metatiles into its store; the exit status."""
-    renderer = composition.render_pool([j.layer for j in jobs], processes, ctx.config)
+    renderer = composition.generation_renderer([j.layer for j in jobs], processes, ctx.config)
     await renderer.start()
     stores: dict[str, TileStore] = {}
     control = _Control()

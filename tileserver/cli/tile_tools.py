@@ -15,9 +15,10 @@ from tileserver.empty_tiles import colour_count, detection_yaml, is_stored_empty
 from tileserver.errors import TileServerError
 from tileserver.protocols import TileStore
 from tileserver.selection import metatile_bbox, metatile_ref
-from tileserver.services.generation import metatile_of, tile_line
 from tileserver.services.plan_selection import Selection
 from tileserver.services.planning import LayerJob, bbox_text
+from tileserver.services.run_files import tile_line
+from tileserver.services.tile_filters import metatile_of
 from tileserver.store_layout import parse_tile_path, tile_prefix
 from tileserver.types import RenderedTiles, TileCoord
 
@@ -48,7 +49,7 @@ async def get_hash(ctx: GenerateContext) -> int:
     layer = ctx.planner.one_layer("--get-hash")
     text = ctx.args.get_hash.strip()
     coord = ctx.planner.tile_arg(layer, "--get-hash", text)
-    renderer = composition.render_pool([layer], 1, ctx.config)
+    renderer = composition.generation_renderer([layer], 1, ctx.config)
     await renderer.start()
     try:
         metatile = metatile_of(layer, metatile_ref(coord, layer.effective_meta_size))

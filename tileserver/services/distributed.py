@@ -24,14 +24,8 @@ from tileserver.errors import QueueUnavailable, StoreUnavailable
 from tileserver.jobs import Delivery, Job, JobError, QueueCounts, decode_job, make_job
 from tileserver.protocols import JobQueue, Renderer, TileStore
 from tileserver.selection import MetatileRef
-from tileserver.services.generation import (
-    MetatileOutcome,
-    TileCounts,
-    TileFilter,
-    TileGenerator,
-    metatile_of,
-    wanted_tiles,
-)
+from tileserver.services.generation import MetatileOutcome, TileCounts, TileGenerator
+from tileserver.services.tile_filters import TileFilter, metatile_of, wanted_tiles
 from tileserver.types import TileCoord
 
 log = logging.getLogger("tileserver.generate")

@@ -3,14 +3,13 @@
 `TileGenerator` renders a list of metatiles with a Renderer, keeps the tiles a filter
 wants (those inside the requested bbox or geometry), drops the empty ones (deleting
 them from the store, where an older run may have put them) and writes the others with
-one `put_many` per metatile. A metatile that still fails after its retries is appended
-to an error file as a `z/x/y` line (`selection.read_tile_list` reads it back, so
-`--tiles errorfile` replays it) and the run goes on. A store that fails as a whole
-(`StoreOutage`: full, read-only, unreachable) stops the run instead, as an interruption
-would: `stats.store_outage` says why.
+one `put_many` per metatile (which tiles: `tile_filters`). A metatile that still fails
+after its retries is appended to the error file (`run_files`) and the run goes on. A
+store that fails as a whole (`StoreOutage`: full, read-only, unreachable) stops the run
+instead, as an interruption would: `stats.store_outage` says why.
 
-Resume: once a metatile's tiles are written, a line naming it is appended to a state
-file; a later run given the same state file skips the metatiles listed there. Stores
+Resume: once a metatile's tiles are written, a line naming it is appended to the state
+file (`run_files`); a later run given the same state file skips the metatiles listed there. Stores
 write atomically, so a run killed at any point leaves whole tiles only, and running it
 again finishes the job.
 """
@@ -19,165 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from shapely import box as shapely_box
-from shapely import union_all
-from shapely.geometry.base import BaseGeometry
-from shapely.prepared import PreparedGeometry, prep
-
 from tileserver.config import Layer
 from tileserver.empty_tiles import is_empty
 from tileserver.errors import StoreOutage, TileServerError
-from tileserver.grid import Grid, Metatile, metatile_for
+from tileserver.grid import Metatile
 from tileserver.protocols import Renderer, TileStore
-from tileserver.selection import MetatileRef, metatile_ref, parse_tile
+from tileserver.selection import MetatileRef
+from tileserver.services.run_files import append_line, close_partial_line, read_state, tile_line
+from tileserver.services.tile_filters import TileFilter, metatile_of, wanted_tiles
 from tileserver.store_layout import tile_path
-from tileserver.types import BBox, Limits, RenderedTiles, TileCoord
+from tileserver.types import RenderedTiles, TileCoord
 
 log = logging.getLogger("tileserver.generate")
-
-TileFilter = Callable[[TileCoord], bool]
-"""True for the tiles of a rendered metatile that the run writes."""
-
-
-# --- which tiles of a metatile are wanted ---------------------------------------------------
-
-
-def tiles_in_bbox(grid: Grid, bbox: BBox) -> TileFilter:
-    """Tiles that intersect bbox (the per-level TileMatrixLimits of bbox)."""
-    limits: dict[int, Limits] = {}
-
-    def wanted(coord: TileCoord) -> bool:
-        level = limits.get(coord.z)
-        if level is None:
-            level = limits[coord.z] = grid.limits(coord.z, bbox)
-        return level.contains(coord.row, coord.col)
-
-    return wanted
-
-
-def tiles_in_geometry(grid: Grid, geometry: BaseGeometry, bbox: BBox) -> TileFilter:
-    """Tiles that intersect both geometry and bbox."""
-    in_bbox = tiles_in_bbox(grid, bbox)
-    prepared = prep(geometry)
-
-    def wanted(coord: TileCoord) -> bool:
-        return in_bbox(coord) and bool(
-            prepared.intersects(shapely_box(*grid.tile_bbox(coord).as_tuple()))
-        )
-
-    return wanted
-
-
-def tiles_in_areas(grid: Grid, areas: Mapping[int, BaseGeometry], bbox: BBox) -> TileFilter:
-    """Tiles that intersect bbox and, at the levels of `areas`, that level's geometry."""
-    in_bbox = tiles_in_bbox(grid, bbox)
-    prepared_by_id: dict[int, PreparedGeometry[BaseGeometry]] = {}
-    prepared: dict[int, PreparedGeometry[BaseGeometry]] = {}
-    for z, area in areas.items():
-        if id(area) not in prepared_by_id:  # levels often share one geometry
-            prepared_by_id[id(area)] = prep(area)
-        prepared[z] = prepared_by_id[id(area)]
-
-    def wanted(coord: TileCoord) -> bool:
-        if not in_bbox(coord):
-            return False
-        area = prepared.get(coord.z)
-        return area is None or bool(area.intersects(shapely_box(*grid.tile_bbox(coord).as_tuple())))
-
-    return wanted
-
-
-def tiles_area(grid: Grid, tiles: Iterable[TileCoord]) -> BaseGeometry:
-    """The area of a tile list as one geometry; each tile shrunk by half a pixel, so that
-    the tiles around it, which only touch it, do not intersect the area."""
-    boxes = []
-    for coord in set(tiles):
-        bbox, inset = grid.tile_bbox(coord), grid.resolutions[coord.z] / 2
-        boxes.append(
-            shapely_box(bbox.minx + inset, bbox.miny + inset, bbox.maxx - inset, bbox.maxy - inset)
-        )
-    return union_all(boxes)
-
-
-def metatile_of(layer: Layer, ref: MetatileRef) -> Metatile:
-    """The metatile to render for ref, with the layer's size and buffer."""
-    coord = TileCoord(ref.z, ref.row, ref.col)
-    return metatile_for(layer.grid, coord, layer.effective_meta_size, layer.meta_buffer)
-
-
-def wanted_tiles(layer: Layer, ref: MetatileRef, wanted: TileFilter | None) -> list[TileCoord]:
-    """The tiles of ref's metatile that a run with the filter `wanted` writes."""
-    coords = [t.coord for t in metatile_of(layer, ref).tiles]
-    return coords if wanted is None else [c for c in coords if wanted(c)]
-
-
-# --- state and error files -----------------------------------------------------------------
-
-
-def tile_line(ref: MetatileRef) -> str:
-    """A metatile as the `z/x/y` of its top-left tile (x = column, y = row), the form of
-    tile lists, error files and log messages."""
-    return f"{ref.z}/{ref.col}/{ref.row}"
-
-
-_STATE_LINE = re.compile(r"^(\S+) (\d+/\d+/\d+)$")
-_PARTIAL = " (partial line, ignored)\n"
-
-
-def read_state(path: Path, name: str, meta_size: int) -> set[MetatileRef]:
-    """The metatiles of the layer `name` (TileGenerator.name) a state file records as
-    finished, for metatiles of meta_size.
-
-    Lines are `{layer} z/x/y`. A run killed while appending may leave a partial last line
-    (`l 5/20/1` of `l 5/20/10`): it does not count, and `close_partial_line` marks it so
-    that lines appended after it stay whole.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return set()
-    done: set[MetatileRef] = set()
-    for line in text.split("\n")[:-1]:  # the last part is '' or a partial line
-        match = _STATE_LINE.match(line)
-        if match is None:
-            if not line.endswith(_PARTIAL.rstrip("\n")):
-                log.warning("%s: ignoring the line %r", path, line)
-            continue
-        if match.group(1) == name:
-            done.add(metatile_ref(parse_tile(match.group(2)), meta_size))
-    return done
-
-
-def close_partial_line(path: Path) -> None:
-    """Ends a partial last line of a state file with a mark that makes it invalid."""
-    try:
-        with path.open("rb") as state:
-            state.seek(0, os.SEEK_END)
-            if state.tell() == 0:
-                return
-            state.seek(-1, os.SEEK_END)
-            last = state.read(1)
-    except FileNotFoundError:
-        return
-    if last != b"\n":
-        _append(path, _PARTIAL)
-
-
-def _append(path: Path, text: str) -> None:
-    # One write per line, flushed at close: a kill leaves whole lines, or a last partial one.
-    with path.open("a", encoding="utf-8") as out:
-        out.write(text)
-
-
-# --- the generator -------------------------------------------------------------------------
 
 
 @dataclass
@@ -403,7 +261,7 @@ class TileGenerator:
         self._consecutive_errors = 0
         if self.state_file is not None:
             line = f"{self.name} {tile_line(ref)}\n"
-            await asyncio.to_thread(_append, self.state_file, line)
+            await asyncio.to_thread(append_line, self.state_file, line)
         stats.done += 1
         stats.tiles_written += written
         stats.empty_dropped += dropped
@@ -438,9 +296,4 @@ class TileGenerator:
             return
         reason = " ".join(reason.split())  # one line
         line = f"{tile_line(ref)}  # {self.name}: {reason}\n"
-        await asyncio.to_thread(_append, self.error_file, line)
-
-
-def unique_metatiles(refs: Iterable[MetatileRef]) -> list[MetatileRef]:
-    """refs without repeats, by level, row and column."""
-    return sorted(set(refs))
+        await asyncio.to_thread(append_line, self.error_file, line)

@@ -18,18 +18,17 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import shapely
-import shapely.ops
-from shapely.geometry.base import BaseGeometry
-from shapely.prepared import prep
+from typing import TYPE_CHECKING, Protocol
 
 from tileserver.config import Layer
 from tileserver.crs import transformer
 from tileserver.grid import Grid
 from tileserver.keys import layer_key_part, tile_key
 from tileserver.protocols import HotTiles
+
+if TYPE_CHECKING:  # shapely is imported where a geometry is made: see `selection`
+    from shapely import Polygon
+    from shapely.geometry.base import BaseGeometry
 from tileserver.types import BBox, TileCoord
 
 BATCH_KEYS = 10_000  # keys per delete_many call
@@ -72,7 +71,9 @@ def block_tiles(grid: Grid, block: MetatileBlock, meta_size: int) -> tuple[range
     return rows, cols
 
 
-def _block_box(grid: Grid, block: MetatileBlock, meta_size: int) -> shapely.Polygon:
+def _block_box(grid: Grid, block: MetatileBlock, meta_size: int) -> Polygon:
+    import shapely
+
     rows, cols = block_tiles(grid, block, meta_size)
     span = grid.tile_span(block.z)
     left, top = grid.bbox.minx, grid.bbox.maxy
@@ -92,6 +93,8 @@ def metatile_blocks(
     minx, miny, maxx, maxy = area.bounds
     pad = grid.resolutions[z]  # a point, or a line along a tile edge, has tiles too
     limits = grid.limits(z, BBox(minx - pad, miny - pad, maxx + pad, maxy + pad))
+    from shapely.prepared import prep
+
     prepared = prep(area)
     todo = [
         MetatileBlock(
@@ -119,6 +122,9 @@ def reproject(area: BaseGeometry, source: str, target: str) -> BaseGeometry:
     that their curve is followed."""
     if source == target or area.is_empty:
         return area
+    import shapely
+    import shapely.ops
+
     minx, miny, maxx, maxy = area.bounds
     step = max(maxx - minx, maxy - miny) / 64
     if step > 0:
@@ -147,6 +153,8 @@ def on_grids(
 def clip_to_layer(layer: Layer, area: BaseGeometry) -> BaseGeometry:
     """The part of area (in the layer grid's CRS) inside the layer's bbox: the server
     renders no metatile outside it."""
+    import shapely
+
     return shapely.intersection(area, shapely.box(*layer.bbox.as_tuple()))
 
 

@@ -11,12 +11,14 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from shapely.geometry.base import BaseGeometry
+from typing import TYPE_CHECKING
 
 from tileserver.errors import InvalidSelection
 from tileserver.selection import parse_geometry, parse_tile, read_tile_list
 from tileserver.types import BBox, TileCoord
+
+if TYPE_CHECKING:  # shapely is imported where a geometry is made: see `selection`
+    from shapely.geometry.base import BaseGeometry
 
 
 @dataclass(frozen=True, slots=True)

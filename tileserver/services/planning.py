@@ -15,9 +15,7 @@ import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-
-import shapely
-from shapely.geometry.base import BaseGeometry
+from typing import TYPE_CHECKING
 
 from tileserver.config import Config, Layer, LayerGeom
 from tileserver.crs import transformer
@@ -32,7 +30,9 @@ from tileserver.selection import (
     parse_tile,
     parse_zooms,
 )
-from tileserver.services.generation import (
+from tileserver.services.invalidation import clip_to_layer, reproject
+from tileserver.services.plan_selection import PlanOptions, Selection
+from tileserver.services.tile_filters import (
     TileFilter,
     tiles_area,
     tiles_in_areas,
@@ -40,8 +40,6 @@ from tileserver.services.generation import (
     unique_metatiles,
     wanted_tiles,
 )
-from tileserver.services.invalidation import clip_to_layer, reproject
-from tileserver.services.plan_selection import PlanOptions, Selection
 from tileserver.services.tile_sets import (
     TileSet,
     first_tiles,
@@ -51,7 +49,10 @@ from tileserver.services.tile_sets import (
 )
 from tileserver.types import BBox, TileCoord
 
-GeometryLoader = Callable[[LayerGeom, str], BaseGeometry]  # a `geoms` entry, its YAML path
+if TYPE_CHECKING:  # shapely is imported where a geometry is made: see `selection`
+    from shapely.geometry.base import BaseGeometry
+
+GeometryLoader = Callable[[LayerGeom, str], "BaseGeometry"]  # a `geoms` entry, its YAML path
 
 
 @dataclass
@@ -330,6 +331,8 @@ class Planner:
         ]
         if not used:
             return {}
+        from shapely import box
+
         loaded = []
         for i, geom in used:
             where = f"layers.{layer.name}.geoms[{i}]"
@@ -340,7 +343,7 @@ class Planner:
                 self.warn(
                     f"{where}: the query returned no geometry: it adds nothing to levels {levels}"
                 )
-            elif not geometry.intersects(shapely.box(*layer.bbox.as_tuple())):
+            elif not geometry.intersects(box(*layer.bbox.as_tuple())):
                 raise GeomsError(
                     f"{where}: the geometry does not reach layer {layer.name!r}'s bbox "
                     f"{bbox_text(layer.bbox)}: its coordinates must be in the grid's CRS, "
@@ -381,7 +384,9 @@ class Planner:
                 geometry=tiles_area(grid, selection.tiles), key=selection.key, grid=grid.name
             )
         if selection.bbox is not None:
-            area = clip_to_layer(layer, shapely.box(*selection.bbox.as_tuple()))
+            from shapely import box
+
+            area = clip_to_layer(layer, box(*selection.bbox.as_tuple()))
         else:
             assert selection.geometry is not None  # an explicit selection
             area = clip_to_layer(layer, selection.geometry)
