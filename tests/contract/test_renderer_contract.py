@@ -1,8 +1,9 @@
 """One contract every Renderer passes: Mapnik's render processes (a GeoJSON style), a WMS
-layer over the MapServer fixture (cut by the same processes), and the fake of the service
-tests: every tile of the metatile, and only those asked for, encoded in the layer's format
-at the grid's tile size; the same bytes for the same metatile; renders at once; a closed
-renderer raises RenderError."""
+layer over the MapServer fixture (cut by the same processes, or by threads of the test's
+own process as generate_tiles cuts them), and the fake of the service tests: every tile of
+the metatile, and only those asked for, encoded in the layer's format at the grid's tile
+size; the same bytes for the same metatile; renders at once; a closed renderer raises
+RenderError."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.support.configs import mercator_grid
 from tests.support.fakes import FakeRenderer
 from tests.support.mapserver import MapServerWMS
 from tileserver.adapters.renderers import LayerRenderer
+from tileserver.adapters.threaded_cut import ThreadedWmsRenderer
 from tileserver.config import Layer, parse_config
 from tileserver.errors import RenderError
 from tileserver.grid import Metatile, metatile_for
@@ -66,12 +68,17 @@ def make_layer(tmp_path: Path, kind: str, url: str = "") -> Layer:
     return config.layers["l"]
 
 
-@pytest.fixture(params=["mapnik", "wms", "fake"])
+@pytest.fixture(params=["mapnik", "wms", "wms-threads", "fake"])
 async def rendering(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rendering]:
     renderer: Renderer
     if request.param == "fake":
         layer = make_layer(tmp_path, "mapnik")
         renderer = FakeRenderer(image=solid_png)
+    elif request.param == "wms-threads":
+        layer = make_layer(tmp_path, "wms", request.getfixturevalue("mapserver").url)
+        threaded = ThreadedWmsRenderer(2)
+        await threaded.start()
+        renderer = threaded
     else:
         url = request.getfixturevalue("mapserver").url if request.param == "wms" else ""
         layer = make_layer(tmp_path, request.param, url)

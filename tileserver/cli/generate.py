@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -221,6 +222,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{prog}: warning: {warning}", file=sys.stderr)
     if args.error_file is None:
         args.error_file = config.generation.error_file or ERROR_FILE
+    # The modules and the configuration live as long as the command: the collector stops
+    # walking them at every full collection (about 30 ms of CPU a run over a WMS).
+    gc.freeze()
     try:
         return dispatch(GenerateContext(config, args, prog))
     except ConfigError as exc:  # a Mapnik file that does not load

@@ -1,0 +1,144 @@
+"""generate_tiles' WMS answers cut in threads (`threaded_cut`): the same pixels as the render
+processes cut from the same answer, a broken answer the same clear error, and the render
+processes kept for every layer the threads cannot cut."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support.configs import mercator_grid
+from tests.support.images import differing
+from tests.support.mapserver import MapServerWMS
+from tileserver import composition
+from tileserver.adapters.renderers import LayerRenderer
+from tileserver.adapters.threaded_cut import ThreadCutter, ThreadedWmsRenderer, cuts_in_threads
+from tileserver.config import Config, Layer, parse_config
+from tileserver.errors import RenderError, UpstreamError
+from tileserver.grid import metatile_for
+from tileserver.types import RenderedTiles, TileCoord
+
+MONACO = TileCoord(16, 23896, 34120)  # sea and land in the WMS data
+META = 4
+
+
+def config(tmp_path: Path, url: str, **layers: dict[str, object]) -> Config:
+    base = {"grid": "g", "meta_size": META, "meta_buffer": 16}
+    data = {
+        "grids": {"g": mercator_grid()},
+        "layers": {name: base | layer for name, layer in layers.items()},
+    }
+    return parse_config(data, tmp_path)
+
+
+def wms(url: str, **more: object) -> dict[str, object]:
+    return {"type": "wms", "url": url, "layers": "osm", "retries": 0, "timeout": 60} | more
+
+
+@pytest.mark.parametrize("output_format", ["png:z=1", "png", "png32", "jpeg90"])
+async def test_threads_cut_the_pixels_the_render_processes_cut(
+    mapserver: MapServerWMS, tmp_path: Path, output_format: str
+) -> None:
+    extension = "jpeg" if output_format.startswith("jpeg") else "png"
+    settings = wms(mapserver.url, output_format=output_format, extension=extension)
+    layer = config(tmp_path, mapserver.url, l=settings).layers["l"]
+    metatile = metatile_for(layer.grid, MONACO, META, layer.meta_buffer)
+    processes = LayerRenderer([layer], processes=1)
+    threads = ThreadedWmsRenderer(2)
+    await processes.start()
+    await threads.start()
+    try:
+        expected = await processes.render(layer, metatile, {})
+        found = await threads.render(layer, metatile, {})
+        # A few metatiles at once, as generate_tiles has them, each its own tiles.
+        others = [
+            metatile_for(layer.grid, TileCoord(16, MONACO.row, MONACO.col + META * i), META, 16)
+            for i in range(1, 4)
+        ]
+        together = await asyncio.gather(*(threads.render(layer, m, {}) for m in others))
+        apart = [await processes.render(layer, m, {}) for m in others]
+    finally:
+        await threads.close()
+        await processes.close()
+    assert len(found) == META * META
+    assert differing(found, expected) == []
+    for tiles, alone in zip(together, apart, strict=True):
+        assert differing(tiles, alone) == []
+    colours = Image.open(io.BytesIO(found[MONACO])).convert("RGB").getcolors(65536)
+    assert colours is not None and len(colours) > 10  # a map, not a blank tile
+    # The colours of the uniform tiles, for empty tile detection by colour, as the
+    # render processes see them.
+    assert isinstance(found, RenderedTiles) and isinstance(expected, RenderedTiles)
+    assert found.uniform == expected.uniform
+
+
+async def test_an_answer_that_is_not_the_image_is_a_clear_upstream_error(
+    mapserver: MapServerWMS, tmp_path: Path
+) -> None:
+    """MapServer asked for a metatile of another size than the one cut: the answer is a
+    readable PNG, but not the metatile's image."""
+    layer = config(tmp_path, mapserver.url, l=wms(mapserver.url)).layers["l"]
+    metatile = metatile_for(layer.grid, MONACO, META, layer.meta_buffer)
+    cutter = ThreadCutter(1)
+    cutter.start()
+    try:
+        out = io.BytesIO()
+        Image.new("RGB", (100, 80), (1, 2, 3)).save(out, "PNG")
+        with pytest.raises(ValueError, match="100x80 pixels instead of"):
+            await cutter.cut(layer, metatile, out.getvalue())
+        with pytest.raises(ValueError, match="not a readable image"):
+            await cutter.cut(layer, metatile, b"<html>gateway timeout</html>")
+    finally:
+        cutter.close()
+    with pytest.raises(RenderError, match="not started"):
+        await cutter.cut(layer, metatile, b"")
+    # Through the renderer, half a PNG from the WMS is the WMS's fault: UpstreamError, 502.
+    renderer = ThreadedWmsRenderer(1)
+    await renderer.start()
+    mapserver.set_mode("half_png")
+    try:
+        with pytest.raises(UpstreamError, match="not a readable image") as raised:
+            await renderer.render(layer, metatile, {})
+    finally:
+        mapserver.set_mode("normal")
+        await renderer.close()
+    assert raised.value.status == 502
+
+
+def test_only_wms_layers_that_need_no_mapnik_are_cut_in_threads(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:9/wms"
+    style = tmp_path / "style.xml"
+    style.write_text('<Map srs="epsg:3857"/>')
+    found = config(
+        tmp_path, url,
+        plain=wms(url), jpeg=wms(url, extension="jpeg", output_format="jpeg80"),
+        paletted=wms(url, output_format="png8:m=h"),
+        mapnik={"type": "mapnik", "mapfile": str(style)},
+    ).layers  # fmt: skip
+    assert cuts_in_threads([found["plain"], found["jpeg"]])
+    assert not cuts_in_threads([found["plain"], found["paletted"]])  # Mapnik's encoder
+    assert not cuts_in_threads([found["plain"], found["mapnik"]])
+    assert not cuts_in_threads([])
+
+
+async def test_generation_over_such_layers_starts_no_process(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:9/wms"
+    cfg = config(tmp_path, url, l=wms(url))
+    layers: list[Layer] = list(cfg.layers.values())
+    renderer = composition.generation_renderer(layers, 2, cfg)
+    assert isinstance(renderer, ThreadedWmsRenderer)
+    await renderer.start()
+    try:
+        assert await renderer.check() == (None, {})
+    finally:
+        await renderer.close()
+    style = tmp_path / "style.xml"
+    style.write_text('<Map srs="epsg:3857"/>')
+    mixed = config(tmp_path, url, l=wms(url), m={"type": "mapnik", "mapfile": str(style)})
+    assert isinstance(
+        composition.generation_renderer(list(mixed.layers.values()), 2, mixed), LayerRenderer
+    )
