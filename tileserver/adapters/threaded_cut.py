@@ -109,7 +109,6 @@ class ThreadedWmsRenderer:
     its answer cut in `threads` threads (a RenderPool with no process to start)."""
 
     def __init__(self, threads: int, upstream: UpstreamConfig | None = None) -> None:
-        self.processes = 0
         self._cutter = ThreadCutter(threads)
         self._wms = WmsRenderer(self._cutter, upstream)
 
