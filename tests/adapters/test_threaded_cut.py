@@ -1,11 +1,15 @@
 """generate_tiles' WMS answers cut in threads (`threaded_cut`): the same pixels as the render
-processes cut from the same answer, a broken answer the same clear error, and the render
-processes kept for every layer the threads cannot cut."""
+processes cut from the same answer, a broken answer the same clear error, the render
+processes kept for every layer the threads cannot cut, and a run over a bbox that starts
+no process and loads no shapely."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,3 +146,40 @@ async def test_generation_over_such_layers_starts_no_process(tmp_path: Path) -> 
     assert isinstance(
         composition.generation_renderer(list(mixed.layers.values()), 2, mixed), LayerRenderer
     )
+
+
+def test_a_wms_run_over_a_bbox_loads_no_render_process_nor_shapely(
+    mapserver: MapServerWMS, tmp_path: Path
+) -> None:
+    """generate_tiles over the WMS, in a process of its own: the tiles are written, and
+    it imported neither the render processes' machinery nor shapely (numpy, OpenBLAS)."""
+    url = mapserver.url
+    data = {
+        "grids": {"g": mercator_grid()},
+        "caches": {"local": {"type": "filesystem", "folder": str(tmp_path / "tiles")}},
+        "layers": {"l": {"grid": "g", "meta_size": META, "meta_buffer": 16, "cache": "local",
+                         "min_resolution_seed": 1.0} | wms(url)},
+    }  # fmt: skip
+    (tmp_path / "config.yaml").write_text(json.dumps(data))  # YAML reads JSON
+    x, y = 827200.0, 5425000.0  # Monaco's harbour, in EPSG:3857
+    heavy = ("shapely", "numpy", "multiprocessing.synchronize", "mapnik",
+             "tileserver.adapters.mapnik_renderer")  # fmt: skip
+    code = (
+        "import sys\n"
+        "from tileserver.cli.generate import main\n"
+        f"status = main(['--config', 'config.yaml', '--layer', 'l', '--zoom', '16', '--bbox', "
+        f"'{x},{y},{x + 500},{y + 500}', '--processes', '2', '-q'])\n"
+        f"print(status, [m for m in {heavy!r} if m in sys.modules])\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.strip().splitlines()[-1] == "0 []", run.stdout
+    written = list((tmp_path / "tiles").rglob("*.png"))
+    assert written
+    for tile in written:
+        image = Image.open(tile)
+        image.load()
+        assert image.size == (256, 256)
