@@ -25,11 +25,11 @@ from tileserver.crs import transformer
 from tileserver.grid import Grid
 from tileserver.keys import layer_key_part, tile_key
 from tileserver.protocols import HotTiles
+from tileserver.types import BBox, TileCoord
 
 if TYPE_CHECKING:  # shapely is imported where a geometry is made: see `selection`
     from shapely import Polygon
     from shapely.geometry.base import BaseGeometry
-from tileserver.types import BBox, TileCoord
 
 BATCH_KEYS = 10_000  # keys per delete_many call
 CONCURRENT_BATCHES = 4
