@@ -100,11 +100,14 @@ def app_server(
     started: list[AppServer] = []
 
     def start(
-        config: dict[str, Any], render_processes: int = 1, env: dict[str, str] | None = None
+        config: dict[str, Any],
+        render_processes: int = 1,
+        env: dict[str, str] | None = None,
+        hot_path: bool = True,
     ) -> AppServer:
         for name, value in (env or {}).items():
             monkeypatch.setenv(name, value)
-        server = AppServer(config, tmp_path, render_processes, env)
+        server = AppServer(config, tmp_path, render_processes, env, hot_path)
         started.append(server)
         server.start()
         return server

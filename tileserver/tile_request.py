@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tileserver.config import Layer
+from tileserver.keys import layer_key_part
+from tileserver.store_layout import tile_path
 from tileserver.types import TileCoord
 
 
@@ -24,3 +26,18 @@ class FeatureInfoRequest:
     i: int
     j: int
     info_format: str
+
+
+def key_part(request: TileRequest) -> str:
+    """The part of the tile's cache keys that names its layer, style, dimensions and grid."""
+    layer = request.layer
+    return layer_key_part(layer.name, request.style, request.dimensions, layer.grid.name)
+
+
+def store_path(request: TileRequest) -> str:
+    """The tile's path in a store (TileCloud-chain's layout, `store_layout`)."""
+    layer, coord, grid = request.layer, request.coord, request.layer.grid
+    return tile_path(
+        "", layer.name, request.style, request.dimensions, grid.name,
+        grid.matrix_id(coord.z), coord.row, coord.col, layer.extension,
+    )  # fmt: skip

@@ -40,6 +40,7 @@ from tileserver.log_format import TextFormatter
 from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger
 from tileserver.web.admin import admin_token
 from tileserver.web.app import create_app
+from tileserver.web.hot_path import install_hot_path
 
 _NUMBERS = count(1)
 HANG = 120.0  # seconds: bounds a start or a stop, no expected duration
@@ -120,8 +121,12 @@ class AppServer(RenderAwareClient):
         workdir: Path,
         render_processes: int = 1,
         env: Mapping[str, str] | None = None,
+        hot_path: bool = True,
     ) -> None:
+        """`hot_path`: False to answer every request through the application, as without
+        `web.hot_path` (the tests that compare its answers with the application's)."""
         self.number = next(_NUMBERS)
+        self.hot_path = hot_path
         self.config_path = workdir / f"config-{self.number}.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.render_processes = render_processes
@@ -174,6 +179,8 @@ class AppServer(RenderAwareClient):
                 shutdown_timeout=config.server.shutdown_timeout,
             )
             await runner.setup()  # opens the backends
+            if self.hot_path:
+                install_hot_path(runner)  # as `tileserver serve`
             self._runner = runner
             await web.TCPSite(runner, "127.0.0.1", self.port).start()
 
@@ -182,6 +189,13 @@ class AppServer(RenderAwareClient):
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def request_handler(self) -> object:
+        """The handler of every request (`web.Server.request_handler`): a `HotPath` in
+        front of the application's, unless started with hot_path=False."""
+        assert self._runner is not None and self._runner.server is not None
+        return self._runner.server.request_handler
 
     def _watch_logs(self) -> None:
         """INFO and above of the loggers a server writes, as its stderr would show them.

@@ -69,6 +69,7 @@ def _run_server(
     from tileserver.web.access_log import ACCESS_LOGGER, AccessLogger
     from tileserver.web.admin import signal_master
     from tileserver.web.app import create_app
+    from tileserver.web.hot_path import install_hot_path
     from tileserver.web.runtime import RUNTIME
 
     if master_pid is not None:
@@ -109,6 +110,7 @@ def _run_server(
             shutdown_timeout=grace,
         )
         await runner.setup()  # opens the backends (ConfigError)
+        install_hot_path(runner)
         try:
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
             log.warning(

@@ -37,13 +37,12 @@ from tileserver.config import Layer
 from tileserver.errors import RenderError
 from tileserver.freshness import Staleness, etag_of, staleness
 from tileserver.grid import Metatile, metatile_for
-from tileserver.keys import layer_key_part, metatile_lock_key, tile_key
+from tileserver.keys import metatile_lock_key, tile_key
 from tileserver.protocols import HotTiles, Renderer, TileStore
 from tileserver.services.hot_tier import HotTier
 from tileserver.services.hot_tier import rendered_at as _rendered_at
 from tileserver.services.render_lock import RenderLocks
-from tileserver.store_layout import tile_path
-from tileserver.tile_request import TileRequest
+from tileserver.tile_request import TileRequest, key_part, store_path
 from tileserver.types import CacheEntry, TileCoord
 
 log = logging.getLogger("tileserver.render")
@@ -159,23 +158,44 @@ class TileService:
                 return tile
         return await self._on_demand(request)
 
+    def hot_reader(self, request: TileRequest) -> Callable[[], Tile | None]:
+        """A function that gives the tile `get_tile` would answer from the hot tier,
+        without awaiting anything, or None when it is not held there (`get_tile` then
+        looks further). Its keys are computed once, here: a hit computes nothing."""
+        layer = request.layer
+        if layer.cache in self.stores and not layer.is_on_demand(request.coord.z):
+            hot_key = f"#store/{layer.cache}/{store_path(request)}"
+            return lambda: self._hot_stored(hot_key)
+        tier = self._hot
+        if tier is None:
+            return lambda: None
+        key = tile_key(self.key_prefix, key_part(request), request.coord)
+
+        def read() -> Tile | None:
+            hot = tier.hit(layer, key)
+            if hot is None:
+                return None
+            return Tile(hot.value, "hot", _rendered_at(hot.stamp), hot.etag)
+
+        return read
+
+    def _hot_stored(self, hot_key: str) -> Tile | None:
+        entry = None if self.hot is None else self.hot.get(hot_key)
+        if entry is None:
+            return None
+        return Tile(entry.value, "hot", None, entry.etag, stored_at=_rendered_at(entry.stamp))
+
     async def _from_store(self, store: TileStore, request: TileRequest) -> Tile | None:
         """A pre-generated tile; None where the layer renders missing ones on demand.
 
         StoreUnavailable goes up: the HTTP face answers it with a 503.
         """
-        layer, coord, grid = request.layer, request.coord, request.layer.grid
-        matrix = grid.matrix_id(coord.z)
-        path = tile_path(
-            "", layer.name, request.style, request.dimensions, grid.name, matrix,
-            coord.row, coord.col, layer.extension,
-        )  # fmt: skip
+        layer, grid = request.layer, request.layer.grid
+        path = store_path(request)
         hot_key = f"#store/{layer.cache}/{path}"
-        if self.hot is not None:
-            entry = self.hot.get(hot_key)
-            if entry is not None:
-                stored_at = _rendered_at(entry.stamp)
-                return Tile(entry.value, "hot", None, entry.etag, stored_at=stored_at)
+        hot = self._hot_stored(hot_key)
+        if hot is not None:
+            return hot
         stored = await store.get_stored(path)
         if stored is not None:
             if self.hot is not None:  # its stamp: when it was stored, in whole seconds
@@ -195,7 +215,7 @@ class TileService:
 
     async def _on_demand(self, request: TileRequest) -> Tile:
         layer, coord = request.layer, request.coord
-        part = layer_key_part(layer.name, request.style, request.dimensions, layer.grid.name)
+        part = key_part(request)
         key = tile_key(self.key_prefix, part, coord)
         if self._hot is not None:
             hot = self._hot.hit(layer, key)

@@ -163,14 +163,21 @@ async def answer_tile(
     request: web.Request, tile_request: TileRequest, vary: Mapping[str, str] | None = None
 ) -> web.Response:
     """One tile with its caching headers, for every protocol (WMTS, OGC API - Tiles, TMS,
-    XYZ): a header every tile carries is added here. `vary` goes on every answer (where
-    the format was negotiated)."""
+    XYZ). `vary` goes on every answer (where the format was negotiated)."""
     layer = tile_request.layer
     request[TILE_INFO] = (layer.name, tile_request.coord.z)
     tile: Tile = await backends_of(request).tiles.get_tile(tile_request)
     request[TILE_SOURCE] = tile.source
+    return tile_response(request, layer, tile, vary)
+
+
+def tile_response(
+    request: web.BaseRequest, layer: Layer, tile: Tile, vary: Mapping[str, str] | None = None
+) -> web.Response:
+    """The answer of a tile: a header every tile carries is added here (the hot path
+    answers with it too)."""
     cache_control, max_age = _cache_control(layer, tile.rendered_at)
-    common = {**CORS, **(vary or {})}
+    common = {**CORS, **vary} if vary else CORS
     if tile.data is None:
         # A pre-generated tile that is not in the store (TileCloud-chain's answer).
         return web.Response(

@@ -1,0 +1,113 @@
+"""The hot path: a GET or HEAD of a WMTS REST tile that the hot tier holds, answered
+before aiohttp's router and the middleware, with the same answer as the REST handler
+(`handlers.tile_response`), the same access log line and the same counts.
+
+It answers only a path the REST handler has parsed already (`Backends.rest_paths`),
+without a percent-escape (the router's unquoting then changes nothing), and only from the
+hot tier: anything else (a miss, a parse, an error, another route) goes on to the
+application. A hit so skips the router's match, the middleware and the handlers'
+coroutines: the CPU a worker spends per hit is what keeps it runnable on a busy machine
+(benchmarks/RESULTS.md, issue 15, phase 5).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from tileserver.config import Layer
+from tileserver.services.tiles import Tile
+from tileserver.tile_request import TileRequest
+from tileserver.web.access_log import STARTED, TILE_INFO
+from tileserver.web.handlers import tile_response
+from tileserver.web.runtime import RUNTIME, TILE_SOURCE, Backends, Runtime
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+PREFIX = "/wmts/1.0.0/"  # the REST route's, `app.create_app`
+_ROUTES = 4096  # paths remembered per process, as `Backends.rest_paths`
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """A REST path parsed as a tile, with the hot tier's read of it."""
+
+    layer: Layer
+    tile_info: tuple[str, int]  # the access log's (layer, zoom)
+    read: Callable[[], Tile | None]
+
+
+class HotPath:
+    """A request handler for aiohttp's `web.Server`: the hot tile, or `fallback` (the
+    application's own handler)."""
+
+    def __init__(self, runtime: Runtime, fallback: Handler) -> None:
+        self._runtime = runtime
+        self._fallback = fallback
+        self._backends: Backends | None = None  # the ones _routes were made with
+        self._routes: dict[str, _Route] = {}
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = self.answer(request)
+        if response is None:
+            return await self._fallback(request)
+        return response
+
+    def answer(self, request: web.BaseRequest) -> web.Response | None:
+        """The answer of a hot tile, or None to let the application answer."""
+        start = time.perf_counter()
+        if request.method not in ("GET", "HEAD"):  # the methods of the REST route
+            return None
+        path = request.rel_url.path_safe  # what the router matches
+        route = self._route(path)
+        if route is None:
+            return None
+        tile = route.read()
+        if tile is None:
+            return None
+        request[STARTED] = start
+        request[TILE_INFO] = route.tile_info
+        request[TILE_SOURCE] = tile.source
+        response = tile_response(request, route.layer, tile)
+        metrics = self._runtime.metrics
+        if metrics is not None:
+            name = route.tile_info[0]
+            metrics.tile(name, tile.source)
+            metrics.request("tile", response.status, time.perf_counter() - start, name)
+        return response
+
+    def _route(self, path: str) -> _Route | None:
+        backends = self._runtime.current
+        if backends is not self._backends:  # a reload: the new configuration's paths
+            self._backends = backends
+            self._routes = {}
+        route = self._routes.get(path)
+        if route is not None:
+            return route
+        if not path.startswith(PREFIX) or "%" in path:
+            return None
+        parsed = backends.rest_paths.get(path[len(PREFIX) :])
+        if type(parsed) is not TileRequest:  # not parsed yet, or a GetFeatureInfo
+            return None
+        if len(self._routes) >= _ROUTES:
+            self._routes.clear()
+        route = self._routes[path] = _Route(
+            parsed.layer, (parsed.layer.name, parsed.coord.z), backends.tiles.hot_reader(parsed)
+        )
+        return route
+
+
+def install_hot_path(runner: web.AppRunner) -> None:
+    """Puts the hot path in front of the application of `runner`, once it is set up and
+    before its sites start (a connection takes the server's handler when it opens). Not
+    when the application has `on_response_prepare` handlers: the hot path's answers
+    would not go through them."""
+    server = runner.server
+    if server is None:
+        raise RuntimeError("install_hot_path: the runner is not set up")
+    if runner.app.on_response_prepare:
+        return
+    server.request_handler = HotPath(runner.app[RUNTIME], server.request_handler)
