@@ -7,6 +7,7 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -171,32 +172,58 @@ async def answer_tile(
     return tile_response(request, layer, tile, vary)
 
 
-def tile_response(
-    request: web.BaseRequest, layer: Layer, tile: Tile, vary: Mapping[str, str] | None = None
-) -> web.Response:
-    """The answer of a tile: a header every tile carries is added here (the hot path
-    answers with it too)."""
+@dataclass(frozen=True, slots=True)
+class TileHead:
+    """The headers of a tile's answers made within one second (Expires counts from it):
+    its 200 (`ok`) and its 304 (`not_modified`), with the validators they carry."""
+
+    second: int  # the Unix second they were made in
+    etag: str
+    modified: int | None  # Last-Modified, whole seconds; None when unknown
+    ok: dict[str, str]
+    not_modified: dict[str, str]
+
+
+def tile_head(
+    layer: Layer, tile: Tile, data: bytes, now: float, vary: Mapping[str, str] | None = None
+) -> TileHead:
     cache_control, max_age = _cache_control(layer, tile.rendered_at)
-    common = {**CORS, **vary} if vary else CORS
-    if tile.data is None:
-        # A pre-generated tile that is not in the store (TileCloud-chain's answer).
-        return web.Response(
-            status=204, headers={**common, "Cache-Control": cache_control,
-                                 "X-Tile-Source": tile.source},
-        )  # fmt: skip
-    etag = tile.etag or etag_of(tile.data)  # the hot tier keeps it: a hit hashes nothing
+    etag = tile.etag or etag_of(data)  # the hot tier keeps it: a hit hashes nothing
     headers = {
-        **common,
+        **CORS,
+        **(vary or {}),
         "Cache-Control": cache_control,
         "Expires": expires_header(max_age),
         "ETag": etag,
         "X-Tile-Source": tile.source,
     }
-    now = time.time()
     modified = last_modified(tile.modified, now)
     if modified is not None:
         headers["Last-Modified"] = http_date(modified)
-    if not_modified(request, etag, modified, now):
-        return web.Response(status=304, headers=headers)
-    headers["Content-Type"] = layer.mime_type
-    return web.Response(body=tile.data, headers=headers)
+    ok = {**headers, "Content-Type": layer.mime_type}
+    return TileHead(int(now), etag, modified, ok, headers)
+
+
+def tile_response(
+    request: web.BaseRequest,
+    layer: Layer,
+    tile: Tile,
+    vary: Mapping[str, str] | None = None,
+    head: TileHead | None = None,
+) -> web.Response:
+    """The answer of a tile: a header every tile carries is added here (the hot path
+    answers with it too, `head` made this second by `tile_head` for this tile)."""
+    data = tile.data
+    if data is None:
+        # A pre-generated tile that is not in the store (TileCloud-chain's answer).
+        cache_control = _cache_control(layer, tile.rendered_at)[0]
+        return web.Response(
+            status=204, headers={**CORS, **(vary or {}), "Cache-Control": cache_control,
+                                 "X-Tile-Source": tile.source},
+        )  # fmt: skip
+    now = time.time()
+    if head is None:
+        head = tile_head(layer, tile, data, now, vary)
+    if not_modified(request, head.etag, head.modified, now):
+        return web.Response(status=304, headers=head.not_modified)
+    return web.Response(body=data, headers=head.ok)

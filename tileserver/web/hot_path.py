@@ -22,7 +22,7 @@ from tileserver.config import Layer
 from tileserver.services.tiles import Tile
 from tileserver.tile_request import TileRequest
 from tileserver.web.access_log import STARTED, TILE_INFO
-from tileserver.web.handlers import tile_response
+from tileserver.web.handlers import TileHead, tile_head, tile_response
 from tileserver.web.runtime import RUNTIME, TILE_SOURCE, Backends, Runtime
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -31,13 +31,18 @@ PREFIX = "/wmts/1.0.0/"  # the REST route's, `app.create_app`
 _ROUTES = 4096  # paths remembered per process, as `Backends.rest_paths`
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Route:
-    """A REST path parsed as a tile, with the hot tier's read of it."""
+    """A REST path parsed as a tile, with the hot tier's read of it, and the headers of
+    its last answer (`head`, reused within its second for the same tile where the layer's
+    Cache-Control does not depend on the tile's age)."""
 
     layer: Layer
     tile_info: tuple[str, int]  # the access log's (layer, zoom)
     read: Callable[[], Tile | None]
+    reuse: bool  # the layer has no stale windows
+    head: TileHead | None = None
+    head_of: tuple[str, float | None, str] = ("", None, "")  # head's tile: ETag, time, source
 
 
 class HotPath:
@@ -61,7 +66,9 @@ class HotPath:
         start = time.perf_counter()
         if request.method not in ("GET", "HEAD"):  # the methods of the REST route
             return None
-        path = request.rel_url.path_safe  # what the router matches
+        path = request.raw_path
+        if "?" in path or "%" in path or "#" in path:  # else the same as the router's path
+            path = request.rel_url.path_safe  # what the router matches
         route = self._route(path)
         if route is None:
             return None
@@ -71,13 +78,27 @@ class HotPath:
         request[STARTED] = start
         request[TILE_INFO] = route.tile_info
         request[TILE_SOURCE] = tile.source
-        response = tile_response(request, route.layer, tile)
+        response = tile_response(request, route.layer, tile, head=self._head(route, tile))
         metrics = self._runtime.metrics
         if metrics is not None:
             name = route.tile_info[0]
             metrics.tile(name, tile.source)
             metrics.request("tile", response.status, time.perf_counter() - start, name)
         return response
+
+    @staticmethod
+    def _head(route: _Route, tile: Tile) -> TileHead | None:
+        """The headers of route's answer of tile, made once per second; None when made
+        for each answer."""
+        if not route.reuse or tile.data is None:
+            return None
+        now = time.time()
+        head = route.head
+        of = (tile.etag, tile.modified, tile.source)
+        if head is None or head.second != int(now) or route.head_of != of or not tile.etag:
+            head = route.head = tile_head(route.layer, tile, tile.data, now)
+            route.head_of = of
+        return head
 
     def _route(self, path: str) -> _Route | None:
         backends = self._runtime.current
@@ -94,8 +115,12 @@ class HotPath:
             return None
         if len(self._routes) >= _ROUTES:
             self._routes.clear()
+        layer = parsed.layer
         route = self._routes[path] = _Route(
-            parsed.layer, (parsed.layer.name, parsed.coord.z), backends.tiles.hot_reader(parsed)
+            layer,
+            (layer.name, parsed.coord.z),
+            backends.tiles.hot_reader(parsed),
+            reuse=not (layer.stale_while_revalidate or layer.stale_if_error),
         )
         return route
 
