@@ -169,10 +169,17 @@ def run_once(
     mc_before = schedstat(memcached_pid) if memcached_pid else (0, 0)
     gets_before = memcached_gets(memcached_address)
     spy = None
-    if profile is not None:
+    seconds = str(max(1, int(args.duration.rstrip("s")) - 2))
+    if profile is not None and profile.suffix == ".data":  # perf: where the CPU goes by DSO
+        spy = subprocess.Popen(
+            ["perf", "record", "-F", "999", "-g", "-o", str(profile), "-p", str(workers[0]),
+             "--", "sleep", seconds],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    elif profile is not None:
         spy = subprocess.Popen(
             [args.py_spy, "record", "-r", "250", "--native", "-f", "raw", "-o", str(profile),
-             "-d", str(max(1, int(args.duration.rstrip("s")) - 2)), "-p", str(workers[0])],
+             "-d", seconds, "-p", str(workers[0])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     wrk = subprocess.run(
@@ -269,6 +276,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="py-spy (--native, 250 Hz) one worker during each target's first run",
     )  # fmt: skip
     parser.add_argument("--py-spy", default="py-spy")
+    parser.add_argument(
+        "--perf", action="store_true", help="with --profile: perf record, not py-spy"
+    )
     parser.add_argument("--out", type=Path, default=HERE / "out")
     return parser.parse_args(argv)
 
@@ -313,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             profile = None
             if args.profile and name not in profiled:
                 profiled.add(name)
-                profile = run_dir / f"{name}.pyspy.txt"
+                profile = run_dir / (f"{name}.perf.data" if args.perf else f"{name}.pyspy.txt")
             pid = memcached.proc.pid if memcached.proc else None
             run = run_once(servers[name], paths[name], args, pid, memcached.address, profile)
             log(f"{name}: {run['rps']:.0f} req/s, {run['cpu_us_per_hit']:.1f} µs CPU per hit, "
