@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,27 @@ class CacheEntry:
     stamp: int = 0
     source: str = ""  # the cache that answered it: its `name` ("memcached", "memory")
     etag: str = ""  # the tile's HTTP validator, when the cache keeps it (the hot tier)
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """A tile as the tile service answers it, with where it came from and its times."""
+
+    data: bytes | None  # None: no content (a missing pre-generated tile, missing_tile: no_content)
+    source: str  # memcached | memory | render | coalesced | store | missing | hot | stale
+    # Unix time the tile's metatile was rendered; None when unknown (pre-generated tiles,
+    # cache entries written by older versions).
+    rendered_at: float | None = None
+    etag: str = ""  # its HTTP validator, when known ("": the HTTP face computes it)
+    # Unix time a pre-generated tile was written to its store, as the store tells it. Apart
+    # from rendered_at, which dates freshness (stale windows); a store's tiles have none.
+    stored_at: float | None = field(default=None, kw_only=True)
+
+    @property
+    def modified(self) -> float | None:
+        """When the tile's bytes were made (rendered or stored): its Last-Modified; None
+        when unknown."""
+        return self.rendered_at if self.rendered_at is not None else self.stored_at
 
 
 @dataclass(frozen=True, slots=True)

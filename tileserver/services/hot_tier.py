@@ -20,7 +20,7 @@ from typing import Protocol
 from tileserver.config import Layer
 from tileserver.freshness import Staleness, etag_of, fresh_for, staleness
 from tileserver.protocols import HotTiles
-from tileserver.types import CacheEntry
+from tileserver.types import CacheEntry, Tile
 
 
 class CacheReads(Protocol):
@@ -32,6 +32,15 @@ class CacheReads(Protocol):
 def rendered_at(stamp: int) -> float | None:
     """The Unix time of a cached tile's stamp; None when unknown (0)."""
     return float(stamp) if stamp > 0 else None
+
+
+def stored_tile(tiles: HotTiles | None, key: str) -> Tile | None:
+    """The hot copy of a pre-generated tile (its stamp: when it was stored); None when
+    not held (or no hot tier)."""
+    entry = None if tiles is None else tiles.get(key)
+    if entry is None:
+        return None
+    return Tile(entry.value, "hot", None, entry.etag, stored_at=rendered_at(entry.stamp))
 
 
 class HotTier:
@@ -63,6 +72,11 @@ class HotTier:
         if left < self.max_age / 2 and key not in self._rereads:
             self._reread(layer, key, entry, left)
         return entry
+
+    def tile(self, layer: Layer, key: str) -> Tile | None:
+        """The hot copy of a rendered tile as the tile service answers it (`hit`)."""
+        hot = self.hit(layer, key)
+        return None if hot is None else Tile(hot.value, "hot", rendered_at(hot.stamp), hot.etag)
 
     def keep(
         self,

@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from tileserver.blank import transparent_tile
@@ -39,11 +39,11 @@ from tileserver.freshness import Staleness, etag_of, staleness
 from tileserver.grid import Metatile, metatile_for
 from tileserver.keys import metatile_lock_key, tile_key
 from tileserver.protocols import HotTiles, Renderer, TileStore
-from tileserver.services.hot_tier import HotTier
+from tileserver.services.hot_tier import HotTier, stored_tile
 from tileserver.services.hot_tier import rendered_at as _rendered_at
 from tileserver.services.render_lock import RenderLocks
 from tileserver.tile_request import TileRequest, key_part, store_path
-from tileserver.types import CacheEntry, TileCoord
+from tileserver.types import CacheEntry, Tile, TileCoord
 
 log = logging.getLogger("tileserver.render")
 
@@ -67,25 +67,6 @@ class ServingCache(Protocol):
     async def add(self, key: str, value: bytes, ttl: int) -> bool: ...
 
     async def delete(self, key: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Tile:
-    data: bytes | None  # None: no content (a missing pre-generated tile, missing_tile: no_content)
-    source: str  # memcached | memory | render | coalesced | store | missing | hot | stale
-    # Unix time the tile's metatile was rendered; None when unknown (pre-generated tiles,
-    # cache entries written by older versions).
-    rendered_at: float | None = None
-    etag: str = ""  # its HTTP validator, when known ("": the HTTP face computes it)
-    # Unix time a pre-generated tile was written to its store, as the store tells it. Apart
-    # from rendered_at, which dates freshness (stale windows); a store's tiles have none.
-    stored_at: float | None = field(default=None, kw_only=True)
-
-    @property
-    def modified(self) -> float | None:
-        """When the tile's bytes were made (rendered or stored): its Last-Modified; None
-        when unknown."""
-        return self.rendered_at if self.rendered_at is not None else self.stored_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,25 +146,12 @@ class TileService:
         layer = request.layer
         if layer.cache in self.stores and not layer.is_on_demand(request.coord.z):
             hot_key = f"#store/{layer.cache}/{store_path(request)}"
-            return lambda: self._hot_stored(hot_key)
+            return lambda: stored_tile(self.hot, hot_key)
         tier = self._hot
         if tier is None:
             return lambda: None
         key = tile_key(self.key_prefix, key_part(request), request.coord)
-
-        def read() -> Tile | None:
-            hot = tier.hit(layer, key)
-            if hot is None:
-                return None
-            return Tile(hot.value, "hot", _rendered_at(hot.stamp), hot.etag)
-
-        return read
-
-    def _hot_stored(self, hot_key: str) -> Tile | None:
-        entry = None if self.hot is None else self.hot.get(hot_key)
-        if entry is None:
-            return None
-        return Tile(entry.value, "hot", None, entry.etag, stored_at=_rendered_at(entry.stamp))
+        return lambda: tier.tile(layer, key)
 
     async def _from_store(self, store: TileStore, request: TileRequest) -> Tile | None:
         """A pre-generated tile; None where the layer renders missing ones on demand.
@@ -193,7 +161,7 @@ class TileService:
         layer, grid = request.layer, request.layer.grid
         path = store_path(request)
         hot_key = f"#store/{layer.cache}/{path}"
-        hot = self._hot_stored(hot_key)
+        hot = stored_tile(self.hot, hot_key)
         if hot is not None:
             return hot
         stored = await store.get_stored(path)
@@ -217,10 +185,9 @@ class TileService:
         layer, coord = request.layer, request.coord
         part = key_part(request)
         key = tile_key(self.key_prefix, part, coord)
-        if self._hot is not None:
-            hot = self._hot.hit(layer, key)
-            if hot is not None:
-                return Tile(hot.value, "hot", _rendered_at(hot.stamp), hot.etag)
+        hot = None if self._hot is None else self._hot.tile(layer, key)
+        if hot is not None:
+            return hot
         found = await self.cache.get_many([key])
         entry = found.get(key)
         stale: CacheEntry | None = None

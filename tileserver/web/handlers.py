@@ -17,8 +17,8 @@ from tileserver import freshness
 from tileserver.config import Layer
 from tileserver.errors import OWSException
 from tileserver.freshness import etag_of
-from tileserver.services.tiles import Tile
 from tileserver.tile_request import FeatureInfoRequest, TileRequest
+from tileserver.types import Tile
 from tileserver.web.access_log import TILE_INFO
 from tileserver.web.headers import (
     CORS,

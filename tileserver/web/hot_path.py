@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from tileserver.config import Layer
-from tileserver.services.tiles import Tile
 from tileserver.tile_request import TileRequest
+from tileserver.types import Tile
 from tileserver.web.access_log import STARTED, TILE_INFO
 from tileserver.web.handlers import TileHead, tile_head, tile_response
 from tileserver.web.runtime import RUNTIME, TILE_SOURCE, Backends, Runtime

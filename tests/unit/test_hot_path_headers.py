@@ -16,9 +16,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from tests.support.configs import single_layer
 from tileserver.config import Layer
-from tileserver.services.tiles import Tile
 from tileserver.tile_request import TileRequest
-from tileserver.types import TileCoord
+from tileserver.types import Tile, TileCoord
 from tileserver.web.hot_path import PREFIX, HotPath
 
 T = 1_800_000_000  # the clock's second at the start of each test
