@@ -29,6 +29,7 @@ class FakeTiles:
     """The hot tier's read: the tile it holds now (None: not held)."""
 
     tile: Tile | None = None
+    hot: object | None = field(default_factory=object)  # the hot tier (None: off)
 
     def hot_reader(self, request: TileRequest) -> Any:
         return lambda: self.tile
@@ -132,3 +133,10 @@ def test_anything_else_goes_to_the_application(tmp_path: Path, method: str, targ
     tiles.tile = Tile(b"one", "hot", T, '"1"')
     assert path.answer(make_mocked_request(method, target)) is None
     assert path.answer(make_mocked_request("GET", PREFIX + PATH)) is not None
+
+
+def test_without_a_hot_tier_everything_goes_to_the_application(tmp_path: Path) -> None:
+    path, tiles = hot_path(single_layer(tmp_path))
+    tiles.tile = Tile(b"one", "hot", T, '"1"')
+    tiles.hot = None  # hot_cache_mb: 0
+    assert path.answer(make_mocked_request("GET", PREFIX + PATH)) is None

@@ -66,10 +66,13 @@ class HotPath:
         start = time.perf_counter()
         if request.method not in ("GET", "HEAD"):  # the methods of the REST route
             return None
+        backends = self._runtime.current
+        if backends.tiles.hot is None:  # no hot tier in this configuration
+            return None
         path = request.raw_path
         if "?" in path or "%" in path or "#" in path:  # else the same as the router's path
             path = request.rel_url.path_safe  # what the router matches
-        route = self._route(path)
+        route = self._route(backends, path)
         if route is None:
             return None
         tile = route.read()
@@ -100,8 +103,7 @@ class HotPath:
             route.head_of = of
         return head
 
-    def _route(self, path: str) -> _Route | None:
-        backends = self._runtime.current
+    def _route(self, backends: Backends, path: str) -> _Route | None:
         if backends is not self._backends:  # a reload: the new configuration's paths
             self._backends = backends
             self._routes = {}
