@@ -9,7 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from tileserver.adapters import mapnik_worker, pillow_cut, png_decoder, png_encoder
+from tileserver.adapters import mapnik_worker, pillow_cut, plain_cut, png_decoder, png_encoder
 from tileserver.adapters.pillow_cut import Encoding, NotAnImage
 
 CUTS = ((5, 0, 0, 0, 0), (5, 0, 1, 256, 0))
@@ -201,7 +201,7 @@ def test_unfiltered_answers_give_the_tiles_of_pillows_decoding(mode: str, first:
     fast_uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
     fast = pillow_cut.cut(png_of(image, True), 192, 128, cuts, 64, Encoding("PNG", 1),
                           fast_uniform, sent.append)  # fmt: skip
-    pillow_cut._SOLID.clear()  # nothing in common with the first cut but the encoder
+    plain_cut._SOLID.clear()  # nothing in common with the first cut but the encoder
     slow_uniform: dict[tuple[int, int, int], tuple[int, int, int, int]] = {}
     slow = pillow_cut.cut(png_of(image, False), 192, 128, cuts, 64, Encoding("PNG", 1),
                           slow_uniform)  # fmt: skip

@@ -16,12 +16,12 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from PIL import Image
 
-from tileserver.adapters import png_decoder, png_encoder
+from tileserver.adapters import plain_cut, png_decoder, png_encoder
+from tileserver.adapters.plain_cut import Cut, FirstDone, Uniform, inside, keep_solid, rgba, solid
 
 _PNG = re.compile(r"png(?:32)?(?::z=(-1|\d))?")  # zlib level; Mapnik's default -1 is 6
 _JPEG = re.compile(r"jpe?g(\d{1,3})?")  # quality; Mapnik's default is 85
@@ -50,14 +50,7 @@ class NotAnImage(ValueError):
     """The bytes are not an image of the expected size (the message says which)."""
 
 
-# Encoded single-colour tiles, as in mapnik_worker: (mode, colour, size, encoding) -> bytes.
-_SOLID: dict[tuple[object, ...], bytes] = {}
-_SOLID_MAX = 4096
-
-
-Cut = tuple[int, int, int, int, int]  # a tile's z, row, col and its x, y in the image
-Uniform = dict[tuple[int, int, int], tuple[int, int, int, int]]  # (z, row, col): RGBA
-FirstDone = Callable[[bytes], None]  # called with the first tile of `cuts`, once encoded
+__all__ = ["Cut", "FirstDone", "Uniform", "cut", "cut_pixels", "options"]
 
 
 def cut(
@@ -74,15 +67,16 @@ def cut(
     encoded; the colour (RGBA) of those all of one colour goes in `uniform`; `first_done`
     gets the first tile as soon as it is encoded, before the others."""
     if encoding.format == "PNG":
-        png = png_decoder.read(data)
-        if png is not None and (png.width, png.height) == (width, height):
-            sent: list[bytes] = []
-            try:
-                return _cut_plain(png, cuts, size, uniform, encoding, first_done, sent)
-            except png_decoder.NotPlain:
-                # A filtered row, or a broken stream (its chunks' CRCs were right): Pillow
-                # decodes it or says what is wrong. A first tile sent was whole and right.
-                first_done = None if sent else first_done
+        plain = plain_cut.PlainCut(width, height, cuts, size, encoding.level, uniform, first_done)
+        try:
+            plain.feed(data)
+            return plain.finish()
+        except plain_cut.SizeMismatch as exc:
+            raise NotAnImage(str(exc)) from exc
+        except png_decoder.NotPlain:
+            # Not as MapServer writes them (a palette, a filtered row...), or broken: Pillow
+            # decodes it or says what is wrong. A first tile sent was whole and right.
+            first_done = None if plain.first_sent else first_done
     return _cut(_decode(data, width, height, encoding), cuts, size, encoding, uniform, first_done)
 
 
@@ -127,12 +121,12 @@ def _cut(
         bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
         if all(low == high for low, high in bands):
             if uniform is not None:
-                uniform[(z, row, col)] = _rgba(bytes(int(low) for low, _ in bands))
+                uniform[(z, row, col)] = rgba(bytes(int(low) for low, _ in bands))
             key = (tile.mode, tuple(low for low, _ in bands), size, encoding)
-            encoded = _SOLID.get(key)
+            encoded = solid(key)
             if encoded is None:
                 encoded = _jpeg(tile, encoding)
-                _keep_solid(key, encoded)
+                keep_solid(key, encoded)
         else:
             encoded = _jpeg(tile, encoding)
         tiles[(z, row, col)] = encoded
@@ -161,7 +155,7 @@ def _cut_png(
     length = size * channels
     tiles = {}
     for z, row, col, x, y in cuts:
-        _inside(x, y, size, width, height)
+        inside(x, y, size, width, height)
         start = y * line + x * channels
         rows = [pixels[i : i + length] for i in range(start, start + size * line, line)]
         encoded = tiles[(z, row, col)] = _png_tile(rows, mode, (z, row, col), uniform, encoding)
@@ -169,94 +163,6 @@ def _cut_png(
             first_done(encoded)
             first_done = None
     return tiles
-
-
-def _cut_plain(
-    png: png_decoder.PlainPng,
-    cuts: tuple[Cut, ...],
-    size: int,
-    uniform: Uniform | None,
-    encoding: Encoding,
-    first_done: FirstDone | None,
-    sent: list[bytes],
-) -> dict[tuple[int, int, int], bytes]:
-    """As `_cut_png`, from the rows of a PNG with no row filter, inflated band by band.
-    The first tile, when `first_done` wants it, is cut in a pass of its own that stops at
-    its last row; the others in a second pass over all the rows (inflating the top rows
-    twice is cheaper than keeping them: see `png_decoder`). `sent` gets the first tile."""
-    for cut in cuts:
-        _inside(cut[3], cut[4], size, png.width, png.height)
-    tiles = {}
-    rest = cuts
-    if first_done is not None and cuts:
-        for (z, row, col, _, _), rows in _plain_tiles(png, cuts[:1], size, whole=False):
-            encoded = _plain_tile(rows, png.mode, (z, row, col), uniform, encoding)
-            tiles[(z, row, col)] = encoded
-            sent.append(encoded)
-            first_done(encoded)
-        rest = cuts[1:]
-    for (z, row, col, _, _), rows in _plain_tiles(png, rest, size, whole=True):
-        tiles[(z, row, col)] = _plain_tile(rows, png.mode, (z, row, col), uniform, encoding)
-    return {(z, row, col): tiles[(z, row, col)] for z, row, col, _, _ in cuts}  # cuts' order
-
-
-def _plain_tiles(
-    png: png_decoder.PlainPng,
-    cuts: tuple[Cut, ...],
-    size: int,
-    whole: bool,
-) -> Iterator[tuple[Cut, list[bytes]]]:
-    """Each cut with its rows of pixels, as soon as its last row is inflated; stops once
-    every cut has its rows, unless `whole`: then reads on to the end of the stream, which
-    `bands` verifies."""
-    channels = len(png.mode)
-    stride = png.stride
-    tops = sorted({cut[4] for cut in cuts})
-    waiting: dict[int, list[tuple[Cut, list[bytes]]]] = {
-        top: [(cut, []) for cut in cuts if cut[4] == top] for top in tops
-    }
-    rows: list[bytes]
-    for first, band in png.bands():
-        count = len(band) // stride
-        for top in [t for t in waiting if t < first + count and t + size > first]:
-            low = max(top, first)
-            high = min(top + size, first + count)
-            for cut, rows in waiting[top]:
-                start = (low - first) * stride + 1 + cut[3] * channels
-                end = start + size * channels
-                rows.extend(
-                    band[i : i + end - start]
-                    for i in range(start, start + (high - low) * stride, stride)
-                )
-            if high == top + size:
-                yield from waiting.pop(top)
-        if not waiting and not whole:
-            return
-
-
-def _plain_tile(
-    rows: list[bytes],
-    mode: str,
-    coord: tuple[int, int, int],
-    uniform: Uniform | None,
-    encoding: Encoding,
-) -> bytes:
-    """As `_png_tile`, in the mode `_plain` gives the tile: an RGBA tile whose every pixel
-    is opaque is encoded as RGB, the same pixels (`_plain` tells a whole decoded image;
-    here each tile is told on its own, before the rows below it are inflated)."""
-    if mode == "RGBA":
-        size = len(rows)
-        tile = _plain(Image.frombytes("RGBA", (size, size), b"".join(rows)), encoding)
-        if tile.mode == "RGB":
-            opaque = tile.tobytes()
-            line = size * 3
-            rows, mode = [opaque[i : i + line] for i in range(0, len(opaque), line)], "RGB"
-    return _png_tile(rows, mode, coord, uniform, encoding)
-
-
-def _inside(x: int, y: int, size: int, width: int, height: int) -> None:
-    if x < 0 or y < 0 or x + size > width or y + size > height:
-        raise ValueError(f"tile at ({x}, {y}) is outside the {width}x{height} image")
 
 
 def _png_tile(
@@ -274,26 +180,14 @@ def _png_tile(
     pixel = first[:channels]
     if first == pixel * size and rows.count(first) == size:
         if uniform is not None:
-            uniform[coord] = _rgba(pixel)
-        key = (mode, pixel, size, encoding)
-        encoded = _SOLID.get(key)
+            uniform[coord] = rgba(pixel)
+        key = (mode, pixel, size, encoding.level)  # plain_cut's key
+        encoded = solid(key)
         if encoded is None:
             encoded = png_encoder.encode_rows(rows, mode, encoding.level)
-            _keep_solid(key, encoded)
+            keep_solid(key, encoded)
         return encoded
     return png_encoder.encode_rows(rows, mode, encoding.level)
-
-
-def _rgba(pixel: bytes) -> tuple[int, int, int, int]:
-    """An RGB or RGBA pixel as RGBA (the colour of a uniform tile, for empty tiles)."""
-    red, green, blue, alpha = (*pixel, 255)[:4]
-    return (red, green, blue, alpha)
-
-
-def _keep_solid(key: tuple[object, ...], encoded: bytes) -> None:
-    if len(_SOLID) >= _SOLID_MAX:
-        _SOLID.clear()
-    _SOLID[key] = encoded
 
 
 def _decode(data: bytes, width: int, height: int, encoding: Encoding) -> Image.Image:

@@ -1,15 +1,17 @@
 """The rows of a PNG as MapServer writes its GetMap answers (8-bit RGB or RGBA, no row
-filter), read straight from its deflate stream, a few rows at a time; no image is decoded.
+filter), read straight from its deflate stream as its bytes arrive; no image is decoded.
 
 Runs in the render processes. MapServer, like `png_encoder`, gives every row filter type 0
 (none): a row's pixels are the inflated bytes as they are. Inflating them with ISA-L takes
-about 10 ms for a 2112 px metatile, where Pillow took 25-35 ms to decode it and 15 more to
-copy its pixels out (`tobytes`), most of those 15 the kernel mapping in the pages of a
+about 5-10 ms for a 2112 px metatile, where Pillow took 25-35 ms to decode it and 15 more
+to copy its pixels out (`tobytes`), most of those 15 the kernel mapping in the pages of a
 fresh 13 MB buffer (the render processes give such buffers back: `process_memory`). Here
 the rows come in bands far smaller than glibc's mmap and trim thresholds, each dropped once
 sliced, so no metatile-sized buffer is ever made (figures: benchmarks/RESULTS.md, issue 15,
-phase 3). Any other PNG (palette, grey, 16-bit, interlaced, a transparency chunk, a
-filtered row) is left to Pillow: `read` answers None, `bands` raises NotPlain.
+phases 3 and 5). `PlainReader` takes the answer in pieces, as it comes off the network:
+each chunk is used once it is whole and its CRC right. Any other PNG (palette, grey,
+16-bit, interlaced, a transparency chunk, a filtered row) is left to Pillow: `read`
+answers None, the reader raises NotPlain.
 """
 
 from __future__ import annotations
@@ -28,104 +30,170 @@ _IHDR = struct.Struct(">IIBBBBB")
 _BAND_BYTES = 64 * 1024  # inflated per step: a few rows, far below glibc's 128 KB trim threshold
 _MODES = {2: "RGB", 6: "RGBA"}  # PNG colour type: Pillow's mode
 _INFLATE_ERROR = cast("type[Exception]", isal_zlib.error)  # its stub declares an instance
+_MAX_CHUNK = 1 << 31  # PNG's own limit on a chunk's length
 
 
 class NotPlain(ValueError):
-    """The deflate stream is not the rows the header announces, each with filter type 0."""
+    """Not an 8-bit RGB or RGBA PNG whose rows have no filter, whole, with right CRCs."""
 
 
 @dataclass(frozen=True, slots=True)
-class PlainPng:
-    """An 8-bit RGB or RGBA PNG, every chunk whole and its CRC right, up to IEND; its
-    rows not yet inflated."""
-
+class Header:
     width: int
     height: int
     mode: str  # RGB or RGBA
-    idat: tuple[memoryview, ...]  # the IDAT chunks' data, in order
 
     @property
     def stride(self) -> int:
         """Bytes per inflated row: the filter type, then the pixels."""
         return 1 + self.width * len(self.mode)
 
-    def bands(self) -> Iterator[tuple[int, bytes]]:
-        """(index of its first row, the rows) of successive bands of rows, top to bottom,
-        each row its filter byte then its pixels. Raises NotPlain on a row with a filter,
-        and once the last row is read, on a stream that ends early or goes on."""
-        stride = self.stride
+
+def _header(body: bytes | memoryview) -> Header:
+    width, height, depth, colour_type, compression, row_filter, interlace = _IHDR.unpack(body)
+    mode = _MODES.get(colour_type)
+    if mode is None or (depth, compression, row_filter, interlace) != (8, 0, 0, 0):
+        raise NotPlain("not an 8-bit RGB or RGBA PNG, not interlaced")
+    if not width or not height:
+        raise NotPlain("an empty image")
+    return Header(width, height, mode)
+
+
+class PlainReader:
+    """Reads a plain PNG's rows from its bytes, given in pieces of any size (`feed`), and
+    says once every byte is in whether it was whole (`close`)."""
+
+    def __init__(self) -> None:
+        self.header: Header | None = None
+        # IEND read: every chunk up to it was whole and its CRC right
+        self.complete = False
+        self.idat_seen = False
+        self._pending: bytes = b""  # the start of a chunk not yet whole
+        self._started = False  # the signature read
+        self._inflate = isal_zlib.decompressobj()
+        self._row = 0  # rows handed out
+        self._parts: list[bytes] = []  # the band being inflated
+        self._size = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[tuple[int, bytes]]:
+        """(index of its first row, the rows) of each band of rows whole once data is added,
+        top to bottom, each row its filter byte then its pixels. Raises NotPlain."""
+        for body in self.chunks(data):  # every whole chunk checked before a row is used
+            yield from self._rows(body)
+
+    def chunks(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
+        """The data of the IDAT chunks whole once data is added; checks each chunk (its
+        CRC, the header) and keeps the start of one not yet whole. Raises NotPlain."""
+        source = self._pending + data if self._pending else data
+        view = memoryview(source)
+        offset = 0
+        if not self._started:
+            if len(view) < len(SIGNATURE):
+                self._pending = bytes(view)
+                return []
+            if view[: len(SIGNATURE)] != SIGNATURE:
+                raise NotPlain("not a PNG")
+            self._started, offset = True, len(SIGNATURE)
+        idat: list[memoryview] = []
+        while not self.complete and offset + _CHUNK.size <= len(view):
+            length, kind = _CHUNK.unpack_from(view, offset)
+            start = offset + _CHUNK.size
+            end = start + length
+            if length >= _MAX_CHUNK:
+                raise NotPlain("a chunk longer than PNG allows")
+            if end + 4 > len(view):
+                break  # not whole yet
+            body = view[start:end]
+            (crc,) = struct.unpack_from(">I", view, end)
+            if zlib.crc32(body, zlib.crc32(kind)) != crc:
+                raise NotPlain(f"a wrong CRC in a {kind!r} chunk")
+            offset = end + 4
+            if self.header is None:
+                if kind != b"IHDR" or length != _IHDR.size:
+                    raise NotPlain("no header first")
+                self.header = _header(body)
+            elif kind == b"IDAT":
+                idat.append(body)
+                self.idat_seen = self.idat_seen or length > 0
+            elif kind == b"IEND":
+                self.complete = True
+            elif kind in (b"PLTE", b"tRNS"):
+                raise NotPlain("a palette or a transparent colour: Pillow's modes")
+        self._pending = b"" if self.complete else bytes(view[offset:])
+        return idat
+
+    def _rows(self, data: memoryview) -> Iterator[tuple[int, bytes]]:
+        header = self.header
+        assert header is not None  # IDAT chunks come after it
+        stride = header.stride
         per_band = max(1, _BAND_BYTES // stride)
-        inflate = isal_zlib.decompressobj()
-        chunks = self.idat
-        taken = 0  # chunks given to the inflater
-        pending: bytes | memoryview = b""
+        pending: bytes | memoryview = data
         try:
-            for first in range(0, self.height, per_band):
-                wanted = min(per_band, self.height - first) * stride
-                parts = []
-                size = 0
-                while size < wanted:
-                    if not pending and taken < len(chunks):
-                        pending, taken = chunks[taken], taken + 1
-                    # Without input, what the inflater still holds.
-                    part = inflate.decompress(pending, wanted - size)
-                    pending = inflate.unconsumed_tail
-                    if not part and (inflate.eof or (not pending and taken == len(chunks))):
-                        raise NotPlain(f"the image data ends in row {first + size // stride}")
-                    parts.append(part)
-                    size += len(part)
-                band = parts[0] if len(parts) == 1 else b"".join(parts)
-                if band[::stride].count(0) != wanted // stride:
-                    raise NotPlain(f"a row filter in rows {first} to {first + wanted // stride}")
-                yield first, band
-            while not inflate.eof:  # only the stream's checksum may follow the last row
-                exhausted = not pending and taken == len(chunks)
-                if not pending and not exhausted:
-                    pending, taken = chunks[taken], taken + 1
-                if inflate.decompress(pending, 1):
-                    raise NotPlain(f"more image data than {self.height} rows")
-                pending = inflate.unconsumed_tail
-                if exhausted and not inflate.eof:
-                    raise NotPlain("the image data ends early")
+            while self._row < header.height:
+                rows = min(per_band, header.height - self._row)
+                part = self._inflate.decompress(pending, rows * stride - self._size)
+                pending = self._inflate.unconsumed_tail
+                if not part:
+                    return  # the rest is in the next chunks
+                self._parts.append(part)
+                self._size += len(part)
+                if self._size == rows * stride:
+                    band = part if len(self._parts) == 1 else b"".join(self._parts)
+                    self._parts, self._size = [], 0
+                    if band[::stride].count(0) != rows:
+                        raise NotPlain(f"a row filter in rows {self._row} to {self._row + rows}")
+                    yield self._row, band
+                    self._row += rows
+            # Past the last row, only the stream's checksum may follow.
+            if pending and self._inflate.decompress(pending, 1):
+                raise NotPlain(f"more image data than {header.height} rows")
         except _INFLATE_ERROR as exc:
             raise NotPlain(f"broken image data ({exc})") from exc
 
+    def close(self) -> None:
+        """Raises NotPlain unless the PNG was whole: every row, the stream's end and IEND."""
+        if self.header is None or not self.complete:
+            raise NotPlain("the PNG ends early")
+        if self._row < self.header.height:
+            raise NotPlain(f"the image data ends in row {self._row}")
+        try:
+            if not self._inflate.eof and self._inflate.decompress(b"", 1):
+                raise NotPlain(f"more image data than {self.header.height} rows")
+        except _INFLATE_ERROR as exc:
+            raise NotPlain(f"broken image data ({exc})") from exc
+        if not self._inflate.eof:
+            raise NotPlain("the image data ends early")
+
+
+@dataclass(frozen=True, slots=True)
+class PlainPng:
+    """A whole PNG read as plain: its header, its rows not yet inflated."""
+
+    width: int
+    height: int
+    mode: str
+    data: bytes
+
+    @property
+    def stride(self) -> int:
+        return 1 + self.width * len(self.mode)
+
+    def bands(self) -> Iterator[tuple[int, bytes]]:
+        """The bands of rows of `PlainReader.feed`, then its `close` check."""
+        reader = PlainReader()
+        yield from reader.feed(self.data)
+        reader.close()
+
 
 def read(data: bytes) -> PlainPng | None:
-    """data as a PlainPng; None when it is not one (Pillow reads it, or tells what is wrong)."""
-    if not data.startswith(SIGNATURE):
+    """data as a PlainPng when its header and chunks are (every CRC right, up to IEND);
+    None when not (Pillow reads it, or tells what is wrong). Its rows: `bands`."""
+    reader = PlainReader()
+    try:
+        reader.chunks(data)
+    except NotPlain:
         return None
-    view = memoryview(data)
-    offset = len(SIGNATURE)
-    header: tuple[int, ...] | None = None
-    idat: list[memoryview] = []
-    while offset + _CHUNK.size <= len(data):
-        length, kind = _CHUNK.unpack_from(data, offset)
-        start = offset + _CHUNK.size
-        end = start + length
-        if end + 4 > len(data):
-            return None  # truncated
-        body = view[start:end]
-        (crc,) = struct.unpack_from(">I", data, end)
-        if zlib.crc32(body, zlib.crc32(kind)) != crc:
-            return None
-        offset = end + 4
-        if kind == b"IHDR" and header is None and length == _IHDR.size:
-            header = _IHDR.unpack(body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        elif kind in (b"PLTE", b"tRNS") or header is None:
-            return None  # a transparent colour or a palette: Pillow's modes, not plain RGB
-    else:
-        return None  # no IEND
-    if header is None or not any(idat):
+    header = reader.header
+    if header is None or not reader.complete or not reader.idat_seen:
         return None
-    width, height, depth, colour_type, compression, row_filter, interlace = header
-    mode = _MODES.get(colour_type)
-    if mode is None or (depth, compression, row_filter, interlace) != (8, 0, 0, 0):
-        return None
-    if not width or not height:
-        return None
-    return PlainPng(width, height, mode, tuple(idat))
+    return PlainPng(header.width, header.height, header.mode, data)

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from isal import isal_zlib
 
+Buffer = bytes | bytearray | memoryview  # (typing.Buffer from Python 3.12)
+
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # mode: (bytes per pixel, PNG colour type: 2 truecolour, 6 truecolour with alpha)
 _COLOUR_TYPES = {"RGB": (3, 2), "RGBA": (4, 6)}
@@ -37,18 +39,28 @@ def encode(pixels: bytes, width: int, height: int, mode: str, level: int) -> byt
 
 def encode_rows(rows: Sequence[bytes], mode: str, level: int) -> bytes:
     """As `encode`, for the image's rows of pixels, top to bottom (all of one length)."""
-    channels, colour_type = _COLOUR_TYPES[mode]
+    channels = _COLOUR_TYPES[mode][0]
     width, rest = divmod(len(rows[0]), channels)
     if rest or any(len(row) != len(rows[0]) for row in rows):
         raise ValueError(f"rows of {sorted({len(row) for row in rows})} bytes for {mode} pixels")
     filtered = b"\x00" + b"\x00".join(rows)  # filter type 0 before each row
-    header = struct.pack(">IIBBBBB", width, len(rows), 8, colour_type, 0, 0, 0)
+    return encode_filtered(filtered, width, len(rows), mode, level)
+
+
+def encode_filtered(data: Buffer, width: int, height: int, mode: str, level: int) -> bytes:
+    """As `encode`, for image data whose rows are each already the filter type 0 then the
+    pixels (C-contiguous; a numpy array's `memoryview`)."""
+    channels, colour_type = _COLOUR_TYPES[mode]
+    length = memoryview(data).nbytes
+    if length != height * (1 + width * channels):
+        raise ValueError(f"{length} bytes for {width}x{height} {mode} rows")
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
     return b"".join(
-        (SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", _deflate(filtered, level)), _IEND)
+        (SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", _deflate(data, level)), _IEND)
     )
 
 
-def _deflate(data: bytes, level: int) -> bytes:
+def _deflate(data: Buffer, level: int) -> bytes:
     """A zlib stream of data (RFC 1950), as PNG's IDAT holds."""
     if level in _ISAL_LEVELS:
         return isal_zlib.compress(data, level)
