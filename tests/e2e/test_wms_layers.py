@@ -314,6 +314,33 @@ def test_upstream_failures_answer_502_504_and_store_nothing(
     )
 
 
+def test_an_answer_cut_off_below_the_first_tile_answers_502_and_stores_nothing(
+    wms: MapServerWMS, memcached: Memcached, app_server: Callable[..., AppServer]
+) -> None:
+    """A metatile's answer read into a render process as it arrives, then cut off
+    (`truncated`: half the body, then the connection closed): the tile asked for is in
+    the top rows, whole before the cut, and still not answered: 502, nothing stored."""
+    server = app_server(wms_config(wms, memcached, retries=1))
+    row, col, _, _ = tile_of(*FORUM)
+    top, left = row - row % 8 + 64, col - col % 8  # a metatile of its own
+    wms.set_mode("truncated")
+    wms.clear_log()
+    try:
+        answer = server.get(path("wms", "epsg3857", Z, top, left))
+    finally:
+        wms.set_mode("normal")
+    assert answer.status == 502, answer.body[:500]
+    assert b"broken answer" in answer.body
+    wait_until(lambda: wms.getmap_count() >= 2, "the WMS's two answers")
+    assert wms.getmap_count() == 2
+    for r in range(top, top + 8):
+        for c in range(left, left + 8):
+            assert memcached.get(f"t/wms/default/epsg3857/{Z}/{r}/{c}") is None
+    healed = server.get(path("wms", "epsg3857", Z, top, left))
+    assert healed.status == 200 and healed.headers["x-tile-source"] == "render"
+    assert rgba(healed.body).size == (256, 256)
+
+
 def test_wms_stopped_then_restarted(
     wms: MapServerWMS, app_server: Callable[..., AppServer]
 ) -> None:

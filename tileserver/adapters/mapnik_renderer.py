@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from tileserver.adapters import image_feed
 from tileserver.adapters.early_tiles import EarlyTiles
 from tileserver.adapters.mapnik_worker import (
     POSTGIS_PARAMETERS,
@@ -33,6 +34,7 @@ from tileserver.adapters.mapnik_worker import (
     ping,
     render_metatile,
 )
+from tileserver.adapters.pool_faults import abandon, lost_process
 from tileserver.config import Layer
 from tileserver.errors import ConfigError, RenderError
 from tileserver.errors import DatabaseUnavailable as DatabaseDown
@@ -47,27 +49,6 @@ __all__ = ["InvalidImage", "MapnikRenderer", "map_spec", "postgis_parameters"]
 
 _WATCH = 0.5  # seconds between two looks at the render processes while a job waits
 _NOTICE = 1.0  # seconds the pool has to notice a dead process itself
-
-
-def _lost_process(pool: ProcessPoolExecutor) -> bool:
-    """True when a process of pool has died (killed, out of memory)."""
-    processes = getattr(pool, "_processes", None) or {}
-    return any(p.exitcode is not None for p in list(processes.values()))
-
-
-def _abandon(pool: ProcessPoolExecutor) -> None:
-    """Ends a pool left hanging by a dead process. A process killed while it sends its
-    result leaves the executor's manager thread reading the rest of that message forever,
-    the result lock held (the other processes wait for it): no job of the pool ever ends,
-    and shutting it down waits forever. So its processes are killed and the parent's end
-    of the result pipe closed: the manager thread reads the end of the pipe, fails the
-    jobs still waiting with BrokenProcessPool and stops. (CPython's executor internals,
-    looked up defensively.)"""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        process.kill()
-    writer = getattr(getattr(pool, "_result_queue", None), "_writer", None)
-    if writer is not None:
-        writer.close()
 
 
 def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
@@ -137,6 +118,7 @@ class MapnikRenderer:
         self._early_ids = itertools.count(1)
         # early id: the event loop of its job's render, and where its first tile goes
         self._firsts: dict[int, tuple[asyncio.AbstractEventLoop, Callable[[bytes], None]]] = {}
+        self._jobs = 0  # jobs given to the render processes and not ended
 
     def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")  # not fork: the parent runs threads
@@ -210,8 +192,8 @@ class MapnikRenderer:
             self._rebuild(pool, "found broken by a readiness check")
             return "down: a render process died (the pool is being restarted)", {}
         except TimeoutError:
-            if _lost_process(pool):  # a pool hung by a dead process: see _abandon
-                _abandon(pool)
+            if lost_process(pool):  # a pool hung by a dead process: see pool_faults.abandon
+                abandon(pool)
                 self._rebuild(pool, "hung by a dead render process, found by a readiness check")
                 return "down: a render process died (the pool is being restarted)", {}
             return f"busy: no render process answered within {wait:g} s", {}
@@ -246,6 +228,7 @@ class MapnikRenderer:
             early=early,
         )
         result: RenderResult | None = None
+        self._jobs += 1
         try:
             result = await self._run(render_metatile, job)
         except DatabaseUnavailable as exc:
@@ -257,6 +240,7 @@ class MapnikRenderer:
         except Exception as exc:
             raise RenderError(f"Mapnik failed: {exc}") from exc
         finally:
+            self._jobs -= 1
             if result is None:  # failed: nothing to hand over
                 self._firsts.pop(early, None)
         log.debug(
@@ -300,6 +284,54 @@ class MapnikRenderer:
             image_format=layer.output_format,
             early=early,
         )
+        self._jobs += 1
+        try:
+            return await self._cut_job(job, early, first)
+        finally:
+            self._jobs -= 1
+
+    def cut_as_read(
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
+    ) -> image_feed.FedJob[RenderedTiles] | None:
+        """As `cut`, for an image handed over as it is read (`ImageFeed.write`); None when
+        every render process has a job: a job waiting for a process gains nothing from
+        the pieces that came meanwhile, and would hold a process waiting for the rest."""
+        if not image_feed.AVAILABLE or self._jobs >= self.processes or self._pool is None:
+            return None
+        feed = image_feed.FeedServer()
+        early = self._expect_first(first, on_first)
+        job = CutJob(
+            image=b"",
+            width=metatile.width,
+            height=metatile.height,
+            tile_size=layer.grid.tile_size,
+            tiles=_cuts(metatile, only, first if early else None),
+            image_format=layer.output_format,
+            early=early,
+            feed=feed.address,
+        )
+        self._jobs += 1  # now: the next GetMap of this loop iteration sees it
+        task = asyncio.ensure_future(self._cut_job(job, early, first))
+        task.add_done_callback(lambda _: self._fed_job_done(feed, early))
+        return image_feed.FedJob(feed, task)
+
+    def _fed_job_done(self, feed: image_feed.FeedServer, early: int) -> None:
+        """Once a fed job has ended, or was cancelled before it started."""
+        self._jobs -= 1
+        feed.abort()  # a no-op once the image was whole, else the process is not fed
+        self._firsts.pop(early, None)
+
+    async def _cut_job(
+        self,
+        job: CutJob,
+        early: int,
+        first: TileCoord | None,
+    ) -> RenderedTiles:
         result: RenderResult | None = None
         try:
             result = await self._run(cut_image, job)
@@ -316,7 +348,7 @@ class MapnikRenderer:
         self, pool: ProcessPoolExecutor, future: asyncio.Future[RenderResult]
     ) -> RenderResult:
         """The job's result, watching pool's processes meanwhile: one that died without the
-        pool noticing within `_NOTICE` seconds ends the pool (`_abandon`), and the job
+        pool noticing within `_NOTICE` seconds ends the pool (`abandon`), and the job
         fails with BrokenProcessPool, as it would had the pool noticed."""
         loop = asyncio.get_running_loop()
         dead_since: float | None = None
@@ -326,9 +358,9 @@ class MapnikRenderer:
                 if done:
                     return future.result()
                 if dead_since is None:
-                    dead_since = loop.time() if _lost_process(pool) else None
+                    dead_since = loop.time() if lost_process(pool) else None
                 elif loop.time() - dead_since >= _NOTICE:
-                    _abandon(pool)
+                    abandon(pool)
                     raise BrokenProcessPool("a render process died and the pool hung")
         finally:
             future.cancel()  # a no-op once done; else the job is not wanted any more

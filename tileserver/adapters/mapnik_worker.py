@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Any
 
-from tileserver.adapters import pillow_cut
+from tileserver.adapters import image_feed, pillow_cut
 from tileserver.adapters.parent_death import die_with_parent
 from tileserver.adapters.process_memory import return_large_buffers
 
@@ -276,13 +276,14 @@ def rgba(pixel: int, premultiplied: bool) -> tuple[int, int, int, int]:
 class CutJob:
     """An image rendered elsewhere (a WMS GetMap answer) to cut into encoded tiles."""
 
-    image: bytes
+    image: bytes  # b"" when it comes through `feed`
     width: int  # expected size, buffer included
     height: int
     tile_size: int
     tiles: tuple[pillow_cut.Cut, ...]  # z, row, col, x, y
     image_format: str
     early: int = 0  # as RenderJob's
+    feed: str = ""  # where the image is read from as it arrives (image_feed), else ""
 
 
 class InvalidImage(ValueError):
@@ -293,25 +294,39 @@ def cut_image(job: CutJob) -> RenderResult:
     start = time.perf_counter()
     encoding = pillow_cut.options(job.image_format)
     uniform: pillow_cut.Uniform = {}
-    if encoding is not None:  # a plain PNG or JPEG: Pillow's reader is the faster
-        try:
+    first_done = _first_done(job.early)
+    image = job.image
+    try:
+        if job.feed:
+            pieces = image_feed.FeedReader(job.feed)
+            try:
+                if encoding is not None:
+                    tiles = pillow_cut.cut_pieces(
+                        pieces, job.width, job.height, job.tiles, job.tile_size, encoding,
+                        uniform, first_done,
+                    )  # fmt: skip
+                    return RenderResult(tiles, 0.0, time.perf_counter() - start, uniform)
+                image = b"".join(pieces.rest())
+            finally:
+                pieces.close()
+        if encoding is not None:  # a plain PNG or JPEG: Pillow's reader is the faster
             tiles = pillow_cut.cut(
-                job.image, job.width, job.height, job.tiles, job.tile_size, encoding,
-                uniform, _first_done(job.early),
+                image, job.width, job.height, job.tiles, job.tile_size, encoding,
+                uniform, first_done,
             )  # fmt: skip
-        except pillow_cut.NotAnImage as exc:
-            raise InvalidImage(str(exc)) from exc
-        return RenderResult(tiles, 0.0, time.perf_counter() - start, uniform)
+            return RenderResult(tiles, 0.0, time.perf_counter() - start, uniform)
+    except (pillow_cut.NotAnImage, image_feed.FeedBroken) as exc:
+        raise InvalidImage(str(exc)) from exc
     _import_mapnik()
     try:
-        image = mapnik.Image.from_string(job.image)
+        decoded_image = mapnik.Image.from_string(image)
     except Exception as exc:
         raise InvalidImage(f"not a readable image ({exc})") from exc
-    if (image.width(), image.height()) != (job.width, job.height):
+    if (decoded_image.width(), decoded_image.height()) != (job.width, job.height):
         raise InvalidImage(
-            f"an image of {image.width()}x{image.height()} pixels instead of "
+            f"an image of {decoded_image.width()}x{decoded_image.height()} pixels instead of "
             f"{job.width}x{job.height}"
         )
     decoded = time.perf_counter()
-    tiles = _cut(image, job.tiles, job.tile_size, job.image_format, uniform, _first_done(job.early))
+    tiles = _cut(decoded_image, job.tiles, job.tile_size, job.image_format, uniform, first_done)
     return RenderResult(tiles, decoded - start, time.perf_counter() - decoded, uniform)

@@ -17,6 +17,7 @@ import io
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
@@ -50,7 +51,7 @@ class NotAnImage(ValueError):
     """The bytes are not an image of the expected size (the message says which)."""
 
 
-__all__ = ["Cut", "FirstDone", "Uniform", "cut", "cut_pixels", "options"]
+__all__ = ["Cut", "FirstDone", "Uniform", "cut", "cut_pieces", "cut_pixels", "options"]
 
 
 def cut(
@@ -78,6 +79,57 @@ def cut(
             # decodes it or says what is wrong. A first tile sent was whole and right.
             first_done = None if plain.first_sent else first_done
     return _cut(_decode(data, width, height, encoding), cuts, size, encoding, uniform, first_done)
+
+
+class Pieces(Protocol):
+    """An image read piece by piece as it arrives (image_feed.FeedReader)."""
+
+    def ready(self) -> bool:
+        """True when a piece (or the end) can be read without waiting."""
+        ...
+
+    def read(self) -> bytes | bytearray | None:
+        """The next piece; None at the end."""
+        ...
+
+    def rest(self) -> list[bytearray]:
+        """The pieces not read yet, to the end."""
+        ...
+
+
+def cut_pieces(
+    pieces: Pieces,
+    width: int,
+    height: int,
+    cuts: tuple[Cut, ...],
+    size: int,
+    encoding: Encoding,
+    uniform: Uniform | None = None,
+    first_done: FirstDone | None = None,
+) -> dict[tuple[int, int, int], bytes]:
+    """As `cut`, for an image read piece by piece as it arrives: a plain PNG is cut as it
+    comes, and the tiles already whole are encoded while the next piece is awaited (the
+    first tile as soon as it is whole)."""
+    read: list[bytes | bytearray] = []
+    if encoding.format == "PNG":
+        plain = plain_cut.PlainCut(
+            width, height, cuts, size, encoding.level, uniform, first_done, eager=False
+        )
+        try:
+            while True:
+                while plain.has_ready and not pieces.ready():
+                    plain.encode_one()
+                piece = pieces.read()
+                if piece is None:
+                    return plain.finish()
+                read.append(piece)
+                plain.feed(piece)
+        except plain_cut.SizeMismatch as exc:
+            raise NotAnImage(str(exc)) from exc
+        except png_decoder.NotPlain:
+            first_done = None if plain.first_sent else first_done  # as in `cut`
+    read.extend(pieces.rest())
+    return cut(b"".join(read), width, height, cuts, size, encoding, uniform, first_done)
 
 
 def cut_pixels(

@@ -43,6 +43,29 @@ class ImageCutter(Protocol):
         """Raises InvalidImage (a ValueError) when image is not the metatile's image."""
         ...
 
+    def cut_as_read(
+        self,
+        layer: Layer,
+        metatile: Metatile,
+        only: Collection[TileCoord] | None = None,
+        first: TileCoord | None = None,
+        on_first: Callable[[bytes], None] | None = None,
+    ) -> FedCut | None:
+        """As `cut`, fed the image as it is read; None: `cut` it once read."""
+        ...
+
+
+class FedCut(Protocol):
+    """A cut job fed the image as it is read."""
+
+    def write(self, data: bytes) -> None: ...
+
+    async def tiles(self) -> dict[TileCoord, bytes]:
+        """Once every piece is written: as `ImageCutter.cut`."""
+        ...
+
+    def abort(self) -> None: ...
+
 
 class WmsRenderer:
     """Renders the metatiles of `type: wms` layers; one instance per server process."""
@@ -89,9 +112,14 @@ class WmsRenderer:
         params.extend((name.upper(), value) for name, value in sorted(dimensions.items()))
         url = URL(source.url).extend_query(params)
 
+        def fed() -> FedCut | None:
+            return self._cutter.cut_as_read(layer, metatile, only, first, on_first)
+
         async def attempt() -> dict[TileCoord, bytes]:
-            body, _ = await self._once(source, url, "GetMap")
+            body, _, cutting = await self._once(source, url, "GetMap", fed)
             try:
+                if cutting is not None:
+                    return await cutting.tiles()
                 return await self._cutter.cut(layer, metatile, body, only, first, on_first)
             except ValueError as exc:  # InvalidImage: a broken answer, worth a retry
                 raise UpstreamError(
@@ -111,7 +139,10 @@ class WmsRenderer:
             source, grid, grid.tile_bbox(coord), grid.tile_size, i, j, info_format
         )
         url = URL(source.url).extend_query(params)
-        return await self._with_retries(source, lambda: self._once(source, url, "GetFeatureInfo"))
+        body, content_type, _ = await self._with_retries(
+            source, lambda: self._once(source, url, "GetFeatureInfo")
+        )
+        return body, content_type
 
     async def _with_retries(self, source: WmsSource, attempt: Callable[[], Awaitable[T]]) -> T:
         attempts = source.retries + 1
@@ -127,18 +158,34 @@ class WmsRenderer:
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _once(self, source: WmsSource, url: URL, operation: str) -> tuple[bytes, str]:
+    async def _once(
+        self,
+        source: WmsSource,
+        url: URL,
+        operation: str,
+        fed: Callable[[], FedCut | None] | None = None,
+    ) -> tuple[bytes, str, FedCut | None]:
+        """The answer's body and type; an image is handed to the cut job `fed` gives, if
+        any, as it is read (then the body is b"")."""
         session = self._session
         if session is None:
             raise RenderError("the WMS client is closed")
         where = f"WMS {_where(source)} {operation}"
         headers = dict(source.headers)
+        cutting: FedCut | None = None
         try:
-            async with asyncio.timeout(source.timeout):
-                async with session.get(url, headers=headers, allow_redirects=True) as response:
-                    status = response.status
-                    content_type = response.headers.get("Content-Type", "")
-                    body = await _read(response)
+            try:
+                async with asyncio.timeout(source.timeout):
+                    async with session.get(url, headers=headers, allow_redirects=True) as response:
+                        status = response.status
+                        content_type = response.headers.get("Content-Type", "")
+                        if fed and status == 200 and content_type.lower().startswith("image/"):
+                            cutting = fed()
+                        body = await _read(response, cutting)
+            except BaseException:
+                if cutting is not None:
+                    cutting.abort()  # nothing is cut from an answer that broke off
+                raise
         except TimeoutError as exc:
             late = f"gave no answer within {source.timeout:g} s"
             raise UpstreamError(f"{where}: no answer within {source.timeout:g} s", 504,
@@ -162,10 +209,11 @@ class WmsRenderer:
                 f"{where}: answered {content_type or 'no Content-Type'} instead of an image: "
                 f"{error_message(content_type, body)}", 502, "answered something but an image",
             )  # fmt: skip
-        return body, content_type
+        return body, content_type, cutting
 
 
-async def _read(response: aiohttp.ClientResponse) -> bytes:
+async def _read(response: aiohttp.ClientResponse, cutting: FedCut | None = None) -> bytes:
+    """The body; when `cutting`, handed to it as it comes instead (b"")."""
     length = response.content_length
     if length is not None and length > MAX_BODY:
         raise ValueError(f"{length} bytes is more than the {MAX_BODY} accepted")
@@ -175,11 +223,13 @@ async def _read(response: aiohttp.ClientResponse) -> bytes:
         total += len(chunk)
         if total > MAX_BODY:
             raise ValueError(f"more than the {MAX_BODY} bytes accepted")
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if length is not None and len(body) != length:
-        raise ValueError(f"{len(body)} bytes of the {length} announced")
-    return body
+        if cutting is None:
+            chunks.append(chunk)
+        else:
+            cutting.write(chunk)
+    if length is not None and total != length:
+        raise ValueError(f"{total} bytes of the {length} announced")
+    return b"".join(chunks)
 
 
 def _source(layer: Layer) -> WmsSource:
