@@ -552,6 +552,8 @@ class Target:
     # for a tileserver layer over a WMS: the upstream's own GetMap log (its render times)
     upstream: RenderLog | None = None
     hits_only: bool = False  # a static-file ceiling: nothing to render, no cold phases
+    # the server's processes (master, workers, render processes), for their CPU time
+    processes: Callable[[], list[int]] | None = None
 
     @property
     def base(self) -> str:
@@ -847,18 +849,63 @@ def combine_hits(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+CPU_GROUPS = ("mapserv", "apache2", "memcached")  # the peers' processes, by name
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(target: Target) -> dict[str, int]:
+    """utime + stime (clock ticks) of the target's own processes (`tileserver`), and of the
+    peers' MapServer, Apache (by configuration file) and Memcached processes."""
+    ours = set(target.processes()) if target.processes is not None else set()
+    ticks: Counter[str] = Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            used = int(fields[11]) + int(fields[12])  # utime, stime
+            if int(entry.name) in ours:
+                group = "tileserver"
+            elif comm == "apache2":
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+                conf = next((Path(a.decode()).stem for a in args if a.endswith(b".conf")), "")
+                group = f"apache2 {conf}".strip()
+            elif comm in CPU_GROUPS:
+                group = comm
+            else:
+                continue
+        except (OSError, ValueError):
+            continue
+        ticks[group] += used
+    return dict(ticks)
+
+
+def cpu_seconds(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each group used in between (processes gone meanwhile are not counted)."""
+    return {
+        group: round((after[group] - before.get(group, 0)) / CLOCK_TICKS, 2)
+        for group in sorted(after)
+        if after[group] != before.get(group, 0)
+    }
+
+
 def run_cold(target: Target, s: Settings) -> dict[str, Any]:
     urls = expand(target.template, cold_tiles())
     target.flush()
     time.sleep(s.pause)
     r0, c0 = render_count(target.renders), cpu_times()
     u0 = render_count(target.upstream)
+    p0 = process_cpu(target)
     fetched = fetch_all(urls, s.cold_conc)
     c1 = cpu_times()
+    p1 = process_cpu(target)
     renders, durations = render_ms_since(target.renders, r0)
     result = fetched.summary()
     result.update(
         cpu_pct=cpu_busy_pct(c0, c1),
+        cpu_s=cpu_seconds(p0, p1),
         renders=renders,
         render_ms_mean=rounded(sum(durations) / len(durations)) if durations else None,
         render_ms_max=rounded(max(durations)) if durations else None,
@@ -1166,6 +1213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush,
                     flush_desc,
                     tileserver_renders(server.log_path, "osm"),
+                    processes=server.process_tree,
                 )
             ]
             if args.wms_layer:
@@ -1177,6 +1225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         flush_desc,
                         tileserver_renders(server.log_path, WMS_LAYER),
                         upstream=_wms_getmaps() if args.wms_url == PEERS_WMS_URL else None,
+                        processes=server.process_tree,
                     )
                 )
             if args.nginx:
@@ -1278,6 +1327,7 @@ def run_all(
             for t in renderers:  # interleaved, so that drift hits every server alike
                 log(f"cold {rep + 1}/{s.cold_repeats}: {t.name}")
                 results[t.name].setdefault("cold_runs", []).append(run_cold(t, s))
+                log(f"{t.name}: CPU s of the cold run: {results[t.name]['cold_runs'][-1]['cpu_s']}")
         for t in renderers:
             runs = results[t.name]["cold_runs"]
             results[t.name]["cold"] = sorted(runs, key=lambda r: r["tiles_per_s"])[len(runs) // 2]
