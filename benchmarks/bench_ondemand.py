@@ -854,9 +854,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu(target: Target) -> dict[str, int]:
-    """utime + stime (clock ticks) of the target's own processes (`tileserver`), and of the
+    """utime + stime (clock ticks) of the target's own processes (`tileserver <kind>`), of the
     peers' MapServer, Apache (by configuration file) and Memcached processes."""
-    ours = set(target.processes()) if target.processes is not None else set()
+    tree = target.processes() if target.processes is not None else []
+    ours = {pid: process_kind(pid, tree[0], 2) for pid in tree}
     ticks: Counter[str] = Counter()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -867,7 +868,7 @@ def process_cpu(target: Target) -> dict[str, int]:
             fields = stat[stat.rindex(")") + 2 :].split()
             used = int(fields[11]) + int(fields[12])  # utime, stime
             if int(entry.name) in ours:
-                group = "tileserver"
+                group = f"tileserver {ours[int(entry.name)]}"
             elif comm == "apache2":
                 args = (entry / "cmdline").read_bytes().split(b"\0")
                 conf = next((Path(a.decode()).stem for a in args if a.endswith(b".conf")), "")
