@@ -1,8 +1,9 @@
 """Cutting a metatile's pixels into encoded tiles with Pillow, in the render processes.
 
-Both paths come here: an image rendered elsewhere (a WMS GetMap answer, `cut`): for PNG
-tiles, its rows as they are when it has no row filter (MapServer's PNGs: `png_decoder`),
-else decoded by Pillow, about five times faster than Mapnik's reader for a 2112x2112 PNG;
+Both paths come here: an image rendered elsewhere (a WMS GetMap answer, `cut`, or
+`cut_pieces` as it arrives): for PNG tiles, its rows as they are when it has no row
+filter (MapServer's PNGs: `plain_cut`), else decoded by Pillow, about five times faster
+than Mapnik's reader for a 2112x2112 PNG;
 and Mapnik's own rendering (`cut_pixels`, from `mapnik_worker`), its raw RGBA pixels, cut
 into RGBA tiles as Mapnik's own encoder writes them. For the plain encoders (`png`,
 `png32`, `png:z=N`, `jpegNN`) opaque WMS tiles are RGB (the same pixels, less to deflate),

@@ -1,5 +1,6 @@
 """`type: wms` layers: one GetMap per metatile (buffer included) to an upstream WMS,
-the answer cut into tiles in the render processes; GetFeatureInfo forwarded.
+the answer cut into tiles in the render processes, handed to a free one as it is read
+(`ImageCutter.cut_as_read`), else once whole; GetFeatureInfo forwarded.
 
 aiohttp is this adapter's client; its errors become `UpstreamError` here, with the
 HTTP status the server answers: 502 (a wrong answer), 503 (unreachable), 504 (timeout).
