@@ -30,7 +30,7 @@ Rows = npt.NDArray[np.uint8]  # a tile's rows, each its filter byte (0) then its
 # once per render process, as MapCache does with its blank tiles: key -> bytes.
 _SOLID: dict[tuple[object, ...], bytes] = {}
 _SOLID_MAX = 4096
-_SPARE: list[Rows] = []  # tile buffers to use again
+_SPARE: dict[tuple[int, int], list[Rows]] = {}  # tile buffers to use again, by shape
 _SPARE_MAX = 16  # about two rows of tiles: 3-4 MB
 
 
@@ -56,17 +56,19 @@ def inside(x: int, y: int, size: int, width: int, height: int) -> None:
 
 
 def _buffer(size: int, line: int) -> Rows:
-    for i, spare in enumerate(_SPARE):
-        if spare.shape == (size, line):
-            return _SPARE.pop(i)
+    try:
+        return _SPARE[(size, line)].pop()  # atomic: cuts may run in threads (threaded_cut)
+    except (KeyError, IndexError):
+        pass
     rows: Rows = np.empty((size, line), np.uint8)
     rows[:, 0] = 0  # filter type 0 (none) before each row; never written again
     return rows
 
 
 def _give_back(rows: Rows) -> None:
-    if len(_SPARE) < _SPARE_MAX:
-        _SPARE.append(rows)
+    spare = _SPARE.setdefault((rows.shape[0], rows.shape[1]), [])
+    if len(spare) < _SPARE_MAX:
+        spare.append(rows)
 
 
 class SizeMismatch(ValueError):

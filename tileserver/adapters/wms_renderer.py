@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, runtime_checkable
 
 import aiohttp
 from yarl import URL
@@ -43,6 +43,11 @@ class ImageCutter(Protocol):
     ) -> dict[TileCoord, bytes]:
         """Raises InvalidImage (a ValueError) when image is not the metatile's image."""
         ...
+
+
+@runtime_checkable
+class FeedCutter(Protocol):
+    """An ImageCutter that may also take the image as it is read (the render pool)."""
 
     def cut_as_read(
         self,
@@ -113,8 +118,12 @@ class WmsRenderer:
         params.extend((name.upper(), value) for name, value in sorted(dimensions.items()))
         url = URL(source.url).extend_query(params)
 
+        feeder = self._cutter if isinstance(self._cutter, FeedCutter) else None
+
         def fed() -> FedCut | None:
-            return self._cutter.cut_as_read(layer, metatile, only, first, on_first)
+            if feeder is None:
+                return None
+            return feeder.cut_as_read(layer, metatile, only, first, on_first)
 
         async def attempt() -> dict[TileCoord, bytes]:
             body, _, cutting = await self._once(source, url, "GetMap", fed)
