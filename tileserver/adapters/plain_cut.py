@@ -1,14 +1,14 @@
 """A plain PNG (MapServer's GetMap answers: `png_decoder`) cut into PNG tiles in one pass
 over its rows, as its bytes arrive; in the render processes.
 
-Each tile's rows are copied out of each band of inflated rows (numpy: one copy per band
-and tile, not one slice per row) into the tile's PNG image data, the filter byte of each
-row already in place, which ISA-L deflates as it is (`png_encoder.encode_filtered`). The
-first tile (answer first) is encoded as soon as its last row is in, and handed over once
-the answer's chunks are all in through IEND with right CRCs; the other tiles are encoded
-as they are whole (`eager`), or when the caller has time (`encode_one`: while it waits for
-more of the answer). Tile buffers are kept for the next tiles, a few per process, so that
-no page is faulted in per tile (figures: benchmarks/RESULTS.md, issue 15, phase 5).
+Each tile's rows are sliced out of each band of inflated rows as it comes, and the
+bands dropped: every row is inflated once (no second pass for the first tile, no
+metatile-sized buffer). The first tile (answer first) is encoded as soon as its last row
+is in, and handed over once the answer's chunks are all in through IEND with right CRCs;
+the other tiles are encoded as they are whole (`eager`), or when the caller has time
+(`encode_one`: while it waits for more of the answer). No numpy: `generate_tiles` cuts in
+threads of a command that must not load it (`threaded_cut`; figures: benchmarks/RESULTS.md,
+issue 15, phase 5).
 """
 
 from __future__ import annotations
@@ -16,22 +16,17 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-import numpy as np
-import numpy.typing as npt
-
 from tileserver.adapters import png_decoder, png_encoder
 
 Cut = tuple[int, int, int, int, int]  # a tile's z, row, col and its x, y in the image
 Uniform = dict[tuple[int, int, int], tuple[int, int, int, int]]  # (z, row, col): RGBA
 FirstDone = Callable[[bytes], None]  # called with the first tile of `cuts`, once encoded
-Rows = npt.NDArray[np.uint8]  # a tile's rows, each its filter byte (0) then its pixels
+Rows = list[bytes]  # a tile's rows of pixels, top to bottom
 
 # Encoded single-colour tiles (sea, land, empty: often a third of a metatile), encoded
 # once per render process, as MapCache does with its blank tiles: key -> bytes.
 _SOLID: dict[tuple[object, ...], bytes] = {}
 _SOLID_MAX = 4096
-_SPARE: dict[tuple[int, int], list[Rows]] = {}  # tile buffers to use again, by shape
-_SPARE_MAX = 16  # about two rows of tiles: 3-4 MB
 
 
 def keep_solid(key: tuple[object, ...], encoded: bytes) -> None:
@@ -53,22 +48,6 @@ def rgba(pixel: bytes) -> tuple[int, int, int, int]:
 def inside(x: int, y: int, size: int, width: int, height: int) -> None:
     if x < 0 or y < 0 or x + size > width or y + size > height:
         raise ValueError(f"tile at ({x}, {y}) is outside the {width}x{height} image")
-
-
-def _buffer(size: int, line: int) -> Rows:
-    try:
-        return _SPARE[(size, line)].pop()  # atomic: cuts may run in threads (threaded_cut)
-    except (KeyError, IndexError):
-        pass
-    rows: Rows = np.empty((size, line), np.uint8)
-    rows[:, 0] = 0  # filter type 0 (none) before each row; never written again
-    return rows
-
-
-def _give_back(rows: Rows) -> None:
-    spare = _SPARE.setdefault((rows.shape[0], rows.shape[1]), [])
-    if len(spare) < _SPARE_MAX:
-        spare.append(rows)
 
 
 class SizeMismatch(ValueError):
@@ -143,20 +122,18 @@ class PlainCut:
 
     def _fill(self, first: int, band: bytes, stride: int) -> None:
         count = len(band) // stride
-        pixels = np.frombuffer(band, np.uint8).reshape(count, stride)
         channels = len(self._mode)
         size = self._size
-        line = 1 + size * channels
+        width = size * channels
         for top in [t for t in self._waiting if t < first + count and t + size > first]:
             low, high = max(top, first), min(top + size, first + count)
+            rows_in_band = range((low - first) * stride + 1, (high - first) * stride, stride)
             for cut in self._waiting[top]:
                 rows = self._rows.get(cut)
                 if rows is None:
-                    rows = self._rows[cut] = _buffer(size, line)
-                start = 1 + cut[3] * channels
-                rows[low - top : high - top, 1:] = pixels[
-                    low - first : high - first, start : start + size * channels
-                ]
+                    rows = self._rows[cut] = []
+                offset = cut[3] * channels
+                rows.extend(band[i + offset : i + offset + width] for i in rows_in_band)
             if high == top + size:  # these tiles are whole
                 for cut in self._waiting.pop(top):
                     if cut == self._first:
@@ -178,42 +155,42 @@ class PlainCut:
 
     def _encode(self, cut: Cut) -> None:
         rows = self._rows.pop(cut)
-        self._tiles[cut[:3]] = _encode_tile(rows, self._mode, cut[:3], self._uniform, self._level)
-        _give_back(rows)
+        self._tiles[cut[:3]] = _encode_tile(
+            rows, self._size, self._mode, cut[:3], self._uniform, self._level
+        )
         if cut == self._first:
             self._hand_over_first()
 
 
 def _encode_tile(
-    rows: Rows, mode: str, coord: tuple[int, int, int], uniform: Uniform | None, level: int
+    rows: Rows,
+    size: int,
+    mode: str,
+    coord: tuple[int, int, int],
+    uniform: Uniform | None,
+    level: int,
 ) -> bytes:
-    """A PNG tile of `rows` (filter bytes included); an RGBA tile whose every pixel is
-    opaque is encoded as RGB (the same pixels, less to deflate); a tile of one colour is
-    encoded once per process (and its colour goes in `uniform`)."""
-    size = rows.shape[0]
-    if mode == "RGBA":
-        alpha = rows[:, 4::4]
-        if bool((alpha == 255).all()):
-            opaque: Rows = np.empty((size, 1 + size * 3), np.uint8)
-            opaque[:, 0] = 0
-            opaque[:, 1:].reshape(size, size, 3)[:] = rows[:, 1:].reshape(size, size, 4)[..., :3]
-            rows, mode = opaque, "RGB"
+    """A PNG tile of `rows`; an RGBA tile whose every pixel is opaque is encoded as RGB
+    (the same pixels, less to deflate); a tile of one colour is encoded once per process
+    (and its colour goes in `uniform`)."""
+    if mode == "RGBA" and b"".join(row[3::4] for row in rows).count(255) == size * size:
+        opaque = []
+        for row in rows:
+            pixels = bytearray(row)
+            del pixels[3::4]
+            opaque.append(bytes(pixels))
+        rows, mode = opaque, "RGB"
     channels = len(mode)
-    first = rows[0, 1:]
+    first = rows[0]
     pixel = first[:channels]
-    flat = rows.reshape(-1)
-    line = rows.shape[1]
-    # One colour: the first row is one pixel repeated, and every row is the one above it.
-    if bool((first.reshape(size, channels) == pixel).all()) and bool(
-        (flat[line:] == flat[:-line]).all()
-    ):
-        colour = pixel.tobytes()
+    # One colour: the first row is one pixel repeated, and every row is the first.
+    if first == pixel * size and rows.count(first) == size:
         if uniform is not None:
-            uniform[coord] = rgba(colour)
-        key = (mode, colour, size, level)
+            uniform[coord] = rgba(pixel)
+        key = (mode, pixel, size, level)
         encoded = _SOLID.get(key)
         if encoded is None:
-            encoded = png_encoder.encode_filtered(rows.data, size, size, mode, level)
+            encoded = png_encoder.encode_rows(rows, mode, level)
             keep_solid(key, encoded)
         return encoded
-    return png_encoder.encode_filtered(rows.data, size, size, mode, level)
+    return png_encoder.encode_rows(rows, mode, level)

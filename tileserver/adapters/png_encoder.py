@@ -49,7 +49,7 @@ def encode_rows(rows: Sequence[bytes], mode: str, level: int) -> bytes:
 
 def encode_filtered(data: Buffer, width: int, height: int, mode: str, level: int) -> bytes:
     """As `encode`, for image data whose rows are each already the filter type 0 then the
-    pixels (C-contiguous; a numpy array's `memoryview`)."""
+    pixels."""
     channels, colour_type = _COLOUR_TYPES[mode]
     length = memoryview(data).nbytes
     if length != height * (1 + width * channels):
