@@ -10,6 +10,7 @@ import io
 import math
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -388,3 +389,39 @@ def test_generate_tiles_from_the_wms(wms: MapServerWMS, tmp_path: Path) -> None:
         assert_map_tile(p.read_bytes())
     prom = metrics_file.read_text()
     assert f'tileserver_tiles_generated{{layer="wms"}} {float(len(written))}' in prom
+
+
+def test_an_answer_still_coming_frees_its_render_process_for_other_metatiles(
+    wms: MapServerWMS, memcached: Memcached, tileserver: Callable[..., TileServer]
+) -> None:
+    """A WMS that keeps its answer coming (`held`: half of it, then the rest when the test
+    says) must not hold the one render process: the answer is taken back from it
+    (FEED_FOR) and another metatile's tiles are answered meanwhile; once the rest comes,
+    the held answer is cut whole, pixel for pixel."""
+    server = tileserver(wms_config(wms, memcached, retries=0), workers=1, render_processes=1)
+    row, col, _, _ = tile_of(*FORUM)
+    top, left = row - row % 8 + 128, col - col % 8  # a metatile of its own
+    held_path = path("wms", "epsg3857", Z, top, left)
+    other_path = path("wms", "epsg3857", Z, row, col)  # the Forum's: a map, not blank
+    wms.clear_log()
+    wms.set_mode("held", count=1)
+    held: list[Any] = []
+    fetch = threading.Thread(target=lambda: held.append(server.get(held_path)), daemon=True)
+    fetch.start()
+    try:
+        wait_until(lambda: any(r.mode == "held" for r in wms.requests()), "the held GetMap")
+        other = server.get(other_path)
+        assert not held, "the held answer came before it was released"
+    finally:
+        wms.release()
+        fetch.join(60)
+    assert other.status == 200 and other.headers["x-tile-source"] == "render"
+    assert_map_tile(other.body)
+    [answer] = held
+    assert answer.status == 200 and answer.headers["x-tile-source"] == "render", answer.body[:300]
+    buffer = 32 * (2 * MERC / 2**Z) / 256
+    first, last = tile_bbox(top, left), tile_bbox(top + 7, left + 7)
+    extent = (first[0] - buffer, last[1] - buffer, last[2] + buffer, first[3] + buffer)
+    reference = rgba(wms.direct_getmap(extent, 2112, 2112))
+    assert differing_pixels(rgba(answer.body), reference.crop((32, 32, 288, 288))) == 0
+    assert wms.getmap_count() == 2

@@ -253,11 +253,17 @@ class MapServerWMS:
 
     def set_mode(self, mode: str, count: int | None = None) -> None:
         """normal | service_exception | html_error[:status] | truncated | half_png |
-        slow:<seconds>; with count, only for the next `count` WMS requests."""
+        slow:<seconds> | held (until `release`); with count, only for the next `count`
+        WMS requests."""
         params = {"mode": mode, **({"count": str(count)} if count is not None else {})}
         response = self._control(params)
         if response.status != 200:
             raise ValueError(response.body.decode(errors="replace").strip())
+
+    def release(self) -> None:
+        """Lets the answers held by the `held` mode finish."""
+        if self._control({"release": "1"}).status != 200:
+            raise RuntimeError("the runner did not take the release")
 
     def mode(self) -> str:
         """The runner's current mode, e.g. "mode=slow:2" or "mode=truncated remaining=1"."""

@@ -13,7 +13,8 @@ Paths:
   the same WMS. With HTTP_PROXY=http://127.0.0.1:<port>, the WMS URLs of configuration
   files written for other machines (TileCloud-chain's `http://mapserver:8080/`) reach it.
 - `/_control?mode=<mode>[&count=N]`: sets the mode (for the next N WMS requests, then
-  back to `normal`); `/_control` alone reports it. Answered by the runner itself.
+  back to `normal`); `/_control` alone reports it; `/_control?release=1` lets the
+  answers held (`held`) finish. Answered by the runner itself.
 
 Modes:
 - `normal`: mapserv's answer.
@@ -26,6 +27,8 @@ Modes:
 - `half_png`: half of mapserv's image with a matching Content-Length (a well-formed HTTP
   answer carrying a broken PNG).
 - `slow:<seconds>`: sleeps, then answers normally.
+- `held`: mapserv's headers and the first half of its image, then the rest once
+  `/_control?release=1` is asked (a WMS that keeps its answer coming).
 
 A request with the header `X-Runner-Direct: 1` is always answered normally and logged as
 `direct`, not `wms`, so that the tests can fetch reference images without counting them.
@@ -88,7 +91,7 @@ class Mode:
 
 def valid_mode(mode: str) -> bool:
     name, _, arg = mode.partition(":")
-    if name in ("normal", "service_exception", "truncated", "half_png"):
+    if name in ("normal", "service_exception", "truncated", "half_png", "held"):
         return not arg
     if name == "html_error":
         return not arg or (arg.isdigit() and 400 <= int(arg) <= 599)
@@ -107,6 +110,7 @@ class Runner(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.mapserv = mapserv
         self.mode = Mode()
+        self.released = threading.Event()  # the `held` answers may finish
         self.log_lock = threading.Lock()
         self.log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (lives with the server)
 
@@ -155,6 +159,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(400, "text/plain", body, "control", query, started, "-")
                 return
             self.server.mode.set(mode, int(count) if count else None)
+            if mode == "held":
+                self.server.released.clear()
+        if params.get("release") == "1":
+            self.server.released.set()
         body = (self.server.mode.describe() + "\n").encode()
         self._send(200, "text/plain", body, "control", query, started, "-")
 
@@ -179,6 +187,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(
                 status, content_type, body, kind, query, started, mode,
                 extra=headers, sent=body[: len(body) // 2],
+            )  # fmt: skip
+        elif name == "held":
+            self._send(
+                status, content_type, body, kind, query, started, mode,
+                extra=headers, sent=body[: len(body) // 2], rest=body[len(body) // 2 :],
             )  # fmt: skip
         elif name == "half_png":
             half = body[: len(body) // 2]
@@ -228,8 +241,10 @@ class Handler(BaseHTTPRequestHandler):
         mode: str,
         extra: dict[str, str] | None = None,
         sent: bytes | None = None,
+        rest: bytes | None = None,
     ) -> None:
-        """Logs, then answers with Content-Length len(body) and `sent` (default body)."""
+        """Logs, then answers with Content-Length len(body) and `sent` (default body), then
+        `rest` once released (`held`)."""
         payload = body if sent is None else sent
         elapsed = (time.monotonic() - started) * 1000
         self.server.write_log(
@@ -243,12 +258,16 @@ class Handler(BaseHTTPRequestHandler):
             for name, value in (extra or {}).items():
                 if name not in ("content-length", "status", "connection"):
                     self.send_header(name, value)
-            if sent is not None:
+            if sent is not None and rest is None:
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
             self.wfile.write(payload)
             self.wfile.flush()
+            if rest is not None:
+                self.server.released.wait(120)
+                self.wfile.write(rest)
+                self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (timeout): nothing to do
 

@@ -29,6 +29,11 @@ log = logging.getLogger("tileserver.upstream")
 T = TypeVar("T")
 
 MAX_BODY = 64 * 1024 * 1024  # bytes; a 2112x2112 RGBA metatile is 18 MB uncompressed
+# Seconds a render process is fed an answer as it is read. An answer still coming after
+# that is taken back: the process is freed for other jobs (a WMS that trickles its answer
+# must not hold the processes that Mapnik layers render in), and the answer is cut once
+# whole. MapServer sends a metatile's answer in tens of milliseconds.
+FEED_FOR = 1.0
 
 
 class ImageCutter(Protocol):
@@ -191,7 +196,7 @@ class WmsRenderer:
                         content_type = response.headers.get("Content-Type", "")
                         if fed and status == 200 and content_type.lower().startswith("image/"):
                             cutting = fed()
-                        body = await _read(response, cutting)
+                        body, cutting = await _read(response, cutting)
             except BaseException:
                 if cutting is not None:
                     cutting.abort()  # nothing is cut from an answer that broke off
@@ -222,24 +227,42 @@ class WmsRenderer:
         return body, content_type, cutting
 
 
-async def _read(response: aiohttp.ClientResponse, cutting: FedCut | None = None) -> bytes:
-    """The body; when `cutting`, handed to it as it comes instead (b"")."""
+async def _read(
+    response: aiohttp.ClientResponse, cutting: FedCut | None = None
+) -> tuple[bytes, FedCut | None]:
+    """The body, and `cutting` when it was handed the whole body as it came (the body is
+    then b""). A body still coming FEED_FOR seconds after the headers is no longer handed
+    over: `cutting` is aborted and None comes back with the whole body, to cut once read."""
     length = response.content_length
     if length is not None and length > MAX_BODY:
         raise ValueError(f"{length} bytes is more than the {MAX_BODY} accepted")
+    feeding = cutting
+
+    def take_back() -> None:
+        nonlocal feeding
+        if feeding is not None:
+            feeding.abort()
+            feeding = None
+
+    timer = None if cutting is None else asyncio.get_running_loop().call_later(FEED_FOR, take_back)
     chunks: list[bytes] = []
     total = 0
-    while chunk := await response.content.readany():
-        total += len(chunk)
-        if total > MAX_BODY:
-            raise ValueError(f"more than the {MAX_BODY} bytes accepted")
-        if cutting is None:
+    try:
+        async for chunk in response.content.iter_any():
+            total += len(chunk)
+            if total > MAX_BODY:
+                raise ValueError(f"more than the {MAX_BODY} bytes accepted")
             chunks.append(chunk)
-        else:
-            cutting.write(chunk)
+            if feeding is not None:
+                feeding.write(chunk)
+    finally:
+        if timer is not None:
+            timer.cancel()
     if length is not None and total != length:
         raise ValueError(f"{total} bytes of the {length} announced")
-    return b"".join(chunks)
+    if feeding is not None:
+        return b"", feeding
+    return b"".join(chunks), None
 
 
 def _source(layer: Layer) -> WmsSource:
