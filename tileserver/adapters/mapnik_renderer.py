@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
-from tileserver.adapters import image_feed
+from tileserver.adapters import image_feed, pillow_cut
 from tileserver.adapters.early_tiles import EarlyTiles
 from tileserver.adapters.mapnik_worker import (
     POSTGIS_PARAMETERS,
@@ -71,21 +71,6 @@ def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
             ]
         )
     return tuple(sorted((k, str(v)) for k, v in parsed.items() if v is not None))
-
-
-def _cuts(
-    metatile: Metatile, only: Collection[TileCoord] | None = None, first: TileCoord | None = None
-) -> tuple[tuple[int, int, int, int, int], ...]:
-    """Where each tile (of `only`, when given) lies in the metatile's image: (z, row, col, x, y);
-    `first`, when among them, comes first."""
-    cuts = [
-        (t.coord.z, t.coord.row, t.coord.col, t.x, t.y)
-        for t in metatile.tiles
-        if only is None or t.coord in only
-    ]
-    if first is not None:
-        cuts.sort(key=lambda c: (c[0], c[1], c[2]) != (first.z, first.row, first.col))
-    return tuple(cuts)
 
 
 def _rendered(result: RenderResult) -> RenderedTiles:
@@ -221,7 +206,7 @@ class MapnikRenderer:
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=_cuts(metatile, only, first if early else None),
+            tiles=pillow_cut.metatile_cuts(metatile, only, first if early else None),
             image_format=layer.output_format,
             variables=tuple(sorted(dimensions.items())),
             srs=layer.grid.srs,
@@ -280,7 +265,7 @@ class MapnikRenderer:
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=_cuts(metatile, only, first if early else None),
+            tiles=pillow_cut.metatile_cuts(metatile, only, first if early else None),
             image_format=layer.output_format,
             early=early,
         )
@@ -310,7 +295,7 @@ class MapnikRenderer:
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
-            tiles=_cuts(metatile, only, first if early else None),
+            tiles=pillow_cut.metatile_cuts(metatile, only, first if early else None),
             image_format=layer.output_format,
             early=early,
             feed=feed.address,

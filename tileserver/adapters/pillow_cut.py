@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,6 +25,8 @@ from PIL import Image
 
 from tileserver.adapters import plain_cut, png_decoder, png_encoder
 from tileserver.adapters.plain_cut import Cut, FirstDone, Uniform, inside, keep_solid, rgba, solid
+from tileserver.grid import Metatile
+from tileserver.types import TileCoord
 
 _PNG = re.compile(r"png(?:32)?(?::z=(-1|\d))?")  # zlib level; Mapnik's default -1 is 6
 _JPEG = re.compile(r"jpe?g(\d{1,3})?")  # quality; Mapnik's default is 85
@@ -52,7 +55,24 @@ class NotAnImage(ValueError):
     """The bytes are not an image of the expected size (the message says which)."""
 
 
-__all__ = ["Cut", "FirstDone", "Uniform", "cut", "cut_pieces", "cut_pixels", "options"]
+__all__ = [
+    "Cut", "FirstDone", "Uniform", "cut", "cut_pieces", "cut_pixels", "metatile_cuts", "options",
+]  # fmt: skip
+
+
+def metatile_cuts(
+    metatile: Metatile, only: Collection[TileCoord] | None = None, first: TileCoord | None = None
+) -> tuple[Cut, ...]:
+    """Where each tile (of `only`, when given) lies in the metatile's image: (z, row, col, x, y);
+    `first`, when among them, comes first."""
+    cuts = [
+        (t.coord.z, t.coord.row, t.coord.col, t.x, t.y)
+        for t in metatile.tiles
+        if only is None or t.coord in only
+    ]
+    if first is not None:
+        cuts.sort(key=lambda c: (c[0], c[1], c[2]) != (first.z, first.row, first.col))
+    return tuple(cuts)
 
 
 def cut(

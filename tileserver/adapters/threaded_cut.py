@@ -33,20 +33,6 @@ def cuts_in_threads(layers: Sequence[Layer]) -> bool:
     )
 
 
-def _cuts(
-    metatile: Metatile, only: Collection[TileCoord] | None, first: TileCoord | None
-) -> tuple[pillow_cut.Cut, ...]:
-    """Where each tile (of `only`, when given) lies in the metatile's image, `first` first."""
-    cuts = [
-        (t.coord.z, t.coord.row, t.coord.col, t.x, t.y)
-        for t in metatile.tiles
-        if only is None or t.coord in only
-    ]
-    if first is not None:
-        cuts.sort(key=lambda c: (c[0], c[1], c[2]) != (first.z, first.row, first.col))
-    return tuple(cuts)
-
-
 class ThreadCutter:
     """Cuts WMS answers into encoded tiles in `threads` threads of this process."""
 
@@ -88,7 +74,7 @@ class ThreadCutter:
                 loop.call_soon_threadsafe(hand_over, data)
 
         uniform: pillow_cut.Uniform = {}
-        cuts = _cuts(metatile, only, first if first_done else None)
+        cuts = pillow_cut.metatile_cuts(metatile, only, first if first_done else None)
         try:
             tiles = await loop.run_in_executor(
                 executor, pillow_cut.cut, image, metatile.width, metatile.height, cuts,
