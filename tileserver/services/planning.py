@@ -28,6 +28,7 @@ from tileserver.selection import (
     metatiles_in_areas,
     parse_tile,
     parse_zooms,
+    seeded_zooms,
 )
 from tileserver.services.invalidation import clip_to_layer, reproject
 from tileserver.services.level_areas import GeometryLoader, intersect_areas, layer_geometries
@@ -161,20 +162,10 @@ class Planner:
             return self.zoom_option(layer)
         if selection.tiles is not None:
             return tuple(sorted({t.z for t in selection.tiles}))
-        seed = layer.min_resolution_seed
-        if seed is None:
-            raise PlanningError(
-                f"no level to generate for layer {layer.name!r}: pass --zoom, or set "
-                f"layers.{layer.name}.min_resolution_seed (levels whose resolution is at "
-                "least it are pre-generated)"
-            )
-        zooms = tuple(z for z, r in enumerate(layer.grid.resolutions) if r >= seed)
-        if not zooms:
-            raise PlanningError(
-                f"layers.{layer.name}.min_resolution_seed {seed:g} is finer than every "
-                f"level of grid {layer.grid.name!r}: nothing is pre-generated"
-            )
-        return zooms
+        try:
+            return seeded_zooms(layer, "generate")
+        except ValueError as exc:
+            raise PlanningError(str(exc)) from None
 
     def update_zooms(self, layer: Layer) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(pre-generated, on-demand) levels of an --update: every level, or those of --zoom."""
