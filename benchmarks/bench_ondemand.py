@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT))  # the daemons helpers are shared with the tests
 from static_ceiling import StaticNginx  # noqa: E402
 from wrk_output import parse_wrk  # noqa: E402
 
-from tests.support.daemons import Memcached, free_port, wait_port  # noqa: E402
+from tests.support.daemons import Memcached, free_port, stop_process, wait_port  # noqa: E402
 
 DEMO_CONFIGS = (ROOT / "config" / "demo.yaml", ROOT / "config" / "demo.yaml.mako")
 WRK_SCRIPT = HERE / "wrk_paths.lua"
@@ -346,13 +346,7 @@ class TileServer:
         return descendants(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=20)
         self._log.close()
 
 

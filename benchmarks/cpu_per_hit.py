@@ -47,6 +47,7 @@ from bench_ondemand import (  # noqa: E402
     loadavg,
     log,
     memcached_command,
+    stop_process,
     wait_port,
     warm_tiles,
 )
@@ -120,13 +121,7 @@ class Server:
         return children(self.proc.pid) if self.workers > 1 else [self.proc.pid]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=30)
 
 
 def start_server(

@@ -54,6 +54,7 @@ from bench_ondemand import (  # noqa: E402
     TileServer,
     bench_config,
     cold_tiles,
+    descendants,
     expand,
     fetch_all,
     fmt,
@@ -69,25 +70,6 @@ from wrk_output import parse_wrk  # noqa: E402
 from tests.support.daemons import Memcached, free_port  # noqa: E402
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for path in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            found += [int(p) for p in path.read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    todo, seen = [pid], []
-    while todo:
-        current = todo.pop()
-        seen.append(current)
-        todo += children(current)
-    return seen
 
 
 def role(pid: int, master: int, workers: int) -> str:
