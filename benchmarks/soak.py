@@ -61,6 +61,8 @@ from bench_ondemand import (  # noqa: E402
     git_revision,
     loadavg,
     log,
+    process_kind,
+    rss_kb,
     run_header,
     sigterm_as_interrupt,
     warm_tiles,
@@ -70,33 +72,6 @@ from wrk_output import parse_wrk  # noqa: E402
 from tests.support.daemons import Memcached, free_port  # noqa: E402
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def role(pid: int, master: int, workers: int) -> str:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "gone"
-    text = b" ".join(argv)
-    if pid == master:
-        return "master" if workers > 1 else "server"
-    if b"spawn_main" in text:
-        return "render"
-    if b"resource_tracker" in text:
-        return "resource tracker"
-    if b"tileserver" in text and b"serve" in text:
-        return "worker"
-    return Path(argv[0].decode(errors="replace")).name
-
-
-def rss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def open_fds(pid: int) -> int | None:
@@ -280,7 +255,7 @@ def soak(args: argparse.Namespace, run_dir: Path, server: TileServer, memcached_
     master = server.proc.pid
 
     def processes() -> dict[int, str]:
-        found = {pid: role(pid, master, args.workers) for pid in descendants(master)}
+        found = {pid: process_kind(pid, master, args.workers) for pid in descendants(master)}
         found[memcached_pid] = "memcached"
         return found
 
