@@ -61,7 +61,9 @@ def test_a_memcached_paused_15_s_holds_no_request_up_once_resumed(
     assert memcached.proc is not None
     pid = memcached.proc.pid
     with Load(server.base, osm_paths(), planted) as load:
-        wait_until(lambda: len(load.answers()) >= 40, "40 answers of the load", 60, 0.05)
+        wait_until(
+            lambda: len(load.answers()) >= 40, "40 answers of the load", timeout=60, interval=0.05
+        )
         # Every tile not pre-generated renders again: renders (and their lock adds) are
         # under way when memcached stops, and buffered until it resumes.
         memcached.flush_all()
@@ -81,8 +83,8 @@ def test_a_memcached_paused_15_s_holds_no_request_up_once_resumed(
         wait_until(
             lambda: not memcached.keys("#lock/"),
             "the render locks gone",
-            resumed + LOCKS_GONE - time.monotonic(),
-            0.05,
+            timeout=resumed + LOCKS_GONE - time.monotonic(),
+            interval=0.05,
             detail=lambda: memcached.keys("#lock/"),
         )
     answers = load.answers()
@@ -155,8 +157,8 @@ def test_one_memcached_of_three_killed_costs_only_its_own_keys(
                     and len({a.path for a in load.answers(killed)}) == len(paths)
                 ),
                 "every path answered 3 times since the kill",
-                60,
-                0.05,
+                timeout=60,
+                interval=0.05,
             )
             # /ready and /metrics show the server down while it is.
             report = server.get("/ready")
@@ -186,8 +188,8 @@ def test_one_memcached_of_three_killed_costs_only_its_own_keys(
             wait_until(
                 lambda: all(victim.get(keys[p]) is not None for p in dead),
                 "the keys moved back to the restarted server",
-                60,
-                0.05,
+                timeout=60,
+                interval=0.05,
             )
             wait_recovered(
                 load, restarted, "server back",
@@ -227,13 +229,18 @@ def test_memcached_started_after_the_server_is_used_as_soon_as_it_answers(
         wait_until(
             lambda: server.get("/ready").status == 200 and server.log().count(back) == 2,
             "both processes to find memcached back",
-            30,
-            0.05,
+            timeout=30,
+            interval=0.05,
             detail=server.log,
         )
         tile = (17, 47782, 68235)  # a metatile not rendered yet
         assert server.get(rest("osm", *tile)).headers["x-tile-source"] == "render"
-        wait_until(lambda: daemon.get(key_of(*tile)) is not None, "the tile in memcached", 5, 0.05)
+        wait_until(
+            lambda: daemon.get(key_of(*tile)) is not None,
+            "the tile in memcached",
+            timeout=5,
+            interval=0.05,
+        )
         assert time.monotonic() - started < 30
 
         # flush_all reaches every process: each renders again or reads memcached, none
@@ -250,7 +257,9 @@ def test_memcached_started_after_the_server_is_used_as_soon_as_it_answers(
                                r"source=(\S+)", server.log()[flushed:])  # fmt: skip
             return len({pid for pid, _ in lines}) == 2
 
-        wait_until(both_processes_answered, "an answer from each process", 30, 0.05)
+        wait_until(
+            both_processes_answered, "an answer from each process", timeout=30, interval=0.05
+        )
         found = [a.headers["x-tile-source"] for a in answers]
         assert found[0] == "render" and set(found[1:]) <= {"memcached"}, found
         assert server.renders() == renders + 1

@@ -26,8 +26,8 @@ def assert_all_gone(pids: list[int], what: str) -> None:
     wait_until(
         lambda: not any(alive(p) for p in pids),
         f"{what} gone",
-        GONE_WITHIN,
-        0.05,
+        timeout=GONE_WITHIN,
+        interval=0.05,
         detail=lambda: f"still alive: {[p for p in pids if alive(p)]}",
     )
 
@@ -54,8 +54,8 @@ def test_workers_and_their_render_processes_die_with_a_killed_master(
     wait_until(
         lambda: len(render_processes(master)) == 4,
         "four render processes",
-        30,
-        0.05,
+        timeout=30,
+        interval=0.05,
         detail=lambda: descendants(master),
     )
     everything = descendants(master)
@@ -77,9 +77,19 @@ def test_render_processes_die_with_a_killed_generate_tiles(
         start_new_session=True,
     )
     started.append(process)
-    wait_until(lambda: len(render_processes(process.pid)) == 2, "the render pool", 60, 0.05)
+    wait_until(
+        lambda: len(render_processes(process.pid)) == 2,
+        "the render pool",
+        timeout=60,
+        interval=0.05,
+    )
     # Rendering under way: tiles are being written.
-    wait_until(lambda: any((tmp_path / "tiles").rglob("*.png")), "a tile written", 60, 0.05)
+    wait_until(
+        lambda: any((tmp_path / "tiles").rglob("*.png")),
+        "a tile written",
+        timeout=60,
+        interval=0.05,
+    )
     everything = descendants(process.pid)
     os.kill(process.pid, signal.SIGKILL)  # the generation alone, not its process group
     process.wait()

@@ -119,7 +119,9 @@ def test_stale_while_revalidate_answers_at_once_while_one_render_refreshes(
     assert control["max-age"] == 0  # no promise of freshness
     assert control["stale-while-revalidate"] is not None
     assert 590 < control["stale-while-revalidate"] <= 600
-    wait_until(lambda: sleeping_renders(postgis) == 1, "the refresh render", 30, 0.05)
+    wait_until(
+        lambda: sleeping_renders(postgis) == 1, "the refresh render", timeout=30, interval=0.05
+    )
 
     # While it runs, every tile of the metatile, from either process, is answered stale.
     answers = [server.get(path) for path in paths for _ in range(2)]
