@@ -58,8 +58,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # the daemons helpers are shared with the tests
 
 from static_ceiling import StaticNginx  # noqa: E402
+from wrk_output import parse_wrk  # noqa: E402
 
-from tests.support.daemons import Memcached, free_port, wait_port  # noqa: E402
+from tests.support.daemons import Memcached, free_port, stop_process, wait_port  # noqa: E402
 
 DEMO_CONFIGS = (ROOT / "config" / "demo.yaml", ROOT / "config" / "demo.yaml.mako")
 WRK_SCRIPT = HERE / "wrk_paths.lua"
@@ -345,13 +346,7 @@ class TileServer:
         return descendants(self.proc.pid)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=20)
         self._log.close()
 
 
@@ -791,16 +786,11 @@ def run_hits(target: Target, s: Settings) -> dict[str, Any]:
     c1 = cpu_times()
     renders, _ = render_ms_since(target.renders, r0)
     (s.run_dir / f"{target.name}.wrk.txt").write_text(wrk.stdout + wrk.stderr)
-    stats: dict[str, Any] = {}
-    non2xx = 0
-    for line in wrk.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            stats = json.loads(line.removeprefix("WRKJSON "))
-        elif "Non-2xx or 3xx responses:" in line:
-            non2xx = int(line.rsplit(":", 1)[1])
-    if not stats:
-        raise RuntimeError(f"{target.name}: no result from wrk:\n{wrk.stdout}\n{wrk.stderr}")
-    socket_errors = sum(stats[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
+    try:
+        result = parse_wrk(wrk.stdout)
+        stats = result.figures()
+    except ValueError as exc:
+        raise RuntimeError(f"{target.name}: {exc}\n{wrk.stderr}") from None
     return {
         "command": f"WRK_PATHS={paths_file} " + " ".join(command),
         "warm_fill": fill.summary(),
@@ -811,12 +801,12 @@ def run_hits(target: Target, s: Settings) -> dict[str, Any]:
         "p99_ms": stats["p99_ms"],
         "max_ms": stats["max_ms"],
         "requests": stats["requests"],
-        "non2xx": non2xx,
-        "socket_errors": socket_errors,
+        "non2xx": result.non2xx,
+        "socket_errors": result.socket_errors,
         "renders": renders,
         "cpu_pct": cpu_busy_pct(c0, c1),
         "loadavg_before": load1,
-        "wrk": stats,
+        "wrk": result.script,
     }
 
 

@@ -47,11 +47,11 @@ from bench_ondemand import (  # noqa: E402
     loadavg,
     log,
     memcached_command,
+    stop_process,
     wait_port,
     warm_tiles,
 )
-
-SOCKET_ERRORS = ("err_connect", "err_read", "err_write", "err_timeout")
+from wrk_output import parse_wrk  # noqa: E402
 
 
 def user_system(pid: int) -> tuple[int, int]:
@@ -121,13 +121,7 @@ class Server:
         return children(self.proc.pid) if self.workers > 1 else [self.proc.pid]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=30)
 
 
 def start_server(
@@ -192,15 +186,11 @@ def run_once(
     gets = memcached_gets(memcached_address) - gets_before
     if spy is not None:
         spy.wait()
-    stats: dict[str, Any] = {}
-    non2xx = 0
-    for line in wrk.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            stats = json.loads(line.removeprefix("WRKJSON "))
-        elif "Non-2xx or 3xx responses:" in line:
-            non2xx = int(line.rsplit(":", 1)[1])
-    if not stats:
-        raise RuntimeError(f"{server.name}: no result from wrk:\n{wrk.stdout}\n{wrk.stderr}")
+    try:
+        result = parse_wrk(wrk.stdout)
+        stats = result.figures()
+    except ValueError as exc:
+        raise RuntimeError(f"{server.name}: {exc}\n{wrk.stderr}") from None
     requests = max(1, stats["requests"])
     cpu_ns = sum(after[p][0] - before[p][0] for p in workers)
     wait_ns = sum(after[p][1] - before[p][1] for p in workers)
@@ -212,8 +202,8 @@ def run_once(
         "requests": stats["requests"],
         "rps": stats["rps"],
         "p99_ms": stats["p99_ms"],
-        "non2xx": non2xx,
-        "socket_errors": sum(stats[k] for k in SOCKET_ERRORS),
+        "non2xx": result.non2xx,
+        "socket_errors": result.socket_errors,
         "worker_cpu_s": round(cpu_ns / 1e9, 3),
         "worker_runqueue_wait_s": round(wait_ns / 1e9, 3),
         "cpu_us_per_hit": round(cpu_ns / requests / 1000, 2),

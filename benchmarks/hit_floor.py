@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_ondemand import free_port, loadavg, wait_port  # noqa: E402
 from cpu_per_hit import schedstat  # noqa: E402
+from wrk_output import parse_wrk  # noqa: E402
 
 BODY = b"x" * 8000
 HEADERS = {
@@ -96,10 +96,10 @@ def measure(mode: str, duration: str) -> str:
     finally:
         server.terminate()
         server.wait()
-    found = re.search(r"(\d+) requests in", wrk.stdout)
-    if found is None:
-        raise RuntimeError(f"{mode}: no result from wrk:\n{wrk.stdout}{wrk.stderr}")
-    requests = int(found.group(1))
+    try:
+        requests = parse_wrk(wrk.stdout).requests
+    except ValueError as exc:
+        raise RuntimeError(f"{mode}: {exc}\n{wrk.stderr}") from None
     return f"| {mode} | {load} | {requests} | {spent / requests / 1000:.1f} |"
 
 

@@ -54,66 +54,24 @@ from bench_ondemand import (  # noqa: E402
     TileServer,
     bench_config,
     cold_tiles,
+    descendants,
     expand,
     fetch_all,
     fmt,
     git_revision,
     loadavg,
     log,
+    process_kind,
+    rss_kb,
     run_header,
     sigterm_as_interrupt,
     warm_tiles,
 )
+from wrk_output import parse_wrk  # noqa: E402
 
 from tests.support.daemons import Memcached, free_port  # noqa: E402
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for path in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            found += [int(p) for p in path.read_text().split()]
-        except OSError:
-            continue
-    return found
-
-
-def descendants(pid: int) -> list[int]:
-    todo, seen = [pid], []
-    while todo:
-        current = todo.pop()
-        seen.append(current)
-        todo += children(current)
-    return seen
-
-
-def role(pid: int, master: int, workers: int) -> str:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return "gone"
-    text = b" ".join(argv)
-    if pid == master:
-        return "master" if workers > 1 else "server"
-    if b"spawn_main" in text:
-        return "render"
-    if b"resource_tracker" in text:
-        return "resource tracker"
-    if b"tileserver" in text and b"serve" in text:
-        return "worker"
-    return Path(argv[0].decode(errors="replace")).name
-
-
-def rss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def open_fds(pid: int) -> int | None:
@@ -141,21 +99,6 @@ def sample(tracks: dict[int, Track], pids: dict[int, str], t: float) -> None:
         if rss is None or fds is None:
             continue
         tracks.setdefault(pid, Track(pid, name)).samples.append((round(t, 1), rss, fds))
-
-
-# --- wrk -----------------------------------------------------------------------------------
-
-
-def parse_wrk(stdout: str) -> tuple[dict[str, Any], int]:
-    """The WRKJSON line of wrk_paths.lua and the non-2xx count wrk prints."""
-    stats: dict[str, Any] = {}
-    non2xx = 0
-    for line in stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            stats = json.loads(line.removeprefix("WRKJSON "))
-        elif "Non-2xx or 3xx responses:" in line:
-            non2xx = int(line.rsplit(":", 1)[1])
-    return stats, non2xx
 
 
 # --- checks --------------------------------------------------------------------------------
@@ -312,7 +255,7 @@ def soak(args: argparse.Namespace, run_dir: Path, server: TileServer, memcached_
     master = server.proc.pid
 
     def processes() -> dict[int, str]:
-        found = {pid: role(pid, master, args.workers) for pid in descendants(master)}
+        found = {pid: process_kind(pid, master, args.workers) for pid in descendants(master)}
         found[memcached_pid] = "memcached"
         return found
 
@@ -344,16 +287,15 @@ def soak(args: argparse.Namespace, run_dir: Path, server: TileServer, memcached_
     sample(tracks, processes(), elapsed)
     output = wrk.stdout.read() if wrk.stdout else ""
     (run_dir / "wrk.txt").write_text(output)
-    stats, non2xx = parse_wrk(output)
-    if not stats:
-        raise SystemExit(f"no result from wrk:\n{output}")
-    socket_errors = sum(stats[k] for k in ("err_connect", "err_read", "err_write", "err_timeout"))
-    wrk_result = {**stats, "non2xx": non2xx, "socket_errors": socket_errors}
+    try:
+        stats = parse_wrk(output).figures()
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
     tail_start = elapsed - args.tail
     table_rows = rows(tracks, args.warmup, tail_start, args.tail)
     log_text = server.log_text()
-    results = checks(table_rows, args.rss_tolerance, (at_warmup, at_end), wrk_result, log_text)
+    results = checks(table_rows, args.rss_tolerance, (at_warmup, at_end), stats, log_text)
     with (run_dir / "samples.csv").open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(["seconds", "role", "pid", "rss_kb", "fds"])
@@ -368,7 +310,7 @@ def soak(args: argparse.Namespace, run_dir: Path, server: TileServer, memcached_
         "wrk_command": f"WRK_PATHS={paths_file} " + " ".join(command),
         "paths": len(urls),
         "renders": log_text.count("rendered metatile"),
-        "wrk": wrk_result,
+        "wrk": stats,
         "processes": [vars(r) for r in table_rows],
         "checks": {name: {"pass": ok, "detail": text} for name, (ok, text) in results.items()},
     }

@@ -1,6 +1,6 @@
 -- wrk script: cycle through the request paths listed (one per line) in the file named
 -- by $WRK_PATHS; each wrk thread starts at a different offset. done() prints one line
--- "WRKJSON {...}" (latencies in ms) that bench_ondemand.py reads.
+-- "WRKJSON {...}" (latencies in ms) that wrk_output.py reads for every benchmark.
 -- Same behaviour as the peers' tools/urls.lua, so hit figures compare with bench.sh.
 local paths = {}
 for line in io.lines(os.getenv("WRK_PATHS")) do

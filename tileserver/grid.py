@@ -209,5 +209,10 @@ def format_resolution(resolution: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def bbox_text(bbox: BBox) -> str:
+    """A bbox as `minx,miny,maxx,maxy` in messages, each number as `format_resolution`."""
+    return ",".join(format_resolution(v) for v in bbox.as_tuple())
+
+
 def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))

@@ -429,9 +429,11 @@ def test_malformed_requests_log_one_line_without_a_traceback(
     ]  # fmt: skip
     for request in malformed:
         assert raw(server.port, request)[0] == 400, request[:60]
-    assert wait_until(
-        lambda: server.log().count("refused a malformed request") >= 6, "the refusals logged"
-    ), server.log()
+    wait_until(
+        lambda: server.log().count("refused a malformed request") >= 6,
+        "the refusals logged",
+        detail=server.log,
+    )
     log = server.log()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
     refusals = [line for line in log.splitlines() if "refused a malformed request" in line]

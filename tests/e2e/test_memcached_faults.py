@@ -35,8 +35,8 @@ from tests.e2e.test_faults_under_load import (
 )
 from tests.e2e.test_on_demand import assert_map_tile
 from tests.support.daemons import Memcached, freeze
-from tests.support.processes import wait_until
 from tests.support.server import TileServer, demo_config
+from tests.support.waiting import wait_until
 from tileserver.keys import layer_key_part, tile_key
 from tileserver.types import TileCoord
 
@@ -61,7 +61,9 @@ def test_a_memcached_paused_15_s_holds_no_request_up_once_resumed(
     assert memcached.proc is not None
     pid = memcached.proc.pid
     with Load(server.base, osm_paths(), planted) as load:
-        assert wait_until(lambda: len(load.answers()) >= 40, 60), "no load"
+        wait_until(
+            lambda: len(load.answers()) >= 40, "40 answers of the load", timeout=60, interval=0.05
+        )
         # Every tile not pre-generated renders again: renders (and their lock adds) are
         # under way when memcached stops, and buffered until it resumes.
         memcached.flush_all()
@@ -78,9 +80,13 @@ def test_a_memcached_paused_15_s_holds_no_request_up_once_resumed(
             and sources(recent, "on_demand") == {"memcached"},
         )  # fmt: skip
         # No render lock outlives the pause by long: none left 10 s after the resume.
-        assert wait_until(
-            lambda: not memcached.keys("#lock/"), resumed + LOCKS_GONE - time.monotonic()
-        ), memcached.keys("#lock/")
+        wait_until(
+            lambda: not memcached.keys("#lock/"),
+            "the render locks gone",
+            timeout=resumed + LOCKS_GONE - time.monotonic(),
+            interval=0.05,
+            detail=lambda: memcached.keys("#lock/"),
+        )
     answers = load.answers()
     assert_answers(answers, {200}, "the whole run: 0 errors")
     assert load.answers(paused, resumed), "no request during the pause"
@@ -145,13 +151,15 @@ def test_one_memcached_of_three_killed_costs_only_its_own_keys(
         killed = time.monotonic()
         with Load(server.base, paths) as load:
             # Every path answered at least 3 times since the kill.
-            assert wait_until(
+            wait_until(
                 lambda: (
                     min(Counter(a.path for a in load.answers(killed)).values(), default=0) >= 3
                     and len({a.path for a in load.answers(killed)}) == len(paths)
                 ),
-                60,
-            ), "the load did not get through the paths"
+                "every path answered 3 times since the kill",
+                timeout=60,
+                interval=0.05,
+            )
             # /ready and /metrics show the server down while it is.
             report = server.get("/ready")
             metrics_down = metric(server, "tileserver_cache_server_up",
@@ -177,8 +185,11 @@ def test_one_memcached_of_three_killed_costs_only_its_own_keys(
         victim.start()
         restarted = time.monotonic()
         with Load(server.base, paths) as load:
-            assert wait_until(lambda: all(victim.get(keys[p]) is not None for p in dead), 60), (
-                "the keys did not move back"
+            wait_until(
+                lambda: all(victim.get(keys[p]) is not None for p in dead),
+                "the keys moved back to the restarted server",
+                timeout=60,
+                interval=0.05,
             )
             wait_recovered(
                 load, restarted, "server back",
@@ -215,12 +226,21 @@ def test_memcached_started_after_the_server_is_used_as_soon_as_it_answers(
         started = time.monotonic()
         back = f"memcached is back at {daemon.address}"
         # Both processes find it (a request or a readiness check each), without a restart.
-        assert wait_until(
-            lambda: server.get("/ready").status == 200 and server.log().count(back) == 2, 30
-        ), server.log()
+        wait_until(
+            lambda: server.get("/ready").status == 200 and server.log().count(back) == 2,
+            "both processes to find memcached back",
+            timeout=30,
+            interval=0.05,
+            detail=server.log,
+        )
         tile = (17, 47782, 68235)  # a metatile not rendered yet
         assert server.get(rest("osm", *tile)).headers["x-tile-source"] == "render"
-        assert wait_until(lambda: daemon.get(key_of(*tile)) is not None, 5)
+        wait_until(
+            lambda: daemon.get(key_of(*tile)) is not None,
+            "the tile in memcached",
+            timeout=5,
+            interval=0.05,
+        )
         assert time.monotonic() - started < 30
 
         # flush_all reaches every process: each renders again or reads memcached, none
@@ -237,7 +257,9 @@ def test_memcached_started_after_the_server_is_used_as_soon_as_it_answers(
                                r"source=(\S+)", server.log()[flushed:])  # fmt: skip
             return len({pid for pid, _ in lines}) == 2
 
-        assert wait_until(both_processes_answered, 30)
+        wait_until(
+            both_processes_answered, "an answer from each process", timeout=30, interval=0.05
+        )
         found = [a.headers["x-tile-source"] for a in answers]
         assert found[0] == "render" and set(found[1:]) <= {"memcached"}, found
         assert server.renders() == renders + 1

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_generate_tiles import command, write_config
-from tests.support.processes import alive, descendants, render_processes, wait_until
+from tests.support.processes import alive, descendants, render_processes
 from tests.support.server import TileServer, demo_config
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -22,8 +23,12 @@ GONE_WITHIN = 5.0  # seconds after the kill
 
 
 def assert_all_gone(pids: list[int], what: str) -> None:
-    assert wait_until(lambda: not any(alive(p) for p in pids), GONE_WITHIN), (
-        f"{what}: still alive {GONE_WITHIN:g} s after the kill: {[p for p in pids if alive(p)]}"
+    wait_until(
+        lambda: not any(alive(p) for p in pids),
+        f"{what} gone",
+        timeout=GONE_WITHIN,
+        interval=0.05,
+        detail=lambda: f"still alive: {[p for p in pids if alive(p)]}",
     )
 
 
@@ -46,7 +51,13 @@ def test_workers_and_their_render_processes_die_with_a_killed_master(
     server = tileserver(demo_config(None), workers=2, render_processes=2)
     assert server.proc is not None
     master = server.proc.pid
-    assert wait_until(lambda: len(render_processes(master)) == 4, 30), descendants(master)
+    wait_until(
+        lambda: len(render_processes(master)) == 4,
+        "four render processes",
+        timeout=30,
+        interval=0.05,
+        detail=lambda: descendants(master),
+    )
     everything = descendants(master)
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait()
@@ -66,9 +77,19 @@ def test_render_processes_die_with_a_killed_generate_tiles(
         start_new_session=True,
     )
     started.append(process)
-    assert wait_until(lambda: len(render_processes(process.pid)) == 2, 60), "no render pool"
+    wait_until(
+        lambda: len(render_processes(process.pid)) == 2,
+        "the render pool",
+        timeout=60,
+        interval=0.05,
+    )
     # Rendering under way: tiles are being written.
-    assert wait_until(lambda: any((tmp_path / "tiles").rglob("*.png")), 60)
+    wait_until(
+        lambda: any((tmp_path / "tiles").rglob("*.png")),
+        "a tile written",
+        timeout=60,
+        interval=0.05,
+    )
     everything = descendants(process.pid)
     os.kill(process.pid, signal.SIGKILL)  # the generation alone, not its process group
     process.wait()

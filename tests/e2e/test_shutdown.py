@@ -158,7 +158,7 @@ def signal_during_a_render(
     request, and when the signal was sent."""
     assert server.proc is not None
     request = InFlight(server.base + tile_path(layer))
-    assert wait_until(lambda: sleeping_renders(postgis) == 1, "the render under way"), server.log()
+    wait_until(lambda: sleeping_renders(postgis) == 1, "the render under way", detail=server.log)
     sent = time.monotonic()
     if send is None:
         server.proc.send_signal(signal.SIGTERM)

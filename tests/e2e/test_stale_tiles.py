@@ -21,8 +21,8 @@ from tests.e2e.test_shutdown import FILL, STYLE, assert_fill_tile, sleeping_rend
 from tests.support.configs import mercator_grid
 from tests.support.daemons import Memcached
 from tests.support.mapserver import MapServerWMS, monaco_wms
-from tests.support.processes import wait_until
 from tests.support.server import Response, TileServer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +119,9 @@ def test_stale_while_revalidate_answers_at_once_while_one_render_refreshes(
     assert control["max-age"] == 0  # no promise of freshness
     assert control["stale-while-revalidate"] is not None
     assert 590 < control["stale-while-revalidate"] <= 600
-    assert wait_until(lambda: sleeping_renders(postgis) == 1, 30), "no refresh render"
+    wait_until(
+        lambda: sleeping_renders(postgis) == 1, "the refresh render", timeout=30, interval=0.05
+    )
 
     # While it runs, every tile of the metatile, from either process, is answered stale.
     answers = [server.get(path) for path in paths for _ in range(2)]

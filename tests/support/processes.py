@@ -6,8 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,17 +53,6 @@ def descendants(pid: int) -> list[int]:
 def render_processes(pid: int) -> list[int]:
     """The Mapnik render processes below pid (started by multiprocessing's spawn)."""
     return [p for p in descendants(pid) if b"spawn_main" in cmdline(p)]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
-    """Polls predicate until it holds (True) or `timeout` seconds have passed (False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
 
 
 def run_bounded(

@@ -13,14 +13,33 @@ from pathlib import Path
 from tests.support.daemons import find_binary, free_port, stop_process, wait_port
 
 
-class RedisServer:
-    """A private redis-server on 127.0.0.1:<free port>."""
+class _RedisProcess:
+    """A redis-server process of the tests: its free port, its folder, its commands."""
 
     def __init__(self) -> None:
         self.binary = find_binary("redis-server", "redis-server")
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
+
+    def command(self, *words: str) -> str:
+        """One command in the inline protocol; the raw answer (enough for the tests' checks)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(" ".join(words).encode() + b"\r\n")
+            return s.recv(65536).decode()
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+class RedisServer(_RedisProcess):
+    """A private redis-server on 127.0.0.1:<free port>."""
 
     @property
     def url(self) -> str:
@@ -39,39 +58,21 @@ class RedisServer:
             self.stop()
             raise RuntimeError(f"redis-server did not start on port {self.port}: {err}")
 
-    def command(self, *words: str) -> str:
-        """One command in the inline protocol; the raw answer (enough for the tests' checks)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(" ".join(words).encode() + b"\r\n")
-            return s.recv(65536).decode()
-
     def kill(self) -> None:
         """SIGKILL, as a crash."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
-    def stop(self) -> None:
-        stop_process(self.proc)
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
 
-
-class RedisSentinel:
+class RedisSentinel(_RedisProcess):
     """A private Redis Sentinel (`redis-server --sentinel`) watching `master`, named
     `service`; `start` returns once it knows the master's address."""
 
     def __init__(self, master: RedisServer, service: str = "tiles") -> None:
-        self.binary = find_binary("redis-server", "redis-server")
+        super().__init__()
         self.master = master
         self.service = service
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._dir: Path | None = None
 
     def start(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="redis-sentinel-"))
@@ -94,17 +95,3 @@ class RedisSentinel:
                 return
         self.stop()
         raise RuntimeError("redis sentinel does not name its master")
-
-    def command(self, *words: str) -> str:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(" ".join(words).encode() + b"\r\n")
-            return s.recv(65536).decode()
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        if self.proc is not None and self.proc.stderr:
-            self.proc.stderr.close()
-        self.proc = None
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None

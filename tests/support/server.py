@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.daemons import free_port, wait_port
+from tests.support.daemons import free_port, stop_process, wait_port
 from tests.support.waiting import wait_until
 from tileserver.config_loader import render_text
 
@@ -147,13 +147,7 @@ class TileServer(RenderAwareClient):
     def stop(self) -> int | None:
         code = None
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            stop_process(self.proc, grace=20)
             code = self.proc.returncode
             self.proc = None
             self._log.close()

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from shapely import Point, Polygon
 
+from tests.support.configs import single_layer
 from tileserver.crs import crs_info
 from tileserver.grid import Grid
 from tileserver.selection import (
@@ -15,6 +18,7 @@ from tileserver.selection import (
     metatiles_in_geometry,
     parse_zooms,
     read_tile_list,
+    seeded_zooms,
 )
 from tileserver.types import BBox, TileCoord
 
@@ -124,3 +128,24 @@ def test_geometry_limits_metatiles_to_those_it_touches() -> None:
 def test_metatile_ref_orders_and_prints() -> None:
     assert str(MetatileRef(17, 47784, 68240)) == "17/47784/68240"
     assert sorted([MetatileRef(2, 0, 0), MetatileRef(1, 4, 4)])[0].z == 1
+
+
+@pytest.mark.parametrize(
+    ("seed", "expected"),
+    [(156543.03392804097, (0,)), (19.1, tuple(range(14))), (0.1, tuple(range(20)))],
+)
+def test_seeded_zooms_are_the_levels_at_least_as_coarse_as_the_seed(
+    tmp_path: Path, seed: float, expected: tuple[int, ...]
+) -> None:
+    layer = single_layer(tmp_path, min_resolution_seed=seed)
+    assert seeded_zooms(layer, "generate") == expected
+
+
+def test_seeded_zooms_name_what_is_missing_and_what_the_command_was_doing(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match=r"^no level to estimate for layer 'l': pass --zoom"):
+        seeded_zooms(single_layer(tmp_path), "estimate")
+    coarse = single_layer(tmp_path, levels=3, min_resolution_seed=200000.0)
+    with pytest.raises(ValueError, match=r"seed 200000 is coarser than every level of grid .g."):
+        seeded_zooms(coarse, "generate")

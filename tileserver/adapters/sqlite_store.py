@@ -14,26 +14,24 @@ writer (`generate_tiles`) writes; writes wait for another writer's lock up to
 deadlock). Each `put_many` or `delete_many` is one transaction per file: a process
 killed mid-run leaves the file as it was after its last commit, whole.
 
-sqlite3 blocks, so every call runs in a thread: reads in a small pool whose threads each
-keep their own connections, writes in one thread owning the only writer connection of
-each file. Failures are raised as `StoreUnavailable`, `StoreOutage` when every write
-would fail alike (disk full, read-only, a file that is not a database).
+sqlite3 blocks, so every call runs in a thread (`sqlite_threads`): reads in a small pool
+whose threads each keep their own connections, writes in one thread owning the only
+writer connection of each file. Failures are raised as `StoreUnavailable`, `StoreOutage`
+when every write would fail alike (disk full, read-only, a file that is not a database).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
-import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
-from tileserver.adapters.sqlite_files import Transaction, connect, last_write, run_in
+from tileserver.adapters.sqlite_files import Transaction, last_write
+from tileserver.adapters.sqlite_threads import SqliteThreads
 from tileserver.config import Layer
 from tileserver.grid import Grid
 from tileserver.store_layout import (
@@ -44,8 +42,6 @@ from tileserver.store_layout import (
     tile_prefix,
 )
 from tileserver.types import StoredTile
-
-T = TypeVar("T")
 
 _LIST_BATCH = 2000  # rows read per trip to a reader thread
 
@@ -85,14 +81,9 @@ class SqliteTileStore:
         self.single_file = single_file
         self.grids = dict(grids)
         self.layers = dict(layers or {})
-        self.busy_timeout = busy_timeout
-        self._readers_count = readers
-        self._reader_pool: ThreadPoolExecutor | None = None
-        self._writer_pool: ThreadPoolExecutor | None = None
-        self._local = threading.local()
-        self._reader_connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._writers: dict[Path, sqlite3.Connection] = {}  # used by the writer thread only
+        self.threads = SqliteThreads(
+            repr(self), self.location, self.opened, busy_timeout=busy_timeout, readers=readers
+        )
 
     def __repr__(self) -> str:
         mode = "file" if self.single_file else "folder"
@@ -199,63 +190,14 @@ class SqliteTileStore:
     # --- threads and connections -------------------------------------------------------
 
     async def open(self) -> None:
-        if self._reader_pool is None:
-            self._reader_pool = ThreadPoolExecutor(self._readers_count, "sqlite-read")
-            self._writer_pool = ThreadPoolExecutor(1, "sqlite-write")
+        await self.threads.open()
 
     async def close(self) -> None:
-        readers, writer = self._reader_pool, self._writer_pool
-        self._reader_pool = self._writer_pool = None
-        if writer is not None:
-            await asyncio.get_running_loop().run_in_executor(writer, self._close_writers)
-            writer.shutdown(wait=True)
-        if readers is not None:
-            readers.shutdown(wait=True)
-        with self._lock:
-            for conn in self._reader_connections:
-                conn.close()
-            self._reader_connections.clear()
-        self._local = threading.local()
-
-    def _close_writers(self) -> None:
-        for conn in self._writers.values():
-            conn.close()
-        self._writers.clear()
-
-    async def _run(self, pool: ThreadPoolExecutor | None, what: str, call: Callable[[], T]) -> T:
-        if pool is None:
-            raise RuntimeError(f"{self!r} used before open() or after close()")
-        return await run_in(pool, f"{self.location}: {what}", call)
-
-    def _connect(self, file: Path, create: bool) -> sqlite3.Connection | None:
-        """A connection to file; None when it does not exist and `create` is False."""
-        return connect(file, create, self.busy_timeout, self.opened)
-
-    def _reader(self, file: Path) -> sqlite3.Connection | None:
-        """This reader thread's connection to file (opened once it exists)."""
-        connections: dict[Path, sqlite3.Connection] = self._local.__dict__.setdefault("c", {})
-        conn = connections.get(file)
-        if conn is None:
-            conn = self._connect(file, create=False)
-            if conn is None:
-                return None
-            conn.execute("PRAGMA query_only = ON")
-            connections[file] = conn
-            with self._lock:
-                self._reader_connections.append(conn)
-        return conn
-
-    def _writer(self, file: Path) -> sqlite3.Connection:
-        conn = self._writers.get(file)
-        if conn is None:
-            conn = self._connect(file, create=True)
-            assert conn is not None
-            self._writers[file] = conn
-        return conn
+        await self.threads.close()
 
     def _table_for_read(self, conn: sqlite3.Connection, tileset: Tileset) -> str | None:
         # A table once found stays (tables are never dropped): looked up once per connection.
-        tables: dict[tuple[int, Tileset], str] = self._local.__dict__.setdefault("t", {})
+        tables: dict[tuple[int, Tileset], str] = self.threads.thread_memo()
         table = tables.get((id(conn), tileset))
         if table is not None:
             return table
@@ -272,7 +214,7 @@ class SqliteTileStore:
     # --- reads ------------------------------------------------------------------------
 
     def _select(self, located: Located, column: str) -> tuple[object, ...] | None:
-        conn = self._reader(located.file)
+        conn = self.threads.reader(located.file)
         if conn is None:
             return None
         table = self._table_for_read(conn, located.tileset)
@@ -291,16 +233,16 @@ class SqliteTileStore:
         located = self.locate(path)
         if located is None:
             return None
-        found = await self._run(self._reader_pool, f"read {path!r}",
-                                lambda: self._select(located, "tile_data"))  # fmt: skip
+        found = await self.threads.read(
+            f"read {path!r}", lambda: self._select(located, "tile_data")
+        )
         return None if found is None else bytes(found[0])  # type: ignore[call-overload]
 
     async def get_stored(self, path: str) -> StoredTile | None:
         located = self.locate(path)
         if located is None:
             return None
-        return await self._run(self._reader_pool, f"read {path!r}",
-                               lambda: self._select_stored(located))  # fmt: skip
+        return await self.threads.read(f"read {path!r}", lambda: self._select_stored(located))
 
     def _select_stored(self, located: Located) -> StoredTile | None:
         found = self._select(located, "tile_data")
@@ -315,24 +257,22 @@ class SqliteTileStore:
         located = self.locate(path)
         if located is None:
             return False
-        found = await self._run(self._reader_pool, f"read {path!r}",
-                                lambda: self._select(located, "1"))  # fmt: skip
+        found = await self.threads.read(f"read {path!r}", lambda: self._select(located, "1"))
         return found is not None
 
     async def list_paths(self, prefix: str) -> AsyncIterator[str]:
         check_prefix(prefix)
-        files = await self._run(self._reader_pool, "list", self._files)
+        files = await self.threads.read("list", self._files)
         for file in files:
-            tilesets = await self._run(self._reader_pool, f"list {file}",
-                                       lambda f=file: self._tilesets(f))  # type: ignore[misc]  # fmt: skip
+            tilesets = await self.threads.read(f"list {file}",
+                                               lambda f=file: self._tilesets(f))  # type: ignore[misc]  # fmt: skip
             for tileset, table in tilesets:
                 head = tileset.prefix + "/"
                 if not (head.startswith(prefix) or prefix.startswith(head)):
                     continue
                 after = 0
                 while True:
-                    rows = await self._run(
-                        self._reader_pool,
+                    rows = await self.threads.read(
                         f"list {file}",
                         lambda f=file, t=table, a=after: self._rows(f, t, a),  # type: ignore[misc]
                     )
@@ -357,7 +297,7 @@ class SqliteTileStore:
         return sorted(found)
 
     def _tilesets(self, file: Path) -> list[tuple[Tileset, str]]:
-        conn = self._reader(file)
+        conn = self.threads.reader(file)
         if conn is None:
             return []
         try:
@@ -381,7 +321,7 @@ class SqliteTileStore:
         return found
 
     def _rows(self, file: Path, table: str, after: int) -> list[tuple[int, int, int, int]]:
-        conn = self._reader(file)
+        conn = self.threads.reader(file)
         if conn is None:
             return []
         return conn.execute(
@@ -398,8 +338,8 @@ class SqliteTileStore:
             located = self._locate_for_write(path)
             by_file[located.file].append((located, data))
         for file, tiles in by_file.items():
-            await self._run(self._writer_pool, f"write {file.name}",
-                            lambda f=file, t=tiles: self._write(f, t))  # type: ignore[misc]  # fmt: skip
+            await self.threads.write(f"write {file.name}",
+                                     lambda f=file, t=tiles: self._write(f, t))  # type: ignore[misc]  # fmt: skip
 
     async def delete_many(self, paths: Iterable[str]) -> None:
         by_file: dict[Path, list[Located]] = defaultdict(list)
@@ -408,11 +348,11 @@ class SqliteTileStore:
             if located is not None:
                 by_file[located.file].append(located)
         for file, tiles in by_file.items():
-            await self._run(self._writer_pool, f"delete in {file.name}",
-                            lambda f=file, t=tiles: self._delete(f, t))  # type: ignore[misc]  # fmt: skip
+            await self.threads.write(f"delete in {file.name}",
+                                     lambda f=file, t=tiles: self._delete(f, t))  # type: ignore[misc]  # fmt: skip
 
     def _write(self, file: Path, tiles: list[tuple[Located, bytes]]) -> None:
-        conn = self._writer(file)
+        conn = self.threads.writer(file)
         with Transaction(conn):
             self.create_schema(conn)
             by_tileset: dict[Tileset, list[tuple[int, int, int, bytes]]] = defaultdict(list)
@@ -432,7 +372,7 @@ class SqliteTileStore:
     def _delete(self, file: Path, tiles: list[Located]) -> None:
         if not file.is_file():
             return  # nothing stored there: no empty file created for nothing
-        conn = self._writer(file)
+        conn = self.threads.writer(file)
         with Transaction(conn):
             by_tileset: dict[Tileset, list[tuple[int, int, int]]] = defaultdict(list)
             for located in tiles:

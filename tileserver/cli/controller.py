@@ -42,7 +42,7 @@ from tileserver.config import (
 from tileserver.config.dump import config_data
 from tileserver.config_loader import load_config
 from tileserver.errors import ConfigError, QueueUnavailable, StoreUnavailable
-from tileserver.selection import parse_zooms
+from tileserver.selection import parse_zooms, seeded_zooms
 from tileserver.services.cost import (
     cost_report,
 )
@@ -293,20 +293,10 @@ class Controller:
                 return parse_zooms(self.args.zoom, levels)
             except ValueError as exc:
                 raise CommandError(f"--zoom {self.args.zoom!r}: {exc}", 2) from None
-        seed = layer.min_resolution_seed
-        if seed is None:
-            raise CommandError(
-                f"no level to estimate for layer {layer.name!r}: pass --zoom, or set "
-                f"layers.{layer.name}.min_resolution_seed (levels whose resolution is at "
-                "least it are pre-generated)"
-            )
-        zooms = tuple(z for z, r in enumerate(layer.grid.resolutions) if r >= seed)
-        if not zooms:
-            raise CommandError(
-                f"layers.{layer.name}.min_resolution_seed {seed:g} is finer than every "
-                f"level of grid {layer.grid.name!r}: nothing is pre-generated"
-            )
-        return zooms
+        try:
+            return seeded_zooms(layer, "estimate")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
 
     # --- actions ----------------------------------------------------------------------
 

@@ -13,10 +13,11 @@ from tileserver.cli.generate_context import GenerateContext
 from tileserver.config import EmptyTile
 from tileserver.empty_tiles import colour_count, detection_yaml, is_stored_empty, signature
 from tileserver.errors import TileServerError
+from tileserver.grid import bbox_text
 from tileserver.protocols import TileStore
 from tileserver.selection import metatile_bbox, metatile_ref
 from tileserver.services.plan_selection import Selection
-from tileserver.services.planning import LayerJob, bbox_text
+from tileserver.services.planning import LayerJob
 from tileserver.services.run_files import tile_line
 from tileserver.services.tile_filters import metatile_of
 from tileserver.store_layout import parse_tile_path, tile_prefix

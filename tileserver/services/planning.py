@@ -1,7 +1,7 @@
 """What a generation covers: its layers, their tile sets (grids, dimension values), stores
 and levels, and the metatiles of the selection (plan_selection.py: --bbox, --geom, --tiles,
---tile, --near) within each layer's bbox and `geoms`; and the key that names a run's state
-file.
+--tile, --near) within each layer's bbox and `geoms` (level_areas.py); and the key that
+names a run's state file.
 
 The faces give the options as text (those of `generate_tiles`); what is wrong with them
 raises `InvalidSelection` (a wrong value), `PlanningError` (a missing setting) or
@@ -17,20 +17,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tileserver.config import Config, Layer, LayerGeom
+from tileserver.config import Config, Layer
 from tileserver.crs import transformer
-from tileserver.errors import GeomsError, InvalidSelection, PlanningError
-from tileserver.grid import Grid, format_resolution
+from tileserver.errors import InvalidSelection, PlanningError
+from tileserver.grid import Grid, bbox_text
 from tileserver.selection import (
     MetatileRef,
     format_zooms,
-    level_geometries,
     metatile_ref,
     metatiles_in_areas,
     parse_tile,
     parse_zooms,
+    seeded_zooms,
 )
 from tileserver.services.invalidation import clip_to_layer, reproject
+from tileserver.services.level_areas import GeometryLoader, intersect_areas, layer_geometries
 from tileserver.services.plan_selection import PlanOptions, Selection
 from tileserver.services.tile_filters import (
     TileFilter,
@@ -51,8 +52,6 @@ from tileserver.types import BBox, TileCoord
 
 if TYPE_CHECKING:  # shapely is imported where a geometry is made: see `selection`
     from shapely.geometry.base import BaseGeometry
-
-GeometryLoader = Callable[[LayerGeom, str], "BaseGeometry"]  # a `geoms` entry, its YAML path
 
 
 @dataclass
@@ -75,28 +74,6 @@ class LayerJob:
         if self.tiles is None:
             self.tiles = sum(len(wanted_tiles(self.layer, r, self.wanted)) for r in self.metatiles)
         return self.tiles
-
-
-def bbox_text(bbox: BBox) -> str:
-    return ",".join(format_resolution(v) for v in bbox.as_tuple())
-
-
-def _intersect_areas(
-    areas: dict[int, BaseGeometry], geometry: BaseGeometry, zooms: Sequence[int]
-) -> dict[int, BaseGeometry]:
-    """geometry at every level of zooms, intersected with the area of the levels that
-    have one."""
-    intersections: dict[int, BaseGeometry] = {}  # by id: levels often share one area
-    result: dict[int, BaseGeometry] = {}
-    for z in zooms:
-        area = areas.get(z)
-        if area is None:
-            result[z] = geometry
-            continue
-        if id(area) not in intersections:
-            intersections[id(area)] = area.intersection(geometry)
-        result[z] = intersections[id(area)]
-    return result
 
 
 def _bbox_intersection(a: BBox, b: BBox) -> BBox | None:
@@ -185,20 +162,10 @@ class Planner:
             return self.zoom_option(layer)
         if selection.tiles is not None:
             return tuple(sorted({t.z for t in selection.tiles}))
-        seed = layer.min_resolution_seed
-        if seed is None:
-            raise PlanningError(
-                f"no level to generate for layer {layer.name!r}: pass --zoom, or set "
-                f"layers.{layer.name}.min_resolution_seed (levels whose resolution is at "
-                "least it are pre-generated)"
-            )
-        zooms = tuple(z for z, r in enumerate(layer.grid.resolutions) if r >= seed)
-        if not zooms:
-            raise PlanningError(
-                f"layers.{layer.name}.min_resolution_seed {seed:g} is finer than every "
-                f"level of grid {layer.grid.name!r}: nothing is pre-generated"
-            )
-        return zooms
+        try:
+            return seeded_zooms(layer, "generate")
+        except ValueError as exc:
+            raise PlanningError(str(exc)) from None
 
     def update_zooms(self, layer: Layer) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(pre-generated, on-demand) levels of an --update: every level, or those of --zoom."""
@@ -281,9 +248,13 @@ class Planner:
                     f"the grid's CRS, {grid.srs}"
                 )
         # The area of each level: the layer's geoms there, intersected with --geom.
-        areas = self.layer_geometries(layer, zooms) if layer_geoms else {}
+        areas = (
+            layer_geometries(layer, zooms, self.load_geometry, self.info, self.warn)
+            if layer_geoms
+            else {}
+        )
         if selection.geometry is not None:
-            areas = _intersect_areas(areas, selection.geometry, zooms)
+            areas = intersect_areas(areas, selection.geometry, zooms)
         metatiles = metatiles_in_areas(grid, zooms, areas, meta_size, bbox)
         return LayerJob(layer, cache, zooms, metatiles, tiles_in_areas(grid, areas, bbox))
 
@@ -319,41 +290,6 @@ class Planner:
                 raise InvalidSelection(f"--bbox: on grid {here!r}: {exc}") from None
             return dataclasses.replace(selection, bbox=bbox, grid=here)
         return selection
-
-    def layer_geometries(self, layer: Layer, zooms: Sequence[int]) -> dict[int, BaseGeometry]:
-        """The union of the layer's `geoms` entries at each level of zooms they apply to,
-        files read and queries run now; the levels no entry applies to are left out."""
-        grid = layer.grid
-        used = [
-            (i, geom)
-            for i, geom in enumerate(layer.geoms)
-            if any(geom.applies_to(grid.resolutions[z]) for z in zooms)
-        ]
-        if not used:
-            return {}
-        from shapely import box
-
-        loaded = []
-        for i, geom in used:
-            where = f"layers.{layer.name}.geoms[{i}]"
-            # In the CRS of the layer's first grid, as its bbox: reprojected to this grid's.
-            geometry = reproject(self.load_geometry(geom, where), layer.grids[0].srs, grid.srs)
-            levels = format_zooms([z for z in zooms if geom.applies_to(grid.resolutions[z])])
-            if geometry.is_empty:
-                self.warn(
-                    f"{where}: the query returned no geometry: it adds nothing to levels {levels}"
-                )
-            elif not geometry.intersects(box(*layer.bbox.as_tuple())):
-                raise GeomsError(
-                    f"{where}: the geometry does not reach layer {layer.name!r}'s bbox "
-                    f"{bbox_text(layer.bbox)}: its coordinates must be in the grid's CRS, "
-                    f"{grid.srs}"
-                )
-            else:
-                kind = f"file {geom.file}" if geom.file is not None else "query"
-                self.info(f"{where}: the {kind} limits levels {levels}")
-            loaded.append((geom, geometry))
-        return level_geometries(grid.resolutions, zooms, loaded, layer.px_buffer)
 
     def jobs(self, selection: Selection, *, layer_geoms: bool = True) -> list[LayerJob]:
         """A job per tile set of each layer (grid, dimension values), --test's first tiles."""
