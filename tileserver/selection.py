@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tileserver.config import Layer, LayerGeom
+from tileserver.errors import InvalidSelection, PlanningError
 from tileserver.grid import Grid
 from tileserver.types import BBox, TileCoord
 
@@ -39,6 +40,26 @@ def parse_zooms(spec: str, levels: int) -> tuple[int, ...]:
             raise ValueError(f"zoom {high} does not exist: the grid has levels 0 to {levels - 1}")
         zooms.update(range(low, high + 1))
     return tuple(sorted(zooms))
+
+
+def named_layers(
+    layers: Mapping[str, Layer], named: Sequence[str], defaults: Sequence[str], doing: str
+) -> list[Layer]:
+    """The layers of --layer (`named`), else of generation.default_layers (`defaults`), each
+    once, in order. PlanningError when neither names one (naming what the command was
+    `doing`), InvalidSelection for a name that is no layer."""
+    names = list(named or defaults)
+    if not names:
+        raise PlanningError(
+            f"no layer to {doing}: pass --layer NAME or set generation.default_layers "
+            f"(layers: {', '.join(layers)})"
+        )
+    unknown = [n for n in names if n not in layers]
+    if unknown:
+        raise InvalidSelection(
+            f"--layer: unknown layer {unknown[0]!r} (defined: {', '.join(layers)})"
+        )
+    return [layers[n] for n in dict.fromkeys(names)]
 
 
 def seeded_zooms(layer: Layer, doing: str) -> tuple[int, ...]:

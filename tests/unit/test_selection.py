@@ -9,6 +9,7 @@ from shapely import Point, Polygon
 
 from tests.support.configs import single_layer
 from tileserver.crs import crs_info
+from tileserver.errors import InvalidSelection, PlanningError
 from tileserver.grid import Grid
 from tileserver.selection import (
     MetatileRef,
@@ -16,6 +17,7 @@ from tileserver.selection import (
     metatile_ref,
     metatiles_in_bbox,
     metatiles_in_geometry,
+    named_layers,
     parse_zooms,
     read_tile_list,
     seeded_zooms,
@@ -149,3 +151,20 @@ def test_seeded_zooms_name_what_is_missing_and_what_the_command_was_doing(
     coarse = single_layer(tmp_path, levels=3, min_resolution_seed=200000.0)
     with pytest.raises(ValueError, match=r"seed 200000 is coarser than every level of grid .g."):
         seeded_zooms(coarse, "generate")
+
+
+def test_named_layers_are_those_of_layer_else_the_defaults_each_once_in_order(
+    tmp_path: Path,
+) -> None:
+    a, b = single_layer(tmp_path, name="a"), single_layer(tmp_path, name="b")
+    layers = {"a": a, "b": b}
+    assert named_layers(layers, ["b", "a", "b"], ["a"], "generate") == [b, a]
+    assert named_layers(layers, [], ["b"], "generate") == [b]
+
+
+def test_named_layers_name_what_is_missing_and_what_is_unknown(tmp_path: Path) -> None:
+    layers = {"a": single_layer(tmp_path, name="a")}
+    with pytest.raises(PlanningError, match=r"^no layer to estimate: pass --layer .*\(layers: a\)"):
+        named_layers(layers, [], [], "estimate")
+    with pytest.raises(InvalidSelection, match=r"^--layer: unknown layer 'z' \(defined: a\)$"):
+        named_layers(layers, ["a", "z"], [], "generate")

@@ -41,8 +41,14 @@ from tileserver.config import (
 )
 from tileserver.config.dump import config_data
 from tileserver.config_loader import load_config
-from tileserver.errors import ConfigError, QueueUnavailable, StoreUnavailable
-from tileserver.selection import parse_zooms, seeded_zooms
+from tileserver.errors import (
+    ConfigError,
+    InvalidSelection,
+    PlanningError,
+    QueueUnavailable,
+    StoreUnavailable,
+)
+from tileserver.selection import named_layers, parse_zooms, seeded_zooms
 from tileserver.services.cost import (
     cost_report,
 )
@@ -251,17 +257,15 @@ class Controller:
     # --- settings ---------------------------------------------------------------------
 
     def layers(self) -> list[Layer]:
-        names = list(self.args.layer or self.config.generation.default_layers)
-        if not names:
-            raise CommandError(
-                "no layer: pass --layer NAME or set generation.default_layers "
-                f"(layers: {', '.join(self.config.layers)})"
+        config = self.config
+        try:
+            return named_layers(
+                config.layers, self.args.layer or (), config.generation.default_layers, "use"
             )
-        unknown = [n for n in names if n not in self.config.layers]
-        if unknown:
-            defined = ", ".join(self.config.layers)
-            raise CommandError(f"--layer: unknown layer {unknown[0]!r} (defined: {defined})", 2)
-        return [self.config.layers[n] for n in dict.fromkeys(names)]
+        except InvalidSelection as exc:
+            raise CommandError(str(exc), 2) from None
+        except PlanningError as exc:
+            raise CommandError(str(exc)) from None
 
     def cache(self, layers: Sequence[Layer]) -> CacheConfig:
         """--cache, else generation.default_cache, else the one cache of the layers."""

@@ -26,6 +26,7 @@ from tileserver.selection import (
     format_zooms,
     metatile_ref,
     metatiles_in_areas,
+    named_layers,
     parse_tile,
     parse_zooms,
     seeded_zooms,
@@ -101,18 +102,10 @@ class Planner:
         self.warn = warn
 
     def layers(self) -> list[Layer]:
-        names = list(self.options.layers or self.config.generation.default_layers)
-        if not names:
-            raise PlanningError(
-                "no layer to generate: pass --layer NAME or set generation.default_layers "
-                f"(layers: {', '.join(self.config.layers)})"
-            )
-        unknown = [n for n in names if n not in self.config.layers]
-        if unknown:
-            raise InvalidSelection(
-                f"--layer: unknown layer {unknown[0]!r} (defined: {', '.join(self.config.layers)})"
-            )
-        return [self.config.layers[n] for n in dict.fromkeys(names)]
+        config = self.config
+        return named_layers(
+            config.layers, self.options.layers or (), config.generation.default_layers, "generate"
+        )
 
     def one_layer(self, option: str) -> Layer:
         """The one layer of --layer, on --grid (default: its first grid)."""
