@@ -136,8 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--processes",
         type=int,
         metavar="N",
-        help="render processes (Mapnik), or threads cutting the answers when every layer is a "
-        "WMS layer (default: generation.number_process, else the cores)",
+        help="render processes (Mapnik), or, when every layer is a WMS layer, GetMaps at once "
+        "and threads cutting the answers (default: generation.number_process, else the cores)",
     )
     parser.add_argument(
         "--error-file",
