@@ -183,3 +183,32 @@ def test_a_wms_run_over_a_bbox_loads_no_render_process_nor_shapely(
         image = Image.open(tile)
         image.load()
         assert image.size == (256, 256)
+
+
+async def test_at_most_threads_getmaps_at_once_while_more_metatiles_are_in_flight(
+    mapserver: MapServerWMS, tmp_path: Path
+) -> None:
+    """`--processes 2` over a WMS: 5 metatiles asked for at once, 2 GetMaps at once, as
+    TileCloud-chain's 2 processes (or `mapcache_seed -n 2`) send; the others wait for a
+    connection."""
+    layer = config(tmp_path, mapserver.url, l=wms(mapserver.url)).layers["l"]
+    metatiles = [
+        metatile_for(layer.grid, TileCoord(16, MONACO.row, MONACO.col + META * i), META, 16)
+        for i in range(5)
+    ]
+    renderer = ThreadedWmsRenderer(2)
+    await renderer.start()
+    mapserver.clear_log()
+    mapserver.set_mode("slow:1")  # each GetMap lasts a second: their overlaps are plain
+    try:
+        rendered = await asyncio.gather(*(renderer.render(layer, m, {}) for m in metatiles))
+    finally:
+        mapserver.set_mode("normal")
+        await renderer.close()
+    assert [len(tiles) for tiles in rendered] == [META * META] * 5
+    getmaps = [r for r in mapserver.requests() if r.kind == "wms"]
+    assert len(getmaps) == 5
+    spans = [(r.time - r.ms / 1000, r.time) for r in getmaps]
+    # How many ran 50 ms after each one started (the log's times are to the millisecond).
+    at_once = [sum(1 for s, e in spans if s <= start + 0.05 < e) for start, _ in spans]
+    assert max(at_once) == 2, spans

@@ -6,6 +6,10 @@ A tile is written to a temporary file beside its final name and then renamed ove
 of one, and a crash leaves at most a temporary file, whose name (`.{name}.{random}.tmp`)
 no tile path can have. Every failure is raised as `StoreUnavailable`; `StoreOutage` when
 the file system refuses every write (full, read-only, over quota).
+
+A write costs four system calls (create, write, close, rename): the directories a store
+has made or written into are remembered, and made again only when a create finds one
+gone (benchmarks/RESULTS.md, issue 15, phase 6).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 _LIST_BATCH = 1000  # paths listed per trip to a worker thread
 # The file system refuses every write, not one path's: full, read-only, over quota.
 _OUTAGES = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 def is_temporary(name: str) -> bool:
@@ -41,6 +46,9 @@ class FilesystemStore:
     def __init__(self, root: str | os.PathLike[str], fsync: bool = False) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        # The directories this store's writes made or wrote into (os.fspath strings): no
+        # mkdir before each write. One removed since is made again (`_create`).
+        self._directories: set[str] = set()
 
     def __repr__(self) -> str:
         return f"FilesystemStore({str(self.root)!r})"
@@ -127,7 +135,9 @@ class FilesystemStore:
     # --- writes -----------------------------------------------------------------------
 
     async def put_many(self, items: Mapping[str, bytes], content_type: str) -> None:
-        files = {path: self._file(path) for path in items}  # every path checked first
+        root = os.fspath(self.root)
+        # Every path checked first; each as a string: no Path object per tile.
+        files = {path: os.path.join(root, *check_path(path).split("/")) for path in items}
         # One worker thread writes them all, one after the other: a thread per file made
         # twice the CPU time, the threads taking turns at the GIL and the kernel's lock of
         # the directory they all create files in (benchmarks/RESULTS.md, issue 15, phase 5).
@@ -148,7 +158,7 @@ class FilesystemStore:
             raise result
 
     def _write_all(
-        self, files: Mapping[str, Path], items: Mapping[str, bytes]
+        self, files: Mapping[str, str], items: Mapping[str, bytes]
     ) -> list[Exception | None]:
         """Writes each item at its file; what each write raised, in items' order."""
         results: list[Exception | None] = []
@@ -161,25 +171,41 @@ class FilesystemStore:
                 results.append(None)
         return results
 
-    def _write(self, file: Path, data: bytes) -> None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = file.with_name(f".{file.name}.{secrets.token_hex(6)}.tmp")
+    def _write(self, file: str, data: bytes) -> None:
+        directory, name = os.path.split(file)
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        fd = self._create(directory, temporary)
         try:
-            # os.open rather than tempfile.mkstemp: the tile gets the usual 0o666 & ~umask
-            # mode, readable by a web server that serves the folder directly.
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-            with open(fd, "wb") as out:
-                out.write(data)
+            try:
+                view = memoryview(data)
+                while view:  # a regular file takes it all at once, short writes aside
+                    view = view[os.write(fd, view) :]
                 if self.fsync:
-                    out.flush()
-                    os.fsync(out.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(temporary, file)
         except BaseException:
             with suppress(OSError):
                 os.unlink(temporary)
             raise
         if self.fsync:
-            _fsync_directory(file.parent)
+            _fsync_directory(Path(directory))
+
+    def _create(self, directory: str, temporary: str) -> int:
+        """The temporary file, created in directory, made first if it is not known."""
+        if directory not in self._directories:
+            os.makedirs(directory, exist_ok=True)
+            self._directories.add(directory)
+        try:
+            # os.open rather than tempfile.mkstemp: the tile gets the usual 0o666 & ~umask
+            # mode, readable by a web server that serves the folder directly.
+            return os.open(temporary, _CREATE, 0o666)
+        except FileNotFoundError:  # the directory was removed since it was made
+            self._directories.discard(directory)
+            os.makedirs(directory, exist_ok=True)
+            self._directories.add(directory)
+            return os.open(temporary, _CREATE, 0o666)
 
     async def delete_many(self, paths: Iterable[str]) -> None:
         files = [self._file(path) for path in paths]

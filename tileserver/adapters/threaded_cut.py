@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from tileserver.adapters import pillow_cut
 from tileserver.adapters.wms_renderer import WmsRenderer
@@ -92,11 +93,18 @@ class ThreadCutter:
 
 class ThreadedWmsRenderer:
     """The renderer of WMS layers that `cuts_in_threads` accepts: one GetMap per metatile,
-    its answer cut in `threads` threads (a RenderPool with no process to start)."""
+    its answer cut in `threads` threads (a RenderPool with no process to start).
+
+    At most `threads` GetMaps run at once (fewer if `upstream.connections_per_host` says
+    so), as many as TileCloud-chain's processes or `mapcache_seed -n` would send; the
+    metatile generate_tiles has in flight beyond them waits for a connection, and its
+    GetMap goes as soon as another answer is read, while that one is cut and written."""
 
     def __init__(self, threads: int, upstream: UpstreamConfig | None = None) -> None:
         self._cutter = ThreadCutter(threads)
-        self._wms = WmsRenderer(self._cutter, upstream)
+        upstream = upstream or UpstreamConfig()
+        getmaps = min(upstream.connections_per_host, max(1, threads))
+        self._wms = WmsRenderer(self._cutter, replace(upstream, connections_per_host=getmaps))
 
     async def start(self) -> None:
         self._cutter.start()

@@ -136,8 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--processes",
         type=int,
         metavar="N",
-        help="render processes (Mapnik), or threads cutting the answers when every layer is a "
-        "WMS layer (default: generation.number_process, else the cores)",
+        help="render processes (Mapnik), or, when every layer is a WMS layer, GetMaps at once "
+        "and threads cutting the answers (default: generation.number_process, else the cores)",
     )
     parser.add_argument(
         "--error-file",
@@ -224,8 +224,10 @@ def run(args: argparse.Namespace) -> int:
     if args.error_file is None:
         args.error_file = config.generation.error_file or ERROR_FILE
     # The modules and the configuration live as long as the command: the collector stops
-    # walking them at every full collection (about 30 ms of CPU a run over a WMS).
+    # walking them at every full collection (about 30 ms of CPU a run over a WMS). The
+    # console script starts with the collector off (cli/scripts.py): on from here.
     gc.freeze()
+    gc.enable()
     try:
         return dispatch(GenerateContext(config, args, prog))
     except ConfigError as exc:  # a Mapnik file that does not load

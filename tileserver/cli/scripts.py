@@ -10,6 +10,8 @@ modules).
 
 from __future__ import annotations
 
+import gc
+
 
 def tileserver() -> int:
     """`tileserver`: serve, check-config, generate, controller."""
@@ -20,9 +22,16 @@ def tileserver() -> int:
 
 def generate_tiles() -> int:
     """`generate_tiles`, TileCloud-chain's command."""
-    from tileserver.cli.generate import main
+    # No collection while the command imports its modules and loads the configuration
+    # (about a tenth of its start-up's CPU): `generate.run` freezes what they made and
+    # turns the collector on again (benchmarks/RESULTS.md, issue 15, phase 6).
+    gc.disable()
+    try:
+        from tileserver.cli.generate import main
 
-    return main()
+        return main()
+    finally:
+        gc.enable()
 
 
 def generate_controller() -> int:
