@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tileserver.adapters import filesystem_store
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.errors import StoreOutage
 from tileserver.store_layout import tile_path
@@ -97,3 +98,19 @@ async def test_a_write_refused_by_a_full_disk_is_an_outage_and_leaves_nothing(
     monkeypatch.undo()
     assert files_under(tmp_path) == [path(5, 1)]  # no temporary file, the old tile kept
     assert await store.get(path(5, 1)) == b"old"
+
+
+async def test_the_directories_remembered_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long run writes into more directories than a store remembers: past the bound it
+    forgets them and learns them again, its tiles written all the same."""
+    monkeypatch.setattr(filesystem_store, "_DIRECTORIES", 4)
+    store = FilesystemStore(tmp_path)
+    tiles = {path(row, 0): bytes([row]) * 10 for row in range(10)}
+    for key, data in tiles.items():
+        await store.put_many({key: data}, "image/png")
+        assert len(store._directories) <= 4
+    assert files_under(tmp_path) == sorted(tiles)
+    for key, data in tiles.items():
+        assert await store.get(key) == data

@@ -33,6 +33,9 @@ _LIST_BATCH = 1000  # paths listed per trip to a worker thread
 # The file system refuses every write, not one path's: full, read-only, over quota.
 _OUTAGES = {errno.ENOSPC, errno.EROFS, errno.EDQUOT}
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+# Directories remembered per store (a z18 run over a country has hundreds of thousands):
+# past this many, forgotten and learnt again (one makedirs each).
+_DIRECTORIES = 16384
 
 
 def is_temporary(name: str) -> bool:
@@ -196,6 +199,8 @@ class FilesystemStore:
         """The temporary file, created in directory, made first if it is not known."""
         if directory not in self._directories:
             os.makedirs(directory, exist_ok=True)
+            if len(self._directories) >= _DIRECTORIES:
+                self._directories.clear()
             self._directories.add(directory)
         try:
             # os.open rather than tempfile.mkstemp: the tile gets the usual 0o666 & ~umask
