@@ -76,6 +76,10 @@ class UnixReleaseNotices:
     def held(self, key: str) -> None:
         self._held.add(key)
 
+    def told(self, key: str) -> int:
+        """How many owners wait to be told of key's release."""
+        return len(self._told.get(key, ()))
+
     def released(self, key: str) -> None:
         """Wakes this owner's own waiters for key and tells the other processes."""
         self._held.discard(key)
