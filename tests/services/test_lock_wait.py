@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from tileserver.services import lock_wait
 from tileserver.services.render_lock import lock_value
 from tileserver.services.resilient_cache import ResilientCache
 from tileserver.services.tiles import TileService
-from tileserver.tile_request import TileRequest
+from tileserver.tile_request import TileRequest, key_part
 from tileserver.types import TileCoord
 
 HOUR = 3600.0
@@ -124,3 +124,40 @@ async def test_tiles_written_under_a_lock_not_yet_released_are_found_at_once(
     tile = await asyncio.wait_for(svc.get_tile(request(layer, 47785, 68241)), 60)
     assert tile.data == b"theirs" and tile.source == "memory"
     assert renderer.count == 0
+
+
+class SlowWrites(MemoryCache):
+    """A cache whose writes of tiles wait for `gate` (a Memcached slow to take them)."""
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        super().__init__(10**8)
+        self.gate = gate
+        self.writing = asyncio.Event()
+
+    async def set_many(self, items: Mapping[str, bytes], ttl: int, stamp: int = 0) -> bool:
+        if len(items) > 1:  # a metatile's tiles (a lease's renewal writes its lock alone)
+            self.writing.set()
+            await self.gate.wait()
+        return await super().set_many(items, ttl, stamp)
+
+
+async def test_requests_of_the_same_process_get_the_tiles_before_they_are_written(
+    layer: Layer,
+) -> None:
+    """One render, its first tile answered first, the other requests for the metatile
+    answered from the rendered tiles while they are still being written."""
+    gate = asyncio.Event()
+    cache, renderer = SlowWrites(gate), FakeRenderer()
+    svc = TileService(ResilientCache(cache), renderer, "p/", 30)
+    tiles = [asyncio.create_task(svc.get_tile(request(layer, 47784, 68240 + i))) for i in range(8)]
+    await cache.writing.wait()
+    answered = await asyncio.wait_for(asyncio.gather(*tiles), 60)  # the write still waits
+    assert renderer.count == 1
+    assert sorted(t.source for t in answered) == ["coalesced"] * 7 + ["render"]
+    for i, tile in enumerate(answered):
+        assert tile.data.startswith(f"17/47784/{68240 + i} ".encode())
+    second = tile_key("p/", key_part(request(layer, 47784, 68241)), TileCoord(17, 47784, 68241))
+    assert await cache.get_many([second]) == {}  # not written yet
+    gate.set()
+    await svc.wait_renders()
+    assert (await cache.get_many([second]))[second].value == answered[1].data

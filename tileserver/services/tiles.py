@@ -37,14 +37,14 @@ from tileserver.blank import transparent_tile
 from tileserver.config import Layer
 from tileserver.errors import RenderError
 from tileserver.freshness import Staleness, etag_of, staleness
-from tileserver.grid import Metatile, metatile_for
+from tileserver.grid import Metatile
 from tileserver.keys import metatile_lock_key, tile_key
 from tileserver.protocols import HotTiles, ReleaseNotices, Renderer, TileStore
 from tileserver.services.hot_tier import HotTier, stored_tile
 from tileserver.services.hot_tier import rendered_at as _rendered_at
 from tileserver.services.lock_wait import LockWait
 from tileserver.services.render_lock import RenderLocks
-from tileserver.tile_request import TileRequest, key_part, store_path
+from tileserver.tile_request import TileRequest, key_part, metatile_of, store_path
 from tileserver.types import CacheEntry, Tile, TileCoord
 
 log = logging.getLogger("tileserver.render")
@@ -101,6 +101,7 @@ class TileService:
         self.locks = RenderLocks(cache, lock_lease, clock=clock, notices=notices)
         self._clock = clock  # Unix time: render times are compared across hosts
         self._inflight: dict[TaskKey, asyncio.Task[_Produced]] = {}
+        self._rendered: dict[TaskKey, asyncio.Future[_Produced]] = {}  # tiles before written
         self._refreshing: dict[TaskKey, asyncio.Task[None]] = {}  # stale_while_revalidate
         self._hot = None if hot is None else HotTier(hot, hot_max_age, cache, clock)
 
@@ -195,7 +196,7 @@ class TileService:
                 etags = self._keep_hot(layer, {key: entry.value}, entry.stamp, rendered_at)
                 return Tile(entry.value, entry.source, rendered_at, etags.get(key, ""))
             if state is Staleness.REVALIDATE:
-                self._refresh(request, part, self._metatile(request))
+                self._refresh(request, part, metatile_of(request))
                 return Tile(entry.value, "stale", _rendered_at(entry.stamp))
             if state is Staleness.IF_ERROR:
                 stale = entry
@@ -211,19 +212,9 @@ class TileService:
             )  # fmt: skip
             return Tile(stale.value, "stale", _rendered_at(stale.stamp))
 
-    @staticmethod
-    def _metatile(request: TileRequest) -> Metatile:
-        layer = request.layer
-        return metatile_for(
-            grid=layer.grid,
-            coord=request.coord,
-            meta_size=layer.effective_meta_size,
-            meta_buffer=layer.meta_buffer,
-        )
-
     async def _render_or_wait(self, request: TileRequest, part: str) -> Tile:
         coord = request.coord
-        metatile = self._metatile(request)
+        metatile = metatile_of(request)
         task_key = (part, metatile.z, metatile.row, metatile.col)
         task = self._inflight.get(task_key)
         first = task is None
@@ -238,8 +229,12 @@ class TileService:
             if early.done() and not early.cancelled():
                 answer = early.result()
                 return Tile(answer.tiles[coord], answer.source, answer.rendered_at)
-        # shield: a client that goes away must not cancel a render others wait for.
-        produced = await asyncio.shield(task)
+        # The tiles once rendered, before they are written (answered first, as the first
+        # tile is); shield: a client that goes away must not cancel a render others wait for.
+        rendered = self._rendered.setdefault(task_key, asyncio.get_running_loop().create_future())
+        await asyncio.wait({rendered, task}, return_when=asyncio.FIRST_COMPLETED)
+        ready = rendered.done() and not rendered.cancelled()
+        produced = rendered.result() if ready else await asyncio.shield(task)
         data = produced.tiles.get(coord)
         if data is None:
             # The shared task found its own tile in the cache, not ours: look ours up
@@ -253,6 +248,8 @@ class TileService:
         self, key: TaskKey, task: asyncio.Task[_Produced], early: asyncio.Future[_Produced]
     ) -> None:
         self._inflight.pop(key, None)
+        if (rendered := self._rendered.pop(key, None)) is not None:
+            rendered.cancel()
         if not early.done():
             early.cancel()
         elif not task.cancelled() and task.exception() is not None:
@@ -368,6 +365,9 @@ class TileService:
         rendered_at = early.result().rendered_at if answered and early is not None else None
         rendered_at = rendered_at or self._clock()
         stamp = int(rendered_at)
+        waiting = self._rendered.pop((part, metatile.z, metatile.row, metatile.col), None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(_Produced(tiles, "render", rendered_at))
         if self._on_render is not None:
             self._on_render(layer.name, elapsed)
         items = {tile_key(self.key_prefix, part, coord): data for coord, data in tiles.items()}
