@@ -24,6 +24,7 @@ from tileserver.protocols import (
     JobQueue,
     Metrics,
     Notifier,
+    ReleaseNotices,
     RenderPool,
     SharedCache,
     TileStore,
@@ -121,6 +122,20 @@ def hot_tiles(config: Config, cache: CacheRing) -> HotTiles | None:
         config.server.hot_cache_max_age,
     )  # fmt: skip
     return MemoryCache(config.server.hot_cache_mb * 1024 * 1024)
+
+
+def release_notices(cache: CacheRing, stack: AsyncExitStack) -> ReleaseNotices | None:
+    """Render locks' releases told to the waiting server processes of this host, when the
+    tile cache is shared (in-process, nobody else waits); closed with `stack`."""
+    if not cache.servers:
+        return None
+    from tileserver.adapters.release_notices import UnixReleaseNotices
+
+    notices = UnixReleaseNotices()
+    if not notices.open():
+        return None
+    stack.callback(notices.close)
+    return notices
 
 
 # --- tile stores -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -73,6 +74,25 @@ class HotTiles(Protocol):
     def put(self, key: str, value: bytes, ttl: float, stamp: int = 0, etag: str = "") -> None: ...
 
     def discard(self, key: str) -> None: ...
+
+
+class ReleaseNotices(Protocol):
+    """Render locks' releases told to the processes waiting for them (`render_lock`):
+    hints that wake a waiter early, never what it relies on."""
+
+    owner: str  # the owner written in the locks taken; the holder waiters ask to tell
+
+    def held(self, key: str) -> None: ...
+
+    def released(self, key: str) -> None:
+        """Called once key's lock is released (its tiles written, or its render failed)."""
+        ...
+
+    def watch(self, key: str, holder: str) -> asyncio.Future[None]:
+        """A future done at key's next release; `holder`: the owner in the lock's value."""
+        ...
+
+    def unwatch(self, key: str, future: asyncio.Future[None]) -> None: ...
 
 
 class Renderer(Protocol):

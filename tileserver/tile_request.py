@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tileserver.config import Layer
+from tileserver.grid import Metatile, metatile_for
 from tileserver.keys import layer_key_part
 from tileserver.store_layout import tile_path
 from tileserver.types import TileCoord
@@ -41,3 +42,14 @@ def store_path(request: TileRequest) -> str:
         "", layer.name, request.style, request.dimensions, grid.name,
         grid.matrix_id(coord.z), coord.row, coord.col, layer.extension,
     )  # fmt: skip
+
+
+def metatile_of(request: TileRequest) -> Metatile:
+    """The metatile its layer renders the tile in."""
+    layer = request.layer
+    return metatile_for(
+        grid=layer.grid,
+        coord=request.coord,
+        meta_size=layer.effective_meta_size,
+        meta_buffer=layer.meta_buffer,
+    )

@@ -7,6 +7,9 @@ that dies, or a release lost in a Memcached outage, leaves a lock that expires w
 one lease; a lock whose deadline has passed (a paused Memcached executing, once resumed,
 the `add`s buffered while it was stopped) is known to be stale by any waiter, which
 takes it over at once instead of waiting for it.
+
+Waiters poll the cache (`lock_wait`); with `ReleaseNotices`, a holder on the same host
+also tells them when it releases the lock, so they need not wait for their next poll.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
+
+from tileserver.protocols import ReleaseNotices
 
 log = logging.getLogger("tileserver.render")
 
@@ -35,6 +40,12 @@ class LockCache(Protocol):
 
 def lock_value(owner: str, deadline: float) -> bytes:
     return f"{owner} {deadline:.3f}".encode()
+
+
+def lock_owner(value: bytes) -> str:
+    """The owner a lock's value names ("" for none)."""
+    parts = value.split(maxsplit=1)
+    return parts[0].decode(errors="replace") if parts else ""
 
 
 def lock_deadline(value: bytes) -> float | None:
@@ -66,7 +77,11 @@ class Lease:
         if self._renewal is not None:
             self._renewal.cancel()
             await asyncio.gather(self._renewal, return_exceptions=True)
-        await self._locks.cache.delete(self.key)
+        try:
+            await self._locks.cache.delete(self.key)
+        finally:
+            if self._locks.notices is not None:
+                self._locks.notices.released(self.key)
 
     async def _renew(self) -> None:
         locks = self._locks
@@ -82,11 +97,14 @@ class RenderLocks:
         lease: float = 5.0,
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
+        notices: ReleaseNotices | None = None,
     ) -> None:
         self.cache = cache
         self.lease = lease
         self.ttl = max(1, math.ceil(lease))  # Memcached's TTLs are whole seconds
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.notices = notices
+        default = notices.owner if notices else f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = owner or default
         self._clock = clock
 
     def value(self) -> bytes:
@@ -95,6 +113,8 @@ class RenderLocks:
     async def acquire(self, key: str) -> Lease | None:
         """The lease of key's lock, None when another holds it."""
         if await self.cache.add(key, self.value(), self.ttl):
+            if self.notices is not None:
+                self.notices.held(key)
             return Lease(self, key)
         return None
 

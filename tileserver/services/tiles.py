@@ -9,8 +9,9 @@ A metatile is rendered at most once at a time: within a process, requests for an
 its tiles share one render task; across processes and hosts, the render is guarded by
 a lock that is a lease (`render_lock`): short, renewed while the render runs, so that a
 lock whose holder died, or that a paused Memcached wrote late, holds nobody up for long.
-The cache is checked again once the lock is held. Waiters poll the cache with
-`asyncio.sleep`, never blocking the event loop.
+The cache is checked again once the lock is held. Waiters of another process or host
+look at the cache at once, then poll it, or are told of the lock's release by a holder
+on the same host (`lock_wait`), never blocking the event loop.
 
 Cached tiles carry their render time. A layer may opt in to RFC 5861's stale windows
 (`freshness`): a tile past its expiry is answered at once while one background render
@@ -36,22 +37,17 @@ from tileserver.blank import transparent_tile
 from tileserver.config import Layer
 from tileserver.errors import RenderError
 from tileserver.freshness import Staleness, etag_of, staleness
-from tileserver.grid import Metatile, metatile_for
+from tileserver.grid import Metatile
 from tileserver.keys import metatile_lock_key, tile_key
-from tileserver.protocols import HotTiles, Renderer, TileStore
+from tileserver.protocols import HotTiles, ReleaseNotices, Renderer, TileStore
 from tileserver.services.hot_tier import HotTier, stored_tile
 from tileserver.services.hot_tier import rendered_at as _rendered_at
+from tileserver.services.lock_wait import LockWait
 from tileserver.services.render_lock import RenderLocks
-from tileserver.tile_request import TileRequest, key_part, store_path
+from tileserver.tile_request import TileRequest, key_part, metatile_of, store_path
 from tileserver.types import CacheEntry, Tile, TileCoord
 
 log = logging.getLogger("tileserver.render")
-
-_POLL_FIRST = 0.02  # seconds; a metatile render takes 50 ms and more
-# A waiter sees the tiles at most this long after they land: a slow render (a WMS under
-# load: 300-600 ms) seen up to 220 ms late with 0.25 s; one Memcached get per waiter and
-# 0.1 s costs nothing next to that.
-_POLL_MAX = 0.1
 
 
 class ServingCache(Protocol):
@@ -92,6 +88,7 @@ class TileService:
         hot_max_age: float = 10.0,
         lock_lease: float = 5.0,
         clock: Callable[[], float] = time.time,
+        notices: ReleaseNotices | None = None,
     ) -> None:
         self.cache = cache
         self.hot = hot
@@ -101,9 +98,10 @@ class TileService:
         self.stores = dict(stores or {})
         self.key_prefix = key_prefix
         self.lock_timeout = lock_timeout
-        self.locks = RenderLocks(cache, lock_lease, clock=clock)
+        self.locks = RenderLocks(cache, lock_lease, clock=clock, notices=notices)
         self._clock = clock  # Unix time: render times are compared across hosts
         self._inflight: dict[TaskKey, asyncio.Task[_Produced]] = {}
+        self._rendered: dict[TaskKey, asyncio.Future[_Produced]] = {}  # tiles before written
         self._refreshing: dict[TaskKey, asyncio.Task[None]] = {}  # stale_while_revalidate
         self._hot = None if hot is None else HotTier(hot, hot_max_age, cache, clock)
 
@@ -198,7 +196,7 @@ class TileService:
                 etags = self._keep_hot(layer, {key: entry.value}, entry.stamp, rendered_at)
                 return Tile(entry.value, entry.source, rendered_at, etags.get(key, ""))
             if state is Staleness.REVALIDATE:
-                self._refresh(request, part, self._metatile(request))
+                self._refresh(request, part, metatile_of(request))
                 return Tile(entry.value, "stale", _rendered_at(entry.stamp))
             if state is Staleness.IF_ERROR:
                 stale = entry
@@ -214,19 +212,9 @@ class TileService:
             )  # fmt: skip
             return Tile(stale.value, "stale", _rendered_at(stale.stamp))
 
-    @staticmethod
-    def _metatile(request: TileRequest) -> Metatile:
-        layer = request.layer
-        return metatile_for(
-            grid=layer.grid,
-            coord=request.coord,
-            meta_size=layer.effective_meta_size,
-            meta_buffer=layer.meta_buffer,
-        )
-
     async def _render_or_wait(self, request: TileRequest, part: str) -> Tile:
         coord = request.coord
-        metatile = self._metatile(request)
+        metatile = metatile_of(request)
         task_key = (part, metatile.z, metatile.row, metatile.col)
         task = self._inflight.get(task_key)
         first = task is None
@@ -241,8 +229,12 @@ class TileService:
             if early.done() and not early.cancelled():
                 answer = early.result()
                 return Tile(answer.tiles[coord], answer.source, answer.rendered_at)
-        # shield: a client that goes away must not cancel a render others wait for.
-        produced = await asyncio.shield(task)
+        # The tiles once rendered, before they are written (answered first, as the first
+        # tile is); shield: a client that goes away must not cancel a render others wait for.
+        rendered = self._rendered.setdefault(task_key, asyncio.get_running_loop().create_future())
+        await asyncio.wait({rendered, task}, return_when=asyncio.FIRST_COMPLETED)
+        ready = rendered.done() and not rendered.cancelled()
+        produced = rendered.result() if ready else await asyncio.shield(task)
         data = produced.tiles.get(coord)
         if data is None:
             # The shared task found its own tile in the cache, not ours: look ours up
@@ -256,6 +248,8 @@ class TileService:
         self, key: TaskKey, task: asyncio.Task[_Produced], early: asyncio.Future[_Produced]
     ) -> None:
         self._inflight.pop(key, None)
+        if (rendered := self._rendered.pop(key, None)) is not None:
+            rendered.cancel()
         if not early.done():
             early.cancel()
         elif not task.cancelled() and task.exception() is not None:
@@ -279,41 +273,39 @@ class TileService:
         layer, coord = request.layer, request.coord
         key = tile_key(self.key_prefix, part, coord)
         lock = metatile_lock_key(self.key_prefix, part, metatile.z, metatile.row, metatile.col)
-        deadline = time.monotonic() + self.lock_timeout
-        delay = _POLL_FIRST
-        while True:
-            lease = await self.locks.acquire(lock)
-            if lease is not None:
-                async with lease:
-                    # Rendered elsewhere between our miss and the lock?
-                    entry = (await self.cache.get_many([key])).get(key)
-                    if entry is not None and self._fresh(layer, entry):
-                        return _Produced(
-                            {coord: entry.value}, entry.source, _rendered_at(entry.stamp)
-                        )
+        lease = await self.locks.acquire(lock)
+        wait = LockWait(self.locks, lock, self.lock_timeout)
+        try:
+            while lease is None:  # another process or host renders it: wait for its tiles
+                await wait.pause()
+                found = await self.cache.get_many([key, lock])
+                entry = found.get(key)
+                if entry is not None and self._fresh(layer, entry):
+                    return _Produced({coord: entry.value}, entry.source, _rendered_at(entry.stamp))
+                holder = found.get(lock)
+                if holder is not None and self.locks.is_stale(holder.value):
+                    await self.locks.break_stale(lock, holder.value)
+                    holder = None
+                if holder is None:  # gone without the tile (render failed, flush): take it
+                    lease = await self.locks.acquire(lock)
+                elif wait.expired:
+                    log.warning(
+                        "lock %s held for more than %g s: rendering anyway", lock, self.lock_timeout
+                    )
                     return await self._render(
                         layer, part, metatile, self._dimensions(request), coord, early
                     )
-            # Another process or host renders this metatile: wait for its tiles.
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, _POLL_MAX)
-            found = await self.cache.get_many([key, lock])
-            entry = found.get(key)
+                else:
+                    wait.seen(holder.value)
+        finally:
+            wait.close()
+        async with lease:
+            # Rendered elsewhere between our miss and the lock?
+            entry = (await self.cache.get_many([key])).get(key)
             if entry is not None and self._fresh(layer, entry):
                 return _Produced({coord: entry.value}, entry.source, _rendered_at(entry.stamp))
-            holder = found.get(lock)
-            if holder is None:
-                continue  # lock gone without the tile (render failed, cache flushed): take it
-            if self.locks.is_stale(holder.value):
-                await self.locks.break_stale(lock, holder.value)
-                continue
-            if time.monotonic() > deadline:
-                log.warning(
-                    "lock %s held for more than %g s: rendering anyway", lock, self.lock_timeout
-                )
-                return await self._render(
-                    layer, part, metatile, self._dimensions(request), coord, early
-                )
+            dimensions = self._dimensions(request)
+            return await self._render(layer, part, metatile, dimensions, coord, early)
 
     def _refresh(self, request: TileRequest, part: str, metatile: Metatile) -> None:
         """Starts the background render of a metatile whose tile was answered stale, unless
@@ -373,6 +365,9 @@ class TileService:
         rendered_at = early.result().rendered_at if answered and early is not None else None
         rendered_at = rendered_at or self._clock()
         stamp = int(rendered_at)
+        waiting = self._rendered.pop((part, metatile.z, metatile.row, metatile.col), None)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(_Produced(tiles, "render", rendered_at))
         if self._on_render is not None:
             self._on_render(layer.name, elapsed)
         items = {tile_key(self.key_prefix, part, coord): data for coord, data in tiles.items()}

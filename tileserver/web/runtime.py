@@ -122,6 +122,7 @@ async def open_backends(
             hot=composition.hot_tiles(config, cache),
             hot_max_age=config.server.hot_cache_max_age,
             lock_lease=shared.lock_lease if shared else 5.0,
+            notices=composition.release_notices(cache, stack),
         )
         expiry = CacheExpiry(cache, prefix, shared.pool_size if shared else 4, tiles.hot)
     except BaseException:
