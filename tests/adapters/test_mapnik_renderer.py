@@ -124,8 +124,8 @@ async def test_a_killed_render_process_is_replaced(tmp_path: Path) -> None:
     try:
         metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
         await renderer.render(sea, metatile, {"SHOW": "yes"})
-        pool = renderer._pool
-        assert pool is not None
+        assert renderer._pool is not None
+        pool = renderer._pool.executor
         for pid in list(pool._processes):  # the executor's worker processes
             os.kill(pid, signal.SIGKILL)
         tiles = await renderer.render(sea, metatile, {"SHOW": "yes"})
@@ -143,8 +143,8 @@ async def test_start_starts_every_render_process_with_its_styles(tmp_path: Path)
     renderer = MapnikRenderer([sea], processes=3)
     await renderer.start()
     try:
-        pool = renderer._pool
-        assert pool is not None
+        assert renderer._pool is not None
+        pool = renderer._pool.executor
         # Every process exists before any render (the executor starts one only for a job
         # that finds none idle), and each loaded the style at start.
         assert len(pool._processes) == 3
