@@ -208,14 +208,12 @@ async def test_a_process_killed_while_sending_its_result_does_not_hang_the_rende
     sea = layer(tmp_path)
     renderer = MapnikRenderer([sea], processes=2, timeout=30)
     await renderer.start()
-    loop = asyncio.get_running_loop()
     metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
     try:
-        started = loop.time()
         waiting = asyncio.create_task(renderer.render(sea, metatile, {"SHOW": "yes"}))
+        # Noticed as a dead process, not by the render timeout ("render took longer").
         with pytest.raises(RenderError, match="render process died"):
             await renderer._run(die_while_sending_the_result, None)  # dies in both pools
-        assert loop.time() - started < 10, "noticed only by the render timeout"
         tiles = await waiting  # a render waiting in the same pool got its answer
         assert colours(tiles[SEA_TILE]) == {(0, 0, 255)}
         tiles = await renderer.render(sea, metatile, {"SHOW": "no"})
