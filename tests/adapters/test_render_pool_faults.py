@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.adapters.test_mapnik_renderer import SEA_TILE, colours, layer
-from tests.support.waiting import async_wait_until
+from tests.support.waiting import async_wait_until, wait_until
 from tileserver.adapters.mapnik_renderer import MapnikRenderer
 from tileserver.config import Layer
 from tileserver.grid import Metatile, metatile_for
@@ -39,10 +39,12 @@ def state(pid: int) -> str:
 
 @contextlib.contextmanager
 def frozen(pids: list[int]) -> Iterator[None]:
-    """The processes stopped (SIGSTOP) for the block, those still alive continued after."""
+    """The processes stopped (SIGSTOP) for the block, those still alive continued after.
+    Stopped, not only signalled: a process not scheduled yet would still take a job."""
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
+        wait_until(lambda: all(state(pid) == "T" for pid in pids), "the processes stopped")
         yield
     finally:
         for pid in pids:
