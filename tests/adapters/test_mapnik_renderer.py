@@ -124,8 +124,8 @@ async def test_a_killed_render_process_is_replaced(tmp_path: Path) -> None:
     try:
         metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
         await renderer.render(sea, metatile, {"SHOW": "yes"})
-        pool = renderer._pool
-        assert pool is not None
+        assert renderer._pool is not None
+        pool = renderer._pool.executor
         for pid in list(pool._processes):  # the executor's worker processes
             os.kill(pid, signal.SIGKILL)
         tiles = await renderer.render(sea, metatile, {"SHOW": "yes"})
@@ -143,8 +143,8 @@ async def test_start_starts_every_render_process_with_its_styles(tmp_path: Path)
     renderer = MapnikRenderer([sea], processes=3)
     await renderer.start()
     try:
-        pool = renderer._pool
-        assert pool is not None
+        assert renderer._pool is not None
+        pool = renderer._pool.executor
         # Every process exists before any render (the executor starts one only for a job
         # that finds none idle), and each loaded the style at start.
         assert len(pool._processes) == 3
@@ -208,14 +208,12 @@ async def test_a_process_killed_while_sending_its_result_does_not_hang_the_rende
     sea = layer(tmp_path)
     renderer = MapnikRenderer([sea], processes=2, timeout=30)
     await renderer.start()
-    loop = asyncio.get_running_loop()
     metatile = metatile_for(sea.grid, SEA_TILE, 4, 16)
     try:
-        started = loop.time()
         waiting = asyncio.create_task(renderer.render(sea, metatile, {"SHOW": "yes"}))
+        # Noticed as a dead process, not by the render timeout ("render took longer").
         with pytest.raises(RenderError, match="render process died"):
             await renderer._run(die_while_sending_the_result, None)  # dies in both pools
-        assert loop.time() - started < 10, "noticed only by the render timeout"
         tiles = await waiting  # a render waiting in the same pool got its answer
         assert colours(tiles[SEA_TILE]) == {(0, 0, 255)}
         tiles = await renderer.render(sea, metatile, {"SHOW": "no"})

@@ -36,6 +36,7 @@ from tests.support.mapserver import MapServerWMS, monaco_wms
 from tests.support.s3 import SeaweedS3
 from tests.support.schemas import validate_exception_report
 from tests.support.server import TileServer, demo_config
+from tests.support.waiting import wait_until
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.s3_store import S3Store
 from tileserver.protocols import TileStore
@@ -58,6 +59,7 @@ PACE = 0.02  # seconds from one request of a client to its next, at least
 HANG = 15.0  # seconds: an answer slower than this, in any phase, is a hang
 PHASE = 2.5  # seconds of load before a fault, and during it
 RECOVERY = 20.0  # seconds for every answer to be a 200 again once the dependency is back
+RENDERED = ("cached", "on_demand")  # the kinds of tile rendered again after a flush
 
 
 def rest(layer: str, z: int, row: int, col: int) -> str:
@@ -163,7 +165,7 @@ class Load:
         self._answers: list[Answer] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._pending: dict[int, float] = {}  # client: when its request in flight was sent
+        self._pending: dict[int, tuple[float, str]] = {}  # client: (when sent, kind) in flight
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     def __enter__(self) -> Load:
@@ -193,7 +195,14 @@ class Load:
     def oldest_pending(self) -> float:
         """When the oldest request still waiting for its answer was sent (inf: none)."""
         with self._lock:
-            return min(self._pending.values(), default=float("inf"))
+            return min((sent for sent, _ in self._pending.values()), default=float("inf"))
+
+    def pending_since(self, *kinds: str) -> float:
+        """When the oldest request of one of `kinds` still waiting for its answer was sent
+        (inf: none)."""
+        with self._lock:
+            pending = self._pending.values()
+            return min((sent for sent, k in pending if k in kinds), default=float("inf"))
 
     def before(self, fault: float) -> list[Answer]:
         """The answers read before `fault` (a request sent before it may see it)."""
@@ -212,7 +221,8 @@ class Load:
             kind, path = self.paths[step % len(self.paths)]
             step += 1
             with self._lock:
-                started = self._pending[index] = time.monotonic()
+                started = time.monotonic()
+                self._pending[index] = (started, kind)
             status, source, content_type, body, failure = 0, "", "", b"", ""
             try:
                 async with session.get(self.base + path) as response:
@@ -582,4 +592,67 @@ def test_render_process_killed_under_load(
     # A new pool: its processes start as renders need them.
     now = render_processes(server.proc.pid)
     assert now and renderers[0] not in now, (renderers, now)
+    assert server.proc.poll() is None
+
+
+def test_render_processes_frozen_then_one_killed_under_load(
+    memcached: Memcached, tileserver: Callable[..., TileServer], tmp_path: Path
+) -> None:
+    """Both render processes frozen (SIGSTOP: a debugger, a cgroup freeze, a machine
+    swapping) with renders waiting on them, then one killed (the OOM killer) and the other
+    continued: every request gets an answer, the pool is rebuilt. Whatever each process
+    was doing when frozen (idle, rendering, sending its result), no render is left
+    waiting on the dead pool (see adapters/pool_faults.py)."""
+    config, planted = folder_config(memcached, tmp_path / "tiles")
+    server = tileserver(config, workers=1, render_processes=2)
+    assert server.proc is not None
+    renderers = render_processes(server.proc.pid)
+    assert len(renderers) == 2, renderers
+    warm(server)
+    with Load(server.base, osm_paths(), planted) as load:
+        time.sleep(PHASE)
+        # Both render processes frozen, then the cache flushed: every tile not stored is
+        # rendered again, and its request waits, whatever the machine's speed, until one
+        # of them has waited a whole second (the hot tier's copies expire meanwhile). The
+        # clients walk the kinds in turn: all of them may be waiting for the metatile of
+        # `cached` (four tiles for four clients), none for an `on_demand` one.
+        for pid in renderers:
+            os.kill(pid, signal.SIGSTOP)
+        flushed = time.monotonic()
+        memcached.flush_all()
+        try:
+            wait_until(
+                lambda: load.pending_since(*RENDERED) < time.monotonic() - 1,
+                "a request waiting a second for the frozen render processes",
+            )
+            # A readiness probe meanwhile: not ready (503, "busy"), answered, not hung.
+            ready = server.get("/ready")
+            assert ready.status == 503, ready.status
+            assert b"busy" in ready.body, ready.body
+            os.kill(renderers[0], signal.SIGKILL)  # the pool breaks with renders under way
+            killed = time.monotonic()
+        finally:
+            os.kill(renderers[1], signal.SIGCONT)
+        back = wait_recovered(
+            load, killed, "render pool rebuilt",
+            condition=lambda _: "render pool broken" in server.log(),
+        )  # fmt: skip
+    assert_answers(load.before(flushed), {200}, "before the freeze")
+    # Every request under way from the flush to the recovery got an answer (a tile
+    # rendered again by the rebuilt pool, or a 503 if that failed too) within HANG of
+    # the kill, when the server could act again (the test froze it for seconds before).
+    around = load.overlapping(flushed, back)
+    assert_answers(around, {200, 503}, "render processes frozen, one killed",
+                   within=HANG + killed - flushed)  # fmt: skip
+    late = [a for a in around if a.started + a.seconds - max(a.started, killed) > HANG]
+    assert not late, f"answered more than {HANG:g} s after the kill: {describe(late)}"
+    waited = [a for a in around if a.kind in RENDERED and a.started < killed - 1]
+    assert [a for a in waited if a.started + a.seconds > killed], "none waited"
+    validate_errors(around)
+    assert_answers(load.answers(back), {200}, "after the rebuild")
+    assert_answers(load.answers(), {200, 503}, "the whole run")
+    assert "render pool broken" in server.log()
+    # A new pool; the old one's processes are gone, the continued one too.
+    wait_until(lambda: not set(renderers) & set(render_processes(server.proc.pid)),
+               "the old render processes gone")  # fmt: skip
     assert server.proc.poll() is None

@@ -34,7 +34,7 @@ from tileserver.adapters.mapnik_worker import (
     ping,
     render_metatile,
 )
-from tileserver.adapters.pool_faults import abandon, lost_process
+from tileserver.adapters.pool_faults import RenderPool, lost_process
 from tileserver.config import Layer
 from tileserver.errors import ConfigError, RenderError
 from tileserver.errors import DatabaseUnavailable as DatabaseDown
@@ -46,9 +46,6 @@ log = logging.getLogger("tileserver.render")
 J = TypeVar("J")
 
 __all__ = ["InvalidImage", "MapnikRenderer", "map_spec", "postgis_parameters"]
-
-_WATCH = 0.5  # seconds between two looks at the render processes while a job waits
-_NOTICE = 1.0  # seconds the pool has to notice a dead process itself
 
 
 def postgis_parameters(layer: Layer) -> tuple[tuple[str, str], ...]:
@@ -98,7 +95,7 @@ class MapnikRenderer:
         )
         self.processes = processes
         self._timeout = timeout
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: RenderPool | None = None
         self._early: EarlyTiles | None = None  # the pool's channel of first tiles
         self._early_ids = itertools.count(1)
         # early id: the event loop of its job's render, and where its first tile goes
@@ -147,9 +144,9 @@ class MapnikRenderer:
         jobs as processes, submitted together, start them all now rather than during
         the first renders (each then imports Mapnik and loads the styles).
         """
-        self._pool = self._new_pool()
+        self._pool = RenderPool(self._new_pool())
         loop = asyncio.get_running_loop()
-        pool = self._pool
+        pool = self._pool.executor
         answers = await asyncio.gather(
             *(loop.run_in_executor(pool, load_errors) for _ in range(self.processes))
         )
@@ -169,26 +166,26 @@ class MapnikRenderer:
         pool = self._pool
         if pool is None:
             return "closed", {}
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(wait):
-                down: dict[str, str] = await loop.run_in_executor(pool, ping)
+                down: dict[str, str] = await pool.run(ping)
         except BrokenProcessPool:
             self._rebuild(pool, "found broken by a readiness check")
             return "down: a render process died (the pool is being restarted)", {}
         except TimeoutError:
-            if lost_process(pool):  # a pool hung by a dead process: see pool_faults.abandon
-                abandon(pool)
+            if lost_process(pool.executor):  # hung by a dead process: pool_faults.abandon
                 self._rebuild(pool, "hung by a dead render process, found by a readiness check")
                 return "down: a render process died (the pool is being restarted)", {}
             return f"busy: no render process answered within {wait:g} s", {}
         return None, down
 
-    def _rebuild(self, pool: ProcessPoolExecutor, why: str) -> None:
+    def _rebuild(self, pool: RenderPool, why: str) -> None:
+        """Replaces a broken pool (once) and ends it: the jobs still waiting on it are
+        released, to be run again in the new one."""
         if self._pool is pool:
             log.error("render pool broken (%s): restarting it", why)
-            self._pool = self._new_pool()
-            pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = RenderPool(self._new_pool())
+        pool.end(why)
 
     async def render(
         self,
@@ -329,37 +326,16 @@ class MapnikRenderer:
                 self._firsts.pop(early, None)
         return self._tiles(result, early, first)
 
-    async def _watch(
-        self, pool: ProcessPoolExecutor, future: asyncio.Future[RenderResult]
-    ) -> RenderResult:
-        """The job's result, watching pool's processes meanwhile: one that died without the
-        pool noticing within `_NOTICE` seconds ends the pool (`abandon`), and the job
-        fails with BrokenProcessPool, as it would had the pool noticed."""
-        loop = asyncio.get_running_loop()
-        dead_since: float | None = None
-        try:
-            while True:
-                done, _ = await asyncio.wait({future}, timeout=_WATCH)
-                if done:
-                    return future.result()
-                if dead_since is None:
-                    dead_since = loop.time() if lost_process(pool) else None
-                elif loop.time() - dead_since >= _NOTICE:
-                    abandon(pool)
-                    raise BrokenProcessPool("a render process died and the pool hung")
-        finally:
-            future.cancel()  # a no-op once done; else the job is not wanted any more
-
     async def _run(self, function: Any, job: J) -> RenderResult:
         """Runs function(job) in a render process; a dead process rebuilds the pool once."""
-        loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             pool = self._pool
             if pool is None:
                 raise RenderError("the render pool is closed")
             try:
                 async with asyncio.timeout(self._timeout):
-                    return await self._watch(pool, loop.run_in_executor(pool, function, job))
+                    result: RenderResult = await pool.run(function, job)
+                    return result
             except BrokenProcessPool as exc:
                 # A render process died (killed, out of memory): rebuild the pool once.
                 self._rebuild(pool, str(exc))
@@ -373,9 +349,7 @@ class MapnikRenderer:
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            await asyncio.get_running_loop().run_in_executor(
-                None, lambda: pool.shutdown(wait=True, cancel_futures=True)
-            )
+            await asyncio.get_running_loop().run_in_executor(None, pool.close)
         if self._early is not None:
             self._early.close()
             self._early = None
