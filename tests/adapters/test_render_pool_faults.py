@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tests.adapters.test_mapnik_renderer import SEA_TILE, colours, layer
 from tests.support.waiting import async_wait_until, wait_until
 from tileserver.adapters.mapnik_renderer import MapnikRenderer
+from tileserver.adapters.pool_faults import RenderPool
 from tileserver.config import Layer
 from tileserver.grid import Metatile, metatile_for
 from tileserver.types import RenderedTiles, TileCoord
@@ -150,3 +154,22 @@ async def test_jobs_queued_behind_a_process_frozen_while_sending_are_answered_on
     finally:
         async with asyncio.timeout(20):  # no pool left hanging: close ends
             await renderer.close()
+
+
+async def test_a_job_not_started_before_its_caller_gives_up_is_skipped(tmp_path: Path) -> None:
+    """A job that waited in the queue past the time its caller waits (`run_within`) is not
+    run when a process takes it: an overloaded pool does not work through renders nobody
+    waits for. One that starts in time is run."""
+    late, in_time = tmp_path / "late", tmp_path / "in-time"
+    executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pool = RenderPool(executor)
+    try:
+        busy = asyncio.ensure_future(pool.run(time.sleep, 0.3))  # the one process, taken
+        # Queued behind it with no time to wait at all: skipped when its turn comes.
+        assert await pool.run_within(0.0, os.mkdir, str(late)) is None
+        assert await busy is None  # time.sleep's
+        assert await pool.run_within(RENDER_TIMEOUT, os.mkdir, str(in_time)) is None  # mkdir's
+        assert in_time.is_dir()
+        assert not late.exists()
+    finally:
+        await asyncio.to_thread(pool.close)

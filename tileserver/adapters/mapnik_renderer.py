@@ -334,7 +334,11 @@ class MapnikRenderer:
                 raise RenderError("the render pool is closed")
             try:
                 async with asyncio.timeout(self._timeout):
-                    result: RenderResult = await pool.run(function, job)
+                    result: RenderResult | None = await pool.run_within(
+                        self._timeout, function, job
+                    )
+                    if result is None:  # skipped: its deadline, that of this timeout, passed
+                        raise TimeoutError
                     return result
             except BrokenProcessPool as exc:
                 # A render process died (killed, out of memory): rebuild the pool once.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -98,6 +99,13 @@ class RenderPool:
             if future is not None and not future.done():
                 future.add_done_callback(_drop)
 
+    async def run_within(self, give_up: float, function: Callable[..., R], *args: Any) -> R | None:
+        """`run`, for a caller that stops waiting after `give_up` seconds: a job not started
+        by then is skipped by the process that takes it (None), so that an overloaded pool
+        does not work through renders nobody waits for any more."""
+        deadline = time.monotonic() + give_up  # one clock for every process of the host
+        return await self.run(unless_late, deadline, function, *args)
+
     def _wait_for_end(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """A future of loop, done once the pool is ended."""
         ended = loop.create_future()
@@ -142,6 +150,14 @@ class RenderPool:
         for ended in waiting:
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
                 ended.get_loop().call_soon_threadsafe(_set_done, ended)
+
+
+def unless_late(deadline: float, function: Callable[..., R], *args: Any) -> R | None:
+    """function(*args), in a render process, unless `deadline` (time.monotonic) has passed
+    while the job waited in the pool's queue: then None, its caller gone."""
+    if time.monotonic() > deadline:
+        return None
+    return function(*args)
 
 
 def _set_done(ended: asyncio.Future[None]) -> None:
