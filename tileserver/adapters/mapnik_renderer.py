@@ -257,15 +257,7 @@ class MapnikRenderer:
         Raises InvalidImage when `image` is not an image of the metatile's size.
         """
         early = self._expect_first(first, on_first)
-        job = CutJob(
-            image=image,
-            width=metatile.width,
-            height=metatile.height,
-            tile_size=layer.grid.tile_size,
-            tiles=pillow_cut.metatile_cuts(metatile, only, first if early else None),
-            image_format=layer.output_format,
-            early=early,
-        )
+        job = self._cut_job_of(layer, metatile, only, first, early, image=image)
         self._jobs += 1
         try:
             return await self._cut_job(job, early, first)
@@ -287,20 +279,33 @@ class MapnikRenderer:
             return None
         feed = image_feed.FeedServer()
         early = self._expect_first(first, on_first)
-        job = CutJob(
-            image=b"",
+        job = self._cut_job_of(layer, metatile, only, first, early, feed=feed.address)
+        self._jobs += 1  # now: the next GetMap of this loop iteration sees it
+        task = asyncio.ensure_future(self._cut_job(job, early, first))
+        task.add_done_callback(lambda _: self._fed_job_done(feed, early))
+        return image_feed.FedJob(feed, task)
+
+    @staticmethod
+    def _cut_job_of(
+        layer: Layer,
+        metatile: Metatile,
+        only: Collection[TileCoord] | None,
+        first: TileCoord | None,
+        early: int,
+        image: bytes = b"",
+        feed: str = "",
+    ) -> CutJob:
+        """The job cutting metatile's image: `image`, or the one read from `feed`."""
+        return CutJob(
+            image=image,
             width=metatile.width,
             height=metatile.height,
             tile_size=layer.grid.tile_size,
             tiles=pillow_cut.metatile_cuts(metatile, only, first if early else None),
             image_format=layer.output_format,
             early=early,
-            feed=feed.address,
+            feed=feed,
         )
-        self._jobs += 1  # now: the next GetMap of this loop iteration sees it
-        task = asyncio.ensure_future(self._cut_job(job, early, first))
-        task.add_done_callback(lambda _: self._fed_job_done(feed, early))
-        return image_feed.FedJob(feed, task)
 
     def _fed_job_done(self, feed: image_feed.FeedServer, early: int) -> None:
         """Once a fed job has ended, or was cancelled before it started."""
