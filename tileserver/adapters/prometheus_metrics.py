@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import glob
 import os
+from collections.abc import Iterable
 from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -159,12 +161,11 @@ class PrometheusMetrics:
         PROMETHEUS_MULTIPROC_DIR), as last folded: call `fold` first, in the event loop's
         thread (this may run in another)."""
         from prometheus_client import CollectorRegistry, generate_latest
-        from prometheus_client.multiprocess import MultiProcessCollector
 
         if not self.multiprocess:
             return bytes(generate_latest(self._registry))
-        registry: Any = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry = CollectorRegistry()
+        registry.register(_WrittenValueFiles(os.environ[MULTIPROCESS_ENV]))
         return bytes(generate_latest(registry))
 
     def counters(self) -> dict[str, dict[str, float]]:
@@ -181,3 +182,27 @@ class PrometheusMetrics:
                     labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
                     found.setdefault(sample.name, {})[labels] = sample.value
         return found
+
+
+class _WrittenValueFiles:
+    """prometheus_client's MultiProcessCollector, without the value files that a process
+    has created but not sized yet. Such a file is empty for a moment when a process
+    first writes a metric (and for good when the process is killed in that moment);
+    prometheus_client reads it as a corrupt file and fails the whole scrape
+    (prometheus/client_python#1199). A file sized once is never empty again."""
+
+    def __init__(self, directory: str) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = []
+        for name in glob.glob(os.path.join(glob.escape(self._directory), "*.db")):
+            try:
+                if os.stat(name).st_size:
+                    files.append(name)
+            except FileNotFoundError:
+                continue
+        merged: Iterable[Any] = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]
+        return merged
