@@ -34,14 +34,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import shapely
 from aiohttp import HttpVersion11, web
-from shapely.geometry.base import BaseGeometry
 
-from tileserver.config import AdminConfig, Config, Layer
+from tileserver.config import AdminConfig
 from tileserver.errors import CacheUnavailable, ConfigError
-from tileserver.selection import parse_geometry, parse_zooms
-from tileserver.services.invalidation import InvalidationStats, clip_to_layer, on_grids
+from tileserver.services.invalidation import InvalidationStats
+from tileserver.web.expire_body import (
+    EXPIRE_KEYS,
+    Refused,
+    expire_areas,
+    expire_layer,
+    expire_zooms,
+    read_object,
+)
 from tileserver.web.runtime import Runtime
 
 MIN_TOKEN_LENGTH = 16
@@ -102,15 +107,6 @@ def setup_admin(
 
 def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
-
-
-class _Refused(Exception):
-    """An admin request answered with a JSON error."""
-
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.extra = extra
 
 
 def _json(
@@ -174,114 +170,32 @@ async def _dispatch(request: web.Request) -> web.Response:
         )
     try:
         return await handler(request, admin)
-    except _Refused as exc:
+    except Refused as exc:
         return _json({"error": str(exc), **exc.extra}, exc.status)
 
 
 # --- expire ----------------------------------------------------------------------------------
 
-_EXPIRE_KEYS = ("layer", "grid", "geometry", "bbox", "zooms", "dry_run")
-
-
-async def _read_object(request: web.Request) -> dict[str, Any]:
-    try:
-        data = await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _Refused(400, f"the body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise _Refused(400, "the body must be a JSON object")
-    return data
-
-
-def _layer(config: Config, data: Mapping[str, Any]) -> Layer:
-    name = data.get("layer")
-    if not isinstance(name, str) or name not in config.layers:
-        raise _Refused(
-            400, f"unknown layer {name!r} (defined: {', '.join(config.layers) or 'none'})"
-        )
-    return config.layers[name]
-
-
-def _zooms(layer: Layer, value: Any) -> tuple[int, ...]:
-    """The levels to expire on the layer's grid: `value`, else its on-demand levels."""
-    levels = len(layer.grid.resolutions)
-    if value is None:
-        return tuple(z for z in range(levels) if layer.is_on_demand(z))
-    try:
-        if isinstance(value, str):
-            return parse_zooms(value, levels)
-        if isinstance(value, list) and value and all(type(z) is int for z in value):
-            return parse_zooms(",".join(map(str, value)), levels)
-    except ValueError as exc:
-        grid = f" (grid {layer.grid.name!r})" if len(layer.grids) > 1 else ""
-        raise _Refused(400, f"zooms: {exc}{grid}") from None
-    raise _Refused(400, f"zooms: expected '15-18' or a list of levels, got {value!r}")
-
-
-def _area(layer: Layer, data: Mapping[str, Any]) -> BaseGeometry:
-    """The area to expire, in the CRS of the layer's grid (the first one, or `grid`)."""
-    geometry, bbox = data.get("geometry"), data.get("bbox")
-    if geometry is not None and bbox is not None:
-        raise _Refused(400, "give `geometry` or `bbox`, not both")
-    if geometry is not None:
-        if not isinstance(geometry, str | dict):
-            raise _Refused(400, "geometry: expected WKT text or a GeoJSON object")
-        raw = geometry.encode() if isinstance(geometry, str) else json.dumps(geometry).encode()
-        try:
-            area = parse_geometry(raw)
-        except ValueError as exc:
-            raise _Refused(400, f"geometry: {exc}") from None
-    elif bbox is not None:
-        numbers = isinstance(bbox, list) and len(bbox) == 4 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)  # fmt: skip
-        if not numbers or not (bbox[0] < bbox[2] and bbox[1] < bbox[3]):
-            raise _Refused(400, f"bbox: expected [minx, miny, maxx, maxy], got {bbox!r}")
-        area = shapely.box(*bbox)
-    else:
-        area = shapely.box(*layer.bbox.as_tuple())
-    if clip_to_layer(layer, area).is_empty:
-        raise _Refused(
-            400,
-            f"the area does not reach layer {layer.name!r}'s bbox "
-            f"{list(layer.bbox.as_tuple())}: coordinates must be in the grid's CRS, "
-            f"{layer.grid.srs}",
-        )
-    return area
-
-
-def _on_grids(layer: Layer, data: Mapping[str, Any]) -> list[tuple[Layer, BaseGeometry]]:
-    """The layer on each grid to expire (`grid`, else all of them) with the area there."""
-    grid = data.get("grid")
-    if grid is not None and not isinstance(grid, str):
-        raise _Refused(400, f"grid: expected a grid name, got {grid!r}")
-    first = layer if grid is None else layer.on_grid(grid)
-    if first is None:
-        raise _Refused(
-            400, f"grid: layer {layer.name!r} has no grid {grid!r} "
-            f"(its grids: {', '.join(layer.grid_names)})",
-        )  # fmt: skip
-    return on_grids(layer, _area(first, data), grid)
-
 
 async def _expire(request: web.Request, admin: _Admin) -> web.Response:
-    data = await _read_object(request)
-    unknown = sorted(set(data) - set(_EXPIRE_KEYS))
+    data = await read_object(request)
+    unknown = sorted(set(data) - set(EXPIRE_KEYS))
     if unknown:
-        allowed = ", ".join(_EXPIRE_KEYS)
-        raise _Refused(400, f"unknown key(s) {', '.join(unknown)} (allowed: {allowed})")
+        allowed = ", ".join(EXPIRE_KEYS)
+        raise Refused(400, f"unknown key(s) {', '.join(unknown)} (allowed: {allowed})")
     backends = admin.runtime.current
-    layer = _layer(backends.config, data)
+    layer = expire_layer(backends.config, data)
     expiry = backends.expiry
     invalidations = [
-        expiry.plan(variant, _zooms(variant, data.get("zooms")), area)
-        for variant, area in _on_grids(layer, data)
+        expiry.plan(variant, expire_zooms(variant, data.get("zooms")), area)
+        for variant, area in expire_areas(layer, data)
     ]
     invalidations = [inv for inv in invalidations if inv.zooms] or invalidations[:1]
     if not invalidations[0].zooms:
-        raise _Refused(400, f"layer {layer.name!r} has no on-demand level: give `zooms` to expire")
+        raise Refused(400, f"layer {layer.name!r} has no on-demand level: give `zooms` to expire")
     dry_run = data.get("dry_run", False)
     if not isinstance(dry_run, bool):
-        raise _Refused(400, f"dry_run: expected true or false, got {dry_run!r}")
+        raise Refused(400, f"dry_run: expected true or false, got {dry_run!r}")
     by_grid: dict[str, Any] = {}
     for invalidation in invalidations:
         levels = {}
@@ -308,7 +222,7 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
     if dry_run:
         return _json({**answer, "dry_run": True})
     if total > MAX_EXPIRE_TILES:
-        raise _Refused(
+        raise Refused(
             400,
             f"{total} tiles to expire, more than {MAX_EXPIRE_TILES}: give a smaller area or "
             "fewer zooms, or flush the cache",
@@ -318,7 +232,7 @@ async def _expire(request: web.Request, admin: _Admin) -> web.Response:
     try:
         await expiry.expire(invalidations, stats)
     except CacheUnavailable as exc:
-        raise _Refused(
+        raise Refused(
             503,
             f"{expiry.cache_name} unavailable, the tiles were not all expired: {exc}",
             **answer,
@@ -339,15 +253,15 @@ async def _reload(request: web.Request, admin: _Admin) -> web.Response:
         # The master forwards SIGHUP to every worker, this one included: wait for ours.
         attempts = runtime.reload_attempts
         if not admin.reload_all():
-            raise _Refused(503, "the master process is gone: restart the server")
+            raise Refused(503, "the master process is gone: restart the server")
         deadline = time.monotonic() + RELOAD_WAIT
         while runtime.reload_attempts == attempts:
             if time.monotonic() > deadline:
-                raise _Refused(504, f"no reload within {RELOAD_WAIT:g} s")
+                raise Refused(504, f"no reload within {RELOAD_WAIT:g} s")
             await asyncio.sleep(0.05)
         errors = runtime.last_reload_errors
     if errors:
-        raise _Refused(422, "reload refused, the configuration in use keeps serving",
+        raise Refused(422, "reload refused, the configuration in use keeps serving",
                        errors=errors)  # fmt: skip
     config = runtime.config
     return _json(
