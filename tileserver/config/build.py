@@ -24,7 +24,6 @@ from pydantic import BaseModel, ValidationError
 
 from tileserver.config import caches as C
 from tileserver.config import sections as S
-from tileserver.config.doc_fields import NO_EFFECT_MARK
 from tileserver.config.document import Document, MapcacheDoc, MemcachedDoc
 from tileserver.config.layer_document import CacheDoc, GridDoc, LayerDoc
 from tileserver.config.layer_model import _NAME_RE, Layer
@@ -36,6 +35,7 @@ from tileserver.config.messages import (
     unknown_key,
 )
 from tileserver.config.model import CACHE_TYPES, QUEUE_TYPES, Config
+from tileserver.config.no_effect import grouped, keys_without_effect, warn_without_effect
 from tileserver.errors import ConfigError
 from tileserver.grid import Grid
 
@@ -160,20 +160,6 @@ def _entries(errors: S.Errors, data: Any, key: str) -> dict[str, Any]:
     return entries
 
 
-def _no_effect(doc: BaseModel, path: str, where: dict[str, list[str]]) -> None:
-    """Records the keys without effect set in doc (and its sections): where[key path] =
-    the layers (or [path]) that set it, for one warning per key."""
-    for name, field in type(doc).model_fields.items():
-        if name not in doc.model_fields_set:
-            continue
-        extra = field.json_schema_extra
-        if isinstance(extra, dict) and NO_EFFECT_MARK in extra:
-            where.setdefault(f"{path}.{name}" if path else name, []).append(path)
-        value = getattr(doc, name)
-        if isinstance(value, BaseModel):
-            _no_effect(value, f"{path}.{name}" if path else name, where)
-
-
 def _layer_origins(defaults: Mapping[str, Any], value: Any) -> dict[str, str]:
     origin = {k: "layer_default" for k in defaults if k not in (value or {})}
     if isinstance(value, MergedDict):
@@ -192,13 +178,8 @@ def _section_model(annotation: Any) -> Any:
     return None
 
 
-# From the one description of the document: its sections of their own (each one model),
-# and the TileCloud-chain sections that do nothing here.
+# From the one description of the document: its sections of their own (each one model).
 _SECTIONS = tuple(k for k, f in Document.model_fields.items() if _section_model(f.annotation))
-_NO_EFFECT_SECTIONS = tuple(
-    k for k, f in Document.model_fields.items()
-    if isinstance(f.json_schema_extra, dict) and NO_EFFECT_MARK in f.json_schema_extra
-)  # fmt: skip
 
 
 def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Config:
@@ -333,7 +314,7 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
             return
         layer_docs[name] = doc
         found: dict[str, list[str]] = {}
-        _no_effect(doc, "", found)
+        keys_without_effect(doc, "", found)
         for key in found:
             no_effect.setdefault(key, []).append(name)
         layer = build(doc)
@@ -363,28 +344,14 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         # TileCloud-chain's rule: without default_layers, generate_tiles renders every layer.
         default_layers = generation.default_layers or tuple(layers)
 
-    # Keys without effect: one warning each.
-    for key, names in sorted(no_effect.items()):
-        errors.warn(
-            f"layers.{key}" if len(names) > 1 else f"layers.{names[0]}.{key}",
-            f"{_said(key)}" + (f" (layers {', '.join(names)})" if len(names) > 1 else ""),
-        )
-    for key, value in simple.items():
-        if isinstance(value, BaseModel):
-            found: dict[str, list[str]] = {}
-            _no_effect(value, key, found)
-            for path in found:
-                errors.warn(path, _said(path))
-    for key in _NO_EFFECT_SECTIONS:
-        if key in data:
-            errors.warn(key, _said(key))
+    warn_without_effect(errors, no_effect, simple, data)
     metadata_doc = simple["metadata"]
     if metadata_doc is not None and metadata_doc.servicetype not in (None, "OGC WMTS"):
         errors.warn("metadata.servicetype", "ignored: a WMTS's service type is 'OGC WMTS'")
 
     if errors.messages:
         raise ConfigError(errors.messages)
-    errors.warnings[:] = _grouped(errors.warnings)
+    errors.warnings[:] = grouped(errors.warnings)
     assert generation is not None and server is not None
     metadata, postgresql, upstream = S.build_simple(simple)
     document = Document.model_construct(
@@ -413,30 +380,3 @@ def parse_config(data: Any, base_dir: Path, source: Path | None = None) -> Confi
         warnings=tuple(errors.warnings),
         document=document,
     )
-
-
-_LAYER_WARNING = re.compile(r"layers\.([^.:]+)\.([^:]+): (.*)", re.DOTALL)
-
-
-def _grouped(warnings: list[str]) -> list[str]:
-    """One warning for the layers that get the same one at the same key:
-    'layers.KEY: message (layers a, b)', where the first of them was."""
-    layers: dict[tuple[str, str], list[str]] = {}
-    for warning in warnings:
-        match = _LAYER_WARNING.fullmatch(warning)
-        if match is not None:
-            layers.setdefault((match.group(2), match.group(3)), []).append(match.group(1))
-    grouped = []
-    for warning in warnings:
-        match = _LAYER_WARNING.fullmatch(warning)
-        names = layers.get((match.group(2), match.group(3)), []) if match else []
-        if len(names) < 2:
-            grouped.append(warning)
-        elif match is not None and match.group(1) == names[0]:
-            grouped.append(f"layers.{match.group(2)}: {match.group(3)} (layers {', '.join(names)})")
-    return grouped
-
-
-def _said(key: str) -> str:
-    leaf = key.rsplit(".", 1)[-1]
-    return f"TileCloud-chain's `{leaf}` has no effect in tileserver; ignored"
