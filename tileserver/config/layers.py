@@ -1,5 +1,6 @@
-"""A layer's checks beyond its types, and its `Layer`: grids, formats, WMS source, geoms,
-dimensions. Messages name the key and, for an inherited value, where it was set."""
+"""A layer's checks beyond its types, and its `Layer`: grids, formats, geoms, dimensions
+(its WMS source: `layer_wms.py`). Messages name the key and, for an inherited value, where
+it was set (`sections.Scope`)."""
 
 from __future__ import annotations
 
@@ -8,63 +9,32 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from tileserver.config.doc_fields import WMS_MARK
 from tileserver.config.layer_document import DimensionDoc, EmptyTileDoc, GeomDoc, LayerDoc
 from tileserver.config.layer_model import (
     _NAME_RE,
     _VALUE_RE,
     _WMTS_PARAMETERS,
-    DEFAULT_INFO_FORMATS,
     DEFAULT_OUTPUT_FORMAT,
     FORMATS,
     LAYER_TYPES,
     MISSING_TILE,
-    WMS_VERSIONS,
     Dimension,
     EmptyTile,
     Layer,
     LayerCost,
     LayerGeom,
-    WmsSource,
-    info_extension,
 )
+from tileserver.config.layer_wms import wms_source
 from tileserver.config.model import CacheConfig
-from tileserver.config.sections import Errors, bbox_of, names_of, texts
+from tileserver.config.sections import Errors, Scope, bbox_of, names_of, texts
 from tileserver.crs import transform_bbox
 from tileserver.grid import Grid
 from tileserver.types import BBox
 from tileserver.uniform_tiles import format_colour, identify, parse_colour
 
-WMS_RESERVED = {
-    "service", "request", "version", "layers", "bbox", "width", "height", "srs", "crs",
-    "query_layers", "info_format", "i", "j", "x", "y",
-}  # fmt: skip
-WMS_KEYS = tuple(
-    k for k, f in LayerDoc.model_fields.items()
-    if isinstance(f.json_schema_extra, dict) and WMS_MARK in f.json_schema_extra
-)  # fmt: skip
 UTFGRID = "UTFGrid tiles (TileCloud-chain's `extension: json`, `output_format: grid`)"
 # Encoder names per image format: what a layer's output_format may say for its extension.
 _ENCODER_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg"}
-
-
-class Scope:
-    """Reports on one layer: 'layers.NAME.key: message (set in ORIGIN)'."""
-
-    def __init__(self, errors: Errors, name: str, origin: Mapping[str, str]) -> None:
-        self.errors, self.path, self.origin = errors, f"layers.{name}", origin
-        self.failed = False
-
-    def set_in(self, key: str) -> str:
-        return f" (set in {self.origin[key]})" if key in self.origin else ""
-
-    def error(self, key: str, message: str) -> None:
-        where = f"{self.path}.{key}" if key else self.path
-        self.errors.add(where, message + self.set_in(key.split(".")[0].split("[")[0]))
-        self.failed = True
-
-    def warn(self, key: str, message: str) -> None:
-        self.errors.warn(f"{self.path}.{key}", message + self.set_in(key))
 
 
 def config_path(raw: str, base_dir: Path) -> Path:
@@ -257,64 +227,6 @@ def _geoms(
     return tuple(geoms)
 
 
-def _wms(s: Scope, doc: LayerDoc) -> WmsSource | None:
-    if doc.type != "wms":
-        for key in WMS_KEYS:
-            if key not in doc.model_fields_set:
-                continue
-            if key in s.origin or key == "info_formats":
-                # TileCloud-chain accepts info_formats on every layer, and drops the keys an
-                # anchor brings into a layer of another type.
-                s.warn(key, f"ignored: only for layers of type 'wms' (this layer is of type "
-                            f"{doc.type!r}), as TileCloud-chain does")  # fmt: skip
-            else:
-                s.error(key, f"only for layers of type 'wms' (this layer is of type {doc.type!r})")
-        return None
-    for key in ("url", "layers"):
-        if getattr(doc, key) is None:
-            s.error(key, "missing required key")
-    if doc.url is not None and not re.match(r"^https?://[^/\s]+", doc.url):
-        s.error("url", f"expected an http:// or https:// URL, got {doc.url!r}")
-    if doc.version not in WMS_VERSIONS:
-        s.error("version", f"expected one of {', '.join(WMS_VERSIONS)}, got {doc.version!r}")
-    for name in doc.params:
-        if name.lower() in WMS_RESERVED:
-            s.error(f"params.{name}", "set by tileserver for each request; remove it from params")
-    info_formats = texts(doc.info_formats)
-    if doc.info_formats is not None and not doc.query_layers:
-        s.error("info_formats", "needs query_layers (the WMS layers GetFeatureInfo queries)")
-    by_extension: dict[str, str] = {}
-    for info_format in info_formats:
-        other = by_extension.setdefault(info_extension(info_format), info_format)
-        if other != info_format:
-            ext = info_extension(info_format)
-            s.error("info_formats", f"{other!r} and {info_format!r} would share the REST "
-                                    f"extension '.{ext}': keep one")  # fmt: skip
-
-    def pairs(mapping: Mapping[str, str | int | float | bool]) -> tuple[tuple[str, str], ...]:
-        return tuple(
-            sorted(
-                (str(k), ("TRUE" if v else "FALSE") if isinstance(v, bool) else str(v))
-                for k, v in mapping.items()
-            )
-        )
-
-    if s.failed or doc.url is None or doc.layers is None:
-        return None
-    return WmsSource(
-        url=doc.url,
-        layers=doc.layers,
-        version=doc.version,
-        params=pairs(doc.params),
-        headers=pairs(doc.headers),
-        generate_salt=doc.generate_salt,
-        timeout=doc.timeout,
-        retries=doc.retries,
-        query_layers=doc.query_layers,
-        info_formats=info_formats or (DEFAULT_INFO_FORMATS if doc.query_layers else ()),
-    )
-
-
 def build_layer(
     errors: Errors,
     name: str,
@@ -370,7 +282,7 @@ def build_layer(
         connection = ""
     dimensions = _dimensions(s, doc.dimensions)
     geoms = _geoms(s, doc.geoms, layer_grids, base_dir, default_connection)
-    wms = _wms(s, doc)
+    wms = wms_source(s, doc)
     tile_size = layer_grids[0].tile_size if layer_grids else 256
     empty_tile = _empty(s, "empty_tile_detection", doc.empty_tile_detection, tile_size, doc)
     empty_metatile = _empty(s, "empty_metatile_detection", doc.empty_metatile_detection, 0, doc)

@@ -1,5 +1,6 @@
 """The checks of each section beyond its types, and its domain object: grids, server,
-generation, queues, cost. Layers are in `layers.py`, caches in `caches.py`."""
+generation, queues, cost; `Errors` and the `Scope` of one layer collect the messages.
+Layers are in `layers.py`, caches in `caches.py`."""
 
 from __future__ import annotations
 
@@ -59,6 +60,25 @@ class Errors:
         text = f"{path}: {message}"
         if text not in self.warnings:
             self.warnings.append(text)
+
+
+class Scope:
+    """Reports on one layer: 'layers.NAME.key: message (set in ORIGIN)'."""
+
+    def __init__(self, errors: Errors, name: str, origin: Mapping[str, str]) -> None:
+        self.errors, self.path, self.origin = errors, f"layers.{name}", origin
+        self.failed = False
+
+    def set_in(self, key: str) -> str:
+        return f" (set in {self.origin[key]})" if key in self.origin else ""
+
+    def error(self, key: str, message: str) -> None:
+        where = f"{self.path}.{key}" if key else self.path
+        self.errors.add(where, message + self.set_in(key.split(".")[0].split("[")[0]))
+        self.failed = True
+
+    def warn(self, key: str, message: str) -> None:
+        self.errors.warn(f"{self.path}.{key}", message + self.set_in(key))
 
 
 def bbox_of(errors: Errors, path: str, values: list[float]) -> BBox | None:
