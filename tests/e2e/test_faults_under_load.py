@@ -480,7 +480,11 @@ def test_wms_slow_then_down_under_load(
         slow = time.monotonic()
         wms.set_mode("slow:10")
         memcached.flush_all()  # the WMS tiles are asked of the WMS again
-        time.sleep(5)  # more than the layer's timeout
+        # Until a WMS tile has timed out: once the hot tier's copies are past their max-age
+        # (2 s), the layer's timeout (3 s) after a request that reached the WMS.
+        wait_until(lambda: any(a.kind == "wms" and a.status == 504 for a in load.answers(slow)),
+                   "a WMS tile answered 504 while the WMS is slow",
+                   detail=lambda: Counter(a.status for a in load.answers(slow)))  # fmt: skip
         stopped = time.monotonic()
         wms.set_mode("normal")
         wms.stop(keep_files=True)

@@ -175,7 +175,7 @@ def test_stale_if_error_answers_while_the_wms_and_postgis_are_down(
         "upstream": {"retry_backoff": 0.05},
         "layers": {
             "wms": {"type": "wms", "url": wms.url, "layers": "osm", "grid": "epsg3857",
-                    "timeout": 3, "retries": 0},
+                    "retries": 0},
             "pg": {"type": "mapnik", "grid": "epsg3857",
                    "mapfile": str(ROOT / "config" / "styles" / "osm-postgis.xml"),
                    "connection": dsn},
