@@ -188,15 +188,18 @@ async def test_a_lock_whose_deadline_passed_is_taken_over_at_once(layer: Layer) 
 async def test_a_lease_is_renewed_while_its_render_runs(layer: Layer) -> None:
     """A render longer than the lease keeps its lock: another process waits for it instead
     of rendering too."""
-    shared = MemoryCache(10**8)
-    first, second = FakeRenderer(delay=2.0), FakeRenderer(delay=2.0)
-    one = TileService(ResilientCache(shared), first, "p/", 30, lock_lease=0.3)
-    two = TileService(ResilientCache(shared), second, "p/", 30, lock_lease=0.3)
+    shared, gate = MemoryCache(10**8), asyncio.Event()
+    first, second = FakeRenderer(gate=gate), FakeRenderer(gate=gate)
+    one = TileService(ResilientCache(shared), first, "p/", 30, lock_lease=1.0)
+    two = TileService(ResilientCache(shared), second, "p/", 30, lock_lease=1.0)
     rendering = asyncio.create_task(one.get_tile(request(layer, 47784, 68240)))
-    await asyncio.sleep(0.1)
-    waiting = await two.get_tile(request(layer, 47785, 68241))
+    await first.started.wait()  # the lock is taken before the render starts
+    waiting = asyncio.create_task(two.get_tile(request(layer, 47785, 68241)))
+    await asyncio.sleep(2.5)  # the subject: the render outlasts its lease 2.5 times
+    assert not waiting.done() and second.count == 0
+    gate.set()
     assert (await rendering).source == "render"
-    assert waiting.source == "memory"
+    assert (await waiting).source == "memory"
     assert first.count + second.count == 1
 
 
@@ -211,7 +214,9 @@ def stale_layer(tmp_path: Path) -> Layer:
 async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
     stale_layer: Layer,
 ) -> None:
-    cache, clock, renderer = MemoryCache(10**8), ManualClock(), FakeRenderer(delay=0.2)
+    gate = asyncio.Event()
+    gate.set()
+    cache, clock, renderer = MemoryCache(10**8), ManualClock(), FakeRenderer(gate=gate)
     svc = stale_service(cache, renderer, clock)
     tile = TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240))
     rendered = await svc.get_tile(tile)
@@ -220,17 +225,17 @@ async def test_stale_while_revalidate_answers_at_once_and_refreshes_once(
     clock.now += 9
     assert (await svc.get_tile(tile)).source == "memory"
     clock.now += 6  # 15 s old: stale
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    answers = await asyncio.gather(
+    gate.clear()  # the refresh's render runs until the test ends it
+    answers = await asyncio.wait_for(asyncio.gather(
         *(svc.get_tile(TileRequest(stale_layer, "default", (), TileCoord(17, 47784, 68240 + i)))
           for i in range(8))
-    )  # fmt: skip
-    assert loop.time() - started < 0.1  # not waiting for the 0.2 s render
+    ), 60)  # fmt: skip
+    # Answered while the refresh's render is still held: none of them waited for it.
     assert {a.source for a in answers} == {"stale"}
     assert answers[0].data == rendered.data and answers[0].rendered_at == clock.now - 15
     assert svc.renders_in_progress == 1
-    await asyncio.wait_for(asyncio.gather(*svc._refreshing.values()), 5)
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*svc._refreshing.values()), 60)
     assert renderer.count == 2
     fresh = await svc.get_tile(tile)
     assert fresh.source == "memory" and fresh.rendered_at == clock.now
