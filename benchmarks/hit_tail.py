@@ -179,6 +179,19 @@ def waits(pids: list[int]) -> dict[int, tuple[int, int]]:
     return found
 
 
+def connections_by_process(port: int) -> dict[str, int]:
+    """The established connections on the local `port`, by the pid that holds them (ss):
+    how SO_REUSEPORT spread wrk's connections over the workers."""
+    text = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    found: dict[str, int] = defaultdict(int)
+    for pid in re.findall(r"pid=(\d+)", text):
+        found[pid] += 1
+    return dict(found)
+
+
 def access_figures(log_path: Path, t0: float, t1: float) -> dict[str, Any]:
     """From the access lines written between t0 and t1 (Unix time): each worker's answers
     and its longest pauses between two lines."""
@@ -250,7 +263,13 @@ def run_wrk(
     load = loadavg()
     c0, p0, w0, s0, st0 = cpu_times(), proc_cpu(), waits(workers), cpu_pressure_us(), steal_ticks()
     t0 = time.time()
-    wrk = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        time.sleep(1)  # wrk's connections are open
+        connections = connections_by_process(target.server.port) if target.server else {}
+        stdout, stderr = proc.communicate()
+    wrk = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     t1 = time.time()
     p1, c1, w1, s1, st1 = proc_cpu(), cpu_times(), waits(workers), cpu_pressure_us(), steal_ticks()
     if perf is not None:
@@ -283,6 +302,7 @@ def run_wrk(
             round((w1[pid][1] - w0[pid][1]) / 1e9, 2) for pid in w1 if pid in w0
         ],
         "worker_cpu_s": [round((w1[pid][0] - w0[pid][0]) / 1e9, 2) for pid in w1 if pid in w0],
+        "connections_by_worker": connections,
         "errors": figures["non2xx"] + figures["socket_errors"] + check.errors,
         "top_cpu": top_cpu(p0, p1),
         "window": [t0, t1],
@@ -398,6 +418,7 @@ def main() -> int:
                   f"{r.get('samples_over_p99_measured', '-')} "
                   f"| {r['worker_runqueue_wait_s'] or '-'} "
                   f"| {r.get('answers_by_worker', '-')} "
+                  f"(connections {r.get('connections_by_worker') or '-'}) "
                   f"| {'; '.join(r['gc'][:3]) or '-'} |")  # fmt: skip
     print(f"\nJSON and logs: {run_dir}")
     return 0
