@@ -19,7 +19,8 @@ diagnostic, never a default.
 
 Targets: `tileserver` (this checkout), `base=DIR` (tileserver from another checkout,
 e.g. a baseline worktree, with its own server), `mapcache` (the peers' MapCache on
-127.0.0.1:8082, /work/shared/peers). A tileserver target whose name ends in `-setsid`
+127.0.0.1:8082, /work/shared/peers). A tileserver target named `...-wN` runs N workers
+(default `--workers`). A tileserver target whose name ends in `-setsid`
 runs in a session of its own: Linux's autogroup scheduling (kernel.sched_autogroup_enabled)
 then shares the CPU between it and wrk's session as between the peers and wrk, instead
 of putting the server and wrk in one group.
@@ -378,7 +379,9 @@ def main() -> int:
                 continue
             root = Path(where).resolve() if where else HERE.parent
             session = name.endswith("-setsid")
-            server = start_tileserver(name, root, run_dir, args.workers, session)
+            workers = re.search(r"-w(\d+)", name)
+            count = int(workers[1]) if workers else args.workers
+            server = start_tileserver(name, root, run_dir, count, session)
             log(f"{name}: {root} at {git_revision_of(root)}, pid {server.proc.pid}")
             targets.append(Target(name, server.base + TILESERVER_PATH, server, root))
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
