@@ -272,10 +272,13 @@ def wait_recovered(
     of path among them, and `condition` holds for them; when that window started. Fails
     RECOVERY seconds after `since`."""
     kinds = {kind for kind, _ in load.paths}
-    while True:
+    recent: list[Answer] = []
+    starts: list[float] = []
+
+    def recovered() -> bool:
         now = time.monotonic()
         start = max(since, now - window)
-        recent = load.answers(start, now)
+        recent[:] = load.answers(start, now)
         if (
             now - since >= window
             and recent
@@ -284,10 +287,17 @@ def wait_recovered(
             and condition(recent)
             and load.oldest_pending() > now - 1.0  # none of the window's requests is slow
         ):
-            return start
-        if now - since > RECOVERY:
-            raise AssertionError(f"{what}: not recovered after {RECOVERY:g} s: {describe(recent)}")
-        time.sleep(0.2)
+            starts.append(start)
+        return bool(starts)
+
+    wait_until(
+        recovered,
+        f"{what}: recovered within {RECOVERY:g} s",
+        max(0.0, since + RECOVERY - time.monotonic()),  # RECOVERY counts from `since`
+        0.2,
+        detail=lambda: describe(recent),
+    )
+    return starts[0]
 
 
 def sources(answers: Sequence[Answer], kind: str) -> set[str]:
