@@ -563,15 +563,44 @@ def render_processes(server_pid: int) -> list[int]:
     return sorted(pids)
 
 
-def test_render_process_killed_under_load(
+def two_render_processes(
     memcached: Memcached, tileserver: Callable[..., TileServer], tmp_path: Path
-) -> None:
+) -> tuple[TileServer, dict[str, bytes], list[int]]:
+    """A one-process server with two render processes, warm: it, the planted tiles, the
+    render processes' PIDs."""
     config, planted = folder_config(memcached, tmp_path / "tiles")
     server = tileserver(config, workers=1, render_processes=2)
     assert server.proc is not None
     renderers = render_processes(server.proc.pid)
     assert len(renderers) == 2, renderers
     warm(server)
+    return server, planted, renderers
+
+
+def wait_rebuilt(load: Load, server: TileServer, killed: float) -> float:
+    """Waits until the server has said its render pool broke, and every answer is good
+    again (wait_recovered): when the good window started."""
+    return wait_recovered(
+        load, killed, "render pool rebuilt",
+        condition=lambda _: "render pool broken" in server.log(),
+    )  # fmt: skip
+
+
+def assert_rebuilt(load: Load, server: TileServer, around: Sequence[Answer], back: float) -> None:
+    """After a render pool broke under load: the error answers `around` it well-formed,
+    every answer since `back` a 200, none but 200 and 503 in the whole run, and the break
+    in the log."""
+    validate_errors(around)
+    assert_answers(load.answers(back), {200}, "after the rebuild")
+    assert_answers(load.answers(), {200, 503}, "the whole run")
+    assert "render pool broken" in server.log()
+
+
+def test_render_process_killed_under_load(
+    memcached: Memcached, tileserver: Callable[..., TileServer], tmp_path: Path
+) -> None:
+    server, planted, renderers = two_render_processes(memcached, tileserver, tmp_path)
+    assert server.proc is not None
     with Load(server.base, osm_paths(), planted) as load:
         time.sleep(PHASE)
         flushed = time.monotonic()
@@ -583,10 +612,7 @@ def test_render_process_killed_under_load(
         # the kill. Flushing again makes the server render after the death whatever the
         # machine's speed, so a render meets the dead process and the pool is rebuilt.
         memcached.flush_all()
-        back = wait_recovered(
-            load, killed, "render pool rebuilt",
-            condition=lambda _: "render pool broken" in server.log(),
-        )  # fmt: skip
+        back = wait_rebuilt(load, server, killed)
     assert_answers(load.before(flushed), {200}, "before the kill")
     # Requests that waited on the dead process got an answer: a tile, rendered again by
     # the rebuilt pool, or a 503 if that failed too.
@@ -599,10 +625,7 @@ def test_render_process_killed_under_load(
     # the very instant of the kill is the machine's timing, not the server's behaviour.
     after = [a for a in load.answers(killed) if a.kind in ("cached", "on_demand")]
     assert after, "no request needing a render after the kill"
-    validate_errors(around)
-    assert_answers(load.answers(back), {200}, "after the rebuild")
-    assert_answers(load.answers(), {200, 503}, "the whole run")
-    assert "render pool broken" in server.log()
+    assert_rebuilt(load, server, around, back)
     # A new pool: its processes start as renders need them.
     now = render_processes(server.proc.pid)
     assert now and renderers[0] not in now, (renderers, now)
@@ -617,12 +640,8 @@ def test_render_processes_frozen_then_one_killed_under_load(
     continued: every request gets an answer, the pool is rebuilt. Whatever each process
     was doing when frozen (idle, rendering, sending its result), no render is left
     waiting on the dead pool (see adapters/pool_faults.py)."""
-    config, planted = folder_config(memcached, tmp_path / "tiles")
-    server = tileserver(config, workers=1, render_processes=2)
+    server, planted, renderers = two_render_processes(memcached, tileserver, tmp_path)
     assert server.proc is not None
-    renderers = render_processes(server.proc.pid)
-    assert len(renderers) == 2, renderers
-    warm(server)
     with Load(server.base, osm_paths(), planted) as load:
         time.sleep(PHASE)
         # Both render processes frozen, then the cache flushed: every tile not stored is
@@ -647,10 +666,7 @@ def test_render_processes_frozen_then_one_killed_under_load(
             killed = time.monotonic()
         finally:
             os.kill(renderers[1], signal.SIGCONT)
-        back = wait_recovered(
-            load, killed, "render pool rebuilt",
-            condition=lambda _: "render pool broken" in server.log(),
-        )  # fmt: skip
+        back = wait_rebuilt(load, server, killed)
     assert_answers(load.before(flushed), {200}, "before the freeze")
     # Every request under way from the flush to the recovery got an answer (a tile
     # rendered again by the rebuilt pool, or a 503 if that failed too) within HANG of
@@ -662,10 +678,7 @@ def test_render_processes_frozen_then_one_killed_under_load(
     assert not late, f"answered more than {HANG:g} s after the kill: {describe(late)}"
     waited = [a for a in around if a.kind in RENDERED and a.started < killed - 1]
     assert [a for a in waited if a.started + a.seconds > killed], "none waited"
-    validate_errors(around)
-    assert_answers(load.answers(back), {200}, "after the rebuild")
-    assert_answers(load.answers(), {200, 503}, "the whole run")
-    assert "render pool broken" in server.log()
+    assert_rebuilt(load, server, around, back)
     # A new pool; the old one's processes are gone, the continued one too.
     wait_until(lambda: not set(renderers) & set(render_processes(server.proc.pid)),
                "the old render processes gone")  # fmt: skip
