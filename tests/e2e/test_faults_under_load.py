@@ -32,6 +32,7 @@ from PIL import Image
 
 from tests.support.configs import mercator_grid
 from tests.support.daemons import Memcached
+from tests.support.images import plant, planted_png
 from tests.support.mapserver import MapServerWMS, monaco_wms
 from tests.support.s3 import SeaweedS3
 from tests.support.schemas import validate_exception_report
@@ -70,26 +71,10 @@ def store_path(layer: str, z: int, row: int, col: int) -> str:
     return tile_path("", layer, "default", (), "epsg3857", str(z), row, col, "png")
 
 
-def planted_png(index: int) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (256, 256), (200, 40 + 20 * index, 90)).save(out, "PNG")
-    return out.getvalue()
-
-
-def plant(store: TileStore, layer: str) -> dict[str, bytes]:
+def plant_stored(store: TileStore, layer: str) -> dict[str, bytes]:
     """Plants a tile of its own colour for every STORED tile; by REST path."""
-    tiles = {rest(layer, *t): planted_png(i) for i, t in enumerate(STORED)}
-
-    async def put() -> None:
-        await store.open()
-        try:
-            await store.put_many(
-                {store_path(layer, *t): tiles[rest(layer, *t)] for t in STORED}, "image/png"
-            )
-        finally:
-            await store.close()
-
-    asyncio.run(put())
+    tiles = {rest(layer, *t): planted_png((200, 40 + 20 * i, 90)) for i, t in enumerate(STORED)}
+    plant(store, {store_path(layer, *t): tiles[rest(layer, *t)] for t in STORED})
     return tiles
 
 
@@ -321,7 +306,7 @@ def folder_config(memcached: Memcached, folder: Path) -> tuple[dict[str, Any], d
     """The demo config, `osm` with a folder store under z15; the planted tiles."""
     config = demo_config(memcached.address, osm={"cache": "tiles", "min_resolution_seed": SEED})
     config["caches"] = {"tiles": {"type": "filesystem", "folder": str(folder)}}
-    return config, plant(FilesystemStore(folder), "osm")
+    return config, plant_stored(FilesystemStore(folder), "osm")
 
 
 def warm(server: TileServer) -> None:
@@ -408,7 +393,7 @@ def test_s3_killed_then_restarted_under_load(
     try:
         for name, value in SeaweedS3.env().items():
             monkeypatch.setenv(name, value)
-        planted = plant(S3Store(s3.bucket, "pregen", endpoint_url=s3.endpoint_url), "osm")
+        planted = plant_stored(S3Store(s3.bucket, "pregen", endpoint_url=s3.endpoint_url), "osm")
         config = demo_config(memcached.address, osm={"cache": "s3", "min_resolution_seed": SEED})
         config["caches"] = {"s3": {"type": "s3", "bucket": s3.bucket, "folder": "pregen",
                                    "endpoint_url": s3.endpoint_url}}  # fmt: skip
@@ -482,7 +467,7 @@ def test_wms_slow_then_down_under_load(
     wms: MapServerWMS, memcached: Memcached, tileserver: Callable[..., TileServer], tmp_path: Path
 ) -> None:
     folder = tmp_path / "tiles"
-    planted = plant(FilesystemStore(folder), "osm")
+    planted = plant_stored(FilesystemStore(folder), "osm")
     server = tileserver(upstream_config(wms, memcached, folder))
     warm(server)
     with Load(server.base, upstream_paths("wms"), planted) as load:
@@ -521,7 +506,7 @@ def test_postgis_stopped_then_started_under_load(
     wms: MapServerWMS, memcached: Memcached, tileserver: Callable[..., TileServer], tmp_path: Path
 ) -> None:
     folder = tmp_path / "tiles"
-    planted = plant(FilesystemStore(folder), "osm")
+    planted = plant_stored(FilesystemStore(folder), "osm")
     server = tileserver(upstream_config(wms, memcached, folder))
     warm(server)
     postgis = wms.postgis

@@ -25,7 +25,7 @@ from pyproj import Transformer
 from shapely import Polygon
 from shapely import box as shapely_box
 
-from tests.support.images import differing, same_tile
+from tests.support.images import differing, planted_png, same_tile
 from tests.support.server import demo_config
 from tests.support.waiting import wait_until
 from tileserver.adapters.filesystem_store import FilesystemStore, is_temporary
@@ -134,12 +134,6 @@ def sha1(data: bytes) -> str:
 
 def state_files(folder: Path) -> list[Path]:
     return sorted(folder.glob(".generate_tiles-*.state"))
-
-
-def planted_png(colour: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (256, 256), colour).save(out, "PNG")
-    return out.getvalue()
 
 
 # --- generation ----------------------------------------------------------------------------
