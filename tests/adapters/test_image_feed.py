@@ -15,13 +15,14 @@ from PIL import Image
 
 from tests.adapters.test_pillow_cut import META_CUTS, metatile_image, png_of
 from tests.support.configs import single_layer
+from tests.support.waiting import async_wait_until
 from tileserver.adapters import image_feed, pillow_cut, plain_cut
 from tileserver.adapters.image_feed import FeedBroken, FeedReader, FeedServer
 from tileserver.adapters.mapnik_renderer import MapnikRenderer
 from tileserver.adapters.mapnik_worker import InvalidImage
 from tileserver.adapters.pillow_cut import Encoding, NotAnImage
 from tileserver.grid import metatile_for
-from tileserver.types import TileCoord
+from tileserver.types import RenderedTiles, TileCoord
 
 PNG1 = Encoding("PNG", 1)
 
@@ -194,10 +195,14 @@ async def test_the_render_pool_cuts_an_answer_fed_as_it_is_read(
     assert fed is not None
     fed.write(data[: len(data) - 20])
     fed.abort()
-    again = pool.cut_as_read(layer, metatile)
-    while again is None:  # the aborted job ends once its process reads the end
-        await asyncio.sleep(0.01)
-        again = pool.cut_as_read(layer, metatile)
+    taken: list[image_feed.FedJob[RenderedTiles]] = []
+
+    def taken_again() -> bool:  # the aborted job ends once its process reads the end
+        taken.extend(c for c in [pool.cut_as_read(layer, metatile)] if c is not None)
+        return bool(taken)
+
+    await async_wait_until(taken_again, "the process free again after the abort", interval=0.01)
+    again = taken[0]
     again.write(data[: len(data) // 2])  # whole as far as HTTP says, but a broken PNG
     with pytest.raises(InvalidImage, match="not a readable image"):
         await again.tiles()

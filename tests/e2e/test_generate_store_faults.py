@@ -30,9 +30,11 @@ from tests.e2e.test_generate_tiles import (
     state_files,
     stored,
     summary,
+    wait_for_state_lines,
     write_config,
 )
 from tests.support.s3 import SeaweedS3
+from tests.support.waiting import wait_until
 from tileserver.adapters.filesystem_store import is_temporary
 
 pytestmark = pytest.mark.e2e
@@ -66,19 +68,26 @@ class Tmpfs:
     def remount(self, options: str, timeout: float = 10) -> None:
         """`mount -o remount,OPTIONS`; retried while a file open for writing makes a
         read-only remount busy."""
-        deadline = time.monotonic() + timeout
-        while True:
-            done = subprocess.run(
-                ["mount", "-o", f"remount,{options}", str(self.path)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"remount,{options} of {self.path}: {done.stderr.strip()}")
-            time.sleep(0.001)
+        tried: list[subprocess.CompletedProcess[str]] = []
+
+        def remounted() -> bool:
+            tried[:] = [
+                subprocess.run(
+                    ["mount", "-o", f"remount,{options}", str(self.path)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+            ]
+            return tried[0].returncode == 0
+
+        wait_until(
+            remounted,
+            f"remount,{options} of {self.path}",
+            timeout,
+            0.001,
+            detail=lambda: tried[0].stderr.strip(),
+        )
 
     def unmount(self) -> None:
         if self.mounted:
@@ -111,16 +120,6 @@ def start(config: Path, started: list[subprocess.Popen[str]]) -> subprocess.Pope
     )
     started.append(process)
     return process
-
-
-def wait_for_state_lines(folder: Path, count: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if any(s.read_text().count("\n") >= count for s in state_files(folder)):
-            return
-        assert process.poll() is None, "the run ended before the fault"
-        time.sleep(0.002)
-    raise AssertionError(f"{count} metatiles were not recorded in a minute")
 
 
 def assert_stopped(result: subprocess.CompletedProcess[str], where: str, reason: str) -> int:

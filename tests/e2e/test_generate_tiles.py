@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,9 @@ from pyproj import Transformer
 from shapely import Polygon
 from shapely import box as shapely_box
 
-from tests.support.images import differing, same_tile
+from tests.support.images import differing, planted_png, same_tile
 from tests.support.server import demo_config
+from tests.support.waiting import wait_until
 from tileserver.adapters.filesystem_store import FilesystemStore, is_temporary
 from tileserver.uniform_tiles import format_colour, parse_colour, uniform_colour
 
@@ -134,12 +134,6 @@ def sha1(data: bytes) -> str:
 
 def state_files(folder: Path) -> list[Path]:
     return sorted(folder.glob(".generate_tiles-*.state"))
-
-
-def planted_png(colour: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (256, 256), colour).save(out, "PNG")
-    return out.getvalue()
 
 
 # --- generation ----------------------------------------------------------------------------
@@ -358,14 +352,23 @@ def start(config: Path, started: list[subprocess.Popen[str]]) -> subprocess.Pope
 
 
 def wait_for_state_lines(folder: Path, count: int, process: subprocess.Popen[str]) -> Path:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for state in state_files(folder):
-            if state.read_text().count("\n") >= count:
-                return state
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        time.sleep(0.002)
-    raise AssertionError("no metatile was recorded in the state file")
+    """The state file of the run in folder once it records `count` metatiles; fails if
+    the run ends first (nothing left to interrupt)."""
+    found: list[Path] = []
+
+    def recorded() -> bool:
+        found[:] = [s for s in state_files(folder) if s.read_text().count("\n") >= count]
+        assert process.poll() is None or found, "the run ended before it could be interrupted"
+        return bool(found)
+
+    wait_until(
+        recorded,
+        f"{count} metatiles recorded in the state file",
+        60,
+        0.002,
+        detail=lambda: {s.name: s.read_text().count("\n") for s in state_files(folder)},
+    )
+    return found[0]
 
 
 def test_a_killed_run_resumes_and_ends_with_the_same_files(

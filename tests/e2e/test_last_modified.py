@@ -5,7 +5,6 @@ application, served in the test process, with a real Memcached)."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import re
@@ -20,11 +19,11 @@ from PIL import Image
 
 from tests.support.app_server import AppServer
 from tests.support.daemons import Memcached
+from tests.support.images import plant, planted_png
 from tests.support.server import Response, demo_config
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.mbtiles_store import MBTilesStore
 from tileserver.config import parse_config
-from tileserver.protocols import TileStore
 from tileserver.store_layout import tile_path
 
 # z17 over Monte-Carlo (rendered on demand by the demo layer; pre-generated below SEED).
@@ -142,20 +141,6 @@ def stored_config(memcached: Memcached, cache: dict[str, Any], **osm: Any) -> di
     return config
 
 
-def planted_png(colour: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (256, 256), colour).save(out, "PNG")
-    return out.getvalue()
-
-
-async def plant(store: TileStore, items: dict[str, bytes]) -> None:
-    await store.open()
-    try:
-        await store.put_many(items, "image/png")
-    finally:
-        await store.close()
-
-
 def path17(row: int = ROW, col: int = COL) -> str:
     return tile_path("", "osm", "default", (), "epsg3857", str(Z), row, col, "png")
 
@@ -165,7 +150,7 @@ def test_a_tile_from_a_folder_is_dated_by_its_file(
 ) -> None:
     folder = tmp_path / "tiles"
     red = planted_png((255, 0, 0))
-    asyncio.run(plant(FilesystemStore(folder), {path17(): red}))
+    plant(FilesystemStore(folder), {path17(): red})
     os.utime(folder / path17(), (STORED_AT, STORED_AT))
     cache = {"type": "filesystem", "folder": str(folder)}
     server = app_server(stored_config(memcached, cache, missing_tile="no_content"))
@@ -179,7 +164,7 @@ def test_a_tile_from_a_folder_is_dated_by_its_file(
 
     # Rewritten: the new file's time, and the old date is no longer a 304.
     blue = planted_png((0, 0, 255))
-    asyncio.run(plant(FilesystemStore(folder), {path17(): blue}))
+    plant(FilesystemStore(folder), {path17(): blue})
     os.utime(folder / path17(), (STORED_AT + 60, STORED_AT + 60))
     for path in endpoints().values():
         again = server.get(path, {"If-Modified-Since": first.headers["last-modified"]})
@@ -200,7 +185,7 @@ def test_a_tile_from_mbtiles_is_dated_by_its_file(
     config = stored_config(memcached, cache)
     grids = parse_config(config, tmp_path).grids
     green = planted_png((0, 128, 0))
-    asyncio.run(plant(MBTilesStore(folder, grids=grids), {path17(): green}))
+    plant(MBTilesStore(folder, grids=grids), {path17(): green})
     (database,) = folder.rglob("*.mbtiles")
     assert not database.with_name(database.name + "-wal").exists()  # checkpointed at close
     os.utime(database, (STORED_AT, STORED_AT))

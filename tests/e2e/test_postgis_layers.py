@@ -9,7 +9,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from tests.support.app_server import AppServer
 from tests.support.configs import MERC, mercator_grid
 from tests.support.postgis import PostGIS, load_monaco
 from tests.support.schemas import validate_exception_report
-from tests.support.server import Response, TileServer
+from tests.support.server import TileServer
 
 pytestmark = pytest.mark.e2e
 
@@ -71,15 +70,6 @@ def config(postgis: PostGIS, tiles: Path) -> dict[str, Any]:
     }
 
 
-def wait_for_status(server: TileServer, url: str, status: int, timeout: float = 30) -> Response:
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = server.get(url)
-        if answer.status == status or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.3)
-
-
 def test_postgis_down_then_back_without_a_restart(
     postgis: PostGIS, tileserver: Callable[..., TileServer], tmp_path: Path
 ) -> None:
@@ -120,7 +110,9 @@ def test_postgis_down_then_back_without_a_restart(
     finally:
         postgis.start()
 
-    back = wait_for_status(server, path(z + 1, *tile(z + 1)), 200)
+    back = server.get_until(
+        path(z + 1, *tile(z + 1)), lambda a: a.status == 200, "a 200 once PostGIS is back", 30, 0.3
+    )
     assert back.status == 200, back.body[:300]
     assert back.headers["x-tile-source"] == "render"
     assert_map_tile(back.body)
@@ -141,7 +133,9 @@ def test_server_starts_while_postgis_is_down(
         assert ready["ready"] is True and "layers.pg database" in ready["degraded"]
     finally:
         postgis.start()
-    back = wait_for_status(server, path(z, *tile(z)), 200)
+    back = server.get_until(
+        path(z, *tile(z)), lambda a: a.status == 200, "a 200 once PostGIS is back", 30, 0.3
+    )
     assert back.status == 200, back.body[:300]
     assert_map_tile(back.body)
     ready = json.loads(server.get("/ready").body)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
 from collections.abc import Callable, Iterator
@@ -17,23 +16,17 @@ from PIL import Image
 
 from tests.support.app_server import AppServer
 from tests.support.daemons import Memcached
+from tests.support.images import plant, planted_png
 from tests.support.s3 import SeaweedS3
 from tests.support.schemas import validate_exception_report
 from tests.support.server import demo_config
 from tileserver.adapters.filesystem_store import FilesystemStore
 from tileserver.adapters.s3_store import S3Store
-from tileserver.protocols import TileStore
 from tileserver.store_layout import tile_path
 
 # z17 (1.194 m) is pre-generated with min_resolution_seed 1.19; z18 (0.597 m) is not.
 SEED = 1.19
 ROW, COL = 47790, 68240
-
-
-def planted_png(colour: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (256, 256), colour).save(out, "PNG")
-    return out.getvalue()
 
 
 RED = planted_png((255, 0, 0))
@@ -62,19 +55,11 @@ def config_with(memcached: Memcached, cache: dict[str, Any], **osm: Any) -> dict
     return config
 
 
-async def plant(store: TileStore, items: dict[str, bytes]) -> None:
-    await store.open()
-    try:
-        await store.put_many(items, "image/png")
-    finally:
-        await store.close()
-
-
 def test_folder_store_serves_pregenerated_levels_and_renders_the_finer_ones(
     memcached: Memcached, app_server: Callable[..., AppServer], tmp_path: Path
 ) -> None:
     folder = tmp_path / "tiles"
-    asyncio.run(plant(FilesystemStore(folder), {path17(): RED}))
+    plant(FilesystemStore(folder), {path17(): RED})
     server = app_server(config_with(memcached, {"type": "filesystem", "folder": str(folder)}))
 
     for url in (rest(ROW, COL), kvp(ROW, COL)):
@@ -135,7 +120,7 @@ def test_s3_store_serves_pregenerated_levels_and_fails_fast_when_s3_is_down(
     for name, value in SeaweedS3.env().items():
         monkeypatch.setenv(name, value)
     store = S3Store(seaweed.bucket, "pregen", endpoint_url=seaweed.endpoint_url)
-    asyncio.run(plant(store, {path17(): RED, path17(col=COL + 1): planted_png((0, 0, 255))}))
+    plant(store, {path17(): RED, path17(col=COL + 1): planted_png((0, 0, 255))})
     cache = {"type": "s3", "bucket": seaweed.bucket, "folder": "pregen",
              "endpoint_url": seaweed.endpoint_url}  # fmt: skip
     server = app_server(config_with(memcached, cache), env=SeaweedS3.env())

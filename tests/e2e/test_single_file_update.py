@@ -7,7 +7,6 @@ server on Redis counts its hits and Redis's outage under `redis` in /metrics."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
@@ -38,6 +37,7 @@ from tests.e2e.test_update import (
     write_area,
     write_yaml,
 )
+from tests.support.images import plant, planted_png
 from tests.support.redis import RedisServer
 from tests.support.server import TileServer, demo_config
 from tests.support.waiting import wait_until
@@ -157,12 +157,6 @@ def test_update_redraws_the_area_in_the_file_and_invalidates_redis_there_only(
 # --- --delete-empty --------------------------------------------------------------------------
 
 
-def planted_png(colour: tuple[int, int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (256, 256), colour).save(out, "PNG")
-    return out.getvalue()
-
-
 def write_config(workdir: Path, kind: str, **osm: Any) -> Path:
     """Layer osm in the store; osm_lv95 too in the GeoPackage (MBTiles: Web Mercator only)."""
     lv95 = {"cache": "tiles"} if kind == "geopackage" else {}
@@ -187,15 +181,7 @@ def test_delete_empty_removes_the_stored_empty_tiles_of_the_selection_only(
     config = write_config(tmp_path, kind)
     loaded = load_config(config)
     store = composition.tile_store(loaded.caches["tiles"], loaded)
-
-    async def plant() -> None:
-        await store.open()
-        try:
-            await store.put_many({**planted, **swiss}, "image/png")
-        finally:
-            await store.close()
-
-    asyncio.run(plant())
+    plant(store, {**planted, **swiss})
     assert stored(kind, tmp_path) == planted
 
     refused = generate(config, "--zoom", "13-15", "--delete-empty")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,18 +40,6 @@ def wms() -> Iterator[MapServerWMS]:
 
 def hours(seconds: float) -> float:
     return seconds / 3600
-
-
-def get_until(
-    server: TileServer, path: str, done: Callable[[Response], bool], timeout: float = WAIT
-) -> Response:
-    """GETs path until an answer satisfies `done` (the failing answer after `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = server.get(path)
-        if done(answer) or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.1)
 
 
 def source(answer: Response) -> str:
@@ -112,7 +99,7 @@ def test_stale_while_revalidate_answers_at_once_while_one_render_refreshes(
     assert source(fresh) in ("hot", "memcached")
 
     # Once expired, the first request is answered stale and starts the refresh.
-    stale = get_until(server, paths[0], lambda a: source(a) == "stale")
+    stale = server.get_until(paths[0], lambda a: source(a) == "stale", "a stale answer", WAIT)
     assert stale.status == 200 and source(stale) == "stale", stale.headers
     assert stale.body == first.body
     control = directives(stale)
@@ -140,7 +127,9 @@ def test_stale_while_revalidate_answers_at_once_while_one_render_refreshes(
     assert served[-1] < 1000, served
 
     # The refresh lands: fresh tiles again, rendered twice in all (once, then refreshed).
-    again = get_until(server, paths[0], lambda a: source(a) in ("hot", "memcached"))
+    again = server.get_until(
+        paths[0], lambda a: source(a) in ("hot", "memcached"), "the refreshed tile", WAIT
+    )
     assert source(again) in ("hot", "memcached"), again.headers
     assert (directives(again)["max-age"] or 0) > 0
     assert server.renders() == 2, server.log()
@@ -201,7 +190,9 @@ def test_stale_if_error_answers_while_the_wms_and_postgis_are_down(
     postgis.stop(keep_data=True)
     try:
         for name, path in paths.items():
-            stale = get_until(server, path, lambda a: source(a) == "stale")
+            stale = server.get_until(
+                path, lambda a: source(a) == "stale", f"layer {name} stale", WAIT
+            )
             assert stale.status == 200 and source(stale) == "stale", (name, stale.body[:300])
             assert stale.body == rendered[name]
             control = directives(stale)
@@ -209,8 +200,10 @@ def test_stale_if_error_answers_while_the_wms_and_postgis_are_down(
         # Past the window: the error, which says what failed but not where it is.
         secrets = [dsn, "127.0.0.1", str(postgis.port), str(wms.port), "monaco",
                    "user=", "postgres", wms.url]  # fmt: skip
-        gone = {name: get_until(server, path, lambda a: a.status != 200)
-                for name, path in paths.items()}  # fmt: skip
+        gone = {
+            name: server.get_until(path, lambda a: a.status != 200, f"layer {name} failing", WAIT)
+            for name, path in paths.items()
+        }
         assert gone["wms"].status == 503, gone["wms"].body[:300]
         assert b"The WMS of layer 'wms' cannot be reached" in gone["wms"].body
         assert gone["pg"].status == 503, gone["pg"].body[:300]
@@ -223,5 +216,5 @@ def test_stale_if_error_answers_while_the_wms_and_postgis_are_down(
     finally:
         postgis.start()
         wms.start()
-    back = get_until(server, paths["pg"], lambda a: source(a) == "render")
+    back = server.get_until(paths["pg"], lambda a: source(a) == "render", "pg rendered again", WAIT)
     assert back.status == 200 and source(back) == "render", back.body[:300]

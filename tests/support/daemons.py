@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -90,19 +89,29 @@ def refused_port() -> Iterator[int]:
         holder.close()
 
 
+def accepts(port: int) -> bool:
+    """True when something accepts a connection on the loopback port now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def exited(proc: subprocess.Popen[bytes] | None) -> bool:
+    """True when the process was started and has ended."""
+    return proc is not None and proc.poll() is not None
+
+
 def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
     """True once something accepts connections on the port; False when `proc` exits first
-    or after `timeout` seconds (a bound on a hang, not an expected duration)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
-    return False
+    or after `timeout` seconds (a bound on a hang, not an expected duration): the caller
+    then fails with what it knows (the daemon's log)."""
+    try:
+        wait_until(lambda: exited(proc) or accepts(port), f"port {port}", timeout, 0.05)
+    except AssertionError:
+        return False
+    return not exited(proc)
 
 
 def freeze(pid: int) -> None:

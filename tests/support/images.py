@@ -6,15 +6,20 @@ for the same rows of one tile in a few hundred (once in about two full test runs
 machine loaded). A tile is therefore the same when its bytes are, or else when both files
 decode to the same format, mode, size and pixels. A file cut short or not an image is
 never the same as a whole one.
+
+Also the tiles tests plant in a store: PNGs of one colour each, told apart by it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Hashable, Mapping
 from typing import TypeVar
 
 from PIL import Image
+
+from tileserver.protocols import TileStore
 
 K = TypeVar("K", bound=Hashable)
 
@@ -46,3 +51,23 @@ def _image(data: bytes) -> tuple[str | None, str, tuple[int, int], bytes] | None
             return image.format, image.mode, image.size, image.tobytes()
     except (OSError, SyntaxError, ValueError):
         return None
+
+
+def planted_png(colour: tuple[int, int, int]) -> bytes:
+    """A 256 px PNG of one colour."""
+    out = io.BytesIO()
+    Image.new("RGB", (256, 256), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+def plant(store: TileStore, items: Mapping[str, bytes]) -> None:
+    """Puts PNG tiles (by their path in the store) into the store, opened for it."""
+
+    async def put() -> None:
+        await store.open()
+        try:
+            await store.put_many(items, "image/png")
+        finally:
+            await store.close()
+
+    asyncio.run(put())

@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 from tests.support.daemons import find_binary, free_port, stop_process, wait_port
 from tests.support.postgis import PostGIS, load_monaco
 from tests.support.server import Response, fetch
+from tests.support.waiting import wait_until
 from tests.support.wms_runner import DIRECT_HEADER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,20 +173,22 @@ class MapServerWMS:
                 args, env=self.environment(), stdout=errors, stderr=subprocess.STDOUT,
                 cwd=self.folder,
             )  # fmt: skip
-        if not (wait_port(self.port, 10, self.proc) and self._answers(5)):
+        try:
+            if not wait_port(self.port, 10, self.proc):
+                raise RuntimeError("its port did not open")
+            wait_until(self._answers, "its control endpoint to answer 200", 5, 0.05)
+        except (RuntimeError, AssertionError) as exc:
             log = self.error_log.read_text(errors="replace")
             self.stop()
-            raise RuntimeError(f"the WMS runner did not start on port {self.port}: {log}")
+            raise RuntimeError(
+                f"the WMS runner did not start on port {self.port} ({exc}): {log}"
+            ) from exc
 
-    def _answers(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if self._control({}).status == 200:
-                    return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+    def _answers(self) -> bool:
+        try:
+            return self._control({}).status == 200
+        except OSError:
+            return False
 
     def stop(self, keep_files: bool = False) -> None:
         """Stops the runner (SIGTERM to its PID): connections are then refused. The

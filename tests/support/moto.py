@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import boto3
 import pytest
 
 from tests.support.daemons import find_binary, free_port, stop_process, wait_port
+from tests.support.waiting import wait_until
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -88,19 +88,22 @@ class MotoServer:
     def notifications(self, queue_url: str, wait: float = 60.0) -> list[dict[str, Any]]:
         """The SNS notifications (Subject, Message...) that reached an SQS queue: once the
         first arrived, until no more are there; `wait` bounds the wait for the first (a
-        hang, not an expected delay: on a busy machine SNS's delivery can take seconds)."""
+        hang, not an expected delay: on a busy machine SNS's delivery can take seconds),
+        and fails the test naming the queue."""
         sqs = self.client("sqs")
         found: list[dict[str, Any]] = []
-        deadline = time.monotonic() + wait
+
+        def took() -> bool:
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+            messages = answer.get("Messages") or []
+            found.extend(json.loads(m["Body"]) for m in messages)
+            return bool(messages)
+
         try:
-            while True:
-                answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
-                messages = answer.get("Messages") or []
-                found += [json.loads(m["Body"]) for m in messages]
-                if not messages and (found or time.monotonic() > deadline):
-                    return found
-                if not messages:
-                    time.sleep(0.1)
+            wait_until(took, f"a notification in {queue_url}", wait, 0.1)
+            while took():  # and those behind it
+                pass
+            return found
         finally:
             sqs.close()
 

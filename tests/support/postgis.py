@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from tests.support.daemons import find_binary, free_port, stop_process
+from tests.support.waiting import wait_until
 
 SUPERUSER = "postgres"
 STAT_STATEMENTS = "pg_stat_statements"
@@ -149,20 +149,30 @@ class PostGIS:
                 )
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
+        last = [""]  # the last connection error
+
+        def accepts() -> bool:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                break
+                raise RuntimeError(self._not_started(last[0]))
             try:
                 with psycopg.connect(self.connection, connect_timeout=2):
-                    return
+                    return True
             except psycopg.OperationalError as exc:
-                last = str(exc)
-                time.sleep(0.1)
+                last[0] = str(exc)
+                return False
+
+        wait_until(
+            accepts,
+            f"postgres to accept connections on port {self.port}",
+            timeout,
+            0.1,
+            detail=lambda: self._not_started(last[0]),
+        )
+
+    def _not_started(self, error: str) -> str:
         log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        raise RuntimeError(f"postgres did not start on port {self.port}: {last}\n{log}")
+        return f"postgres did not start on port {self.port}: {error}\n{log}"
 
     def execute(self, *statements: str, dbname: str = "postgres") -> None:
         with psycopg.connect(self.dsn(dbname), autocommit=True) as conn:

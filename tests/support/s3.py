@@ -20,6 +20,7 @@ from typing import Any
 import botocore.session
 
 from tests.support.daemons import find_binary, free_ports, stop_process, wait_port
+from tests.support.waiting import wait_until
 
 ACCESS_KEY = "tileserver-tests"
 SECRET_KEY = "tileserver-tests-secret"
@@ -86,7 +87,7 @@ class SeaweedS3:
         try:
             if not wait_port(self.port, timeout, self.proc):
                 raise RuntimeError(f"the S3 port {self.port} did not open")
-            self._create_bucket(started + timeout)
+            self._wait_bucket(started + timeout - time.monotonic(), create=True)
         except Exception as exc:
             tail = self.log_tail()
             self.stop()
@@ -103,20 +104,35 @@ class SeaweedS3:
             aws_secret_access_key=SECRET_KEY,
         )
 
-    def _create_bucket(self, deadline: float) -> None:
-        # The S3 port opens a moment before the filer behind it is ready.
+    def _wait_bucket(self, timeout: float, create: bool = False) -> None:
+        """Until the bucket answers (is created, with `create`): the S3 port opens a moment
+        before the filer behind it is ready. RuntimeError if weed exits meanwhile."""
         client = self.client()
-        try:
-            while True:
-                try:
+        failure: list[Exception] = []
+
+        def answers() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited ({self.proc.returncode}): {failure[-1:]}")
+            try:
+                if create:
                     client.create_bucket(Bucket=self.bucket)
-                    return
-                except client.exceptions.BucketAlreadyOwnedByYou:
-                    return  # a retry (botocore's own) of a creation that had succeeded
-                except Exception:
-                    if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
-                        raise
-                    time.sleep(0.05)
+                else:
+                    client.head_bucket(Bucket=self.bucket)
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                pass  # a retry (botocore's own) of a creation that had succeeded
+            except Exception as exc:
+                failure[:] = [exc]
+                return False
+            return True
+
+        try:
+            wait_until(
+                answers,
+                f"the bucket {self.bucket} to answer on port {self.port}",
+                max(0.0, timeout),
+                0.05,
+                detail=lambda: failure[-1:],
+            )
         finally:
             client.close()
 
@@ -164,18 +180,10 @@ class SeaweedS3:
         deadline = time.monotonic() + timeout
         if not wait_port(self.port, timeout, self.proc):
             raise RuntimeError(f"SeaweedFS did not restart:\n{self.log_tail()}")
-        client = self.client()
         try:
-            while True:
-                try:
-                    client.head_bucket(Bucket=self.bucket)
-                    return
-                except Exception:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        raise
-                    time.sleep(0.05)
-        finally:
-            client.close()
+            self._wait_bucket(deadline - time.monotonic())
+        except (RuntimeError, AssertionError) as exc:
+            raise RuntimeError(f"SeaweedFS did not restart: {exc}\n{self.log_tail()}") from exc
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from tests.support.daemons import free_port, stop_process, wait_port
-from tests.support.waiting import wait_until
+from tests.support.waiting import HANG, wait_until
 from tileserver.config_loader import render_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +85,30 @@ class RenderAwareClient:
             wait_until(lambda: self.renders() > before, "the rendered metatile's tiles written")
         return response
 
+    def get_until(
+        self,
+        path: str,
+        done: Callable[[Response], object],
+        what: str,
+        timeout: float = HANG,
+        interval: float = 0.1,
+    ) -> Response:
+        """GETs path until an answer satisfies `done`: that answer. After `timeout`, an
+        AssertionError naming `what`, with the last answer."""
+        last: list[Response] = []
+
+        def answered() -> object:
+            last[:] = [self.get(path)]
+            return done(last[0])
+
+        wait_until(answered, what, timeout, interval, detail=lambda: describe(last[0]))
+        return last[0]
+
+
+def describe(response: Response) -> str:
+    """An answer in a failure message: status, headers and the start of the body."""
+    return f"the last answer: {response.status} {response.headers} {response.body[:300]!r}"
+
 
 class TileServer(RenderAwareClient):
     """`tileserver serve` of config: a dict written to workdir/config.yaml, or the path of
@@ -134,12 +159,20 @@ class TileServer(RenderAwareClient):
         if not wait_port(self.port, timeout, self.proc):
             self.stop()
             raise RuntimeError(f"tileserver did not start:\n{self.log()}")
-        while time.monotonic() < deadline:
-            capabilities = fetch(self.base + "/wmts/1.0.0/WMTSCapabilities.xml")
-            if capabilities.status == 200 and self.log().count("render pool:") >= self.workers:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"tileserver did not become ready:\n{self.log()}")
+        wait_until(
+            self._ready,
+            "tileserver to become ready (its Capabilities, a render pool per worker)",
+            max(0.0, deadline - time.monotonic()),  # one bound for the port and readiness
+            0.1,
+            detail=self.log,
+        )
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"tileserver exited ({self.proc.returncode}):\n{self.log()}")
+        capabilities = fetch(self.base + "/wmts/1.0.0/WMTSCapabilities.xml")
+        return capabilities.status == 200 and self.log().count("render pool:") >= self.workers
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -3,8 +3,9 @@ reported, and the errors of a command line."""
 
 from __future__ import annotations
 
+import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tileserver.config import Config
 from tileserver.config_loader import load_config
@@ -18,6 +19,22 @@ class CommandError(Exception):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
+
+
+def command_parser(
+    prog: str, description: str | None, add_arguments: Callable[[argparse.ArgumentParser], None]
+) -> argparse.ArgumentParser:
+    """The parser of a command run as its own console script (generate_tiles...): its
+    options, its module's docstring as description, and `prog` in its messages
+    (`args.prog_name`, as `tileserver generate` sets it for its subcommand)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(prog_name=prog)
+    return parser
 
 
 def setup_logging(verbose: bool = False, log_format: str = "text") -> None:

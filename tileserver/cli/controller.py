@@ -31,6 +31,7 @@ from tileserver import composition
 from tileserver.cli import export_pmtiles, queue_status, tcc_options
 from tileserver.cli.common import (
     CommandError,
+    command_parser,
     print_config_errors,
     print_config_warnings,
 )
@@ -72,11 +73,7 @@ ACTIONS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c", "--config",
-        help="YAML file, or a Mako template (*.mako) (default: tilegeneration/config.yaml, "
-        "else tilegeneration/config.yaml.mako, as TileCloud-chain)",
-    )  # fmt: skip
+    tcc_options.add_config(parser)
     parser.add_argument(
         "-l",
         "--layer",
@@ -152,14 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="generate_controller",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(prog_name="generate_controller")
-    return parser
+    return command_parser("generate_controller", __doc__, add_arguments)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -183,11 +173,8 @@ def cost_main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Runs a parsed `generate_controller` / `tileserver controller` command; the exit status."""
     prog = getattr(args, "prog_name", "generate_controller")
-    try:
-        tcc_options.normalize(args, prog, sys.stderr)
-    except CommandError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return exc.status
+    if status := tcc_options.normalize_or_report(args, prog, sys.stderr):
+        return status
     if not any(getattr(args, action) for action in ACTIONS):
         options = ", ".join("--" + action.replace("_", "-") for action in ACTIONS)
         print(f"{prog}: nothing to do: pass one or more of {options}", file=sys.stderr)

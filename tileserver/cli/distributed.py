@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Sequence
 
 from tileserver import composition
@@ -16,6 +15,7 @@ from tileserver.cli.generate_context import (
     EXIT_INTERRUPTED,
     PLAIN_PROGRESS_EVERY,
     GenerateContext,
+    ProgressLines,
 )
 from tileserver.jobs import QueueCounts, encode_job
 from tileserver.protocols import JobQueue
@@ -93,13 +93,10 @@ async def enqueue(ctx: GenerateContext, jobs: Sequence[LayerJob], queue: JobQueu
         if not ctx.args.wait:
             return 0
         start = await queue.counts()
-        last_line = 0.0
+        lines = ProgressLines(ctx.args.quiet, at_once=True)
 
         def progress(counts: QueueCounts) -> None:
-            nonlocal last_line
-            now = time.monotonic()
-            if not ctx.args.quiet and now - last_line >= PLAIN_PROGRESS_EVERY:
-                last_line = now
+            if lines.due():
                 ctx.info(f"{counts.queued} jobs queued, {counts.in_flight} in flight, "
                           f"{counts.failed} failed")  # fmt: skip
 
@@ -143,13 +140,10 @@ async def work(ctx: GenerateContext, queue: JobQueue) -> int:
         ctx.info("stopping: finishing the jobs under way (Ctrl-C again to stop now)")
         worker.stop()
 
-    last_line = time.monotonic()
+    lines = ProgressLines(ctx.args.quiet)
 
     def progress(stats: WorkerStats) -> None:
-        nonlocal last_line
-        now = time.monotonic()
-        if not ctx.args.quiet and now - last_line >= PLAIN_PROGRESS_EVERY:
-            last_line = now
+        if lines.due():
             ctx.info(f"{stats.done} jobs, {stats.tiles_written + stats.empty_dropped} "
                       f"tiles, {stats.tiles_per_second:.1f} tiles/s")  # fmt: skip
 

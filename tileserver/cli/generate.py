@@ -33,6 +33,7 @@ from tileserver import composition
 from tileserver.cli import distributed, local_run, tcc_options, tile_tools, update
 from tileserver.cli.common import (
     CommandError,
+    command_parser,
     print_config_errors,
     print_config_warnings,
 )
@@ -52,11 +53,7 @@ ERROR_FILE = "generate_tiles-errors.txt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-c", "--config",
-        help="YAML file, or a Mako template (*.mako) (default: tilegeneration/config.yaml, "
-        "else tilegeneration/config.yaml.mako, as TileCloud-chain)",
-    )  # fmt: skip
+    tcc_options.add_config(parser)
     # The short options are TileCloud-chain's.
     parser.add_argument(
         "-l",
@@ -181,14 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="generate_tiles",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(parser)
-    parser.set_defaults(prog_name="generate_tiles")
-    return parser
+    return command_parser("generate_tiles", __doc__, add_arguments)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,11 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Runs a parsed `generate_tiles` / `tileserver generate` command; the exit status."""
     prog = getattr(args, "prog_name", "generate_tiles")
-    try:
-        tcc_options.normalize(args, prog, sys.stderr)
-    except CommandError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return exc.status
+    if status := tcc_options.normalize_or_report(args, prog, sys.stderr):
+        return status
     verbose = args.generate_verbose or getattr(args, "verbose", False)
     level = logging.DEBUG if verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(

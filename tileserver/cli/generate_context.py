@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -22,6 +23,24 @@ log = logging.getLogger("tileserver.generate")
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between two progress lines when not on a terminal
+
+
+class ProgressLines:
+    """When to print a plain progress line (not on a terminal): at most once every
+    PLAIN_PROGRESS_EVERY seconds, the first one at once or that long after the start;
+    never with -q."""
+
+    def __init__(self, quiet: bool, at_once: bool = False) -> None:
+        self.quiet = quiet
+        self.last = 0.0 if at_once else time.monotonic()
+
+    def due(self) -> bool:
+        """True when a line is due now (and counts it printed)."""
+        now = time.monotonic()
+        if self.quiet or now - self.last < PLAIN_PROGRESS_EVERY:
+            return False
+        self.last = now
+        return True
 
 
 class GenerateContext:

@@ -16,8 +16,8 @@ from tileserver import composition
 from tileserver.cli.common import CommandError
 from tileserver.cli.generate_context import (
     EXIT_INTERRUPTED,
-    PLAIN_PROGRESS_EVERY,
     GenerateContext,
+    ProgressLines,
 )
 from tileserver.protocols import TileStore
 from tileserver.services.generation import GenerationStats, MetatileOutcome, TileGenerator
@@ -222,7 +222,7 @@ class _ProgressDisplay:
         self.bar: Any = None
         self.total_metatiles = 0
         self.layer = ""
-        self.last_line = time.monotonic()
+        self.lines = ProgressLines(self.quiet)
         if not self.quiet and self.terminal:
             from tqdm import tqdm
 
@@ -243,9 +243,7 @@ class _ProgressDisplay:
             if stats.failed:
                 self.bar.set_postfix(failed=stats.failed, refresh=False)
             return
-        now = time.monotonic()
-        if now - self.last_line >= PLAIN_PROGRESS_EVERY:
-            self.last_line = now
+        if self.lines.due():
             finished = stats.done + stats.skipped + stats.failed
             print(
                 f"{self.ctx.prog}: {self.layer}: {finished}/{self.total_metatiles} metatiles, "

@@ -42,6 +42,15 @@ NO_EFFECT = {
 }
 
 
+def add_config(parser: argparse.ArgumentParser) -> None:
+    """-c/--config; without it, TileCloud-chain's DEFAULT_CONFIGS (see `normalize`)."""
+    parser.add_argument(
+        "-c", "--config",
+        help="YAML file, or a Mako template (*.mako) "
+        f"(default: {', else '.join(DEFAULT_CONFIGS)}, as TileCloud-chain)",
+    )  # fmt: skip
+
+
 def add_common(parser: argparse.ArgumentParser) -> None:
     """Options of every TileCloud-chain command that tileserver's lack."""
     parser.add_argument("--host", help="(TileCloud-chain's; no effect here)")
@@ -178,3 +187,14 @@ def normalize(args: argparse.Namespace, prog: str, err: TextIO) -> None:
             option = "--" + dest.replace("_", "-")
             print(f"{prog}: note: {option} is accepted for TileCloud-chain's sake and does "
                   f"nothing here: {why}", file=err)  # fmt: skip
+
+
+def normalize_or_report(args: argparse.Namespace, prog: str, err: TextIO) -> int:
+    """`normalize`, then 0; for an option it refuses (or no configuration to find), the
+    message printed and the exit status."""
+    try:
+        normalize(args, prog, err)
+    except CommandError as exc:
+        print(f"{prog}: {exc}", file=err)
+        return exc.status
+    return 0

@@ -7,15 +7,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
-import time
 from collections.abc import Sequence
 
 from tileserver import composition
 from tileserver.cli.common import CommandError
 from tileserver.cli.generate_context import (
     EXIT_INTERRUPTED,
-    PLAIN_PROGRESS_EVERY,
     GenerateContext,
+    ProgressLines,
 )
 from tileserver.cli.local_run import generate_jobs
 from tileserver.errors import CacheUnavailable
@@ -159,13 +158,10 @@ async def invalidate(
     assert memcached is not None and cache is not None
     retry = f"when it is back, run the same command with --zoom {levels} to invalidate them"
     stats = InvalidationStats()
-    last_line = time.monotonic()
+    lines = ProgressLines(ctx.args.quiet)
 
     def progress(stats: InvalidationStats) -> None:
-        nonlocal last_line
-        now = time.monotonic()
-        if not ctx.args.quiet and now - last_line >= PLAIN_PROGRESS_EVERY:
-            last_line = now
+        if lines.due():
             ctx.info(f"invalidating: {stats.keys}/{total} keys")
 
     async def unreachable() -> list[str]:
