@@ -131,7 +131,7 @@ def test_only_wms_layers_that_need_no_mapnik_are_cut_in_threads(tmp_path: Path) 
 
 def test_pillow_and_isal_are_loaded_by_a_cutting_thread_once_started(tmp_path: Path) -> None:
     """Deciding to cut in threads and building the renderer load no image library (about
-    25 ms of CPU before the first GetMap); the cutting threads load it when they start."""
+    12-25 ms of CPU before the first GetMap); the cutting threads load it when they start."""
     data = {
         "grids": {"g": mercator_grid()},
         "layers": {"l": {"grid": "g"} | wms("http://127.0.0.1:9/wms")},

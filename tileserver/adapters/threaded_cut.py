@@ -10,7 +10,7 @@ resource tracker, no answer pickled across a pipe (figures: benchmarks/RESULTS.m
 those that need Mapnik, to render or to encode, keep the render processes
 (`renderers.LayerRenderer`), where Mapnik runs one job at a time.
 
-Pillow and ISA-L (about 25 ms of CPU to import) are loaded by the cutting threads when
+Pillow and ISA-L (12-25 ms of CPU to import) are loaded by the cutting threads when
 they start, while the first GetMaps are in flight, not before them (`tile_encodings`
 decides without them; benchmarks/RESULTS.md, issue 15, phase 7).
 """
