@@ -126,6 +126,22 @@ def generate_config(folder: str, max_zoom: int, wms_url: str | None = None) -> d
     return data
 
 
+def compile_package() -> Path:
+    """Byte-compiles the tileserver package this interpreter imports, as pip does when it
+    installs it (and the Dockerfile's image has): where PYTHONDONTWRITEBYTECODE is set, as on
+    this machine, an editable install has no bytecode and every generate_tiles run would
+    compile the ~90 modules it imports again, about 60 ms of CPU before its first GetMap
+    that an installed tileserver does not spend (benchmarks/RESULTS.md, issue 15, phase 7)."""
+    import compileall
+
+    import tileserver
+
+    package = Path(tileserver.__file__).resolve().parent
+    if not compileall.compile_dir(package, quiet=1):
+        raise RuntimeError(f"byte-compiling {package} failed")
+    return package
+
+
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
 
@@ -482,6 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.bbox == "land"
         else None
     )
+    log(f"byte-compiled {compile_package()} (as an installed package is)")
     n_metatiles, n_tiles = dry_run(config, zooms, bbox)
     if requested is not None and n_tiles != len(requested):
         log(f"warning: generate_tiles plans {n_tiles} tiles, the peers' list has {len(requested)}")

@@ -129,6 +129,44 @@ def test_only_wms_layers_that_need_no_mapnik_are_cut_in_threads(tmp_path: Path) 
     assert not cuts_in_threads([])
 
 
+def test_pillow_and_isal_are_loaded_by_a_cutting_thread_once_started(tmp_path: Path) -> None:
+    """Deciding to cut in threads and building the renderer load no image library (about
+    12-25 ms of CPU before the first GetMap); the cutting threads load it when they start."""
+    data = {
+        "grids": {"g": mercator_grid()},
+        "layers": {"l": {"grid": "g"} | wms("http://127.0.0.1:9/wms")},
+    }
+    (tmp_path / "config.yaml").write_text(json.dumps(data))  # YAML reads JSON
+    code = (
+        "import asyncio, sys, threading\n"
+        "loaded_by = {}\n"
+        "class Watch:\n"  # notes which thread imports the image libraries
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name in ('PIL', 'isal'):\n"
+        "            loaded_by[name] = threading.current_thread().name.split('_')[0]\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "from tileserver import composition\n"
+        "from tileserver.config_loader import load_config\n"
+        "config = load_config('config.yaml')\n"
+        "renderer = composition.generation_renderer(list(config.layers.values()), 2, config)\n"
+        "print(type(renderer).__name__, sorted(loaded_by))\n"
+        "async def run():\n"
+        "    await renderer.start()\n"
+        "    await renderer.close()\n"  # waits for the cutting threads
+        "asyncio.run(run())\n"
+        "print(sorted(loaded_by.items()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "ThreadedWmsRenderer []",
+        "[('PIL', 'tileserver-cut'), ('isal', 'tileserver-cut')]",
+    ], out.stdout
+
+
 async def test_generation_over_such_layers_starts_no_process(tmp_path: Path) -> None:
     url = "http://127.0.0.1:9/wms"
     cfg = config(tmp_path, url, l=wms(url))

@@ -15,40 +15,17 @@ by Pillow. Other encoder names (`png8:m=h`, `t=0`, `webp`...) are Mapnik's alone
 from __future__ import annotations
 
 import io
-import re
 import warnings
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Protocol
 
 from PIL import Image
 
 from tileserver.adapters import plain_cut, png_decoder, png_encoder
 from tileserver.adapters.plain_cut import Cut, FirstDone, Uniform, inside, keep_solid, rgba, solid
+from tileserver.adapters.tile_encodings import Encoding, options
 from tileserver.grid import Metatile
 from tileserver.types import TileCoord
-
-_PNG = re.compile(r"png(?:32)?(?::z=(-1|\d))?")  # zlib level; Mapnik's default -1 is 6
-_JPEG = re.compile(r"jpe?g(\d{1,3})?")  # quality; Mapnik's default is 85
-
-
-@dataclass(frozen=True, slots=True)
-class Encoding:
-    format: str  # Pillow's: PNG or JPEG
-    level: int  # PNG zlib level or JPEG quality
-
-
-def options(image_format: str) -> Encoding | None:
-    """Pillow's encoding for a Mapnik encoder name; None where Mapnik must encode."""
-    png = _PNG.fullmatch(image_format)
-    if png is not None:
-        level = int(png.group(1) or -1)
-        return Encoding("PNG", 6 if level < 0 else level)
-    jpeg = _JPEG.fullmatch(image_format)
-    if jpeg is not None:
-        quality = int(jpeg.group(1) or 85)
-        return Encoding("JPEG", quality) if 1 <= quality <= 100 else None
-    return None
 
 
 class NotAnImage(ValueError):
@@ -56,7 +33,8 @@ class NotAnImage(ValueError):
 
 
 __all__ = [
-    "Cut", "FirstDone", "Uniform", "cut", "cut_pieces", "cut_pixels", "metatile_cuts", "options",
+    "Cut", "Encoding", "FirstDone", "Uniform", "cut", "cut_pieces", "cut_pixels",
+    "metatile_cuts", "options",
 ]  # fmt: skip
 
 

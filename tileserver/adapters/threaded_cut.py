@@ -9,27 +9,34 @@ resource tracker, no answer pickled across a pipe (figures: benchmarks/RESULTS.m
 15, phase 5). Only layers whose tiles `pillow_cut` encodes qualify (`cuts_in_threads`);
 those that need Mapnik, to render or to encode, keep the render processes
 (`renderers.LayerRenderer`), where Mapnik runs one job at a time.
+
+Pillow and ISA-L (12-25 ms of CPU to import) are loaded by the cutting threads when
+they start, while the first GetMaps are in flight, not before them (`tile_encodings`
+decides without them; benchmarks/RESULTS.md, issue 15, phase 7).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from tileserver.adapters import pillow_cut
+from tileserver.adapters import tile_encodings
 from tileserver.adapters.wms_renderer import WmsRenderer
 from tileserver.config import Layer, UpstreamConfig
 from tileserver.errors import OWSException, RenderError
 from tileserver.grid import Metatile
 from tileserver.types import RenderedTiles, TileCoord
 
+_CUTTER = "tileserver.adapters.pillow_cut"  # Pillow, ISA-L: loaded by the cutting threads
+
 
 def cuts_in_threads(layers: Sequence[Layer]) -> bool:
     """True when every layer is a WMS layer whose tiles `pillow_cut` encodes."""
     return bool(layers) and all(
-        layer.type == "wms" and pillow_cut.options(layer.output_format) is not None
+        layer.type == "wms" and tile_encodings.options(layer.output_format) is not None
         for layer in layers
     )
 
@@ -43,6 +50,9 @@ class ThreadCutter:
 
     def start(self) -> None:
         self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="tileserver-cut")
+        # Loaded by a cutting thread while the event loop sends the first GetMaps; `cut`
+        # imports it again (waiting for this import, or raising its error).
+        self._executor.submit(importlib.import_module, _CUTTER)
 
     def close(self) -> None:
         executor, self._executor = self._executor, None
@@ -63,6 +73,8 @@ class ThreadCutter:
         executor = self._executor
         if executor is None:
             raise RenderError("the cutting threads are not started")
+        from tileserver.adapters import pillow_cut
+
         encoding = pillow_cut.options(layer.output_format)
         if encoding is None:
             raise RenderError(f"layer {layer.name!r}: its {layer.output_format} tiles need Mapnik")
