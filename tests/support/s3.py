@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.session
+from botocore.config import Config
 
 from tests.support.daemons import find_binary, free_ports, stop_process, wait_port
 from tests.support.waiting import wait_until
@@ -26,6 +27,9 @@ ACCESS_KEY = "tileserver-tests"
 SECRET_KEY = "tileserver-tests-secret"
 GRPC_OFFSET = 10000  # SeaweedFS's default gap between a component's HTTP and gRPC ports
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")  # each listens on two ports
+# The object that `start` and `restart` write, read back and delete, outside any folder a
+# test writes under.
+PROBE_KEY = "seaweed-takes-writes.probe"
 
 
 class SeaweedS3:
@@ -88,13 +92,14 @@ class SeaweedS3:
             if not wait_port(self.port, timeout, self.proc):
                 raise RuntimeError(f"the S3 port {self.port} did not open")
             self._wait_bucket(started + timeout - time.monotonic(), create=True)
+            self._wait_writable(started + timeout)
         except Exception as exc:
             tail = self.log_tail()
             self.stop()
             raise RuntimeError(f"SeaweedFS did not start: {exc}\n--- weed log ---\n{tail}") from exc
         self.start_seconds = time.monotonic() - started
 
-    def client(self) -> Any:
+    def client(self, config: Config | None = None) -> Any:
         """A synchronous botocore S3 client for checks (head_object...); close it after use."""
         return botocore.session.get_session().create_client(
             "s3",
@@ -102,6 +107,7 @@ class SeaweedS3:
             region_name="us-east-1",
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
+            config=config,
         )
 
     def _wait_bucket(self, timeout: float, create: bool = False) -> None:
@@ -136,6 +142,33 @@ class SeaweedS3:
         finally:
             client.close()
 
+    def _wait_writable(self, deadline: float) -> None:
+        """Returns once an object put through the S3 API reads back whole (it is deleted
+        then). The bucket answers (from the filer) before SeaweedFS takes writes: a write
+        needs the volume server registered with the master, and after a restart that
+        comes seconds later, up to about 15 s (the volume server's first heartbeat may
+        reach the master before it leads again, and is retried 5 s later; the master may
+        be "warming up, topology is still loading"). Meanwhile a put waits, or fails."""
+        body = b"a write and its read through the S3 API"
+        while True:
+            # One try per request, none longer than what is left: this loop retries.
+            left = max(1.0, deadline - time.monotonic())
+            client = self.client(Config(connect_timeout=left, read_timeout=left,
+                                        retries={"total_max_attempts": 1}))  # fmt: skip
+            try:
+                client.put_object(Bucket=self.bucket, Key=PROBE_KEY, Body=body)
+                read = client.get_object(Bucket=self.bucket, Key=PROBE_KEY)["Body"].read()
+                if read != body:
+                    raise RuntimeError(f"{PROBE_KEY} read back as {read[:80]!r}")
+                client.delete_object(Bucket=self.bucket, Key=PROBE_KEY)
+                return
+            except Exception:
+                if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
+                    raise
+                time.sleep(0.05)
+            finally:
+                client.close()
+
     @staticmethod
     def env() -> dict[str, str]:
         """The AWS environment variables that point botocore's credential chain at us."""
@@ -168,7 +201,7 @@ class SeaweedS3:
 
     def restart(self, timeout: float = 30.0) -> None:
         """Starts weed again after `kill`, on the same ports with the same data: returns
-        once the bucket answers, with the objects it held."""
+        once the bucket answers, with the objects it held, and takes writes."""
         assert self._dir is not None, "restart() after kill(), not after stop()"
         self.kill()
         with open(self.log_path, "ab") as log:
@@ -182,8 +215,11 @@ class SeaweedS3:
             raise RuntimeError(f"SeaweedFS did not restart:\n{self.log_tail()}")
         try:
             self._wait_bucket(deadline - time.monotonic())
-        except (RuntimeError, AssertionError) as exc:
-            raise RuntimeError(f"SeaweedFS did not restart: {exc}\n{self.log_tail()}") from exc
+            self._wait_writable(deadline)
+        except Exception as exc:  # the bucket's wait, or botocore's error of the last put
+            raise RuntimeError(
+                f"SeaweedFS did not restart, or takes no writes: {exc}\n{self.log_tail()}"
+            ) from exc
 
     def stop(self) -> None:
         stop_process(self.proc)
