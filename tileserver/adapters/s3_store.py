@@ -4,9 +4,12 @@ One client, opened by `open` and kept alive until `close`, carries every request
 semaphore bounds the requests in flight to the size of its connection pool. Timeouts are
 short and retries few, so a dead endpoint fails in about a second instead of hanging a
 tile request. Credentials come from botocore's usual chain (environment, profile, instance
-role). A missing object is None; every other failure is raised as `StoreUnavailable`,
-`StoreOutage` when the endpoint cannot be reached, does not answer in time, or refuses
-the bucket or the credentials (what every request would get).
+role). A missing object is None; every other failure is raised as `StoreUnavailable`
+(one request's: an error answer, or an answer that stopped coming, botocore's read
+timeout; generation tries its metatile again), or as `StoreOutage` (what every request
+would get: the run stops) when the endpoint cannot be reached or connected to in time,
+gives no answer within the request's whole time limit, or refuses the bucket or the
+credentials.
 """
 
 from __future__ import annotations
