@@ -213,6 +213,32 @@ async def test_stop_finishes_the_jobs_under_way_and_leaves_the_others_queued(
     assert await queue.counts() == QueueCounts(3, 0, 0)
 
 
+class LaggingCounts(MemoryQueue):
+    """A queue whose counts once say it is empty while a job is hidden, as SQS's may
+    (approximate counts; a job coming back from its retry delay between the two counts)."""
+
+    lies = 1
+
+    async def counts(self) -> QueueCounts:
+        if self.lies and self.entries:
+            self.lies -= 1
+            return QueueCounts(0, 0, len(self.failed))
+        return await super().counts()
+
+
+async def test_a_worker_does_not_stop_on_one_empty_count_while_a_job_waits_for_its_retry(
+    layer: Layer, tmp_path: Path
+) -> None:
+    queue = LaggingCounts(lease=1.0)
+    await enqueue(queue, layer, refs(1))
+    [ref] = refs(1)
+    renderer = FakeRenderer(failures={ref: 1})  # the first try fails: retried after 1 s
+    stats = await worker(queue, layer, FilesystemStore(str(tmp_path)), renderer).run()
+    assert queue.lies == 0  # the worker was told once that nothing was left
+    assert (stats.done, stats.retried, stats.failed) == (1, 1, 0)
+    assert sum(queue.acked.values()) == 1 and await queue.counts() == QueueCounts(0, 0, 0)
+
+
 async def test_a_daemon_waits_for_jobs_until_stopped(layer: Layer, tmp_path: Path) -> None:
     queue, renderer = MemoryQueue(), FakeRenderer()
     daemon = worker(queue, layer, FilesystemStore(str(tmp_path)), renderer, daemon=True)

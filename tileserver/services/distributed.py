@@ -116,6 +116,7 @@ class Worker:
     async def run(self) -> WorkerStats:
         running: set[asyncio.Task[None]] = set()
         failures = 0  # receives in a row that failed
+        empty_since: float | None = None  # when the queue's counts were first seen empty
         try:
             while not self._stop.is_set():
                 running.difference_update([task for task in running if task.done()])
@@ -140,11 +141,22 @@ class Worker:
                 running.update(asyncio.create_task(self._handle(d)) for d in deliveries)
                 running.difference_update([task for task in running if task.done()])
                 if deliveries or running or self.daemon:
+                    empty_since = None
                     continue
                 counts = await self.queue.counts()
-                if counts.queued == 0 and counts.in_flight == 0:
+                if counts.queued or counts.in_flight:
+                    # Jobs are in flight on other workers: they come back if those die.
+                    empty_since = None
+                    continue
+                # Empty: so once more after another receive, and for the queue's
+                # counts_delay. SQS's counts are approximate and lag; even exact ones may
+                # miss a job whose retry delay ends between its two counts (queued, then
+                # hidden), as it turns from hidden to queued.
+                now = time.monotonic()
+                if empty_since is None:
+                    empty_since = now
+                elif now - empty_since >= self.queue.counts_delay:
                     break
-                # Jobs are in flight on other workers: they come back if those die.
         except asyncio.CancelledError:
             # Stop now: the jobs under way are not acknowledged, they come back after the lease.
             for task in running:
