@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 
 from tests.support.configs import MERC, mercator_grid
-from tileserver.cli.controller import write_atomically
+from tileserver.cli.atomic_file import write_atomically
 from tileserver.config import Config, parse_config
 from tileserver.errors import ConfigError
 from tileserver.services.mapcache_config import has_mapcache_source, mapcache_config

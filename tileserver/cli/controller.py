@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ import yaml
 
 from tileserver import composition
 from tileserver.cli import export_pmtiles, queue_status, tcc_options
+from tileserver.cli.atomic_file import write_atomically
 from tileserver.cli.common import (
     CommandError,
     command_parser,
@@ -200,23 +199,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # --- the command ---------------------------------------------------------------------------
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes data at path through a temporary file renamed over it: a reader (MapCache
-    reloading) sees the old file or the new one, never part of one."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        # 0o666 & ~umask, as any file: readable by the web server that runs MapCache.
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        with open(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True, slots=True)
