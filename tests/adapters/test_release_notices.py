@@ -8,31 +8,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.release_notices import Holder, holder_and_waiter
 from tileserver.adapters.release_notices import UnixReleaseNotices
 
 LOCK = "tileserver/lock/l/17/1/2"
 
 
-class Holder(UnixReleaseNotices):
-    """Sets `read` each time it has read its socket (the datagrams are handled in a later
-    turn of the loop than they are sent)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.read = asyncio.Event()
-
-    def _read(self) -> None:
-        super()._read()
-        self.read.set()
-
-
 @pytest.fixture
 async def pair() -> AsyncIterator[tuple[Holder, UnixReleaseNotices]]:
-    holder, waiter = Holder(), UnixReleaseNotices()
-    assert holder.open() and waiter.open()
-    yield holder, waiter
-    holder.close()
-    waiter.close()
+    async with holder_and_waiter() as pair:
+        yield pair
 
 
 async def test_a_waiter_is_told_when_the_holder_releases(

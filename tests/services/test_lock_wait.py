@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.adapters.test_release_notices import Holder
 from tests.support.configs import single_layer
 from tests.support.fakes import FakeRenderer
+from tests.support.release_notices import Holder, holder_and_waiter
 from tileserver.adapters.memory_cache import MemoryCache
 from tileserver.adapters.release_notices import UnixReleaseNotices
 from tileserver.config import Layer
@@ -43,11 +43,8 @@ def polls_of_an_hour(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def notices() -> AsyncIterator[tuple[Holder, UnixReleaseNotices]]:
-    one, two = Holder(), UnixReleaseNotices()
-    assert one.open() and two.open()
-    yield one, two
-    one.close()
-    two.close()
+    async with holder_and_waiter() as pair:
+        yield pair
 
 
 def request(layer: Layer, row: int, col: int) -> TileRequest:
