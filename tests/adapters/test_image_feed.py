@@ -1,13 +1,15 @@
 """A WMS answer cut as it is read (`image_feed`, `pillow_cut.cut_pieces`, the render pool's
 `cut_as_read`): the tiles of the whole answer's cut, byte for byte, whatever the pieces;
-the first tile handed over only once the answer is whole; an answer that breaks off
-gives no tile and holds no render process."""
+the first tile handed over as soon as its rows are in, before the rest of the answer; an
+answer that breaks off gives no tiles and holds no render process."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import struct
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -76,9 +78,49 @@ def test_an_answer_cut_as_it_comes_gives_the_tiles_of_the_whole(
     for coord, tile in tiles.items():  # the same pixels (the bytes may differ: png_encoder)
         assert pixels(tile) == pixels(whole[coord])
     assert pieces.sent == [tiles[cuts[0][:3]]]
-    # Handed over once every byte up to IEND was read, not before.
-    iend = len(data) - 12
-    assert all(sent == 0 for read, sent in pieces.seen if read <= iend)
+
+
+def in_idats(data: bytes, size: int) -> bytes:
+    """The PNG with its image data in IDAT chunks of `size` bytes, as MapServer (libpng)
+    writes it in chunks of 8 KB, each sent as it is deflated."""
+    out, stream, offset = [data[:8]], b"", 8
+    while offset < len(data):
+        length, kind = struct.unpack_from(">I4s", data, offset)
+        whole = data[offset : offset + 12 + length]
+        offset += 12 + length
+        if kind == b"IDAT":
+            stream += whole[8:-4]
+            continue
+        if kind == b"IEND":
+            for i in range(0, len(stream), size):
+                body = b"IDAT" + stream[i : i + size]
+                out.append(struct.pack(">I", len(body) - 4) + body)
+                out.append(struct.pack(">I", zlib.crc32(body)))
+        out.append(whole)
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("first", [0, 4])
+def test_the_first_tile_is_handed_over_once_its_rows_are_in(mode: str, first: int) -> None:
+    """Answer first does not wait for the end of the answer: a tile in the top row of
+    tiles is handed over before the last image data is read (a bottom one once its rows
+    are in, at the end), and its pixels are those of the whole answer."""
+    image = metatile_image(mode)
+    data = in_idats(png_of(image, True), 64)
+    cuts = (META_CUTS[first], *META_CUTS[:first], *META_CUTS[first + 1 :])
+    pieces = Pieces(data, 97)
+    tiles = pillow_cut.cut_pieces(pieces, 192, 128, cuts, 64, PNG1, None, pieces.sent.append)
+    [sent] = pieces.sent
+    assert sent == tiles[cuts[0][:3]]
+    _, row, _, x, y = cuts[0]
+    assert pixels(sent)[2] == image.crop((x, y, x + 64, y + 64)).convert("RGB").tobytes()
+    handed_over_at = next(read for read, count in pieces.seen if count)
+    last_idat = len(data) - 12 - (12 + 64)  # the last IDAT chunk (at most 64 bytes), IEND
+    if row == 0:
+        assert handed_over_at < last_idat, (handed_over_at, len(data))
+    else:
+        assert handed_over_at == len(data)  # its last rows are in the last chunk
 
 
 def test_a_filtered_answer_read_in_pieces_is_left_to_pillow() -> None:
@@ -207,3 +249,31 @@ async def test_the_render_pool_cuts_an_answer_fed_as_it_is_read(
     with pytest.raises(InvalidImage, match="not a readable image"):
         await again.tiles()
     assert sent == []
+
+
+@pytest.mark.skipif(not image_feed.AVAILABLE, reason="abstract Unix sockets are Linux's")
+async def test_the_render_pool_answers_a_top_tile_before_the_rest_of_the_answer(
+    pool: MapnikRenderer, tmp_path: Path
+) -> None:
+    """Answer first through the render pool: the tile asked for, in the top row of tiles,
+    comes back while the bottom of the answer has not been written yet; its pixels are
+    those of the whole answer's cut, and it is not sent again."""
+    layer = wms_layer(tmp_path)
+    metatile = metatile_for(grid=layer.grid, coord=TileCoord(5, 3, 4), meta_size=2, meta_buffer=0)
+    image = metatile_image("RGB").resize((512, 512))  # as busy at the top as at the bottom
+    data = in_idats(png_of(image, True), 1024)
+    whole = await pool.cut(layer, metatile, data)
+    sent: list[bytes] = []
+    top = TileCoord(5, 2, 4)
+    fed = pool.cut_as_read(layer, metatile, first=top, on_first=sent.append)
+    assert fed is not None
+    part = len(data) * 3 // 4  # the top half's rows, and more
+    fed.write(data[:part])
+    await async_wait_until(lambda: sent, "the top tile, from the first part of the answer")
+    assert pixels(sent[0]) == pixels(whole[top])
+    fed.write(data[part:])
+    tiles = await fed.tiles()
+    assert sent == [tiles[top]]
+    assert tiles.keys() == whole.keys()
+    for coord, tile in tiles.items():
+        assert pixels(tile) == pixels(whole[coord])

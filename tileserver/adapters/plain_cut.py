@@ -3,10 +3,14 @@ over its rows, as its bytes arrive; in the render processes.
 
 Each tile's rows are sliced out of each band of inflated rows as it comes, and the
 bands dropped: every row is inflated once (no second pass for the first tile, no
-metatile-sized buffer). The first tile (answer first) is encoded as soon as its last row
-is in, and handed over once the answer's chunks are all in through IEND with right CRCs;
-the other tiles are encoded as they are whole (`eager`), or when the caller has time
-(`encode_one`: while it waits for more of the answer). No numpy: `generate_tiles` cuts in
+metatile-sized buffer). The first tile (answer first) is encoded and handed over as soon
+as its last row is in, while the rest of the answer is still coming: its rows are those of
+chunks whose CRCs were right, inflated from a stream whole so far, so its pixels are those
+of the whole answer; an answer that breaks off below them fails the metatile as before
+(nothing of it stored), its first tile already answered. MapServer sends its PNG as it
+deflates it, over 10-50 ms for a 2112 px metatile: a tile in the top rows is answered that
+much sooner. The other tiles are encoded as they are whole (`eager`), or when the caller
+has time (`encode_one`: while it waits for more of the answer). No numpy: `generate_tiles` cuts in
 threads of a command that must not load it (`threaded_cut`; figures: benchmarks/RESULTS.md,
 issue 15, phase 5).
 """
@@ -100,7 +104,6 @@ class PlainCut:
                     )
                 self._mode = header.mode
             self._fill(first, band, header.stride)
-        self._hand_over_first()
 
     @property
     def has_ready(self) -> bool:
@@ -115,7 +118,6 @@ class PlainCut:
         """Once every byte is fed: checks that the PNG was whole (NotPlain), encodes the
         tiles not encoded yet; the tiles, in the order of `cuts`."""
         self._reader.close()
-        self._hand_over_first()
         while self._ready:
             self.encode_one()
         return {cut[:3]: self._tiles[cut[:3]] for cut in self._cuts}
@@ -144,22 +146,13 @@ class PlainCut:
                     else:
                         self._ready.append(cut)
 
-    def _hand_over_first(self) -> None:
-        first = self._first
-        if self.first_sent or first is None or not self._reader.complete:
-            return
-        encoded = self._tiles.get(first[:3])
-        if encoded is not None and self._first_done is not None:
-            self.first_sent = True
-            self._first_done(encoded)
-
     def _encode(self, cut: Cut) -> None:
         rows = self._rows.pop(cut)
-        self._tiles[cut[:3]] = _encode_tile(
-            rows, self._size, self._mode, cut[:3], self._uniform, self._level
-        )
-        if cut == self._first:
-            self._hand_over_first()
+        encoded = _encode_tile(rows, self._size, self._mode, cut[:3], self._uniform, self._level)
+        self._tiles[cut[:3]] = encoded
+        if cut == self._first and self._first_done is not None:
+            self.first_sent = True
+            self._first_done(encoded)
 
 
 def _encode_tile(
