@@ -28,13 +28,16 @@ and both results in full), targets.md (the table), and the two benchmarks' own f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,13 @@ ONDEMAND_PEERS = ("mapcache", "mapproxy-mapnik", "mapproxy-wms")
 GENERATE_ZOOMS = "12-18"
 GENERATE_CONCURRENCY = 2
 TILECLOUD_CHAIN_COLD_TILE_MS = 1500.0  # the issue's figure for one cold tile
+# One of the cold phase's metatiles (z18, 2112 px), asked of the peers' MapServer directly.
+WARM_GETMAP = (
+    "http://127.0.0.1:8081/wms?SERVICE=WMS&VERSION=1.1.1&REQUEST=GetMap&LAYERS=osm&STYLES="
+    "&SRS=EPSG:3857&BBOX=827946.781128,5422729.425406,829207.992095,5423990.636373"
+    "&WIDTH=2112&HEIGHT=2112&FORMAT=image/png"
+)
+MAPSERV_PROCESSES = 4  # FcgidMaxProcesses in the peers' conf/apache-wms.conf
 
 
 @dataclass
@@ -80,6 +90,31 @@ def peers_down() -> list[str]:
         except OSError:
             down.append(f"{name} (127.0.0.1:{port})")
     return down
+
+
+def mapserv_processes() -> int:
+    count = 0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            count += comm.read_text().strip() == "mapserv"
+    return count
+
+
+def warm_mapserver(rounds: int = 10) -> int:
+    """mod_fcgid starts the peers' mapserv processes on demand, and a request that finds
+    them all busy waits for one in steps of a second: after a fresh `up.sh` there is one
+    process, and the first phase's GetMaps (tileserver's) would wait seconds that the
+    later ones do not. Six GetMaps at once until all four processes are up; how many."""
+    for _ in range(rounds):
+        if mapserv_processes() >= MAPSERV_PROCESSES:
+            break
+        with ThreadPoolExecutor(6) as pool:
+            list(
+                pool.map(
+                    lambda url: urllib.request.urlopen(url, timeout=60).read(), [WARM_GETMAP] * 6
+                )
+            )
+    return mapserv_processes()
 
 
 def run_phase(name: str, command: list[str], run_dir: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -533,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     run_dir = args.out / f"targets-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    mapserv = warm_mapserver()
+    log(f"the peers' MapServer: {mapserv} mapserv processes (of {MAPSERV_PROCESSES})")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_before = loadavg()
     env = dict(os.environ)
@@ -565,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **run_header(started, load_before),
         "revision": git_revision(),
         "quick": args.quick,
+        "mapserv_processes": mapserv,
         "tileserver_set": list(args.set),
         "workers": args.workers,
         "rows": [asdict(r) for r in sorted(rows, key=lambda r: r.target)],
