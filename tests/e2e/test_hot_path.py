@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_on_demand import COL, ROW, assert_map_tile, tile_path
+from tests.e2e.test_on_demand import COL, ROW, Z, assert_map_tile, tile_path
 from tests.e2e.test_operations import metrics, value
 from tests.support.app_server import AppServer
 from tests.support.daemons import Memcached
@@ -224,3 +224,51 @@ def test_hot_path_answers_are_logged_and_counted_as_the_applications(
                              "source=hot", line)  # fmt: skip
         assert found is not None, line
         assert int(found.group(1)) > (sizes[path] if status == 200 else 0)
+
+
+def test_tms_gmaps_and_xyz_tiles_take_the_hot_path_with_the_applications_answers(
+    memcached: Memcached, app_server: Callable[..., AppServer]
+) -> None:
+    """MapCache's TMS and gmaps URLs and XYZ answer hot tiles on the hot path too, once the
+    application has parsed their path, byte for byte as the application would; with a
+    query string (XYZ's dimensions) they go to the application."""
+    config = hot_config(memcached)
+    hot = app_server(config)
+    plain = app_server(config, hot_path=False)
+    y = 2**Z - 1 - ROW  # TMS counts rows from the bottom
+    faces = [
+        f"/tms/1.0.0/osm@epsg3857/{Z}/{COL}/{y}.png",
+        f"/gmaps/osm@epsg3857/{Z}/{COL}/{ROW}.png",
+        f"/xyz/osm/epsg3857/{Z}/{COL}/{ROW}.png",
+    ]
+    first = hot.get(TILES[0])
+    assert first.headers["x-tile-source"] == "render"
+    assert_map_tile(first.body)
+    etag = first.headers["etag"]
+    for server in (hot, plain):
+        answered = spy(hot)
+        for path in faces:  # parsed by the application, from the hot tier
+            response = server.get(path)
+            assert response.status == 200 and response.body == first.body, path
+        if server is hot:
+            assert answered == [False] * len(faces)
+    for path in faces:
+        cases: list[tuple[str, bytes, list[bool], bool]] = [
+            ("GET", request("GET", path), [False], True),
+            ("HEAD", request("HEAD", path), [True], True),
+            ("If-None-Match", request("GET", path, If_None_Match=etag), [False], True),
+            ("HTTP/1.0", request("GET", path, "1.0"), [False], True),
+            ("pipelined", request("GET", path) + request("HEAD", path), [False, True], True),
+            ("query string", request("GET", path + "?x=1"), [False], False),
+        ]
+        for what, raw, heads, by_hot_path in cases:
+            answered = spy(hot)
+            got, closed = exchange(hot, raw, heads)
+            expected, expected_closed = exchange(plain, raw, heads)
+            assert [clockless(a) for a in got] == [clockless(a) for a in expected], (path, what)
+            assert closed == expected_closed, (path, what)
+            assert answered == [by_hot_path] * len(heads), (path, what)
+            assert all(b"\r\nX-Tile-Source: hot\r\n" in answer for answer in got), (path, what)
+        assert exchange(hot, request("GET", path, If_None_Match=etag), [False])[0][0].startswith(
+            b"HTTP/1.1 304 Not Modified"
+        )

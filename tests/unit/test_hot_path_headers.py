@@ -39,6 +39,7 @@ class FakeTiles:
 class FakeBackends:
     tiles: FakeTiles
     rest_paths: dict[str, Any] = field(default_factory=dict)
+    face_paths: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,3 +141,24 @@ def test_without_a_hot_tier_everything_goes_to_the_application(tmp_path: Path) -
     tiles.tile = Tile(b"one", "hot", T, '"1"')
     tiles.hot = None  # hot_cache_mb: 0
     assert path.answer(make_mocked_request("GET", PREFIX + PATH)) is None
+
+
+def test_a_tms_or_xyz_path_is_answered_once_parsed_and_only_without_a_query(
+    tmp_path: Path,
+) -> None:
+    """XYZ reads a layer's dimensions from the query string: a remembered TMS, gmaps or
+    XYZ path is answered by the hot path only without one (a WMTS REST path with one too)."""
+    layer = single_layer(tmp_path)
+    path, tiles = hot_path(layer)
+    tiles.tile = Tile(b"one", "hot", T, '"1"')
+    xyz = "/xyz/l/g/5/4/3.png"
+    assert path.answer(make_mocked_request("GET", xyz)) is None  # not parsed yet
+    faces = path._runtime.current.face_paths  # type: ignore[attr-defined]
+    faces[xyz] = TileRequest(layer, "default", (), TileCoord(5, 3, 4))
+    answered = path.answer(make_mocked_request("GET", xyz))
+    assert answered is not None and answered.body == b"one"
+    assert path.answer(make_mocked_request("HEAD", xyz)) is not None
+    assert path.answer(make_mocked_request("GET", xyz + "?time=2020")) is None
+    assert path.answer(make_mocked_request("GET", xyz + "?")) is None
+    assert path.answer(make_mocked_request("GET", "/xyz/l/g/5/4/%33.png")) is None
+    assert path.answer(make_mocked_request("GET", PREFIX + PATH + "?time=2020")) is not None

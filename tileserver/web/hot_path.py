@@ -1,13 +1,15 @@
-"""The hot path: a GET or HEAD of a WMTS REST tile that the hot tier holds, answered
-before aiohttp's router and the middleware, with the same answer as the REST handler
-(`handlers.tile_response`), the same access log line and the same counts.
+"""The hot path: a GET or HEAD of a tile that the hot tier holds, by WMTS REST, TMS, gmaps
+or XYZ, answered before aiohttp's router and the middleware, with the same answer as the
+application's handler (`handlers.tile_response`), the same access log line and the same
+counts.
 
-It answers only a path the REST handler has parsed already (`Backends.rest_paths`),
-without a percent-escape (the router's unquoting then changes nothing), and only from the
-hot tier: anything else (a miss, a parse, an error, another route) goes on to the
-application. A hit so skips the router's match, the middleware and the handlers'
-coroutines: the CPU a worker spends per hit is what keeps it runnable on a busy machine
-(benchmarks/RESULTS.md, issue 15, phase 5).
+It answers only a path the application has parsed already (`Backends.rest_paths`,
+`Backends.face_paths`), without a percent-escape (the router's unquoting then changes
+nothing), a TMS, gmaps or XYZ one only without a query string (XYZ reads dimensions
+there), and only from the hot tier: anything else (a miss, a parse, an error, another
+route) goes on to the application. A hit so skips the router's match, the middleware and
+the handlers' coroutines: the CPU a worker spends per hit is what keeps it runnable on a
+busy machine (benchmarks/RESULTS.md, issue 15, phases 5 and 8).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class _Route:
     tile_info: tuple[str, int]  # the access log's (layer, zoom)
     read: Callable[[], Tile | None]
     reuse: bool  # the layer has no stale windows
+    any_query: bool  # WMTS REST: a query string changes nothing
     head: TileHead | None = None
     head_of: tuple[str, float | None, str] = ("", None, "")  # head's tile: ETag, time, source
 
@@ -70,10 +73,11 @@ class HotPath:
         if backends.tiles.hot is None:  # no hot tier in this configuration
             return None
         path = request.raw_path
-        if "?" in path or "%" in path or "#" in path:  # else the same as the router's path
+        plain = "?" not in path and "%" not in path and "#" not in path
+        if not plain:  # else the same as the router's path
             path = request.rel_url.path_safe  # what the router matches
         route = self._route(backends, path)
-        if route is None:
+        if route is None or not (plain or route.any_query):
             return None
         tile = route.read()
         if tile is None:
@@ -110,9 +114,12 @@ class HotPath:
         route = self._routes.get(path)
         if route is not None:
             return route
-        if not path.startswith(PREFIX) or "%" in path:
+        if "%" in path:
             return None
-        parsed = backends.rest_paths.get(path[len(PREFIX) :])
+        rest = path.startswith(PREFIX)
+        parsed = (
+            backends.rest_paths.get(path[len(PREFIX) :]) if rest else backends.face_paths.get(path)
+        )
         if type(parsed) is not TileRequest:  # not parsed yet, or a GetFeatureInfo
             return None
         if len(self._routes) >= _ROUTES:
@@ -123,6 +130,7 @@ class HotPath:
             (layer.name, parsed.coord.z),
             backends.tiles.hot_reader(parsed),
             reuse=not (layer.stale_while_revalidate or layer.stale_if_error),
+            any_query=rest,
         )
         return route
 

@@ -70,6 +70,8 @@ class Backends:
     idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_use is 0
     # WMTS REST paths already parsed and validated against `config`: a hit parses nothing.
     rest_paths: dict[str, TileRequest | FeatureInfoRequest] = field(default_factory=dict)
+    # The same for the tile paths of TMS, gmaps and XYZ (whole, without a query string).
+    face_paths: dict[str, TileRequest] = field(default_factory=dict)
 
     def remember_path(
         self, path: str, parsed: TileRequest | FeatureInfoRequest
@@ -78,6 +80,11 @@ class Backends:
             self.rest_paths.clear()  # a crawl over many tiles: start again, bounded
         self.rest_paths[path] = parsed
         return parsed
+
+    def remember_face_path(self, path: str, parsed: TileRequest) -> None:
+        if len(self.face_paths) >= _REST_PATHS:
+            self.face_paths.clear()
+        self.face_paths[path] = parsed
 
 
 _REST_PATHS = 4096  # parsed paths kept per process (a few hundred bytes each)

@@ -143,6 +143,8 @@ class _TmsHandlers:
                     status=404,
                 ) from exc
             raise
+        if not request.query_string and "%" not in request.raw_path:  # the hot path's paths
+            backends.remember_face_path(request.raw_path, parsed)
         return await tile_response(request, parsed)
 
 
