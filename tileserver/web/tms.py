@@ -143,8 +143,9 @@ class _TmsHandlers:
                     status=404,
                 ) from exc
             raise
-        if not request.query_string and "%" not in request.raw_path:  # the hot path's paths
-            backends.remember_face_path(request.raw_path, parsed)
+        raw = request.raw_path  # with its query string, if any
+        if "?" not in raw and "%" not in raw and "#" not in raw:  # what the hot path answers
+            backends.remember_face_path(raw, parsed)
         return await tile_response(request, parsed)
 
 
