@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
 import threading
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from tests.adapters.test_pillow_cut import META_CUTS, metatile_image, png_of
+from tests.adapters.test_png_decoder import split_idat  # as MapServer (libpng): 8 KB IDATs
 from tests.support.configs import single_layer
 from tests.support.waiting import async_wait_until
 from tileserver.adapters import image_feed, pillow_cut, plain_cut
@@ -80,26 +79,6 @@ def test_an_answer_cut_as_it_comes_gives_the_tiles_of_the_whole(
     assert pieces.sent == [tiles[cuts[0][:3]]]
 
 
-def in_idats(data: bytes, size: int) -> bytes:
-    """The PNG with its image data in IDAT chunks of `size` bytes, as MapServer (libpng)
-    writes it in chunks of 8 KB, each sent as it is deflated."""
-    out, stream, offset = [data[:8]], b"", 8
-    while offset < len(data):
-        length, kind = struct.unpack_from(">I4s", data, offset)
-        whole = data[offset : offset + 12 + length]
-        offset += 12 + length
-        if kind == b"IDAT":
-            stream += whole[8:-4]
-            continue
-        if kind == b"IEND":
-            for i in range(0, len(stream), size):
-                body = b"IDAT" + stream[i : i + size]
-                out.append(struct.pack(">I", len(body) - 4) + body)
-                out.append(struct.pack(">I", zlib.crc32(body)))
-        out.append(whole)
-    return b"".join(out)
-
-
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
 @pytest.mark.parametrize("first", [0, 4])
 def test_the_first_tile_is_handed_over_once_its_rows_are_in(mode: str, first: int) -> None:
@@ -107,7 +86,7 @@ def test_the_first_tile_is_handed_over_once_its_rows_are_in(mode: str, first: in
     tiles is handed over before the last image data is read (a bottom one once its rows
     are in, at the end), and its pixels are those of the whole answer."""
     image = metatile_image(mode)
-    data = in_idats(png_of(image, True), 64)
+    data = split_idat(png_of(image, True), 64)
     cuts = (META_CUTS[first], *META_CUTS[:first], *META_CUTS[first + 1 :])
     pieces = Pieces(data, 97)
     tiles = pillow_cut.cut_pieces(pieces, 192, 128, cuts, 64, PNG1, None, pieces.sent.append)
@@ -261,7 +240,7 @@ async def test_the_render_pool_answers_a_top_tile_before_the_rest_of_the_answer(
     layer = wms_layer(tmp_path)
     metatile = metatile_for(grid=layer.grid, coord=TileCoord(5, 3, 4), meta_size=2, meta_buffer=0)
     image = metatile_image("RGB").resize((512, 512))  # as busy at the top as at the bottom
-    data = in_idats(png_of(image, True), 1024)
+    data = split_idat(png_of(image, True), 1024)
     whole = await pool.cut(layer, metatile, data)
     sent: list[bytes] = []
     top = TileCoord(5, 2, 4)
