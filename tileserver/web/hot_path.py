@@ -25,7 +25,7 @@ from tileserver.tile_request import TileRequest
 from tileserver.types import Tile
 from tileserver.web.access_log import STARTED, TILE_INFO
 from tileserver.web.handlers import TileHead, tile_head, tile_response
-from tileserver.web.runtime import RUNTIME, TILE_SOURCE, Backends, Runtime
+from tileserver.web.runtime import RUNTIME, TILE_SOURCE, Backends, Runtime, router_path_as_is
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -73,8 +73,8 @@ class HotPath:
         if backends.tiles.hot is None:  # no hot tier in this configuration
             return None
         path = request.raw_path
-        plain = "?" not in path and "%" not in path and "#" not in path
-        if not plain:  # else the same as the router's path
+        plain = router_path_as_is(path)
+        if not plain:
             path = request.rel_url.path_safe  # what the router matches
         route = self._route(backends, path)
         if route is None or not (plain or route.any_query):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -76,18 +77,30 @@ class Backends:
     def remember_path(
         self, path: str, parsed: TileRequest | FeatureInfoRequest
     ) -> TileRequest | FeatureInfoRequest:
-        if len(self.rest_paths) >= _REST_PATHS:
-            self.rest_paths.clear()  # a crawl over many tiles: start again, bounded
-        self.rest_paths[path] = parsed
+        _keep(self.rest_paths, path, parsed)
         return parsed
 
-    def remember_face_path(self, path: str, parsed: TileRequest) -> None:
-        if len(self.face_paths) >= _REST_PATHS:
-            self.face_paths.clear()
-        self.face_paths[path] = parsed
+    def remember_face_path(self, raw_path: str, parsed: TileRequest) -> None:
+        """Keeps a TMS, gmaps or XYZ tile's path for the hot path, unless the router saw
+        another path in it (`router_path_as_is`) or it has a query string."""
+        if router_path_as_is(raw_path):
+            _keep(self.face_paths, raw_path, parsed)
 
 
 _REST_PATHS = 4096  # parsed paths kept per process (a few hundred bytes each)
+_Parsed = TypeVar("_Parsed")
+
+
+def _keep(paths: dict[str, _Parsed], path: str, parsed: _Parsed) -> None:
+    if len(paths) >= _REST_PATHS:
+        paths.clear()  # a crawl over many tiles: start again, bounded
+    paths[path] = parsed
+
+
+def router_path_as_is(raw_path: str) -> bool:
+    """True when a request's raw path (with its query string, if any) is the path aiohttp's
+    router matches: no query string, no percent-escape for it to unquote."""
+    return "?" not in raw_path and "%" not in raw_path and "#" not in raw_path
 
 
 async def open_backends(

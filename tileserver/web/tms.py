@@ -143,9 +143,7 @@ class _TmsHandlers:
                     status=404,
                 ) from exc
             raise
-        raw = request.raw_path  # with its query string, if any
-        if "?" not in raw and "%" not in raw and "#" not in raw:  # what the hot path answers
-            backends.remember_face_path(raw, parsed)
+        backends.remember_face_path(request.raw_path, parsed)
         return await tile_response(request, parsed)
 
 
